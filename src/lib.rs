@@ -1,0 +1,30 @@
+//! # flashdot
+//!
+//! GPU kernels for the dot product's three jobs — batched dot products and
+//! similarity, tiled matrix multiplication, and attention — written in WGSL and run
+//! through wgpu on Vulkan, Metal, DX12 or GL. Every kernel is checked against a
+//! plain CPU reference ([`reference`]) that accumulates in f64.
+//!
+//! ```no_run
+//! use flashdot::{Context, Tensor, ops::dot};
+//! # fn main() -> flashdot::Result<()> {
+//! let ctx = Context::new()?;                       // best adapter
+//! let a = Tensor::from_slice(&ctx, &[1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
+//! let b = Tensor::from_slice(&ctx, &[5.0f32, 6.0, 7.0, 8.0], &[2, 2])?;
+//! let out = dot::dot(&a, &b)?.to_vec::<f32>()?;   // [17, 53]
+//! assert_eq!(out, vec![17.0, 53.0]);
+//! # Ok(()) }
+//! ```
+
+pub mod context;
+pub mod error;
+pub mod ops;
+pub mod reference;
+mod shader;
+pub mod tensor;
+pub mod verify;
+
+pub use context::{Context, ContextInfo, ContextOptions};
+pub use error::{Error, GpuErrorKind, Result};
+pub use half::f16;
+pub use tensor::{DType, Element, Tensor};

@@ -1,0 +1,4 @@
+//! GPU operations, one module per kernel family. Each owns its params struct
+//! (mirroring the WGSL struct), its variant enum, its shape checks and launcher.
+
+pub mod dot;

@@ -1,0 +1,4 @@
+//! Plain-loop CPU implementations of every operation, accumulating in f64.
+//! Obviously correct, not fast: the ground truth tests, examples and benches check against.
+
+pub mod dot;

@@ -1,0 +1,70 @@
+//! Shared test helpers: the context, a fresh seed per run (printed on failure),
+//! random data.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use flashdot::{f16, Context};
+use rand::{Rng, SeedableRng};
+
+pub type Rng64 = rand::rngs::SmallRng;
+
+/// The context every test shares. Fails (never skips) when no adapter exists,
+/// with the NoAdapter message that says how to install one.
+pub fn ctx() -> Context {
+    static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
+    match CTX.get_or_init(|| Context::new().map_err(|e| e.to_string())) {
+        Ok(c) => c.clone(),
+        Err(e) => panic!("flashdot tests need a GPU adapter: {e}"),
+    }
+}
+
+/// A fresh seed per run, or `FLASHDOT_SEED` to replay one.
+pub fn seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| {
+        std::env::var("FLASHDOT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            })
+    })
+}
+
+/// An RNG for one test case, derived from the run's seed and a case label.
+pub fn rng(case: &str) -> Rng64 {
+    let mut h = seed();
+    for b in case.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    Rng64::seed_from_u64(h)
+}
+
+/// Uniform values in [-1, 1).
+pub fn uniform(rng: &mut Rng64, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Rounds through f16 (what an f16 tensor stores).
+pub fn to_f16(x: &[f32]) -> Vec<f16> {
+    x.iter().map(|&v| f16::from_f32(v)).collect()
+}
+
+/// The f16 values back as f32 (the reference's inputs for f16 kernels).
+pub fn from_f16(x: &[f16]) -> Vec<f32> {
+    x.iter().map(|v| v.to_f32()).collect()
+}
+
+/// Fails with the seed and the case in the message.
+#[track_caller]
+pub fn check(report: &flashdot::verify::Report, tol: f64, case: &str) {
+    assert!(
+        report.passes(tol),
+        "{case}: tolerance {tol:.1e} exceeded (replay with FLASHDOT_SEED={}):\n{report}",
+        seed()
+    );
+}

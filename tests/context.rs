@@ -1,0 +1,90 @@
+//! Context, tensors and error plumbing.
+
+mod common;
+
+use common::*;
+use flashdot::ops::dot::{dot_with, DotVariant};
+use flashdot::{f16, reference, verify, Context, ContextOptions, DType, Error, Tensor};
+
+#[test]
+fn info_reports_adapter() {
+    let ctx = ctx();
+    let text = ctx.info().to_string();
+    assert!(text.contains(&ctx.info().name), "{text}");
+    assert!(ctx.info().limits.max_storage_buffer_binding_size > 0);
+}
+
+#[test]
+fn upload_length_mismatch_is_shape_error() {
+    let ctx = ctx();
+    let e = Tensor::from_slice(&ctx, &[1.0f32, 2.0, 3.0], &[2, 2]).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    assert!(e.to_string().contains("[2, 2]"), "{e}");
+}
+
+#[test]
+fn roundtrip_odd_lengths() {
+    let ctx = ctx();
+    let mut rng = rng("roundtrip");
+    for n in [0usize, 1, 3, 1009] {
+        let x = uniform(&mut rng, n);
+        let t = Tensor::from_slice(&ctx, &x, &[n]).unwrap();
+        assert_eq!(t.to_vec::<f32>().unwrap(), x);
+        if ctx.info().has_f16() {
+            let h = to_f16(&x);
+            let t = Tensor::from_slice(&ctx, &h, &[n]).unwrap();
+            assert_eq!(t.to_vec::<f16>().unwrap(), h);
+        }
+    }
+    let t = Tensor::zeros(&ctx, &[3], DType::F32).unwrap();
+    assert!(matches!(t.to_vec::<u32>(), Err(Error::InvalidArgument { .. })));
+}
+
+#[test]
+fn f16_without_feature_is_unsupported() {
+    let ctx = Context::with_options(
+        ContextOptions::default().without_features(wgpu::Features::SHADER_F16),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!ctx.info().has_f16());
+    let e = Tensor::from_slice(&ctx, &[f16::ONE; 4], &[2, 2]).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    let e = Tensor::zeros(&ctx, &[2], DType::F16).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+}
+
+#[test]
+fn too_large_tensor_is_error_not_panic() {
+    let ctx = ctx();
+    let max = ctx.info().limits.max_buffer_size;
+    let n = (max / 4 + 1024) as usize;
+    let e = Tensor::zeros(&ctx, &[n], DType::F32).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+}
+
+#[test]
+fn context_is_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Context>();
+    assert_send_sync::<Tensor>();
+    let ctx = ctx();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let ctx = ctx.clone();
+            s.spawn(move || {
+                let mut rng = rng(&format!("thread {t}"));
+                for i in 0..50 {
+                    let (n, d) = (1 + i * 7, 1 + (i * 13 + t) % 97);
+                    let a = uniform(&mut rng, n * d);
+                    let b = uniform(&mut rng, n * d);
+                    let ta = Tensor::from_slice(&ctx, &a, &[n, d]).unwrap();
+                    let tb = Tensor::from_slice(&ctx, &b, &[n, d]).unwrap();
+                    let v = DotVariant::ALL[i % 3];
+                    let got = dot_with(&ta, &tb, v).unwrap().to_vec::<f32>().unwrap();
+                    let r = verify::compare(&got, &reference::dot::dot(&a, &b, d));
+                    check(&r, 1e-6, &format!("thread {t} call {i} n={n} d={d} {v:?}"));
+                }
+            });
+        }
+    });
+}
