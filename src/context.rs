@@ -401,6 +401,10 @@ impl Context {
         self.inner.pipelines.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(crate) fn lock_tuning(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.inner.tuning.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Number of pipelines built so far (each kernel + specialisation once).
     pub fn cached_pipelines(&self) -> usize {
         self.lock_pipelines().len()
@@ -520,6 +524,18 @@ impl Context {
         binds: &[Bind<'_>],
         groups: (u32, u32),
     ) {
+        self.encode3(enc, pipeline, params, binds, (groups.0, groups.1, 1))
+    }
+
+    /// [`Context::encode`] with a z dimension.
+    pub(crate) fn encode3(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        params: &wgpu::Buffer,
+        binds: &[Bind<'_>],
+        groups: (u32, u32, u32),
+    ) {
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: params.as_entire_binding(),
@@ -545,7 +561,7 @@ impl Context {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, 1);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
     }
 
     /// A fresh command encoder.

@@ -11,11 +11,30 @@ use crate::tensor::DType;
 
 /// Expands `src` for storage type `dtype` with the given defines.
 pub(crate) fn expand(src: &str, dtype: DType, defines: &[&str]) -> String {
+    expand_full(src, dtype, defines, &[])
+}
+
+/// Like [`expand`], and also emits `const NAME: u32 = V;` for each of `consts`
+/// (sizes of workgroup arrays must be constants) and unrolls
+/// `//#for i < NAME` ... `//#endfor` blocks: the body is repeated for i in
+/// 0..NAME with every `{i}` replaced by the index. Unrolled, named accumulators
+/// stay in registers where a private array indexed in a loop may spill.
+pub(crate) fn expand_full(
+    src: &str,
+    dtype: DType,
+    defines: &[&str],
+    consts: &[(&str, u32)],
+) -> String {
     let mut out = String::with_capacity(src.len() + 128);
-    if dtype == DType::F16 {
+    let needs_f16 = dtype == DType::F16 || defines.contains(&"ENABLE_F16");
+    if needs_f16 {
         out.push_str("enable f16;\n");
     }
     out.push_str(&format!("alias T = {};\n", dtype.wgsl()));
+    for (name, v) in consts {
+        out.push_str(&format!("const {name}: u32 = {v}u;\n"));
+    }
+    let mut kept = String::with_capacity(src.len());
     // Stack of (this block active, some branch already taken).
     let mut stack: Vec<(bool, bool)> = Vec::new();
     let active = |stack: &[(bool, bool)]| stack.iter().all(|s| s.0);
@@ -31,11 +50,56 @@ pub(crate) fn expand(src: &str, dtype: DType, defines: &[&str]) -> String {
         } else if t.starts_with("//#endif") {
             stack.pop().expect("//#endif without //#if");
         } else if active(&stack) {
-            out.push_str(line);
-            out.push('\n');
+            kept.push_str(line);
+            kept.push('\n');
         }
     }
     assert!(stack.is_empty(), "unterminated //#if in WGSL source");
+    // Loops are unrolled after the conditionals so that disabled code may use
+    // bounds that are not defined for this specialisation.
+    out.push_str(&unroll(&kept, consts));
+    out
+}
+
+fn unroll(src: &str, consts: &[(&str, u32)]) -> String {
+    let mut out = String::new();
+    let mut lines = src.lines();
+    while let Some(line) = lines.next() {
+        let t = line.trim_start();
+        let Some(spec) = t.strip_prefix("//#for ") else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let (var, bound) = spec.split_once('<').expect("//#for i < NAME");
+        let var = format!("{{{}}}", var.trim());
+        let bound = bound.trim();
+        let n = consts
+            .iter()
+            .find(|c| c.0 == bound)
+            .map(|c| c.1)
+            .or_else(|| bound.parse().ok())
+            .unwrap_or_else(|| panic!("//#for bound {bound} is not a const"));
+        let mut body = Vec::new();
+        let mut depth = 0;
+        for l in lines.by_ref() {
+            let lt = l.trim_start();
+            if lt.starts_with("//#for ") {
+                depth += 1;
+            } else if lt.starts_with("//#endfor") {
+                if depth == 0 {
+                    break;
+                }
+                depth -= 1;
+            }
+            body.push(l);
+        }
+        // Nested loops are expanded recursively.
+        let body = unroll(&body.join("\n"), consts);
+        for i in 0..n {
+            out.push_str(&body.replace(&var, &i.to_string()));
+        }
+    }
     out
 }
 
@@ -50,6 +114,15 @@ mod tests {
         assert_eq!(
             expand(src, DType::F16, &[]),
             "enable f16;\nalias T = f16;\na\nc\nd\n"
+        );
+    }
+
+    #[test]
+    fn unrolled_loops() {
+        let src = "//#for i < N\nx{i}\n//#for j < 2\ny{i}{j}\n//#endfor\n//#endfor\n";
+        assert_eq!(
+            expand_full(src, DType::F32, &[], &[("N", 2)]),
+            "alias T = f32;\nconst N: u32 = 2u;\nx0\ny00\ny01\nx1\ny10\ny11\n"
         );
     }
 }

@@ -84,8 +84,8 @@ pub(crate) fn shape_str(shape: &[usize]) -> String {
 
 fn padded_bytes(len: usize, dtype: DType) -> u64 {
     // Bindings and copies work in 4-byte units; an empty tensor still gets a
-    // 4-byte buffer so that it is a valid resource.
-    (len as u64 * dtype.size()).div_ceil(4).max(1) * 4
+    // 16-byte buffer so that it can be bound as any array, vec4 ones included.
+    ((len as u64 * dtype.size()).div_ceil(4) * 4).max(16)
 }
 
 impl Tensor {

@@ -2,3 +2,4 @@
 //! (mirroring the WGSL struct), its variant enum, its shape checks and launcher.
 
 pub mod dot;
+pub mod matmul;

@@ -2,3 +2,4 @@
 //! Obviously correct, not fast: the ground truth tests, examples and benches check against.
 
 pub mod dot;
+pub mod matmul;

@@ -1,0 +1,288 @@
+//! Matmul and linear against the CPU reference: every variant, odd shapes,
+//! transposes, broadcasts, epilogues, f32 and f16, empty cases.
+
+mod common;
+
+use common::*;
+use flashdot::ops::matmul::*;
+use flashdot::{f16, reference, verify, DType, Error, Tensor};
+
+const SHAPES: [(usize, usize, usize); 9] = [
+    (1, 1, 1),
+    (1, 1009, 3),
+    (3, 5, 7),
+    (60, 60, 60),
+    (64, 64, 64),
+    (127, 129, 131),
+    (1, 101, 255),
+    (512, 512, 512),
+    (257, 1024, 33),
+];
+
+/// Uploads `x` as `dtype`, returning the tensor and the values the GPU sees.
+fn upload(x: Vec<f32>, shape: &[usize], dtype: DType) -> (Tensor, Vec<f32>) {
+    let ctx = ctx();
+    match dtype {
+        DType::F16 => {
+            let h = to_f16(&x);
+            (Tensor::from_slice(&ctx, &h, shape).unwrap(), from_f16(&h))
+        }
+        _ => (Tensor::from_slice(&ctx, &x, shape).unwrap(), x),
+    }
+}
+
+fn read(t: &Tensor) -> Vec<f32> {
+    match t.dtype() {
+        DType::F16 => from_f16(&t.to_vec::<f16>().unwrap()),
+        _ => t.to_vec::<f32>().unwrap(),
+    }
+}
+
+/// f32 inputs: rel L2 < 1e-5 (k ≤ 1024); f16 storage: < 5e-3 against the f32
+/// reference on the unrounded inputs.
+fn tol(dtype: DType) -> f64 {
+    if dtype == DType::F16 {
+        5e-3
+    } else {
+        1e-5
+    }
+}
+
+fn run_matmul(m: usize, k: usize, n: usize, ta: bool, tb: bool, dtype: DType, variants: &[MatmulVariant]) {
+    let case = format!("matmul m={m} k={k} n={n} ta={ta} tb={tb} {dtype}");
+    let mut rng = rng(&case);
+    let a = uniform(&mut rng, m * k);
+    let b = uniform(&mut rng, k * n);
+    let want = reference::matmul::matmul(&a, &b, m, k, n, ta, tb);
+    let sa = if ta { [k, m] } else { [m, k] };
+    let sb = if tb { [n, k] } else { [k, n] };
+    let (ga, _) = upload(a, &sa, dtype);
+    let (gb, _) = upload(b, &sb, dtype);
+    let out = Tensor::zeros(&ctx(), &[m, n], DType::F32).unwrap();
+    for &v in variants {
+        let opts = MatmulOptions {
+            trans_a: ta,
+            trans_b: tb,
+            variant: v,
+            ..Default::default()
+        };
+        out.poison().unwrap();
+        matmul_into(&ga, &gb, &opts, &out).unwrap_or_else(|e| panic!("{case} {v}: {e}"));
+        check(&verify::compare(&read(&out), &want), tol(dtype), &format!("{case} {v}"));
+    }
+}
+
+#[test]
+fn matmul_f32_shapes_every_variant() {
+    let vs = MatmulVariant::all(&ctx());
+    for (m, k, n) in SHAPES {
+        run_matmul(m, k, n, false, false, DType::F32, &vs);
+    }
+}
+
+#[test]
+fn matmul_transposes_every_variant() {
+    let vs = MatmulVariant::all(&ctx());
+    for (m, k, n) in [(3, 5, 7), (127, 129, 131), (64, 64, 64), (33, 36, 40)] {
+        for (ta, tb) in [(true, false), (false, true), (true, true)] {
+            run_matmul(m, k, n, ta, tb, DType::F32, &vs);
+        }
+    }
+}
+
+#[test]
+fn matmul_f16_every_variant() {
+    assert!(ctx().info().has_f16(), "adapter lacks SHADER_F16; f16 cannot be tested here");
+    let vs = MatmulVariant::all(&ctx());
+    for (m, k, n) in SHAPES {
+        run_matmul(m, k, n, false, false, DType::F16, &vs);
+    }
+    run_matmul(127, 129, 131, false, true, DType::F16, &vs);
+}
+
+#[test]
+fn matmul_f16_output() {
+    let ctx = ctx();
+    let (m, k, n) = (67, 64, 72);
+    let mut rng = rng("f16 out");
+    let a = uniform(&mut rng, m * k);
+    let b = uniform(&mut rng, k * n);
+    let want = reference::matmul::matmul(&a, &b, m, k, n, false, false);
+    let ga = Tensor::from_slice(&ctx, &a, &[m, k]).unwrap();
+    let gb = Tensor::from_slice(&ctx, &b, &[k, n]).unwrap();
+    for v in MatmulVariant::all(&ctx) {
+        let opts = MatmulOptions {
+            variant: v,
+            out_dtype: DType::F16,
+            ..Default::default()
+        };
+        let out = matmul_with(&ga, &gb, &opts).unwrap();
+        assert_eq!(out.dtype(), DType::F16);
+        check(&verify::compare(&read(&out), &want), 5e-3, &format!("f16 out {v}"));
+    }
+}
+
+#[test]
+fn matmul_batched_broadcast() {
+    let ctx = ctx();
+    // (a batch dims, b batch dims, out batch dims)
+    let cases: [(&[usize], &[usize], &[usize]); 4] = [
+        (&[4], &[4], &[4]),
+        (&[4], &[1], &[4]),
+        (&[], &[3], &[3]),
+        (&[3, 1], &[1, 2], &[3, 2]),
+    ];
+    let (m, k, n) = (19, 23, 29);
+    for (ba, bb, bo) in cases {
+        let case = format!("batched {ba:?} x {bb:?}");
+        let mut rng = rng(&case);
+        let na: usize = ba.iter().product();
+        let nb: usize = bb.iter().product();
+        let a = uniform(&mut rng, na * m * k);
+        let b = uniform(&mut rng, nb * k * n);
+        let sa: Vec<usize> = ba.iter().copied().chain([m, k]).collect();
+        let sb: Vec<usize> = bb.iter().copied().chain([k, n]).collect();
+        let ga = Tensor::from_slice(&ctx, &a, &sa).unwrap();
+        let gb = Tensor::from_slice(&ctx, &b, &sb).unwrap();
+        // Reference: broadcast by hand over the (at most 2-d) batch shape.
+        let nd = bo.len();
+        let pad = |s: &[usize]| -> Vec<usize> {
+            let mut v = vec![1; nd - s.len()];
+            v.extend_from_slice(s);
+            v
+        };
+        let (pa, pb) = (pad(ba), pad(bb));
+        let mut want = Vec::new();
+        let nz: usize = bo.iter().product();
+        for z in 0..nz {
+            let mut idx = vec![0; nd];
+            let mut r = z;
+            for d in (0..nd).rev() {
+                idx[d] = r % bo[d];
+                r /= bo[d];
+            }
+            let flat = |p: &[usize]| {
+                (0..nd).fold(0, |acc, d| acc * p[d] + if p[d] == 1 { 0 } else { idx[d] })
+            };
+            let (ia, ib) = (flat(&pa), flat(&pb));
+            want.extend(reference::matmul::matmul(
+                &a[ia * m * k..(ia + 1) * m * k],
+                &b[ib * k * n..(ib + 1) * k * n],
+                m,
+                k,
+                n,
+                false,
+                false,
+            ));
+        }
+        for v in MatmulVariant::all(&ctx) {
+            let opts = MatmulOptions {
+                variant: v,
+                ..Default::default()
+            };
+            let out_shape: Vec<usize> = bo.iter().copied().chain([m, n]).collect();
+            let out = Tensor::zeros(&ctx, &out_shape, DType::F32).unwrap();
+            out.poison().unwrap();
+            matmul_into(&ga, &gb, &opts, &out).unwrap_or_else(|e| panic!("{case} {v}: {e}"));
+            check(&verify::compare(&read(&out), &want), 1e-5, &format!("{case} {v}"));
+        }
+    }
+}
+
+#[test]
+fn linear_every_epilogue() {
+    let ctx = ctx();
+    let vs = MatmulVariant::all(&ctx);
+    for (rows, inp, outf) in [(37, 64, 48), (5, 13, 7)] {
+        for act in Activation::ALL {
+            for with_bias in [false, true] {
+                let case = format!("linear {rows}x{inp}->{outf} {act:?} bias={with_bias}");
+                let mut rng = rng(&case);
+                // Scaled so activations see both signs and their nonlinear range.
+                let x: Vec<f32> = uniform(&mut rng, rows * inp).iter().map(|v| v * 3.0).collect();
+                let w = uniform(&mut rng, outf * inp);
+                let bias = uniform(&mut rng, outf);
+                let alpha = 0.75;
+                let want = reference::matmul::linear(
+                    &x,
+                    &w,
+                    with_bias.then_some(&bias[..]),
+                    act,
+                    alpha,
+                    rows,
+                    inp,
+                    outf,
+                );
+                // x given as [.., in] with two leading dims to check the flattening.
+                let gx = Tensor::from_slice(&ctx, &x, &[1, rows, inp]).unwrap();
+                let gw = Tensor::from_slice(&ctx, &w, &[outf, inp]).unwrap();
+                let gb = Tensor::from_slice(&ctx, &bias, &[outf]).unwrap();
+                let out = Tensor::zeros(&ctx, &[1, rows, outf], DType::F32).unwrap();
+                for &v in &vs {
+                    let opts = MatmulOptions {
+                        variant: v,
+                        alpha,
+                        ..Default::default()
+                    };
+                    out.poison().unwrap();
+                    linear_into(&gx, &gw, with_bias.then_some(&gb), act, &opts, &out)
+                        .unwrap_or_else(|e| panic!("{case} {v}: {e}"));
+                    check(&verify::compare(&read(&out), &want), 1e-5, &format!("{case} {v}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_and_k_zero() {
+    let ctx = ctx();
+    let z = |s: &[usize]| Tensor::zeros(&ctx, s, DType::F32).unwrap();
+    for v in MatmulVariant::all(&ctx) {
+        let o = MatmulOptions {
+            variant: v,
+            ..Default::default()
+        };
+        assert_eq!(matmul_with(&z(&[0, 5]), &z(&[5, 3]), &o).unwrap().shape(), &[0, 3]);
+        assert_eq!(matmul_with(&z(&[4, 5]), &z(&[5, 0]), &o).unwrap().shape(), &[4, 0]);
+        // k = 0: the empty sum, so a zero matrix plus bias.
+        let c = matmul_with(&z(&[3, 0]), &z(&[0, 2]), &o).unwrap();
+        assert_eq!(c.to_vec::<f32>().unwrap(), vec![0.0; 6], "{v}");
+        let bias = Tensor::from_slice(&ctx, &[1.0f32, -2.0], &[2]).unwrap();
+        let y = linear_with(&z(&[3, 0]), &z(&[2, 0]), Some(&bias), Activation::Relu, &o).unwrap();
+        assert_eq!(y.to_vec::<f32>().unwrap(), vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0], "{v}");
+    }
+}
+
+#[test]
+fn shape_errors_name_both_shapes() {
+    let ctx = ctx();
+    let z = |s: &[usize]| Tensor::zeros(&ctx, s, DType::F32).unwrap();
+    let e = matmul(&z(&[3, 4]), &z(&[5, 6])).unwrap_err();
+    assert!(matches!(e, Error::Shape { op: "matmul", .. }), "{e}");
+    assert!(e.to_string().contains("[3, 4]") && e.to_string().contains("[5, 6]"), "{e}");
+    let e = matmul(&z(&[2, 3, 4]), &z(&[3, 4, 5])).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let e = matmul(&z(&[4]), &z(&[4, 5])).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let e = linear(&z(&[2, 3]), &z(&[4, 5]), None, Activation::None).unwrap_err();
+    assert!(e.to_string().contains("[2, 3]") && e.to_string().contains("[4, 5]"), "{e}");
+    let e = linear(&z(&[2, 3]), &z(&[4, 3]), Some(&z(&[5])), Activation::None).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let h = Tensor::zeros(&ctx, &[3, 4], DType::F16).unwrap();
+    let e = matmul(&h, &z(&[4, 5])).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+}
+
+#[test]
+fn operand_over_binding_limit_is_clear_error() {
+    let ctx = ctx();
+    let max = ctx.info().limits.max_storage_buffer_binding_size as usize;
+    let k = 1024;
+    let m = max / (4 * k) + 1;
+    let a = Tensor::zeros(&ctx, &[m, k], DType::F32).unwrap();
+    let b = Tensor::zeros(&ctx, &[k, 1], DType::F32).unwrap();
+    let e = matmul(&a, &b).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    assert!(e.to_string().contains(&max.to_string()), "{e}");
+}
