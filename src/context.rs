@@ -116,9 +116,13 @@ impl fmt::Display for ContextInfo {
         writeln!(
             f,
             "max storage binding:   {:.0} MiB",
-            mib(l.max_storage_buffer_binding_size as u64)
+            mib(l.max_storage_buffer_binding_size)
         )?;
-        writeln!(f, "max buffer size:       {:.0} MiB", mib(l.max_buffer_size))?;
+        writeln!(
+            f,
+            "max buffer size:       {:.0} MiB",
+            mib(l.max_buffer_size)
+        )?;
         writeln!(
             f,
             "workgroup memory:      {} KiB",
@@ -236,14 +240,17 @@ impl Context {
         });
         // Stable sort keeps the enumeration order among equals (backend priority).
         adapters.sort_by_key(|a| type_rank(a.get_info().device_type, pref));
-        let adapter = adapters.into_iter().next().ok_or_else(|| Error::NoAdapter {
-            details: format!(
-                "backends {backends:?}{}",
-                name_filter
-                    .map(|n| format!(", name containing '{n}'"))
-                    .unwrap_or_default()
-            ),
-        })?;
+        let adapter = adapters
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NoAdapter {
+                details: format!(
+                    "backends {backends:?}{}",
+                    name_filter
+                        .map(|n| format!(", name containing '{n}'"))
+                        .unwrap_or_default()
+                ),
+            })?;
         Self::from_adapter(instance, adapter, &options).await
     }
 
@@ -338,7 +345,10 @@ impl Context {
         let validation = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
         let errs = [
-            (GpuErrorKind::Validation, pollster::block_on(validation.pop())),
+            (
+                GpuErrorKind::Validation,
+                pollster::block_on(validation.pop()),
+            ),
             (GpuErrorKind::OutOfMemory, pollster::block_on(oom.pop())),
             (GpuErrorKind::Internal, pollster::block_on(internal.pop())),
         ];
@@ -374,31 +384,32 @@ impl Context {
                 label: Some(key.0),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             });
-            Ok(dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(key.0),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
-                    // Kernels initialise the workgroup memory they read.
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            }))
+            Ok(
+                dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(key.0),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        // Kernels initialise the workgroup memory they read.
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                }),
+            )
         })?;
         let pipeline = Arc::new(pipeline);
-        Ok(self
-            .lock_pipelines()
-            .entry(key)
-            .or_insert(pipeline)
-            .clone())
+        Ok(self.lock_pipelines().entry(key).or_insert(pipeline).clone())
     }
 
     fn lock_pipelines(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>> {
-        self.inner.pipelines.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn lock_tuning(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
@@ -420,7 +431,7 @@ impl Context {
     }
 
     pub(crate) fn max_binding(&self) -> u64 {
-        self.inner.info.limits.max_storage_buffer_binding_size as u64
+        self.inner.info.limits.max_storage_buffer_binding_size
     }
 
     /// Creates a uniform buffer holding `params`.
@@ -439,7 +450,12 @@ impl Context {
     /// per-dimension limit; kernels rebuild the linear id as `x + y * num_workgroups.x`
     /// and drop ids past the end.
     pub(crate) fn grid(&self, groups: u32) -> (u32, u32) {
-        let max = self.inner.info.limits.max_compute_workgroups_per_dimension.max(1);
+        let max = self
+            .inner
+            .info
+            .limits
+            .max_compute_workgroups_per_dimension
+            .max(1);
         if groups <= max {
             (groups, 1)
         } else {

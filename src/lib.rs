@@ -28,3 +28,8 @@ pub use context::{Context, ContextInfo, ContextOptions};
 pub use error::{Error, GpuErrorKind, Result};
 pub use half::f16;
 pub use tensor::{DType, Element, Tensor};
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

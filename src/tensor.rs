@@ -184,7 +184,9 @@ impl Tensor {
         self.ctx.scoped("Tensor::write", || {
             let whole = bytes.len() / 4 * 4;
             if whole > 0 {
-                self.ctx.queue().write_buffer(&self.buffer, 0, &bytes[..whole]);
+                self.ctx
+                    .queue()
+                    .write_buffer(&self.buffer, 0, &bytes[..whole]);
             }
             if whole < bytes.len() {
                 let mut tail = [0u8; 4];

@@ -37,7 +37,10 @@ fn roundtrip_odd_lengths() {
         }
     }
     let t = Tensor::zeros(&ctx, &[3], DType::F32).unwrap();
-    assert!(matches!(t.to_vec::<u32>(), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        t.to_vec::<u32>(),
+        Err(Error::InvalidArgument { .. })
+    ));
 }
 
 #[test]

@@ -48,7 +48,15 @@ fn tol(dtype: DType) -> f64 {
     }
 }
 
-fn run_matmul(m: usize, k: usize, n: usize, ta: bool, tb: bool, dtype: DType, variants: &[MatmulVariant]) {
+fn run_matmul(
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+    dtype: DType,
+    variants: &[MatmulVariant],
+) {
     let case = format!("matmul m={m} k={k} n={n} ta={ta} tb={tb} {dtype}");
     let mut rng = rng(&case);
     let a = uniform(&mut rng, m * k);
@@ -68,7 +76,11 @@ fn run_matmul(m: usize, k: usize, n: usize, ta: bool, tb: bool, dtype: DType, va
         };
         out.poison().unwrap();
         matmul_into(&ga, &gb, &opts, &out).unwrap_or_else(|e| panic!("{case} {v}: {e}"));
-        check(&verify::compare(&read(&out), &want), tol(dtype), &format!("{case} {v}"));
+        check(
+            &verify::compare(&read(&out), &want),
+            tol(dtype),
+            &format!("{case} {v}"),
+        );
     }
 }
 
@@ -92,7 +104,10 @@ fn matmul_transposes_every_variant() {
 
 #[test]
 fn matmul_f16_every_variant() {
-    assert!(ctx().info().has_f16(), "adapter lacks SHADER_F16; f16 cannot be tested here");
+    assert!(
+        ctx().info().has_f16(),
+        "adapter lacks SHADER_F16; f16 cannot be tested here"
+    );
     let vs = MatmulVariant::all(&ctx());
     for (m, k, n) in SHAPES {
         run_matmul(m, k, n, false, false, DType::F16, &vs);
@@ -118,7 +133,11 @@ fn matmul_f16_output() {
         };
         let out = matmul_with(&ga, &gb, &opts).unwrap();
         assert_eq!(out.dtype(), DType::F16);
-        check(&verify::compare(&read(&out), &want), 5e-3, &format!("f16 out {v}"));
+        check(
+            &verify::compare(&read(&out), &want),
+            5e-3,
+            &format!("f16 out {v}"),
+        );
     }
 }
 
@@ -184,7 +203,11 @@ fn matmul_batched_broadcast() {
             let out = Tensor::zeros(&ctx, &out_shape, DType::F32).unwrap();
             out.poison().unwrap();
             matmul_into(&ga, &gb, &opts, &out).unwrap_or_else(|e| panic!("{case} {v}: {e}"));
-            check(&verify::compare(&read(&out), &want), 1e-5, &format!("{case} {v}"));
+            check(
+                &verify::compare(&read(&out), &want),
+                1e-5,
+                &format!("{case} {v}"),
+            );
         }
     }
 }
@@ -199,7 +222,10 @@ fn linear_every_epilogue() {
                 let case = format!("linear {rows}x{inp}->{outf} {act:?} bias={with_bias}");
                 let mut rng = rng(&case);
                 // Scaled so activations see both signs and their nonlinear range.
-                let x: Vec<f32> = uniform(&mut rng, rows * inp).iter().map(|v| v * 3.0).collect();
+                let x: Vec<f32> = uniform(&mut rng, rows * inp)
+                    .iter()
+                    .map(|v| v * 3.0)
+                    .collect();
                 let w = uniform(&mut rng, outf * inp);
                 let bias = uniform(&mut rng, outf);
                 let alpha = 0.75;
@@ -227,7 +253,11 @@ fn linear_every_epilogue() {
                     out.poison().unwrap();
                     linear_into(&gx, &gw, with_bias.then_some(&gb), act, &opts, &out)
                         .unwrap_or_else(|e| panic!("{case} {v}: {e}"));
-                    check(&verify::compare(&read(&out), &want), 1e-5, &format!("{case} {v}"));
+                    check(
+                        &verify::compare(&read(&out), &want),
+                        1e-5,
+                        &format!("{case} {v}"),
+                    );
                 }
             }
         }
@@ -243,14 +273,24 @@ fn empty_and_k_zero() {
             variant: v,
             ..Default::default()
         };
-        assert_eq!(matmul_with(&z(&[0, 5]), &z(&[5, 3]), &o).unwrap().shape(), &[0, 3]);
-        assert_eq!(matmul_with(&z(&[4, 5]), &z(&[5, 0]), &o).unwrap().shape(), &[4, 0]);
+        assert_eq!(
+            matmul_with(&z(&[0, 5]), &z(&[5, 3]), &o).unwrap().shape(),
+            &[0, 3]
+        );
+        assert_eq!(
+            matmul_with(&z(&[4, 5]), &z(&[5, 0]), &o).unwrap().shape(),
+            &[4, 0]
+        );
         // k = 0: the empty sum, so a zero matrix plus bias.
         let c = matmul_with(&z(&[3, 0]), &z(&[0, 2]), &o).unwrap();
         assert_eq!(c.to_vec::<f32>().unwrap(), vec![0.0; 6], "{v}");
         let bias = Tensor::from_slice(&ctx, &[1.0f32, -2.0], &[2]).unwrap();
         let y = linear_with(&z(&[3, 0]), &z(&[2, 0]), Some(&bias), Activation::Relu, &o).unwrap();
-        assert_eq!(y.to_vec::<f32>().unwrap(), vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0], "{v}");
+        assert_eq!(
+            y.to_vec::<f32>().unwrap(),
+            vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+            "{v}"
+        );
     }
 }
 
@@ -260,13 +300,19 @@ fn shape_errors_name_both_shapes() {
     let z = |s: &[usize]| Tensor::zeros(&ctx, s, DType::F32).unwrap();
     let e = matmul(&z(&[3, 4]), &z(&[5, 6])).unwrap_err();
     assert!(matches!(e, Error::Shape { op: "matmul", .. }), "{e}");
-    assert!(e.to_string().contains("[3, 4]") && e.to_string().contains("[5, 6]"), "{e}");
+    assert!(
+        e.to_string().contains("[3, 4]") && e.to_string().contains("[5, 6]"),
+        "{e}"
+    );
     let e = matmul(&z(&[2, 3, 4]), &z(&[3, 4, 5])).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     let e = matmul(&z(&[4]), &z(&[4, 5])).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     let e = linear(&z(&[2, 3]), &z(&[4, 5]), None, Activation::None).unwrap_err();
-    assert!(e.to_string().contains("[2, 3]") && e.to_string().contains("[4, 5]"), "{e}");
+    assert!(
+        e.to_string().contains("[2, 3]") && e.to_string().contains("[4, 5]"),
+        "{e}"
+    );
     let e = linear(&z(&[2, 3]), &z(&[4, 3]), Some(&z(&[5])), Activation::None).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     let h = Tensor::zeros(&ctx, &[3, 4], DType::F16).unwrap();

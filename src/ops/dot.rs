@@ -67,7 +67,11 @@ fn out_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
     if a.dtype() != b.dtype() || a.dtype() == DType::U32 {
         return Err(Error::InvalidArgument {
             op,
-            detail: format!("a is {} and b is {}; both must be f32 or both f16", a.dtype(), b.dtype()),
+            detail: format!(
+                "a is {} and b is {}; both must be f32 or both f16",
+                a.dtype(),
+                b.dtype()
+            ),
         });
     }
     Ok(a.shape()[..a.shape().len() - 1].to_vec())
@@ -110,7 +114,7 @@ pub fn dot_into(a: &Tensor, b: &Tensor, out: &Tensor, variant: DotVariant) -> Re
     }
     let ctx = a.context();
     let variant = variant.resolve(d);
-    let vec4 = d % 4 == 0 && d > 0;
+    let vec4 = d.is_multiple_of(4) && d > 0;
     let lanes = if vec4 { 4 } else { 1 };
     let dtype = a.dtype();
     let subgroups = ctx.info().has_subgroups();
@@ -136,7 +140,7 @@ pub fn dot_into(a: &Tensor, b: &Tensor, out: &Tensor, variant: DotVariant) -> Re
     let row_bytes = d as u64 * eb;
     let slack = ctx.info().limits.min_storage_buffer_offset_alignment as u64;
     let cap = ctx.max_binding().saturating_sub(slack);
-    let rows_cap = if row_bytes == 0 { n as u64 } else { cap / row_bytes };
+    let rows_cap = cap.checked_div(row_bytes).unwrap_or(n as u64);
     if rows_cap == 0 {
         return Err(Error::TooLarge {
             op: OP,

@@ -69,6 +69,7 @@ pub fn erf(x: f64) -> f64 {
 
 /// PyTorch `nn.Linear`: `x [rows, in] · wᵀ (w [out, in]) + bias`, then `act`, scaled
 /// by `alpha` before the bias. Returns `[rows, out]`.
+#[allow(clippy::too_many_arguments)]
 pub fn linear(
     x: &[f32],
     w: &[f32],

@@ -1,0 +1,69 @@
+//! Shared by the demos: the `--backend` flag, context creation, timing.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use flashdot::{Context, ContextOptions};
+
+/// Backend names accepted by `--backend`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Backend {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+/// Opens the context (best adapter, or the named backend) and prints it.
+pub fn open(backend: Option<Backend>) -> Result<Context, flashdot::Error> {
+    let mut opts = ContextOptions::default();
+    if let Some(b) = backend {
+        opts = opts.with_backend(match b {
+            Backend::Vulkan => wgpu::Backends::VULKAN,
+            Backend::Metal => wgpu::Backends::METAL,
+            Backend::Dx12 => wgpu::Backends::DX12,
+            Backend::Gl => wgpu::Backends::GL,
+        });
+    }
+    let ctx = Context::with_options(opts)?;
+    let i = ctx.info();
+    println!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
+    Ok(ctx)
+}
+
+/// Median and minimum of timed runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub median: Duration,
+    pub min: Duration,
+}
+
+/// Runs `f` once to warm up, then `reps` times, each followed by a device sync.
+pub fn time(
+    ctx: &Context,
+    reps: usize,
+    mut f: impl FnMut() -> flashdot::Result<()>,
+) -> flashdot::Result<Timing> {
+    f()?;
+    ctx.synchronize()?;
+    let mut v = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        ctx.synchronize()?;
+        v.push(t.elapsed());
+    }
+    v.sort();
+    Ok(Timing {
+        median: v[v.len() / 2],
+        min: v[0],
+    })
+}
+
+/// Exits non-zero with the error's message.
+pub fn exit_on_error<T>(r: Result<T, flashdot::Error>) -> T {
+    r.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    })
+}

@@ -1,0 +1,184 @@
+//! A linear layer `[4096, 768] × [3072, 768]ᵀ + bias, GELU` through every matmul
+//! variant: time, GFLOP/s and error against the CPU reference (on sampled rows).
+//! `--sweep` instead measures the square and transformer shapes of the README's
+//! performance table, including the first call (pipeline build) in a fresh context.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::time::Instant;
+
+use clap::Parser;
+use flashdot::ops::matmul::*;
+use flashdot::{f16, reference, verify, Context, DType, Tensor};
+
+#[derive(Parser)]
+#[command(about = "flashdot matmul demo: a linear layer through every kernel variant")]
+struct Args {
+    /// Backend (default: best adapter).
+    #[arg(long, value_enum)]
+    backend: Option<common::Backend>,
+    /// Rows of x.
+    #[arg(long, default_value_t = 4096)]
+    rows: usize,
+    /// in_features.
+    #[arg(long, default_value_t = 768)]
+    inp: usize,
+    /// out_features.
+    #[arg(long, default_value_t = 3072)]
+    out: usize,
+    /// Timed repetitions per variant.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Measure the performance table (square 1024/2048, transformer shapes, f32/f16).
+    #[arg(long)]
+    sweep: bool,
+}
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn upload(ctx: &Context, x: &[f32], shape: &[usize], dtype: DType) -> flashdot::Result<Tensor> {
+    match dtype {
+        DType::F16 => {
+            let h: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+            Tensor::from_slice(ctx, &h, shape)
+        }
+        _ => Tensor::from_slice(ctx, x, shape),
+    }
+}
+
+fn demo(ctx: &Context, a: &Args) -> flashdot::Result<()> {
+    let (rows, inp, outf) = (a.rows, a.inp, a.out);
+    let x = data(rows * inp, 1);
+    let w = data(outf * inp, 2);
+    let bias = data(outf, 3);
+    let gx = Tensor::from_slice(ctx, &x, &[rows, inp])?;
+    let gw = Tensor::from_slice(ctx, &w, &[outf, inp])?;
+    let gb = Tensor::from_slice(ctx, &bias, &[outf])?;
+    let out = Tensor::zeros(ctx, &[rows, outf], DType::F32)?;
+    // Reference on 64 sampled rows: the full product takes minutes in f64 loops.
+    let sample: Vec<usize> = (0..64).map(|i| i * rows / 64).collect();
+    let xs: Vec<f32> = sample
+        .iter()
+        .flat_map(|&r| x[r * inp..(r + 1) * inp].to_vec())
+        .collect();
+    let want = reference::matmul::linear(
+        &xs,
+        &w,
+        Some(&bias),
+        Activation::GeluTanh,
+        1.0,
+        64,
+        inp,
+        outf,
+    );
+    let flop = 2.0 * (rows * inp * outf) as f64;
+    println!("linear [{rows}, {inp}] x [{outf}, {inp}]^T + bias, GELU(tanh), f32");
+    println!(
+        "{:<34} {:>10} {:>10} {:>9} {:>10}",
+        "variant", "median ms", "GFLOP/s", "vs naive", "rel L2"
+    );
+    let mut naive = None;
+    for v in MatmulVariant::all(ctx) {
+        let opts = MatmulOptions {
+            variant: v,
+            ..Default::default()
+        };
+        let t = common::time(ctx, a.reps, || {
+            linear_into(&gx, &gw, Some(&gb), Activation::GeluTanh, &opts, &out)
+        })?;
+        let got = out.to_vec::<f32>()?;
+        let gs: Vec<f32> = sample
+            .iter()
+            .flat_map(|&r| got[r * outf..(r + 1) * outf].to_vec())
+            .collect();
+        let rep = verify::compare(&gs, &want);
+        let secs = t.median.as_secs_f64();
+        let base = *naive.get_or_insert(secs);
+        println!(
+            "{:<34} {:>10.2} {:>10.2} {:>8.1}x {:>10.2e}",
+            v.to_string(),
+            secs * 1e3,
+            flop / secs / 1e9,
+            base / secs,
+            rep.rel_l2
+        );
+        if !rep.passes(1e-5) {
+            eprintln!("error: {v} disagrees with the reference: {rep}");
+            std::process::exit(1);
+        }
+    }
+    Ok(())
+}
+
+fn sweep(a: &Args) -> flashdot::Result<()> {
+    println!(
+        "{:<18} {:<5} {:<34} {:>10} {:>10}",
+        "m x k x n", "dtype", "variant", "GFLOP/s", "first s"
+    );
+    for dtype in [DType::F32, DType::F16] {
+        for (m, k, n) in [
+            (1024, 1024, 1024),
+            (2048, 2048, 2048),
+            (2048, 768, 3072),
+            (2048, 3072, 768),
+        ] {
+            for v in [MatmulVariant::Auto, MatmulVariant::Autotune] {
+                // A fresh context per row so that "first" includes pipeline
+                // creation and autotuning.
+                let ctx = common::open(a.backend)?;
+                let ta = upload(&ctx, &data(m * k, 1), &[m, k], dtype)?;
+                let tb = upload(&ctx, &data(k * n, 2), &[k, n], dtype)?;
+                let opts = MatmulOptions {
+                    variant: v,
+                    ..Default::default()
+                };
+                let t0 = Instant::now();
+                let out = matmul_with(&ta, &tb, &opts)?;
+                ctx.synchronize()?;
+                let first = t0.elapsed().as_secs_f64();
+                let t = common::time(&ctx, a.reps, || matmul_into(&ta, &tb, &opts, &out))?;
+                let gf = 2.0 * (m * n * k) as f64 / t.median.as_secs_f64() / 1e9;
+                let name = match v {
+                    MatmulVariant::Autotune => {
+                        format!(
+                            "autotune -> {}",
+                            tuned_config(&ta, &tb, &opts).unwrap_or_default()
+                        )
+                    }
+                    _ => format!("auto ({})", TileConfig::heuristic(&ctx)),
+                };
+                println!(
+                    "{:<18} {:<5} {:<34} {:>10.2} {:>10.2}",
+                    format!("{m}x{k}x{n}"),
+                    dtype.to_string(),
+                    name,
+                    gf,
+                    first
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    env_logger::init();
+    let a = Args::parse();
+    if a.sweep {
+        common::exit_on_error(sweep(&a));
+    } else {
+        let ctx = common::exit_on_error(common::open(a.backend));
+        common::exit_on_error(demo(&ctx, &a));
+    }
+}
