@@ -552,13 +552,28 @@ impl Context {
         binds: &[Bind<'_>],
         groups: (u32, u32, u32),
     ) {
+        let slots: Vec<u32> = (1..=binds.len() as u32).collect();
+        self.encode_slots(enc, pipeline, params, binds, &slots, groups)
+    }
+
+    /// [`Context::encode3`] with explicit binding numbers for `binds` (for kernels
+    /// whose optional resources leave gaps).
+    pub(crate) fn encode_slots(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        params: &wgpu::Buffer,
+        binds: &[Bind<'_>],
+        slots: &[u32],
+        groups: (u32, u32, u32),
+    ) {
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: params.as_entire_binding(),
         }];
-        for (i, b) in binds.iter().enumerate() {
+        for (b, &slot) in binds.iter().zip(slots) {
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding: slot,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: b.buffer,
                     offset: b.offset,

@@ -1,5 +1,6 @@
 //! GPU operations, one module per kernel family. Each owns its params struct
 //! (mirroring the WGSL struct), its variant enum, its shape checks and launcher.
 
+pub mod attention;
 pub mod dot;
 pub mod matmul;

@@ -1,0 +1,428 @@
+// Scaled-dot-product attention, O = softmax(Q·Kᵀ·scale + bias + mask)·V, per
+// batch and query head; kv head = h / group (GQA / MQA). Scores, running max,
+// running sum and accumulators are f32 whatever T is.
+//
+// Tensors are addressed through (batch, head, seq) strides in elements, so both
+// [B, H, S, D] and [B, S, H, D] layouts run the same code; the last dim is
+// contiguous. Template parameters: KIND_* selects the kernel; VEC reads vec4s
+// (d and dv multiples of 4); BIAS, LSE; consts D4 / DV4 (vec4s per row of
+// Q/K and V/O), BQ, BKV, SK.
+
+struct Params {
+    b: u32, hq: u32, hkv: u32, sq: u32,
+    sk: u32, d: u32, dv: u32, group: u32,
+    q_sb: u32, q_sh: u32, q_ss: u32, _p0: u32,
+    k_sb: u32, k_sh: u32, k_ss: u32, _p1: u32,
+    v_sb: u32, v_sh: u32, v_ss: u32, _p2: u32,
+    o_sb: u32, o_sh: u32, o_ss: u32, _p3: u32,
+    // bias strides (0 where broadcast); its rows are seq_k long.
+    bias_sb: u32, bias_sh: u32, causal: u32, causal_off: i32,
+    scale: f32, nsplit: u32, chunk: u32, _p4: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+
+// Initial running max: finite, so a fully masked chunk never computes inf - inf.
+const NEG: f32 = -1.0e30;
+
+//#if HAS_INPUTS
+//#if VEC
+@group(0) @binding(1) var<storage, read> q: array<vec4<T>>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<T>>;
+@group(0) @binding(3) var<storage, read> v: array<vec4<T>>;
+fn ld_q(base: u32, c: u32) -> vec4<f32> { return vec4<f32>(q[base / 4u + c]); }
+fn ld_k(base: u32, c: u32) -> vec4<f32> { return vec4<f32>(k[base / 4u + c]); }
+fn ld_v(base: u32, c: u32) -> vec4<f32> { return vec4<f32>(v[base / 4u + c]); }
+//#else
+@group(0) @binding(1) var<storage, read> q: array<T>;
+@group(0) @binding(2) var<storage, read> k: array<T>;
+@group(0) @binding(3) var<storage, read> v: array<T>;
+// Elements past the row length read as 0, so padded vec4 lanes add nothing.
+fn ld_q(base: u32, c: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (4u * c + i < P.d) { r[i] = f32(q[base + 4u * c + i]); }
+    }
+    return r;
+}
+fn ld_k(base: u32, c: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (4u * c + i < P.d) { r[i] = f32(k[base + 4u * c + i]); }
+    }
+    return r;
+}
+fn ld_v(base: u32, c: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (4u * c + i < P.dv) { r[i] = f32(v[base + 4u * c + i]); }
+    }
+    return r;
+}
+//#endif
+@group(0) @binding(5) var<storage, read> kvlen: array<u32>;
+//#if BIAS
+@group(0) @binding(6) var<storage, read> bias: array<f32>;
+//#endif
+
+// Exclusive end of the keys query `row` of batch `b` may see.
+fn key_end(b: u32, row: u32) -> u32 {
+    let kvend = min(P.sk, kvlen[b]);
+    if (P.causal == 0u) {
+        return kvend;
+    }
+    return u32(clamp(i32(row) + P.causal_off + 1, 0, i32(kvend)));
+}
+//#endif
+
+//#if OUT_DIRECT
+//#if OUT_F16
+@group(0) @binding(4) var<storage, read_write> o: array<f16>;
+fn st_o(i: u32, x: f32) { o[i] = f16(x); }
+//#else
+@group(0) @binding(4) var<storage, read_write> o: array<f32>;
+fn st_o(i: u32, x: f32) { o[i] = x; }
+//#endif
+//#if LSE
+@group(0) @binding(7) var<storage, read_write> lse: array<f32>;
+//#endif
+fn st_row(base: u32, c: u32, x: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        if (4u * c + i < P.dv) { st_o(base + 4u * c + i, x[i]); }
+    }
+}
+//#endif
+
+//#if KIND_FLASH
+// ---------------------------------------------------------------------------
+// Flash attention. A workgroup owns BQ query rows of one (batch, head), one row
+// per invocation: the row's Q (pre-scaled) and output accumulator live in
+// registers as D4 / DV4 vec4s. K and V tiles of BKV keys are staged in workgroup
+// memory and read by every row (the same address across the workgroup: a
+// broadcast). Scores are handled SK keys at a time with the online softmax:
+// m' = max(m, chunk max), rescale o and l by exp(m - m'), add exp(s - m')·v.
+// Under causal masking the key loop stops at the workgroup's last visible key,
+// so fully masked tiles are never loaded or computed.
+var<workgroup> Ks: array<vec4<f32>, BKV * D4>;
+var<workgroup> Vs: array<vec4<f32>, BKV * DV4>;
+
+@compute @workgroup_size(BQ)
+fn flash(@builtin(workgroup_id) wid: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let bh = wid.y;
+    let b = bh / P.hq;
+    let h = bh % P.hq;
+    let hk = h / P.group;
+    let row0 = wid.x * BQ;
+    let row = row0 + lid;
+    // Rows past the end compute on a clamped row and are not stored; they still
+    // reach every barrier.
+    let rowc = min(row, P.sq - 1u);
+    let qb = b * P.q_sb + h * P.q_sh + rowc * P.q_ss;
+//#for i < D4
+    let q{i} = ld_q(qb, {i}u) * P.scale;
+//#endfor
+//#for i < DV4
+    var o{i} = vec4<f32>(0.0);
+//#endfor
+    var m = NEG;
+    var l = 0.0;
+    let rend = key_end(b, rowc);
+    // Key ends grow with the row, so the last row's end bounds the workgroup.
+    let wend = key_end(b, min(row0 + BQ - 1u, P.sq - 1u));
+    let kb = b * P.k_sb + hk * P.k_sh;
+    let vb = b * P.v_sb + hk * P.v_sh;
+//#if BIAS
+    let bb = b * P.bias_sb + h * P.bias_sh + rowc * P.sk;
+//#endif
+    for (var t0 = 0u; t0 < wend; t0 += BKV) {
+        for (var e = lid; e < BKV * D4; e += BQ) {
+            let key = t0 + e / D4;
+            var x = vec4<f32>(0.0);
+            if (key < wend) { x = ld_k(kb + key * P.k_ss, e % D4); }
+            Ks[e] = x;
+        }
+        for (var e = lid; e < BKV * DV4; e += BQ) {
+            let key = t0 + e / DV4;
+            var x = vec4<f32>(0.0);
+            if (key < wend) { x = ld_v(vb + key * P.v_ss, e % DV4); }
+            Vs[e] = x;
+        }
+        workgroupBarrier();
+        let tn = min(BKV, wend - t0);
+        for (var c0 = 0u; c0 < tn; c0 += SK) {
+//#for j < SK
+            let key{j} = t0 + c0 + {j}u;
+            var s{j} = 0.0;
+//#for i < D4
+            s{j} += dot(q{i}, Ks[(c0 + {j}u) * D4 + {i}u]);
+//#endfor
+            let ok{j} = key{j} < rend;
+//#if BIAS
+            if (ok{j}) { s{j} += bias[bb + key{j}]; }
+//#endif
+//#endfor
+            var cmax = NEG;
+//#for j < SK
+            if (ok{j}) { cmax = max(cmax, s{j}); }
+//#endfor
+            let mn = max(m, cmax);
+            let corr = exp(m - mn);
+            l *= corr;
+//#for i < DV4
+            o{i} *= corr;
+//#endfor
+//#for j < SK
+            let p{j} = select(0.0, exp(s{j} - mn), ok{j});
+            l += p{j};
+//#for i < DV4
+            o{i} = fma(vec4<f32>(p{j}), Vs[(c0 + {j}u) * DV4 + {i}u], o{i});
+//#endfor
+//#endfor
+            m = mn;
+        }
+        workgroupBarrier();
+    }
+    if (row < P.sq) {
+        // A row that saw no key (all masked) outputs zeros.
+        let inv = select(0.0, 1.0 / l, l > 0.0);
+        let ob = b * P.o_sb + h * P.o_sh + row * P.o_ss;
+//#for i < DV4
+        st_row(ob, {i}u, o{i} * inv);
+//#endfor
+//#if LSE
+        lse[bh * P.sq + row] = select(bitcast<f32>(0xff800000u), m + log(l), l > 0.0);
+//#endif
+    }
+}
+//#endif
+
+//#if KIND_SPLIT
+// ---------------------------------------------------------------------------
+// Split-KV (flash-decoding), first pass. For few query rows and many keys: one
+// invocation per (row, key split), so a single query still fills the device.
+// A workgroup's invocations share the row (Q loads are broadcasts) and take
+// consecutive splits of `chunk` keys. Each writes its unnormalised output and
+// (max, sum) for the merge pass.
+@group(0) @binding(4) var<storage, read_write> part_o: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> part_ml: array<vec2<f32>>;
+
+@compute @workgroup_size(64)
+fn split_kv(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let split = wid.x * 64u + lid;
+    let rbh = wid.y;
+    if (split >= P.nsplit) {
+        return;
+    }
+    let row = rbh % P.sq;
+    let bh = rbh / P.sq;
+    let b = bh / P.hq;
+    let h = bh % P.hq;
+    let hk = h / P.group;
+    let qb = b * P.q_sb + h * P.q_sh + row * P.q_ss;
+//#for i < D4
+    let q{i} = ld_q(qb, {i}u) * P.scale;
+//#endfor
+//#for i < DV4
+    var o{i} = vec4<f32>(0.0);
+//#endfor
+    var m = NEG;
+    var l = 0.0;
+    let rend = key_end(b, row);
+    let k0 = split * P.chunk;
+    let k1 = min(k0 + P.chunk, rend);
+    let kb = b * P.k_sb + hk * P.k_sh;
+    let vb = b * P.v_sb + hk * P.v_sh;
+//#if BIAS
+    let bb = b * P.bias_sb + h * P.bias_sh + row * P.sk;
+//#endif
+    for (var key = k0; key < k1; key++) {
+        var s = 0.0;
+        let kr = kb + key * P.k_ss;
+//#for i < D4
+        s += dot(q{i}, ld_k(kr, {i}u));
+//#endfor
+//#if BIAS
+        s += bias[bb + key];
+//#endif
+        let mn = max(m, s);
+        let corr = exp(m - mn);
+        let p = exp(s - mn);
+        l = l * corr + p;
+        let vr = vb + key * P.v_ss;
+//#for i < DV4
+        o{i} = fma(vec4<f32>(p), ld_v(vr, {i}u), o{i} * corr);
+//#endfor
+        m = mn;
+    }
+    let slot = rbh * P.nsplit + split;
+//#for i < DV4
+    part_o[slot * DV4 + {i}u] = o{i};
+//#endfor
+    part_ml[slot] = vec2<f32>(m, l);
+}
+//#endif
+
+//#if KIND_MERGE
+// ---------------------------------------------------------------------------
+// Split-KV second pass: one invocation per (row, vec4 of the output) merges the
+// splits with log-sum-exp weights: M = max m_s, L = Σ l_s·e^(m_s−M),
+// O = Σ o_s·e^(m_s−M) / L.
+@group(0) @binding(1) var<storage, read> part_o: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> part_ml: array<vec2<f32>>;
+
+@compute @workgroup_size(64)
+fn merge(@builtin(global_invocation_id) gid: vec3<u32>,
+         @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 64u;
+    if (idx >= P.b * P.hq * P.sq * DV4) {
+        return;
+    }
+    let c = idx % DV4;
+    let rbh = idx / DV4;
+    let row = rbh % P.sq;
+    let bh = rbh / P.sq;
+    let b = bh / P.hq;
+    let h = bh % P.hq;
+    var mx = NEG;
+    for (var s = 0u; s < P.nsplit; s++) {
+        let ml = part_ml[rbh * P.nsplit + s];
+        if (ml.y > 0.0) { mx = max(mx, ml.x); }
+    }
+    var l = 0.0;
+    var acc = vec4<f32>(0.0);
+    for (var s = 0u; s < P.nsplit; s++) {
+        let slot = rbh * P.nsplit + s;
+        let ml = part_ml[slot];
+        if (ml.y > 0.0) {
+            let w = exp(ml.x - mx);
+            l += ml.y * w;
+            acc = fma(vec4<f32>(w), part_o[slot * DV4 + c], acc);
+        }
+    }
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    st_row(b * P.o_sb + h * P.o_sh + row * P.o_ss, c, acc * inv);
+//#if LSE
+    if (c == 0u) {
+        lse[rbh] = select(bitcast<f32>(0xff800000u), mx + log(l), l > 0.0);
+    }
+//#endif
+}
+//#endif
+
+//#if KIND_SOFTMAX
+// ---------------------------------------------------------------------------
+// Naive path: masked softmax over materialised scores S [B, Hkv, G·Sq, Sk]
+// (already scaled), in place, written as T to `pm`. One workgroup per row.
+@group(0) @binding(1) var<storage, read> s_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pm: array<T>;
+@group(0) @binding(5) var<storage, read> kvlen: array<u32>;
+//#if BIAS
+@group(0) @binding(6) var<storage, read> bias: array<f32>;
+//#endif
+//#if LSE
+@group(0) @binding(7) var<storage, read_write> lse: array<f32>;
+//#endif
+var<workgroup> red: array<f32, 64>;
+
+fn key_end(b: u32, row: u32) -> u32 {
+    let kvend = min(P.sk, kvlen[b]);
+    if (P.causal == 0u) {
+        return kvend;
+    }
+    return u32(clamp(i32(row) + P.causal_off + 1, 0, i32(kvend)));
+}
+
+fn reduce(x: f32, lid: u32, is_max: bool) -> f32 {
+    red[lid] = x;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            if (is_max) { red[lid] = max(red[lid], red[lid + s]); } else { red[lid] += red[lid + s]; }
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn softmax(@builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let r = wid.x + wid.y * nwg.x;
+    let rows = P.b * P.hq * P.sq;
+    if (r >= rows) {
+        return;
+    }
+    // r enumerates (b, kv head, g, i) with the query head h = kv head·G + g.
+    let i = r % P.sq;
+    let bh = r / P.sq;
+    let b = bh / P.hq;
+    let h = bh % P.hq;
+    let rend = key_end(b, i);
+    let base = r * P.sk;
+//#if BIAS
+    let bb = b * P.bias_sb + h * P.bias_sh + i * P.sk;
+//#endif
+    var mx = NEG;
+    for (var j = lid; j < rend; j += 64u) {
+        var s = s_in[base + j];
+//#if BIAS
+        s += bias[bb + j];
+//#endif
+        mx = max(mx, s);
+    }
+    mx = reduce(mx, lid, true);
+    var sum = 0.0;
+    for (var j = lid; j < rend; j += 64u) {
+        var s = s_in[base + j];
+//#if BIAS
+        s += bias[bb + j];
+//#endif
+        sum += exp(s - mx);
+    }
+    sum = reduce(sum, lid, false);
+    let inv = select(0.0, 1.0 / sum, sum > 0.0);
+    for (var j = lid; j < P.sk; j += 64u) {
+        var p = 0.0;
+        if (j < rend) {
+            var s = s_in[base + j];
+//#if BIAS
+            s += bias[bb + j];
+//#endif
+            p = exp(s - mx) * inv;
+        }
+        pm[base + j] = T(p);
+    }
+//#if LSE
+    if (lid == 0u) {
+        lse[r] = select(bitcast<f32>(0xff800000u), mx + log(sum), sum > 0.0);
+    }
+//#endif
+}
+//#endif
+
+//#if KIND_PERMUTE
+// ---------------------------------------------------------------------------
+// Naive path helper: [B, X, Y, D] -> [B, Y, X, D] (swaps the seq and head axes).
+@group(0) @binding(1) var<storage, read> src: array<T>;
+@group(0) @binding(2) var<storage, read_write> dst: array<T>;
+
+@compute @workgroup_size(64)
+fn permute(@builtin(global_invocation_id) gid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    // P.b = B, P.hq = X, P.sq = Y, P.d = D.
+    let idx = gid.x + gid.y * nwg.x * 64u;
+    if (idx >= P.b * P.hq * P.sq * P.d) {
+        return;
+    }
+    let dd = idx % P.d;
+    let y = (idx / P.d) % P.sq;
+    let x = (idx / (P.d * P.sq)) % P.hq;
+    let bb = idx / (P.d * P.sq * P.hq);
+    dst[((bb * P.sq + y) * P.hq + x) * P.d + dd] = src[idx];
+}
+//#endif

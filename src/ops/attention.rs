@@ -1,0 +1,787 @@
+//! Scaled-dot-product attention, `O = softmax(Q·Kᵀ·scale + bias + mask)·V`, as
+//! PyTorch's `scaled_dot_product_attention` and FlashAttention define it.
+//! Kernel source: `shaders/attention.wgsl`.
+//!
+//! Shapes (layout [`Layout::Bhsd`]): q `[batch, heads_q, seq_q, d]`,
+//! k `[batch, heads_kv, seq_k, d]`, v `[batch, heads_kv, seq_k, d_v]`,
+//! out `[batch, heads_q, seq_q, d_v]`; [`Layout::Bshd`] swaps the seq and head axes
+//! of all four. `heads_q` must be a multiple of `heads_kv` (GQA / MQA): query head
+//! `h` reads kv head `h / (heads_q / heads_kv)`. `d`, `d_v` from 1 to 256.
+//!
+//! Masking: keys at or past `kv_len[b]` are masked; causal masking in either
+//! convention ([`Causal`]); an additive f32 bias `[batch|1, heads_q|1, seq_q, seq_k]`.
+//! **A query row whose keys are all masked outputs zeros** (not NaN, as PyTorch
+//! would), and its log-sum-exp is −∞.
+
+use crate::context::{Bind, Context};
+use crate::error::{Error, Result};
+use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
+use crate::shader;
+use crate::tensor::{shape_str, DType, Tensor};
+
+const SRC: &str = include_str!("../../shaders/attention.wgsl");
+/// Keys per online-softmax chunk inside a staged tile (named registers).
+const SK: u32 = 8;
+/// Largest supported head dim.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Mirrors `Params` in `shaders/attention.wgsl` (128 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AttentionParams {
+    /// batch, heads_q, heads_kv, seq_q.
+    pub dims0: [u32; 4],
+    /// seq_k, d, d_v, group (= heads_q / heads_kv).
+    pub dims1: [u32; 4],
+    /// q strides in elements: batch, head, seq, pad.
+    pub q_strides: [u32; 4],
+    /// k strides.
+    pub k_strides: [u32; 4],
+    /// v strides.
+    pub v_strides: [u32; 4],
+    /// out strides.
+    pub o_strides: [u32; 4],
+    /// bias batch stride, bias head stride, causal (0/1), causal offset (i32 bits).
+    pub mask: [u32; 4],
+    /// scale (f32 bits), number of key splits, keys per split, pad.
+    pub tail: [u32; 4],
+}
+
+/// Memory layout of q, k, v and out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// `[batch, heads, seq, dim]` (PyTorch SDPA's).
+    #[default]
+    Bhsd,
+    /// `[batch, seq, heads, dim]`, what a linear projection produces.
+    Bshd,
+}
+
+/// Causal masking convention. The two differ only when `seq_q != seq_k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Causal {
+    /// No causal mask.
+    #[default]
+    None,
+    /// PyTorch `is_causal=True`: query `i` sees keys `j <= i`.
+    TopLeft,
+    /// FlashAttention 2: query `i` sees keys `j <= i + seq_k - seq_q`; the last query
+    /// sees every key, which is what decoding with a KV cache needs.
+    BottomRight,
+}
+
+/// Attention kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttentionVariant {
+    /// Baseline: materialises S = Q·Kᵀ with the matmul kernel, a masked softmax,
+    /// then P·V. Fails with [`Error::TooLarge`] when S exceeds one storage binding.
+    Naive,
+    /// Fused flash attention: K/V tiles in workgroup memory, online softmax,
+    /// the score matrix never exists in device memory; fully masked causal
+    /// tiles are skipped.
+    Flash,
+    /// Flash-decoding: keys split across invocations, partial outputs merged
+    /// with log-sum-exp weights in a second pass. For few queries, many keys.
+    SplitKv,
+    /// SplitKv for `seq_q <= 8` and `seq_k >= 512`, else Flash. The default.
+    Auto,
+}
+
+impl AttentionVariant {
+    /// Every variant (tests and benchmarks loop over these).
+    pub const ALL: [AttentionVariant; 4] = [
+        AttentionVariant::Naive,
+        AttentionVariant::Flash,
+        AttentionVariant::SplitKv,
+        AttentionVariant::Auto,
+    ];
+}
+
+/// Options of [`attention`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttentionOptions<'a> {
+    /// Layout of all four tensors.
+    pub layout: Layout,
+    /// Causal masking convention.
+    pub causal: Causal,
+    /// Score scale; `None` is `1/√d`.
+    pub scale: Option<f32>,
+    /// Per-batch key lengths (`[batch]`): keys at or past `kv_len[b]` are masked.
+    pub kv_len: Option<&'a [u32]>,
+    /// Additive f32 bias `[batch|1, heads_q|1, seq_q, seq_k]` (−∞ entries mask).
+    pub bias: Option<&'a Tensor>,
+    /// Also return the log-sum-exp of each query row's scores, `[batch, heads_q, seq_q]` f32.
+    pub return_lse: bool,
+    /// Kernel.
+    pub variant: Option<AttentionVariant>,
+}
+
+/// Result of [`attention`].
+#[derive(Debug, Clone)]
+pub struct AttentionOutput {
+    /// `[batch, heads_q, seq_q, d_v]` (or `[batch, seq_q, heads_q, d_v]`), the dtype of q.
+    pub out: Tensor,
+    /// `[batch, heads_q, seq_q]` f32 when requested.
+    pub lse: Option<Tensor>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    hq: usize,
+    hkv: usize,
+    sq: usize,
+    sk: usize,
+    d: usize,
+    dv: usize,
+}
+
+impl Dims {
+    fn strides(&self, layout: Layout, heads: usize, seq: usize, dim: usize) -> [u32; 4] {
+        let s = match layout {
+            Layout::Bhsd => [heads * seq * dim, seq * dim, dim],
+            Layout::Bshd => [seq * heads * dim, dim, heads * dim],
+        };
+        [s[0] as u32, s[1] as u32, s[2] as u32, 0]
+    }
+
+    fn out_shape(&self, layout: Layout) -> Vec<usize> {
+        match layout {
+            Layout::Bhsd => vec![self.b, self.hq, self.sq, self.dv],
+            Layout::Bshd => vec![self.b, self.sq, self.hq, self.dv],
+        }
+    }
+}
+
+const OP: &str = "attention";
+
+fn check(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOptions) -> Result<Dims> {
+    let shapes = || {
+        format!(
+            "q {}, k {}, v {} ({:?} layout)",
+            shape_str(q.shape()),
+            shape_str(k.shape()),
+            shape_str(v.shape()),
+            o.layout
+        )
+    };
+    let bad = |why: String| Error::Shape {
+        op: OP,
+        detail: format!("{}: {why}", shapes()),
+    };
+    if q.shape().len() != 4 || k.shape().len() != 4 || v.shape().len() != 4 {
+        return Err(bad("all three must be 4-D".into()));
+    }
+    let split = |s: &[usize]| match o.layout {
+        Layout::Bhsd => (s[0], s[1], s[2], s[3]),
+        Layout::Bshd => (s[0], s[2], s[1], s[3]),
+    };
+    let (b, hq, sq, d) = split(q.shape());
+    let (bk, hkv, sk, dk) = split(k.shape());
+    let (bv, hv, skv, dv) = split(v.shape());
+    if b != bk || b != bv {
+        return Err(bad("batch sizes differ".into()));
+    }
+    if hkv != hv || sk != skv {
+        return Err(bad("k and v must have the same heads and seq_k".into()));
+    }
+    if d != dk {
+        return Err(bad(format!("q's head dim {d} differs from k's {dk}")));
+    }
+    if hkv == 0 && hq > 0 || hkv > 0 && hq % hkv != 0 {
+        return Err(bad(format!(
+            "heads_q {hq} must be a multiple of heads_kv {hkv} (GQA/MQA)"
+        )));
+    }
+    if q.dtype() != k.dtype() || q.dtype() != v.dtype() || q.dtype() == DType::U32 {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            detail: format!(
+                "q, k, v are {}, {}, {}; all must be f32 or all f16",
+                q.dtype(),
+                k.dtype(),
+                v.dtype()
+            ),
+        });
+    }
+    if d == 0 || d > MAX_HEAD_DIM || dv > MAX_HEAD_DIM {
+        return Err(Error::Unsupported {
+            op: OP,
+            detail: format!("head dims d={d}, d_v={dv}: supported are 1..={MAX_HEAD_DIM}"),
+        });
+    }
+    if let Some(kl) = o.kv_len {
+        if kl.len() != b {
+            return Err(bad(format!(
+                "kv_len has {} entries for batch {b}",
+                kl.len()
+            )));
+        }
+    }
+    if let Some(s) = o.scale {
+        if !s.is_finite() {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                detail: format!("scale must be finite, got {s}"),
+            });
+        }
+    }
+    if let Some(bias) = o.bias {
+        let s = bias.shape();
+        let ok = s.len() == 4
+            && (s[0] == b || s[0] == 1)
+            && (s[1] == hq || s[1] == 1)
+            && s[2] == sq
+            && s[3] == sk
+            && bias.dtype() == DType::F32;
+        if !ok {
+            return Err(bad(format!(
+                "bias is {} {}, expected f32 [{b}|1, {hq}|1, {sq}, {sk}]",
+                bias.dtype(),
+                shape_str(s)
+            )));
+        }
+    }
+    Ok(Dims {
+        b,
+        hq,
+        hkv,
+        sq,
+        sk,
+        d,
+        dv,
+    })
+}
+
+/// Runs attention and returns the output (and the log-sum-exp if asked).
+///
+/// Errors: [`Error::Shape`] naming all three shapes; [`Error::Unsupported`] for head
+/// dims over 256 or beyond the adapter's workgroup memory; [`Error::TooLarge`] for
+/// the naive kernel's score matrix or a tensor past one storage binding.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+) -> Result<AttentionOutput> {
+    let dims = check(q, k, v, opts)?;
+    let ctx = q.context();
+    let out = Tensor::empty(ctx, &dims.out_shape(opts.layout), q.dtype())?;
+    let lse = if opts.return_lse {
+        Some(Tensor::empty(ctx, &[dims.b, dims.hq, dims.sq], DType::F32)?)
+    } else {
+        None
+    };
+    attention_into(q, k, v, opts, &out, lse.as_ref())?;
+    Ok(AttentionOutput { out, lse })
+}
+
+/// [`attention`] writing into `out` (and `lse`, `[batch, heads_q, seq_q]` f32, if given).
+pub fn attention_into(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+    out: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<()> {
+    let dims = check(q, k, v, opts)?;
+    let ctx = q.context();
+    if out.shape() != dims.out_shape(opts.layout).as_slice() || out.dtype() != q.dtype() {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!(
+                "out is {} {}, expected {} {}",
+                out.dtype(),
+                shape_str(out.shape()),
+                q.dtype(),
+                shape_str(&dims.out_shape(opts.layout))
+            ),
+        });
+    }
+    if let Some(l) = lse {
+        if l.shape() != [dims.b, dims.hq, dims.sq] || l.dtype() != DType::F32 {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!(
+                    "lse is {} {}, expected f32 [{}, {}, {}]",
+                    l.dtype(),
+                    shape_str(l.shape()),
+                    dims.b,
+                    dims.hq,
+                    dims.sq
+                ),
+            });
+        }
+    }
+    if out.is_empty() && lse.is_none_or(|l| l.is_empty()) {
+        return Ok(());
+    }
+    for (name, t) in [("q", q), ("k", k), ("v", v), ("out", out)] {
+        if t.bytes() > ctx.max_binding() {
+            return Err(Error::TooLarge {
+                op: OP,
+                what: format!("tensor {name} {}", shape_str(t.shape())),
+                size: t.bytes(),
+                limit: ctx.max_binding(),
+            });
+        }
+    }
+    if dims.sk == 0 || dims.dv == 0 {
+        // No keys: every row is fully masked, so zeros and an LSE of −∞.
+        zero_fill(out)?;
+        if let Some(l) = lse {
+            l.write(&vec![f32::NEG_INFINITY; l.len()])?;
+        }
+        return Ok(());
+    }
+    let variant = match opts.variant.unwrap_or(AttentionVariant::Auto) {
+        AttentionVariant::Auto if dims.sq <= 8 && dims.sk >= 512 => AttentionVariant::SplitKv,
+        AttentionVariant::Auto => AttentionVariant::Flash,
+        v => v,
+    };
+    match variant {
+        AttentionVariant::Naive => naive(ctx, q, k, v, opts, &dims, out, lse),
+        _ => fused(ctx, variant, q, k, v, opts, &dims, out, lse),
+    }
+}
+
+fn zero_fill(t: &Tensor) -> Result<()> {
+    let ctx = t.context();
+    ctx.scoped(OP, || {
+        let mut enc = ctx.encoder();
+        enc.clear_buffer(t.buffer(), 0, None);
+        ctx.submit(enc);
+        Ok(())
+    })
+}
+
+fn params(dims: &Dims, opts: &AttentionOptions) -> AttentionParams {
+    let l = opts.layout;
+    let (bias_sb, bias_sh) = match opts.bias {
+        Some(bias) => {
+            let s = bias.shape();
+            let sh = if s[1] == 1 { 0 } else { dims.sq * dims.sk };
+            let sb = if s[0] == 1 {
+                0
+            } else {
+                s[1] * dims.sq * dims.sk
+            };
+            (sb as u32, sh as u32)
+        }
+        None => (0, 0),
+    };
+    let (causal, off) = match opts.causal {
+        Causal::None => (0u32, 0i64),
+        Causal::TopLeft => (1, 0),
+        Causal::BottomRight => (1, dims.sk as i64 - dims.sq as i64),
+    };
+    let off = off.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+    let scale = opts.scale.unwrap_or(1.0 / (dims.d as f32).sqrt());
+    AttentionParams {
+        dims0: [
+            dims.b as u32,
+            dims.hq as u32,
+            dims.hkv as u32,
+            dims.sq as u32,
+        ],
+        dims1: [
+            dims.sk as u32,
+            dims.d as u32,
+            dims.dv as u32,
+            (dims.hq / dims.hkv.max(1)) as u32,
+        ],
+        q_strides: dims.strides(l, dims.hq, dims.sq, dims.d),
+        k_strides: dims.strides(l, dims.hkv, dims.sk, dims.d),
+        v_strides: dims.strides(l, dims.hkv, dims.sk, dims.dv),
+        o_strides: dims.strides(l, dims.hq, dims.sq, dims.dv),
+        mask: [bias_sb, bias_sh, causal, off as u32],
+        tail: [scale.to_bits(), 0, 0, 0],
+    }
+}
+
+fn kvlen_buffer(ctx: &Context, dims: &Dims, opts: &AttentionOptions) -> wgpu::Buffer {
+    use wgpu::util::DeviceExt;
+    let lens: Vec<u32> = match opts.kv_len {
+        Some(l) => l.to_vec(),
+        None => vec![dims.sk as u32; dims.b],
+    };
+    ctx.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("kv_len"),
+            contents: bytemuck::cast_slice(&lens),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
+}
+
+fn scratch(ctx: &Context, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
+    if bytes > ctx.max_binding() {
+        return Err(Error::TooLarge {
+            op: OP,
+            what: what.to_string(),
+            size: bytes,
+            limit: ctx.max_binding(),
+        });
+    }
+    Ok(ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(OP),
+        size: bytes.max(16),
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fused(
+    ctx: &Context,
+    variant: AttentionVariant,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+    dims: &Dims,
+    out: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<()> {
+    let dtype = q.dtype();
+    let (d4, dv4) = (dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32);
+    let vec = dims.d % 4 == 0 && dims.dv % 4 == 0;
+    let mut common: Vec<&str> = vec!["HAS_INPUTS"];
+    if vec {
+        common.push("VEC");
+    }
+    if opts.bias.is_some() {
+        common.push("BIAS");
+    }
+    if dtype == DType::F16 {
+        common.push("OUT_F16");
+    }
+    let mut p = params(dims, opts);
+    let max_groups = ctx.info().limits.max_compute_workgroups_per_dimension as usize;
+    let rows = dims.b * dims.hq;
+    let kvlen = kvlen_buffer(ctx, dims, opts);
+    match variant {
+        AttentionVariant::Flash => {
+            // Rows per workgroup: the K/V tile is shared by more rows when seq_q
+            // allows; keys per tile: as many as workgroup memory holds (≤ 64).
+            let bq = dims.sq.next_power_of_two().clamp(8, 64) as u32;
+            let per_key = (d4 + dv4) * 16;
+            let mem = ctx.info().limits.max_compute_workgroup_storage_size;
+            let bkv = (mem / per_key).min(64) / SK * SK;
+            if bkv == 0 || bq > ctx.info().limits.max_compute_invocations_per_workgroup {
+                return Err(Error::Unsupported {
+                    op: OP,
+                    detail: format!(
+                        "head dims d={}, d_v={} need {} bytes of workgroup memory per {SK}-key tile; the adapter has {mem}",
+                        dims.d,
+                        dims.dv,
+                        per_key * SK
+                    ),
+                });
+            }
+            if rows > max_groups {
+                return Err(Error::TooLarge {
+                    op: OP,
+                    what: "batch × heads workgroups".into(),
+                    size: rows as u64,
+                    limit: max_groups as u64,
+                });
+            }
+            let mut defines = common.clone();
+            defines.extend(["KIND_FLASH", "OUT_DIRECT"]);
+            if lse.is_some() {
+                defines.push("LSE");
+            }
+            let consts = [
+                ("D4", d4),
+                ("DV4", dv4),
+                ("BQ", bq),
+                ("BKV", bkv),
+                ("SK", SK),
+            ];
+            let key = format!("flash:{dtype}:{consts:?}:{}", defines.join(","));
+            let pipe = ctx.pipeline(("attention", key), || {
+                (
+                    shader::expand_full(SRC, dtype, &defines, &consts),
+                    "flash",
+                    vec![],
+                )
+            })?;
+            ctx.scoped(OP, || {
+                let ubuf = ctx.uniform(&p);
+                let mut binds = vec![
+                    Bind::whole(q.buffer()),
+                    Bind::whole(k.buffer()),
+                    Bind::whole(v.buffer()),
+                    Bind::whole(out.buffer()),
+                    Bind::whole(&kvlen),
+                ];
+                let mut slots = vec![1, 2, 3, 4, 5];
+                if let Some(b) = opts.bias {
+                    binds.push(Bind::whole(b.buffer()));
+                    slots.push(6);
+                }
+                if let Some(l) = lse {
+                    binds.push(Bind::whole(l.buffer()));
+                    slots.push(7);
+                }
+                let mut enc = ctx.encoder();
+                let groups = (dims.sq.div_ceil(bq as usize) as u32, rows as u32, 1);
+                ctx.encode_slots(&mut enc, &pipe, &ubuf, &binds, &slots, groups);
+                ctx.submit(enc);
+                Ok(())
+            })
+        }
+        _ => {
+            // Enough splits to give every core work for one query, each long
+            // enough that the merge pass stays small.
+            let chunk = dims.sk.div_ceil(256).max(32);
+            let nsplit = dims.sk.div_ceil(chunk);
+            p.tail[1] = nsplit as u32;
+            p.tail[2] = chunk as u32;
+            let nrows = rows * dims.sq;
+            if nrows > max_groups {
+                return Err(Error::TooLarge {
+                    op: OP,
+                    what: "batch × heads × seq_q workgroups of the split-KV kernel".into(),
+                    size: nrows as u64,
+                    limit: max_groups as u64,
+                });
+            }
+            let part_o = scratch(
+                ctx,
+                (nrows * nsplit) as u64 * dv4 as u64 * 16,
+                "split-KV partial outputs",
+            )?;
+            let part_ml = scratch(ctx, (nrows * nsplit) as u64 * 8, "split-KV partial stats")?;
+            let consts = [("D4", d4), ("DV4", dv4)];
+            let mut d1 = common.clone();
+            d1.push("KIND_SPLIT");
+            let key1 = format!("split:{dtype}:{consts:?}:{}", d1.join(","));
+            let pipe1 = ctx.pipeline(("attention", key1), || {
+                (
+                    shader::expand_full(SRC, dtype, &d1, &consts),
+                    "split_kv",
+                    vec![],
+                )
+            })?;
+            let mut d2: Vec<&str> = vec!["KIND_MERGE", "OUT_DIRECT"];
+            if dtype == DType::F16 {
+                d2.push("OUT_F16");
+            }
+            if lse.is_some() {
+                d2.push("LSE");
+            }
+            let key2 = format!("merge:{dtype}:{consts:?}:{}", d2.join(","));
+            let pipe2 = ctx.pipeline(("attention", key2), || {
+                (
+                    shader::expand_full(SRC, dtype, &d2, &consts),
+                    "merge",
+                    vec![],
+                )
+            })?;
+            ctx.scoped(OP, || {
+                let ubuf = ctx.uniform(&p);
+                let mut enc = ctx.encoder();
+                let mut binds = vec![
+                    Bind::whole(q.buffer()),
+                    Bind::whole(k.buffer()),
+                    Bind::whole(v.buffer()),
+                    Bind::whole(&part_o),
+                    Bind::whole(&kvlen),
+                ];
+                let mut slots = vec![1, 2, 3, 4, 5];
+                if let Some(bias) = opts.bias {
+                    binds.push(Bind::whole(bias.buffer()));
+                    slots.push(6);
+                }
+                binds.push(Bind::whole(&part_ml));
+                slots.push(7);
+                let groups = (nsplit.div_ceil(64) as u32, nrows as u32, 1);
+                ctx.encode_slots(&mut enc, &pipe1, &ubuf, &binds, &slots, groups);
+                let mut binds = vec![
+                    Bind::whole(&part_o),
+                    Bind::whole(&part_ml),
+                    Bind::whole(out.buffer()),
+                ];
+                if let Some(l) = lse {
+                    binds.push(Bind::whole(l.buffer()));
+                }
+                let (gx, gy) = ctx.grid((nrows * dv4 as usize).div_ceil(64) as u32);
+                ctx.encode_slots(&mut enc, &pipe2, &ubuf, &binds, &[1, 2, 4, 7], (gx, gy, 1));
+                ctx.submit(enc);
+                Ok(())
+            })
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn naive(
+    ctx: &Context,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+    dims: &Dims,
+    out: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<()> {
+    let dtype = q.dtype();
+    let score_bytes = (dims.b * dims.hq * dims.sq * dims.sk) as u64 * 4;
+    if score_bytes > ctx.max_binding() {
+        return Err(Error::TooLarge {
+            op: OP,
+            what: format!(
+                "the naive kernel's score matrix [{}, {}, {}, {}] f32",
+                dims.b, dims.hq, dims.sq, dims.sk
+            ),
+            size: score_bytes,
+            limit: ctx.max_binding(),
+        });
+    }
+    let g = dims.hq / dims.hkv;
+    // Work in [B, H, S, D]; query heads of one kv head are adjacent, so q viewed
+    // as [B, Hkv, G·Sq, D] multiplies kv head by kv head.
+    let to_bhsd = |t: &Tensor, h: usize, s: usize, dd: usize| -> Result<Tensor> {
+        match opts.layout {
+            Layout::Bhsd => Ok(t.clone()),
+            Layout::Bshd => permute(t, dims.b, s, h, dd),
+        }
+    };
+    let qh =
+        to_bhsd(q, dims.hq, dims.sq, dims.d)?.reshape(&[dims.b, dims.hkv, g * dims.sq, dims.d])?;
+    let kh = to_bhsd(k, dims.hkv, dims.sk, dims.d)?;
+    let vh = to_bhsd(v, dims.hkv, dims.sk, dims.dv)?;
+    let p = params(dims, opts);
+    let scale = f32::from_bits(p.tail[0]);
+    let s = matmul::matmul_with(
+        &qh,
+        &kh,
+        &MatmulOptions {
+            trans_b: true,
+            alpha: scale,
+            variant: MatmulVariant::Auto,
+            ..Default::default()
+        },
+    )?;
+    let probs = Tensor::empty(ctx, s.shape(), dtype)?;
+    let mut defines: Vec<&str> = vec!["KIND_SOFTMAX"];
+    if opts.bias.is_some() {
+        defines.push("BIAS");
+    }
+    if lse.is_some() {
+        defines.push("LSE");
+    }
+    let key = format!("softmax:{dtype}:{}", defines.join(","));
+    let pipe = ctx.pipeline(("attention", key), || {
+        (
+            shader::expand_full(SRC, dtype, &defines, &[]),
+            "softmax",
+            vec![],
+        )
+    })?;
+    let kvlen = kvlen_buffer(ctx, dims, opts);
+    ctx.scoped(OP, || {
+        let ubuf = ctx.uniform(&p);
+        let mut binds = vec![
+            Bind::whole(s.buffer()),
+            Bind::whole(probs.buffer()),
+            Bind::whole(&kvlen),
+        ];
+        let mut slots = vec![1, 2, 5];
+        if let Some(b) = opts.bias {
+            binds.push(Bind::whole(b.buffer()));
+            slots.push(6);
+        }
+        if let Some(l) = lse {
+            binds.push(Bind::whole(l.buffer()));
+            slots.push(7);
+        }
+        let (gx, gy) = ctx.grid((dims.b * dims.hq * dims.sq) as u32);
+        let mut enc = ctx.encoder();
+        ctx.encode_slots(&mut enc, &pipe, &ubuf, &binds, &slots, (gx, gy, 1));
+        ctx.submit(enc);
+        Ok(())
+    })?;
+    let o = matmul::matmul_with(
+        &probs,
+        &vh,
+        &MatmulOptions {
+            out_dtype: dtype,
+            ..Default::default()
+        },
+    )?;
+    match opts.layout {
+        Layout::Bhsd => copy(&o, out),
+        Layout::Bshd => {
+            let t = permute(
+                &o.reshape(&[dims.b, dims.hq, dims.sq, dims.dv])?,
+                dims.b,
+                dims.hq,
+                dims.sq,
+                dims.dv,
+            )?;
+            copy(&t, out)
+        }
+    }
+}
+
+fn copy(src: &Tensor, dst: &Tensor) -> Result<()> {
+    let ctx = src.context();
+    ctx.scoped(OP, || {
+        let mut enc = ctx.encoder();
+        enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, dst.buffer().size());
+        ctx.submit(enc);
+        Ok(())
+    })
+}
+
+/// `[B, X, Y, D] -> [B, Y, X, D]`.
+fn permute(t: &Tensor, b: usize, x: usize, y: usize, d: usize) -> Result<Tensor> {
+    let ctx = t.context();
+    let dtype = t.dtype();
+    let out = Tensor::empty(ctx, &[b, y, x, d], dtype)?;
+    let n = b * x * y * d;
+    if n == 0 {
+        return Ok(out);
+    }
+    let p = AttentionParams {
+        dims0: [b as u32, x as u32, 0, y as u32],
+        dims1: [0, d as u32, 0, 0],
+        ..Default::default()
+    };
+    let key = format!("permute:{dtype}");
+    let pipe = ctx.pipeline(("attention", key), || {
+        (
+            shader::expand_full(SRC, dtype, &["KIND_PERMUTE"], &[]),
+            "permute",
+            vec![],
+        )
+    })?;
+    ctx.scoped(OP, || {
+        let ubuf = ctx.uniform(&p);
+        let (gx, gy) = ctx.grid(n.div_ceil(64) as u32);
+        let mut enc = ctx.encoder();
+        ctx.encode(
+            &mut enc,
+            &pipe,
+            &ubuf,
+            &[Bind::whole(t.buffer()), Bind::whole(out.buffer())],
+            (gx, gy),
+        );
+        ctx.submit(enc);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_layout_matches_wgsl() {
+        assert_eq!(std::mem::size_of::<AttentionParams>(), 128);
+    }
+}

@@ -1,0 +1,421 @@
+//! Attention against the CPU reference: the shape grid, GQA/MQA, both
+//! causal conventions, both layouts, bias, kv_len, LSE, f32 and f16, fully
+//! masked rows, random small shapes, and a long sequence.
+
+mod common;
+
+use common::*;
+use flashdot::ops::attention::*;
+use flashdot::{f16, reference, verify, DType, Error, Tensor};
+use rand::Rng;
+
+#[derive(Debug, Clone)]
+struct Case {
+    b: usize,
+    hq: usize,
+    hkv: usize,
+    sq: usize,
+    sk: usize,
+    d: usize,
+    dv: usize,
+    layout: Layout,
+    causal: Causal,
+    bias: Option<[usize; 4]>,
+    kv_len: Option<Vec<u32>>,
+    dtype: DType,
+    lse: bool,
+}
+
+fn shape(layout: Layout, b: usize, h: usize, s: usize, d: usize) -> Vec<usize> {
+    match layout {
+        Layout::Bhsd => vec![b, h, s, d],
+        Layout::Bshd => vec![b, s, h, d],
+    }
+}
+
+fn upload(x: &[f32], shape: &[usize], dtype: DType) -> (Tensor, Vec<f32>) {
+    let ctx = ctx();
+    match dtype {
+        DType::F16 => {
+            let h = to_f16(x);
+            (Tensor::from_slice(&ctx, &h, shape).unwrap(), from_f16(&h))
+        }
+        _ => (Tensor::from_slice(&ctx, x, shape).unwrap(), x.to_vec()),
+    }
+}
+
+fn read(t: &Tensor) -> Vec<f32> {
+    match t.dtype() {
+        DType::F16 => from_f16(&t.to_vec::<f16>().unwrap()),
+        _ => t.to_vec::<f32>().unwrap(),
+    }
+}
+
+/// Runs every variant on `c`; returns the rel L2 error per variant.
+fn run(c: &Case) -> Vec<(AttentionVariant, f64)> {
+    let ctx = ctx();
+    let name = format!("{c:?}");
+    let mut rng = rng(&name);
+    let q = uniform(&mut rng, c.b * c.hq * c.sq * c.d);
+    let k = uniform(&mut rng, c.b * c.hkv * c.sk * c.d);
+    let v = uniform(&mut rng, c.b * c.hkv * c.sk * c.dv);
+    let (gq, q) = upload(&q, &shape(c.layout, c.b, c.hq, c.sq, c.d), c.dtype);
+    let (gk, k) = upload(&k, &shape(c.layout, c.b, c.hkv, c.sk, c.d), c.dtype);
+    let (gv, v) = upload(&v, &shape(c.layout, c.b, c.hkv, c.sk, c.dv), c.dtype);
+    let bias_vals = c.bias.map(|s| uniform(&mut rng, s.iter().product()));
+    let gbias = c
+        .bias
+        .map(|s| Tensor::from_slice(&ctx, bias_vals.as_ref().unwrap(), &s).unwrap());
+    let (want, want_lse) = reference::attention::attention(&reference::attention::AttentionRef {
+        q: &q,
+        k: &k,
+        v: &v,
+        dims: [c.b, c.hq, c.hkv, c.sq, c.sk, c.d, c.dv],
+        layout: c.layout,
+        causal: c.causal,
+        scale: None,
+        kv_len: c.kv_len.as_deref(),
+        bias: c.bias.map(|s| (&bias_vals.as_ref().unwrap()[..], s)),
+    });
+    let out = Tensor::zeros(&ctx, &shape(c.layout, c.b, c.hq, c.sq, c.dv), c.dtype).unwrap();
+    let lse = Tensor::zeros(&ctx, &[c.b, c.hq, c.sq], DType::F32).unwrap();
+    let tol = if c.dtype == DType::F16 { 5e-3 } else { 1e-5 };
+    let mut errs = Vec::new();
+    for var in AttentionVariant::ALL {
+        let opts = AttentionOptions {
+            layout: c.layout,
+            causal: c.causal,
+            kv_len: c.kv_len.as_deref(),
+            bias: gbias.as_ref(),
+            variant: Some(var),
+            return_lse: c.lse,
+            ..Default::default()
+        };
+        out.poison().unwrap();
+        lse.poison().unwrap();
+        attention_into(&gq, &gk, &gv, &opts, &out, c.lse.then_some(&lse))
+            .unwrap_or_else(|e| panic!("{name} {var:?}: {e}"));
+        let rep = verify::compare(&read(&out), &want);
+        check(&rep, tol, &format!("{name} {var:?}"));
+        if c.lse {
+            let rep = verify::compare(&lse.to_vec::<f32>().unwrap(), &want_lse);
+            check(&rep, tol, &format!("{name} {var:?} lse"));
+        }
+        errs.push((var, rep.rel_l2));
+    }
+    errs
+}
+
+/// The (seq_q, seq_k) grid; the other options rotate across it so that
+/// each appears several times without a full cross product.
+#[test]
+fn grid_f32() {
+    let seqs = [
+        (1, 1),
+        (1, 239),
+        (3, 799),
+        (113, 203),
+        (128, 217),
+        (108, 256),
+        (256, 512),
+        (512, 256),
+        (1023, 1024),
+        (1024, 1023),
+    ];
+    let dims = [32, 59, 64, 80, 111, 128, 256];
+    let heads = [(9, 9), (9, 3), (9, 1)];
+    let causal = [Causal::None, Causal::TopLeft, Causal::BottomRight];
+    for (i, &(sq, sk)) in seqs.iter().enumerate() {
+        let d = dims[i % dims.len()];
+        // Long sequences keep the CPU reference affordable with fewer heads.
+        let (hq, hkv) = if sq * sk > 200_000 {
+            (3, [3, 1, 1][i % 3])
+        } else {
+            heads[i % 3]
+        };
+        let c = Case {
+            b: 1,
+            hq,
+            hkv,
+            sq,
+            sk,
+            d,
+            dv: if i == 4 { 48 } else { d },
+            layout: if i % 2 == 0 {
+                Layout::Bhsd
+            } else {
+                Layout::Bshd
+            },
+            causal: causal[i % 3],
+            bias: (i % 4 == 1).then_some([1, hq, sq, sk]),
+            kv_len: None,
+            dtype: DType::F32,
+            lse: i % 2 == 1,
+        };
+        let errs = run(&c);
+        let naive = errs
+            .iter()
+            .find(|e| e.0 == AttentionVariant::Naive)
+            .unwrap()
+            .1;
+        let flash = errs
+            .iter()
+            .find(|e| e.0 == AttentionVariant::Flash)
+            .unwrap()
+            .1;
+        assert!(
+            flash <= 2.0 * naive,
+            "{c:?}: flash error {flash:.3e} > 2 x naive {naive:.3e} (FLASHDOT_SEED={})",
+            seed()
+        );
+    }
+}
+
+#[test]
+fn every_head_dim_both_causal_and_layouts() {
+    for (i, d) in [32, 59, 64, 80, 111, 128, 256].into_iter().enumerate() {
+        for causal in [Causal::TopLeft, Causal::BottomRight] {
+            run(&Case {
+                b: 1,
+                hq: 2,
+                hkv: 1,
+                sq: 37,
+                sk: 70,
+                d,
+                dv: d,
+                layout: if i % 2 == 0 {
+                    Layout::Bshd
+                } else {
+                    Layout::Bhsd
+                },
+                causal,
+                bias: None,
+                kv_len: None,
+                dtype: DType::F32,
+                lse: true,
+            });
+        }
+    }
+}
+
+#[test]
+fn batch_kv_len_bias_broadcast_and_masked_rows() {
+    // Batch 2 with different kv_len, one of them 0 (every row fully masked),
+    // bias broadcast over batch or heads.
+    for bias in [None, Some([2, 1, 20, 45]), Some([1, 6, 20, 45])] {
+        for kv in [vec![45, 17], vec![0, 30]] {
+            run(&Case {
+                b: 2,
+                hq: 6,
+                hkv: 2,
+                sq: 20,
+                sk: 45,
+                d: 64,
+                dv: 64,
+                layout: Layout::Bhsd,
+                causal: Causal::None,
+                bias,
+                kv_len: Some(kv),
+                dtype: DType::F32,
+                lse: true,
+            });
+        }
+    }
+    // seq_q > seq_k bottom-right: the first rows see no key at all.
+    run(&Case {
+        b: 1,
+        hq: 1,
+        hkv: 1,
+        sq: 50,
+        sk: 20,
+        d: 16,
+        dv: 16,
+        layout: Layout::Bhsd,
+        causal: Causal::BottomRight,
+        bias: None,
+        kv_len: None,
+        dtype: DType::F32,
+        lse: true,
+    });
+}
+
+#[test]
+fn f16_inputs() {
+    assert!(
+        ctx().info().has_f16(),
+        "adapter lacks SHADER_F16; f16 cannot be tested here"
+    );
+    for (sq, sk, d, causal, layout) in [
+        (113, 203, 64, Causal::None, Layout::Bhsd),
+        (1, 700, 128, Causal::BottomRight, Layout::Bshd),
+        (64, 64, 59, Causal::TopLeft, Layout::Bhsd),
+    ] {
+        run(&Case {
+            b: 1,
+            hq: 4,
+            hkv: 2,
+            sq,
+            sk,
+            d,
+            dv: d,
+            layout,
+            causal,
+            bias: None,
+            kv_len: None,
+            dtype: DType::F16,
+            lse: true,
+        });
+    }
+}
+
+#[test]
+fn random_small_shapes() {
+    let mut r = rng("random small shapes");
+    for _ in 0..25 {
+        let hkv = r.random_range(1..4);
+        let c = Case {
+            b: r.random_range(1..3),
+            hq: hkv * r.random_range(1..4),
+            hkv,
+            sq: r.random_range(1..40),
+            sk: r.random_range(1..90),
+            d: r.random_range(1..70),
+            dv: r.random_range(1..70),
+            layout: if r.random_bool(0.5) {
+                Layout::Bhsd
+            } else {
+                Layout::Bshd
+            },
+            causal: [Causal::None, Causal::TopLeft, Causal::BottomRight][r.random_range(0..3)],
+            bias: None,
+            kv_len: None,
+            dtype: DType::F32,
+            lse: r.random_bool(0.5),
+        };
+        let c = Case {
+            bias: r.random_bool(0.3).then_some([c.b, c.hq, c.sq, c.sk]),
+            kv_len: r
+                .random_bool(0.3)
+                .then(|| (0..c.b).map(|_| r.random_range(0..=c.sk as u32)).collect()),
+            ..c
+        };
+        run(&c);
+    }
+}
+
+#[test]
+fn long_sequence_flash_runs_naive_refuses() {
+    let ctx = ctx();
+    let (h, s, d) = (8, 16384, 64);
+    let mut rng = rng("long");
+    let q = uniform(&mut rng, h * s * d);
+    let k = uniform(&mut rng, h * s * d);
+    let v = uniform(&mut rng, h * s * d);
+    let t = |x: &[f32]| Tensor::from_slice(&ctx, x, &[1, h, s, d]).unwrap();
+    let (gq, gk, gv) = (t(&q), t(&k), t(&v));
+    let naive = AttentionOptions {
+        variant: Some(AttentionVariant::Naive),
+        ..Default::default()
+    };
+    let e = attention(&gq, &gk, &gv, &naive).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    let opts = AttentionOptions {
+        variant: Some(AttentionVariant::Flash),
+        causal: Causal::TopLeft,
+        ..Default::default()
+    };
+    let out = attention(&gq, &gk, &gv, &opts)
+        .unwrap()
+        .out
+        .to_vec::<f32>()
+        .unwrap();
+    // Spot-check rows of head 5 against the reference on that head alone
+    // (causal keeps the reference to the keys each row sees).
+    let hh = 5;
+    let sl = |x: &[f32]| x[hh * s * d..(hh + 1) * s * d].to_vec();
+    let (qh, kh, vh) = (sl(&q), sl(&k), sl(&v));
+    for row in [0, 1, 4095, 9999, 16383] {
+        let (want, _) = reference::attention::attention(&reference::attention::AttentionRef {
+            q: &qh[row * d..(row + 1) * d],
+            k: &kh[..(row + 1) * d],
+            v: &vh[..(row + 1) * d],
+            dims: [1, 1, 1, 1, row + 1, d, d],
+            layout: Layout::Bhsd,
+            causal: Causal::None,
+            scale: None,
+            kv_len: None,
+            bias: None,
+        });
+        let got = &out[(hh * s + row) * d..(hh * s + row + 1) * d];
+        check(
+            &verify::compare(got, &want),
+            1e-5,
+            &format!("long row {row}"),
+        );
+    }
+}
+
+#[test]
+fn shape_errors() {
+    let ctx = ctx();
+    let z = |s: &[usize]| Tensor::zeros(&ctx, s, DType::F32).unwrap();
+    let o = AttentionOptions::default();
+    let e = attention(
+        &z(&[1, 4, 8, 16]),
+        &z(&[1, 3, 8, 16]),
+        &z(&[1, 3, 8, 16]),
+        &o,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    assert!(
+        e.to_string().contains("[1, 4, 8, 16]") && e.to_string().contains("[1, 3, 8, 16]"),
+        "{e}"
+    );
+    let e = attention(
+        &z(&[1, 2, 8, 16]),
+        &z(&[1, 2, 8, 8]),
+        &z(&[1, 2, 8, 16]),
+        &o,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let e = attention(
+        &z(&[1, 2, 8, 300]),
+        &z(&[1, 2, 8, 300]),
+        &z(&[1, 2, 8, 300]),
+        &o,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    let kl = [3u32, 4];
+    let o2 = AttentionOptions {
+        kv_len: Some(&kl),
+        ..Default::default()
+    };
+    let e = attention(
+        &z(&[1, 2, 8, 16]),
+        &z(&[1, 2, 8, 16]),
+        &z(&[1, 2, 8, 16]),
+        &o2,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    // Empty inputs: no dispatch, empty or zero results.
+    let r = attention(
+        &z(&[1, 2, 0, 16]),
+        &z(&[1, 2, 8, 16]),
+        &z(&[1, 2, 8, 16]),
+        &o,
+    )
+    .unwrap();
+    assert_eq!(r.out.shape(), &[1, 2, 0, 16]);
+    let r = attention(
+        &z(&[1, 2, 3, 16]),
+        &z(&[1, 2, 0, 16]),
+        &z(&[1, 2, 0, 16]),
+        &o,
+    )
+    .unwrap();
+    assert_eq!(r.out.to_vec::<f32>().unwrap(), vec![0.0; 96]);
+}
