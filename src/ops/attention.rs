@@ -445,7 +445,7 @@ fn fused(
 ) -> Result<()> {
     let dtype = q.dtype();
     let (d4, dv4) = (dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32);
-    let vec = dims.d % 4 == 0 && dims.dv % 4 == 0;
+    let vec = dims.d.is_multiple_of(4) && dims.dv.is_multiple_of(4);
     let mut common: Vec<&str> = vec!["HAS_INPUTS"];
     if vec {
         common.push("VEC");
