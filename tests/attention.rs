@@ -271,7 +271,9 @@ fn f16_inputs() {
 #[test]
 fn random_small_shapes() {
     let mut r = rng("random small shapes");
-    for _ in 0..25 {
+    // Each new head-dim pair compiles new pipelines (seconds on a software
+    // adapter), so the dims are drawn from a modest range.
+    for _ in 0..12 {
         let hkv = r.random_range(1..4);
         let c = Case {
             b: r.random_range(1..3),
@@ -279,8 +281,8 @@ fn random_small_shapes() {
             hkv,
             sq: r.random_range(1..40),
             sk: r.random_range(1..90),
-            d: r.random_range(1..70),
-            dv: r.random_range(1..70),
+            d: r.random_range(1..40),
+            dv: r.random_range(1..40),
             layout: if r.random_bool(0.5) {
                 Layout::Bhsd
             } else {
