@@ -197,6 +197,135 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>,
 }
 //#endif
 
+//#if KIND_KEYSPLIT
+// ---------------------------------------------------------------------------
+// Flash attention, key-split schedule (consts TM, D4, DV4; 64 invocations). A
+// workgroup owns TM query rows of one (batch, head); its invocations split the
+// keys (invocation t takes keys t, t+64, ...). The rows are the same for every
+// invocation, so Q is loaded once as broadcasts and each K or V vector an
+// invocation loads feeds TM rows. Each invocation runs the online softmax for
+// each row over its keys; at the end the 64 partial (max, sum, output) per row
+// are merged in workgroup memory with log-sum-exp weights. Keys past the last
+// row's causal limit are never visited. Barriers happen only in the merge,
+// which suits adapters where a barrier is a context switch (CPU adapters).
+var<workgroup> red_ml: array<vec2<f32>, 64>;
+var<workgroup> red_o: array<vec4<f32>, 64 * DV4>;
+
+@compute @workgroup_size(64)
+fn flash_keysplit(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let bh = wid.y;
+    let b = bh / P.hq;
+    let h = bh % P.hq;
+    let hk = h / P.group;
+    let row0 = wid.x * TM;
+//#for i < TM
+    let rc{i} = min(row0 + {i}u, P.sq - 1u);
+    let rend{i} = key_end(b, rc{i});
+    var m{i} = NEG;
+    var l{i} = 0.0;
+//#for c < D4
+    let q{i}_{c} = ld_q(b * P.q_sb + h * P.q_sh + rc{i} * P.q_ss, {c}u) * P.scale;
+//#endfor
+//#for c < DV4
+    var o{i}_{c} = vec4<f32>(0.0);
+//#endfor
+//#endfor
+    let wend = key_end(b, min(row0 + TM - 1u, P.sq - 1u));
+    let kb = b * P.k_sb + hk * P.k_sh;
+    let vb = b * P.v_sb + hk * P.v_sh;
+    // Keys in chunks of KC per invocation (key0 + 64·c): one rescale of the
+    // accumulators per chunk instead of per key.
+    for (var key0 = lid; key0 < wend; key0 += 64u * KC) {
+//#for c < KC
+        let key{c} = key0 + {c}u * 64u;
+        let kr{c} = kb + min(key{c}, wend - 1u) * P.k_ss;
+//#for e < D4
+        let k{c}_{e} = ld_k(kr{c}, {e}u);
+//#endfor
+//#for i < TM
+        var s{i}_{c} = NEG;
+        let ok{i}_{c} = key{c} < rend{i};
+        if (ok{i}_{c}) {
+            s{i}_{c} = 0.0;
+//#for e < D4
+            s{i}_{c} += dot(q{i}_{e}, k{c}_{e});
+//#endfor
+//#if BIAS
+            s{i}_{c} += bias[b * P.bias_sb + h * P.bias_sh + rc{i} * P.sk + key{c}];
+//#endif
+        }
+//#endfor
+//#endfor
+//#for i < TM
+        {
+            var cmax = m{i};
+//#for c < KC
+            if (ok{i}_{c}) { cmax = max(cmax, s{i}_{c}); }
+//#endfor
+            let corr = exp(m{i} - cmax);
+            l{i} *= corr;
+//#for e < DV4
+            o{i}_{e} *= corr;
+//#endfor
+            m{i} = cmax;
+        }
+//#endfor
+//#for c < KC
+        {
+            let vr = vb + min(key{c}, wend - 1u) * P.v_ss;
+//#for e < DV4
+            let v{e} = ld_v(vr, {e}u);
+//#endfor
+//#for i < TM
+            {
+                let p = select(0.0, exp(s{i}_{c} - m{i}), ok{i}_{c});
+                l{i} += p;
+//#for e < DV4
+                o{i}_{e} = fma(vec4<f32>(p), v{e}, o{i}_{e});
+//#endfor
+            }
+//#endfor
+        }
+//#endfor
+    }
+    // Merge the 64 partial softmaxes of each row.
+//#for i < TM
+    red_ml[lid] = vec2<f32>(m{i}, l{i});
+//#for c < DV4
+    red_o[lid * DV4 + {c}u] = o{i}_{c};
+//#endfor
+    workgroupBarrier();
+    if (lid < DV4) {
+        var mx = NEG;
+        for (var t = 0u; t < 64u; t++) {
+            if (red_ml[t].y > 0.0) { mx = max(mx, red_ml[t].x); }
+        }
+        var l = 0.0;
+        var acc = vec4<f32>(0.0);
+        for (var t = 0u; t < 64u; t++) {
+            let ml = red_ml[t];
+            if (ml.y > 0.0) {
+                let w = exp(ml.x - mx);
+                l += ml.y * w;
+                acc = fma(vec4<f32>(w), red_o[t * DV4 + lid], acc);
+            }
+        }
+        if (row0 + {i}u < P.sq) {
+            let inv = select(0.0, 1.0 / l, l > 0.0);
+            st_row(b * P.o_sb + h * P.o_sh + (row0 + {i}u) * P.o_ss, lid, acc * inv);
+//#if LSE
+            if (lid == 0u) {
+                lse[bh * P.sq + row0 + {i}u] = select(bitcast<f32>(0xff800000u), mx + log(l), l > 0.0);
+            }
+//#endif
+        }
+    }
+    workgroupBarrier();
+//#endfor
+}
+//#endif
+
 //#if KIND_SPLIT
 // ---------------------------------------------------------------------------
 // Split-KV (flash-decoding), first pass. For few query rows and many keys: one
