@@ -1,0 +1,169 @@
+//! The main demo: transformer-shaped causal self-attention (batch 1, 12 heads,
+//! seq 2048, d 64) through every attention variant — time per call, GFLOP/s, peak
+//! device memory, error against the CPU reference on sampled rows — then a decode
+//! step (one query over a 16,384-key cache).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use clap::Parser;
+use flashdot::ops::attention::*;
+use flashdot::{reference, verify, Context, Tensor};
+
+#[derive(Parser)]
+#[command(about = "flashdot attention demo: every kernel variant on a transformer-shaped input")]
+struct Args {
+    /// Backend (default: best adapter).
+    #[arg(long, value_enum)]
+    backend: Option<common::Backend>,
+    /// Heads.
+    #[arg(long, default_value_t = 12)]
+    heads: usize,
+    /// Sequence length of the self-attention.
+    #[arg(long, default_value_t = 2048)]
+    seq: usize,
+    /// Head dim.
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    /// Keys in the decode step's cache.
+    #[arg(long, default_value_t = 16384)]
+    cache: usize,
+    /// Timed repetitions.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Not causal.
+    #[arg(long)]
+    full: bool,
+}
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// Device bytes a call needs: q, k, v, out plus the variant's scratch (S and P
+/// for Naive, the partial outputs for SplitKv; Flash has none). Computed from
+/// the allocation sizes, not read from the driver.
+fn scratch_bytes(v: AttentionVariant, h: usize, sq: usize, sk: usize, d: usize) -> usize {
+    match v {
+        AttentionVariant::Naive => h * sq * sk * 4 * 2,
+        AttentionVariant::SplitKv => {
+            let chunk = sk.div_ceil(256).max(32);
+            h * sq * sk.div_ceil(chunk) * (d * 4 + 8)
+        }
+        _ => 0,
+    }
+}
+
+fn run(
+    ctx: &Context,
+    a: &Args,
+    sq: usize,
+    sk: usize,
+    causal: Causal,
+    label: &str,
+) -> flashdot::Result<()> {
+    let (h, d) = (a.heads, a.dim);
+    let q = data(h * sq * d, 1);
+    let k = data(h * sk * d, 2);
+    let v = data(h * sk * d, 3);
+    let gq = Tensor::from_slice(ctx, &q, &[1, h, sq, d])?;
+    let gk = Tensor::from_slice(ctx, &k, &[1, h, sk, d])?;
+    let gv = Tensor::from_slice(ctx, &v, &[1, h, sk, d])?;
+    let out = Tensor::zeros(ctx, &[1, h, sq, d], flashdot::DType::F32)?;
+    let flop = 4.0 * (h * sq * sk * d) as f64 / if causal == Causal::None { 1.0 } else { 2.0 };
+    let io = (gq.bytes() + gk.bytes() + gv.bytes() + out.bytes()) as usize;
+    println!("\n{label}: batch 1, heads {h}, seq_q {sq}, seq_k {sk}, d {d}, {causal:?}");
+    println!(
+        "{:<9} {:>11} {:>9} {:>9} {:>14} {:>10}",
+        "variant", "median ms", "GFLOP/s", "vs naive", "est. dev MiB", "rel L2"
+    );
+    // Reference on 4 rows of head 0.
+    let rows: Vec<usize> = vec![0, sq / 3, sq / 2, sq - 1];
+    let mut naive_ms = None;
+    for var in AttentionVariant::ALL {
+        let opts = AttentionOptions {
+            causal,
+            variant: Some(var),
+            ..Default::default()
+        };
+        let t = match common::time(ctx, a.reps, || {
+            attention_into(&gq, &gk, &gv, &opts, &out, None)
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                println!("{:<9} {e}", format!("{var:?}"));
+                continue;
+            }
+        };
+        let got = out.to_vec::<f32>()?;
+        let mut worst = 0.0f64;
+        for &r in &rows {
+            let end = match causal {
+                Causal::None => sk,
+                _ => ((r + 1 + sk) as i64 - sq as i64).clamp(0, sk as i64) as usize,
+            };
+            let (want, _) = reference::attention::attention(&reference::attention::AttentionRef {
+                q: &q[r * d..(r + 1) * d],
+                k: &k[..end * d],
+                v: &v[..end * d],
+                dims: [1, 1, 1, 1, end, d, d],
+                layout: Layout::Bhsd,
+                causal: Causal::None,
+                scale: Some(1.0 / (d as f32).sqrt()),
+                kv_len: None,
+                bias: None,
+            });
+            let rep = verify::compare(&got[r * d..(r + 1) * d], &want);
+            if !rep.passes(1e-4) {
+                return Err(flashdot::Error::InvalidArgument {
+                    op: "attention demo",
+                    detail: format!("{var:?} row {r} disagrees with the reference: {rep}"),
+                });
+            }
+            worst = worst.max(rep.rel_l2);
+        }
+        let ms = t.median.as_secs_f64() * 1e3;
+        if var == AttentionVariant::Naive {
+            naive_ms = Some(ms);
+        }
+        let ratio = naive_ms.map_or("-".to_string(), |b| format!("{:.2}x", b / ms));
+        println!(
+            "{:<9} {:>11.2} {:>9.2} {:>9} {:>14.1} {:>10.2e}",
+            format!("{var:?}"),
+            ms,
+            flop / ms / 1e6,
+            ratio,
+            (io + scratch_bytes(var, h, sq, sk, d)) as f64 / (1 << 20) as f64,
+            worst
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    env_logger::init();
+    let a = Args::parse();
+    let ctx = common::exit_on_error(common::open(a.backend));
+    let causal = if a.full {
+        Causal::None
+    } else {
+        Causal::BottomRight
+    };
+    common::exit_on_error(run(&ctx, &a, a.seq, a.seq, causal, "self-attention"));
+    common::exit_on_error(run(
+        &ctx,
+        &a,
+        1,
+        a.cache,
+        Causal::BottomRight,
+        "decode step",
+    ));
+}
