@@ -112,13 +112,13 @@ impl TileConfig {
     /// The configurations the autotuner tries (filtered by the adapter's limits).
     pub const CANDIDATES: [TileConfig; 7] = [
         TileConfig::Vec4 {
-            wg: 16,
-            tm: 16,
+            wg: 8,
+            tm: 24,
             tn: 2,
         },
         TileConfig::Vec4 {
-            wg: 32,
-            tm: 12,
+            wg: 16,
+            tm: 16,
             tn: 2,
         },
         TileConfig::Vec4 {
@@ -149,6 +149,25 @@ impl TileConfig {
             bk: 16,
         },
     ];
+
+    /// The shortlist the autotuner times on this adapter: the fitting
+    /// candidates of the kernel kinds that suit its device type (barrier-free
+    /// vec4 kernels on CPU adapters, shared-memory tiles and the vec4 kernel on
+    /// GPUs). Pruning by device type keeps a first autotuned call short: every
+    /// candidate is a pipeline build, seconds each on a software adapter.
+    pub fn candidates(ctx: &Context) -> Vec<TileConfig> {
+        let cpu = ctx.info().is_cpu();
+        TileConfig::CANDIDATES
+            .iter()
+            .copied()
+            .filter(|c| c.fits(ctx))
+            .filter(|c| match c {
+                TileConfig::Vec4 { wg, .. } => !cpu || *wg <= 16,
+                TileConfig::Broadcast { .. } => false,
+                TileConfig::Shared { .. } => !cpu,
+            })
+            .collect()
+    }
 
     /// Rows and columns of C one workgroup computes.
     pub fn tile(self) -> (u32, u32) {
@@ -196,9 +215,11 @@ impl TileConfig {
     /// (measured on lavapipe: see the README); GPUs get shared-memory tiling.
     pub fn heuristic(ctx: &Context) -> TileConfig {
         let pick = if ctx.info().is_cpu() {
+            // 8 invocations (one SIMD slice on lavapipe) keep each workgroup's
+            // strip of B at 64 columns, which stays in a core's L2 at K = 2048.
             TileConfig::Vec4 {
-                wg: 16,
-                tm: 16,
+                wg: 8,
+                tm: 24,
                 tn: 2,
             }
         } else {
@@ -242,8 +263,8 @@ pub enum MatmulVariant {
     Tiled(TileConfig),
     /// The configuration [`TileConfig::heuristic`] picks for this adapter. The default.
     Auto,
-    /// Times every fitting candidate once per shape class on this adapter and
-    /// caches the winner for the context's lifetime.
+    /// Times the adapter's shortlist ([`TileConfig::candidates`]) once per shape
+    /// class on this adapter and caches the winner for the context's lifetime.
     Autotune,
 }
 
@@ -733,7 +754,7 @@ fn shape_class(a: &Tensor, opts: &MatmulOptions, p: &Plan) -> String {
     )
 }
 
-/// Times each fitting candidate on a row-slice (at most 128 rows of the first
+/// Times each shortlisted candidate on a row-slice (at most 96 rows of the first
 /// batch) of the real problem and caches the winner, so that tuning a 2048³
 /// product costs a fraction of one full call plus the pipeline builds.
 #[allow(clippy::too_many_arguments)]
@@ -766,12 +787,8 @@ fn autotune(
         offsets: p.offsets[..2].to_vec(),
         out_shape: vec![p.m.min(rows), p.n],
     };
-    let (warm, timed) = (slice(8), slice(128));
-    let candidates: Vec<TileConfig> = TileConfig::CANDIDATES
-        .iter()
-        .copied()
-        .filter(|c| c.fits(ctx))
-        .collect();
+    let (warm, timed) = (slice(8), slice(96));
+    let candidates = TileConfig::candidates(ctx);
     // Pipeline builds dominate tuning on slow compilers: run the warm-up
     // (which builds each pipeline) for all candidates on parallel threads.
     let built: Vec<Result<()>> = std::thread::scope(|s| {
