@@ -4,3 +4,4 @@
 pub mod attention;
 pub mod dot;
 pub mod matmul;
+pub mod similarity;

@@ -1,0 +1,205 @@
+//! Similarity: L2 normalisation, row-wise cosine similarity and the all-pairs
+//! score matrix. Kernel source: `shaders/similarity.wgsl` (the score matrix
+//! runs on the matmul kernels).
+//!
+//! **An all-zero row normalises to zero, and its cosine with anything is 0**
+//! (no NaN).
+
+use crate::context::Bind;
+use crate::error::{Error, Result};
+use crate::ops::matmul::{self, MatmulOptions};
+use crate::shader;
+use crate::tensor::{shape_str, DType, Tensor};
+
+const SRC: &str = include_str!("../../shaders/similarity.wgsl");
+
+/// Mirrors `Params` in `shaders/similarity.wgsl` (16 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SimilarityParams {
+    /// Rows.
+    pub rows: u32,
+    /// Row length.
+    pub d: u32,
+    /// Padding.
+    pub _pad: [u32; 2],
+}
+
+/// Similarity measure of [`scores`] (and the search index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Metric {
+    /// Inner product `a·b`.
+    #[default]
+    InnerProduct,
+    /// Cosine similarity `a·b / (‖a‖ ‖b‖)`.
+    Cosine,
+}
+
+fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
+    let s = x.shape();
+    if s.len() != 2 || x.dtype() == DType::U32 {
+        return Err(Error::Shape {
+            op,
+            detail: format!(
+                "expected an f32/f16 [n, d] tensor, got {} {}",
+                x.dtype(),
+                shape_str(s)
+            ),
+        });
+    }
+    if x.bytes() > x.context().max_binding() {
+        return Err(Error::TooLarge {
+            op,
+            what: format!("tensor {}", shape_str(s)),
+            size: x.bytes(),
+            limit: x.context().max_binding(),
+        });
+    }
+    Ok((s[0], s[1]))
+}
+
+fn run(
+    op: &'static str,
+    kind: &'static str,
+    entry: &'static str,
+    x: &Tensor,
+    binds: &[&Tensor],
+    rows: usize,
+    d: usize,
+) -> Result<()> {
+    let ctx = x.context();
+    if rows == 0 {
+        return Ok(());
+    }
+    let dtype = x.dtype();
+    let key = format!("{entry}:{dtype}");
+    let pipe = ctx.pipeline(("similarity", key), || {
+        (shader::expand(SRC, dtype, &[kind]), entry, vec![])
+    })?;
+    let p = SimilarityParams {
+        rows: rows as u32,
+        d: d as u32,
+        _pad: [0; 2],
+    };
+    ctx.scoped(op, || {
+        let ubuf = ctx.uniform(&p);
+        let b: Vec<Bind> = binds.iter().map(|t| Bind::whole(t.buffer())).collect();
+        let mut enc = ctx.encoder();
+        ctx.encode(
+            &mut enc,
+            &pipe,
+            &ubuf,
+            &b,
+            ctx.grid((rows as u32).div_ceil(64)),
+        );
+        ctx.submit(enc);
+        Ok(())
+    })
+}
+
+/// L2-normalises each row of `x [n, d]` into a new tensor of the same dtype.
+pub fn normalize(x: &Tensor) -> Result<Tensor> {
+    let out = Tensor::empty(x.context(), x.shape(), x.dtype())?;
+    normalize_into(x, &out)?;
+    Ok(out)
+}
+
+/// L2-normalises each row of `x [n, d]` into `out` (same shape and dtype; may
+/// not be `x` itself — use [`normalize_in_place`] for that).
+pub fn normalize_into(x: &Tensor, out: &Tensor) -> Result<()> {
+    const OP: &str = "normalize";
+    let (n, d) = rows_of(OP, x)?;
+    if out.shape() != x.shape() || out.dtype() != x.dtype() {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!(
+                "out {} {} must match x {} {}",
+                out.dtype(),
+                shape_str(out.shape()),
+                x.dtype(),
+                shape_str(x.shape())
+            ),
+        });
+    }
+    run(OP, "KIND_NORMALIZE", "normalize", x, &[x, out], n, d)
+}
+
+/// L2-normalises each row of `x [n, d]` in place.
+pub fn normalize_in_place(x: &Tensor) -> Result<()> {
+    // Each invocation reads its row fully before writing it, but one buffer
+    // cannot be bound read-only and read-write at once: go through a copy.
+    let tmp = normalize(x)?;
+    let ctx = x.context();
+    ctx.scoped("normalize", || {
+        let mut enc = ctx.encoder();
+        enc.copy_buffer_to_buffer(tmp.buffer(), 0, x.buffer(), 0, x.buffer().size());
+        ctx.submit(enc);
+        Ok(())
+    })
+}
+
+/// Row-wise cosine similarity of `a [n, d]` and `b [n, d]` → f32 `[n]`.
+pub fn cosine(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out = Tensor::empty(
+        a.context(),
+        &a.shape()[..1.min(a.shape().len())],
+        DType::F32,
+    )?;
+    cosine_into(a, b, &out)?;
+    Ok(out)
+}
+
+/// [`cosine`] into `out` (f32 `[n]`).
+pub fn cosine_into(a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
+    const OP: &str = "cosine";
+    let (n, d) = rows_of(OP, a)?;
+    if a.shape() != b.shape() || a.dtype() != b.dtype() {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!(
+                "a {} {} and b {} {} must match",
+                a.dtype(),
+                shape_str(a.shape()),
+                b.dtype(),
+                shape_str(b.shape())
+            ),
+        });
+    }
+    if out.shape() != [n] || out.dtype() != DType::F32 {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!(
+                "out is {} {}, expected f32 [{n}]",
+                out.dtype(),
+                shape_str(out.shape())
+            ),
+        });
+    }
+    run(OP, "KIND_COSINE", "cosine", a, &[a, b, out], n, d)
+}
+
+/// All-pairs scores of `queries [m, d]` against `corpus [n, d]` → f32 `[m, n]`:
+/// inner products, or cosines (both sides normalised first).
+pub fn scores(queries: &Tensor, corpus: &Tensor, metric: Metric) -> Result<Tensor> {
+    const OP: &str = "scores";
+    let (_, dq) = rows_of(OP, queries)?;
+    let (_, dc) = rows_of(OP, corpus)?;
+    if dq != dc {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!(
+                "queries {} and corpus {} have different dims",
+                shape_str(queries.shape()),
+                shape_str(corpus.shape())
+            ),
+        });
+    }
+    let opts = MatmulOptions {
+        trans_b: true,
+        ..Default::default()
+    };
+    match metric {
+        Metric::InnerProduct => matmul::matmul_with(queries, corpus, &opts),
+        Metric::Cosine => matmul::matmul_with(&normalize(queries)?, &normalize(corpus)?, &opts),
+    }
+}

@@ -1,0 +1,132 @@
+//! normalize / cosine / scores against the CPU reference on odd shapes.
+
+mod common;
+
+use common::*;
+use flashdot::ops::similarity::*;
+use flashdot::{f16, reference, verify, DType, Error, Tensor};
+
+fn with_zero_row(mut x: Vec<f32>, d: usize) -> Vec<f32> {
+    // Row 1 (when present) is all zero: it must stay zero, never NaN.
+    if x.len() >= 2 * d {
+        x[d..2 * d].iter_mut().for_each(|v| *v = 0.0);
+    }
+    x
+}
+
+#[test]
+fn normalize_and_cosine_f32_f16() {
+    let ctx = ctx();
+    for d in [1, 3, 768, 1000] {
+        for n in [1, 3, 127, 1009] {
+            for dtype in [DType::F32, DType::F16] {
+                let case = format!("similarity n={n} d={d} {dtype}");
+                let mut r = rng(&case);
+                let a = with_zero_row(uniform(&mut r, n * d), d);
+                let b = uniform(&mut r, n * d);
+                let (ta, tb, a, b) = match dtype {
+                    DType::F16 => {
+                        let (ha, hb) = (to_f16(&a), to_f16(&b));
+                        (
+                            Tensor::from_slice(&ctx, &ha, &[n, d]).unwrap(),
+                            Tensor::from_slice(&ctx, &hb, &[n, d]).unwrap(),
+                            from_f16(&ha),
+                            from_f16(&hb),
+                        )
+                    }
+                    _ => (
+                        Tensor::from_slice(&ctx, &a, &[n, d]).unwrap(),
+                        Tensor::from_slice(&ctx, &b, &[n, d]).unwrap(),
+                        a,
+                        b,
+                    ),
+                };
+                // f16 output storage rounds each element (2^-11 relative).
+                let tol = if dtype == DType::F16 { 5e-3 } else { 1e-5 };
+                let out = Tensor::zeros(&ctx, &[n, d], dtype).unwrap();
+                out.poison().unwrap();
+                normalize_into(&ta, &out).unwrap();
+                let got: Vec<f32> = match dtype {
+                    DType::F16 => from_f16(&out.to_vec::<f16>().unwrap()),
+                    _ => out.to_vec::<f32>().unwrap(),
+                };
+                let want = reference::similarity::normalize(&a, d);
+                check(
+                    &verify::compare(&got, &want),
+                    tol,
+                    &format!("{case} normalize"),
+                );
+                let c = Tensor::zeros(&ctx, &[n], DType::F32).unwrap();
+                c.poison().unwrap();
+                cosine_into(&ta, &tb, &c).unwrap();
+                let want = reference::similarity::cosine(&a, &b, d);
+                check(
+                    &verify::compare(&c.to_vec::<f32>().unwrap(), &want),
+                    1e-5,
+                    &format!("{case} cosine"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn normalize_in_place_zero_rows_stay_zero() {
+    let ctx = ctx();
+    let x = Tensor::from_slice(&ctx, &[3.0f32, 4.0, 0.0, 0.0], &[2, 2]).unwrap();
+    normalize_in_place(&x).unwrap();
+    assert_eq!(x.to_vec::<f32>().unwrap(), vec![0.6, 0.8, 0.0, 0.0]);
+}
+
+#[test]
+fn scores_inner_product_and_cosine() {
+    let ctx = ctx();
+    for d in [1, 3, 768, 1000] {
+        let (m, n) = (7, 59);
+        let case = format!("scores d={d}");
+        let mut r = rng(&case);
+        let q = uniform(&mut r, m * d);
+        let c = with_zero_row(uniform(&mut r, n * d), d);
+        let tq = Tensor::from_slice(&ctx, &q, &[m, d]).unwrap();
+        let tc = Tensor::from_slice(&ctx, &c, &[n, d]).unwrap();
+        let got = scores(&tq, &tc, Metric::InnerProduct).unwrap();
+        assert_eq!(got.shape(), &[m, n]);
+        let want = reference::similarity::scores(&q, &c, d);
+        check(
+            &verify::compare(&got.to_vec::<f32>().unwrap(), &want),
+            1e-5,
+            &format!("{case} ip"),
+        );
+        let qn: Vec<f32> = reference::similarity::normalize(&q, d)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let cn: Vec<f32> = reference::similarity::normalize(&c, d)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let want = reference::similarity::scores(&qn, &cn, d);
+        let got = scores(&tq, &tc, Metric::Cosine).unwrap();
+        check(
+            &verify::compare(&got.to_vec::<f32>().unwrap(), &want),
+            1e-5,
+            &format!("{case} cosine"),
+        );
+    }
+}
+
+#[test]
+fn similarity_shape_errors() {
+    let ctx = ctx();
+    let z = |s: &[usize]| Tensor::zeros(&ctx, s, DType::F32).unwrap();
+    let e = cosine(&z(&[3, 4]), &z(&[3, 5])).unwrap_err();
+    assert!(
+        matches!(e, Error::Shape { .. }) && e.to_string().contains("[3, 5]"),
+        "{e}"
+    );
+    let e = scores(&z(&[3, 4]), &z(&[6, 5]), Metric::InnerProduct).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let e = normalize(&z(&[4])).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    assert_eq!(normalize(&z(&[0, 8])).unwrap().shape(), &[0, 8]);
+}
