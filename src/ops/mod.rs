@@ -4,4 +4,5 @@
 pub mod attention;
 pub mod dot;
 pub mod matmul;
+pub mod search;
 pub mod similarity;

@@ -1,0 +1,173 @@
+// Exact top-k inner-product search over a corpus held in chunks.
+//
+// scan: a workgroup scores QB queries against a slice of SL corpus rows of one
+// chunk, keeps the (score, id) pairs in workgroup memory, sorts each query's SL
+// pairs (bitonic network, best first) and writes only the best KP of them as
+// candidates. The m × n score matrix never reaches device memory.
+// select: reduces candidate lists the same way, SL entries per workgroup, until
+// one list of KP remains per query.
+//
+// Order: higher score first; equal scores by lower id; NaN after every number.
+// Consts QB, SL (power of two, multiple of 64), KP (≤ SL); STORE_F32 /
+// STORE_F16 / STORE_I8 pick the corpus storage.
+
+struct Params {
+    rows: u32,          // corpus rows in this chunk (scan) / list length (select)
+    dv: u32,            // row length in vec4s
+    m: u32,             // queries in this dispatch
+    q0: u32,            // first query (row of `queries`) of this dispatch
+    id_base: u32,       // id of the chunk's first row
+    slice_base: u32,    // first candidate slot of this chunk
+    slots: u32,         // candidate slots per query in the output list
+    _p0: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+
+fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
+const NO_ID: u32 = 0xffffffffu;
+
+var<workgroup> ws: array<f32, QB * SL>;
+var<workgroup> wid_: array<u32, QB * SL>;
+
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// Whether (sa, ia) ranks before (sb, ib). Padding (NO_ID) ranks after
+// everything, real NaN scores included.
+fn better(sa: f32, ia: u32, sb: f32, ib: u32) -> bool {
+    if (ia == NO_ID || ib == NO_ID) {
+        return ib == NO_ID && ia != NO_ID;
+    }
+    let na = is_nan(sa);
+    let nb = is_nan(sb);
+    if (na || nb) {
+        return (!na) || (na && nb && ia < ib);
+    }
+    return sa > sb || (sa == sb && ia < ib);
+}
+
+// Sorts each of the QB segments of SL pairs, best first.
+fn sort_segments(lid: u32) {
+    for (var size = 2u; size <= SL; size <<= 1u) {
+        for (var stride = size / 2u; stride > 0u; stride >>= 1u) {
+            for (var e = lid; e < QB * SL / 2u; e += 64u) {
+                let seg = e / (SL / 2u);
+                let p = e % (SL / 2u);
+                let i = (p / stride) * 2u * stride + p % stride;
+                let l = i + stride;
+                let a = seg * SL + i;
+                let b = seg * SL + l;
+                // Segments of `size` alternate direction; the last merge is best-first.
+                let first = (i & size) == 0u;
+                let swap = select(better(ws[a], wid_[a], ws[b], wid_[b]),
+                                  better(ws[b], wid_[b], ws[a], wid_[a]), first);
+                if (swap) {
+                    let ts = ws[a];
+                    let ti = wid_[a];
+                    ws[a] = ws[b];
+                    wid_[a] = wid_[b];
+                    ws[b] = ts;
+                    wid_[b] = ti;
+                }
+            }
+            workgroupBarrier();
+        }
+    }
+}
+
+//#if KIND_SCAN
+@group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
+//#if STORE_F32
+@group(0) @binding(2) var<storage, read> corpus: array<vec4<f32>>;
+fn row_vec(i: u32) -> vec4<f32> { return corpus[i]; }
+//#endif
+//#if STORE_F16
+@group(0) @binding(2) var<storage, read> corpus: array<vec4<f16>>;
+fn row_vec(i: u32) -> vec4<f32> { return vec4<f32>(corpus[i]); }
+//#endif
+//#if STORE_I8
+@group(0) @binding(2) var<storage, read> corpus: array<u32>;
+fn row_vec(i: u32) -> vec4<f32> { return unpack4x8snorm(corpus[i]); }
+// Per-row dequantisation factor (max |x| / 127 · 127).
+@group(0) @binding(4) var<storage, read> row_scale: array<f32>;
+//#endif
+@group(0) @binding(3) var<storage, read_write> cand: array<vec2<u32>>;
+
+@compute @workgroup_size(64)
+fn scan(@builtin(workgroup_id) wg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let slice = wg.x;
+    let qblk = wg.y * QB;
+    // Queries past the end score a clamped query and are not written.
+//#for i < QB
+    let qr{i} = (P.q0 + min(qblk + {i}u, P.m - 1u)) * P.dv;
+//#endfor
+    for (var r = 0u; r < SL / 64u; r++) {
+        let local = r * 64u + lid;
+        let row = slice * SL + local;
+        let rowc = min(row, P.rows - 1u) * P.dv;
+//#for i < QB
+        var acc{i} = 0.0;
+//#endfor
+        for (var c = 0u; c < P.dv; c++) {
+            // One corpus load feeds QB queries; the query loads are the same
+            // address across the workgroup (broadcasts).
+            let x = row_vec(rowc + c);
+//#for i < QB
+            acc{i} += dot(queries[qr{i} + c], x);
+//#endfor
+        }
+//#if STORE_I8
+        let f = row_scale[min(row, P.rows - 1u)];
+//#else
+        let f = 1.0;
+//#endif
+        let ok = row < P.rows;
+//#for i < QB
+        ws[{i}u * SL + local] = select(neg_inf(), acc{i} * f, ok);
+        wid_[{i}u * SL + local] = select(NO_ID, P.id_base + row, ok);
+//#endfor
+    }
+    workgroupBarrier();
+    sort_segments(lid);
+    for (var e = lid; e < QB * KP; e += 64u) {
+        let qi = e / KP;
+        let t = e % KP;
+        if (qblk + qi < P.m) {
+            let src = qi * SL + t;
+            cand[(P.q0 + qblk + qi) * P.slots + (P.slice_base + slice) * KP + t] =
+                vec2<u32>(bitcast<u32>(ws[src]), wid_[src]);
+        }
+    }
+}
+//#endif
+
+//#if KIND_SELECT
+@group(0) @binding(1) var<storage, read> list_in: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read_write> list_out: array<vec2<u32>>;
+
+// One workgroup per (chunk of SL entries, query): keep the chunk's best KP.
+// P.rows is the input list length per query; P.slots the output's.
+@compute @workgroup_size(64)
+fn select_topk(@builtin(workgroup_id) wg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let chunk = wg.x;
+    let q = wg.y;
+    for (var e = lid; e < SL; e += 64u) {
+        let i = chunk * SL + e;
+        var v = vec2<u32>(0xff800000u, NO_ID);
+        if (i < P.rows) {
+            v = list_in[q * P.rows + i];
+        }
+        ws[e] = bitcast<f32>(v.x);
+        wid_[e] = v.y;
+    }
+    workgroupBarrier();
+    sort_segments(lid);
+    for (var t = lid; t < KP; t += 64u) {
+        list_out[q * P.slots + chunk * KP + t] = vec2<u32>(bitcast<u32>(ws[t]), wid_[t]);
+    }
+}
+//#endif

@@ -1,0 +1,531 @@
+//! Exact top-k search over a flat index, in the spirit of FAISS's `IndexFlatIP`.
+//! Kernel source: `shaders/topk.wgsl`.
+//!
+//! The corpus lives in as many device buffers ("chunks") as the adapter's storage
+//! binding limit requires, each scanned in turn. The scan is fused: a workgroup
+//! scores a block of queries against a slice of a chunk and keeps only each
+//! query's best candidates, which a selection pass then reduces; the m × n score
+//! matrix is never written to device memory.
+//!
+//! Ids are insertion positions. Results are best first, ties broken by the lower
+//! id; NaN scores (a NaN in the corpus) sort after every number.
+
+use crate::context::{Bind, Context};
+use crate::error::{Error, Result};
+use crate::ops::similarity::Metric;
+use crate::shader;
+use crate::tensor::DType;
+
+const SRC: &str = include_str!("../../shaders/topk.wgsl");
+/// Largest supported k.
+pub const MAX_K: usize = 1024;
+
+/// Mirrors `Params` in `shaders/topk.wgsl` (32 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TopkParams {
+    /// Corpus rows in the chunk (scan) or input list length (select).
+    pub rows: u32,
+    /// Row length in vec4s.
+    pub dv: u32,
+    /// Queries in the dispatch.
+    pub m: u32,
+    /// First query of the dispatch.
+    pub q0: u32,
+    /// Id of the chunk's first row.
+    pub id_base: u32,
+    /// First candidate slot of the chunk.
+    pub slice_base: u32,
+    /// Candidate slots per query in the output list.
+    pub slots: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
+/// How the index stores vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Storage {
+    /// 4 bytes per value, exact.
+    #[default]
+    F32,
+    /// 2 bytes per value (needs `SHADER_F16`).
+    F16,
+    /// 1 byte per value with a per-row symmetric scale (`max |x| / 127`); the dot
+    /// product is computed in f32 against the unquantised query and rescaled.
+    Int8,
+}
+
+impl Storage {
+    fn bytes_per_value(self) -> usize {
+        match self {
+            Storage::F32 => 4,
+            Storage::F16 => 2,
+            Storage::Int8 => 1,
+        }
+    }
+}
+
+/// Index construction options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IndexOptions {
+    /// Similarity (cosine normalises vectors on insert and queries on search).
+    pub metric: Metric,
+    /// Storage type.
+    pub storage: Storage,
+    /// Rows per device buffer; `None`: as many as one storage binding holds.
+    /// Small values force the multi-chunk path (tests).
+    pub max_chunk_rows: Option<usize>,
+}
+
+struct Chunk {
+    buffer: wgpu::Buffer,
+    scales: Option<wgpu::Buffer>,
+    rows: usize,
+}
+
+/// A flat (brute-force) exact index of `dim`-dimensional vectors.
+pub struct FlatIndex {
+    ctx: Context,
+    dim: usize,
+    opts: IndexOptions,
+    chunks: Vec<Chunk>,
+    len: usize,
+}
+
+/// Result of [`FlatIndex::search`]: `m` rows of `k` (score, id), best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResult {
+    /// Queries.
+    pub m: usize,
+    /// Results per query: `min(k, len)`.
+    pub k: usize,
+    /// `[m, k]` scores.
+    pub scores: Vec<f32>,
+    /// `[m, k]` ids (insertion positions).
+    pub ids: Vec<u32>,
+}
+
+const OP: &str = "search";
+
+fn padded(dim: usize) -> usize {
+    dim.div_ceil(4) * 4
+}
+
+fn normalized(x: &[f32]) -> Vec<f32> {
+    let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+    let inv = if ss > 0.0 { 1.0 / ss.sqrt() } else { 0.0 };
+    x.iter().map(|&v| (v as f64 * inv) as f32).collect()
+}
+
+impl FlatIndex {
+    /// An empty index of `dim`-dimensional vectors. Errors: `dim == 0`; f16
+    /// storage without `SHADER_F16`.
+    pub fn new(ctx: &Context, dim: usize, opts: IndexOptions) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                detail: "dim must be at least 1".into(),
+            });
+        }
+        if opts.storage == Storage::F16 && !ctx.info().has_f16() {
+            return Err(Error::Unsupported {
+                op: OP,
+                detail: "f16 storage needs the SHADER_F16 feature".into(),
+            });
+        }
+        Ok(FlatIndex {
+            ctx: ctx.clone(),
+            dim,
+            opts,
+            chunks: Vec::new(),
+            len: 0,
+        })
+    }
+
+    /// Vectors in the index.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// Device bytes the stored vectors take.
+    pub fn bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.buffer.size()).sum()
+    }
+
+    fn rows_per_chunk(&self) -> usize {
+        let row = padded(self.dim) * self.opts.storage.bytes_per_value();
+        // One binding per chunk, and at most 65,535 slices of 256 rows so that a
+        // chunk's slices fit one dispatch dimension.
+        let cap = (self.ctx.max_binding() as usize / row).clamp(1, 65535 * 256);
+        self.opts.max_chunk_rows.map_or(cap, |m| m.clamp(1, cap))
+    }
+
+    /// Appends `data` (`[n, dim]` row-major f32), converting to the storage type.
+    /// Errors: a length that is not a multiple of `dim`.
+    pub fn add(&mut self, data: &[f32]) -> Result<()> {
+        if data.len() % self.dim != 0 {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!(
+                    "{} values are not whole rows of dim {}",
+                    data.len(),
+                    self.dim
+                ),
+            });
+        }
+        let per = self.rows_per_chunk();
+        let mut rows = data.chunks_exact(self.dim).peekable();
+        while rows.peek().is_some() {
+            // Fill the last chunk first (chunks are immutable buffers: replace it).
+            let (mut host, mut scales, start_rows) = match self.chunks.last() {
+                Some(c) if c.rows < per => {
+                    let c = self
+                        .chunks
+                        .pop()
+                        .ok_or_else(|| Error::Readback("chunk".into()))?;
+                    let (h, s) = self.read_chunk(&c)?;
+                    (h, s, c.rows)
+                }
+                _ => (Vec::new(), Vec::new(), 0),
+            };
+            let take = per - start_rows;
+            let mut n = start_rows;
+            for row in rows.by_ref().take(take) {
+                let row = if self.opts.metric == Metric::Cosine {
+                    normalized(row)
+                } else {
+                    row.to_vec()
+                };
+                self.encode_row(&row, &mut host, &mut scales);
+                n += 1;
+            }
+            self.chunks.push(self.upload_chunk(&host, &scales, n)?);
+        }
+        self.len = self.chunks.iter().map(|c| c.rows).sum();
+        Ok(())
+    }
+
+    fn encode_row(&self, row: &[f32], host: &mut Vec<u8>, scales: &mut Vec<f32>) {
+        let dp = padded(self.dim);
+        match self.opts.storage {
+            Storage::F32 => {
+                for j in 0..dp {
+                    host.extend_from_slice(&row.get(j).copied().unwrap_or(0.0).to_le_bytes());
+                }
+            }
+            Storage::F16 => {
+                for j in 0..dp {
+                    let h = half::f16::from_f32(row.get(j).copied().unwrap_or(0.0));
+                    host.extend_from_slice(&h.to_le_bytes());
+                }
+            }
+            Storage::Int8 => {
+                let amax = row.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
+                let s = if amax > 0.0 && amax.is_finite() {
+                    amax / 127.0
+                } else {
+                    1.0
+                };
+                for j in 0..dp {
+                    let v = row.get(j).copied().unwrap_or(0.0);
+                    host.push(((v / s).round().clamp(-127.0, 127.0) as i8) as u8);
+                }
+                // The kernel's unpack4x8snorm yields q / 127.
+                scales.push(if amax.is_finite() {
+                    s * 127.0
+                } else {
+                    f32::NAN
+                });
+            }
+        }
+    }
+
+    fn upload_chunk(&self, host: &[u8], scales: &[f32], rows: usize) -> Result<Chunk> {
+        use wgpu::util::DeviceExt;
+        let dev = self.ctx.device();
+        self.ctx.scoped(OP, || {
+            let buffer = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("index chunk"),
+                contents: host,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            });
+            let scales = (self.opts.storage == Storage::Int8).then(|| {
+                dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("index scales"),
+                    contents: bytemuck::cast_slice(scales),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                })
+            });
+            Ok(Chunk {
+                buffer,
+                scales,
+                rows,
+            })
+        })
+    }
+
+    fn read_chunk(&self, c: &Chunk) -> Result<(Vec<u8>, Vec<f32>)> {
+        let read = |b: &wgpu::Buffer| -> Result<Vec<u8>> {
+            let t = crate::Tensor::zeros(&self.ctx, &[b.size() as usize / 4], DType::U32)?;
+            self.ctx.scoped(OP, || {
+                let mut enc = self.ctx.encoder();
+                enc.copy_buffer_to_buffer(b, 0, t.buffer(), 0, b.size());
+                self.ctx.submit(enc);
+                Ok(())
+            })?;
+            Ok(bytemuck::cast_slice(&t.to_vec::<u32>()?).to_vec())
+        };
+        let host = read(&c.buffer)?;
+        let scales = match &c.scales {
+            Some(s) => bytemuck::pod_collect_to_vec(&read(s)?),
+            None => Vec::new(),
+        };
+        Ok((host, scales))
+    }
+
+    /// The `k` best vectors for each of `queries` (`[m, dim]` row-major f32).
+    ///
+    /// `k` from 1 to [`MAX_K`]; `k > len` returns `len` results per query; an empty
+    /// index returns no results. Errors: `k == 0` or over `MAX_K`
+    /// ([`Error::InvalidArgument`]); queries that are not whole rows of `dim`
+    /// ([`Error::Shape`]).
+    pub fn search(&self, queries: &[f32], k: usize) -> Result<SearchResult> {
+        if k == 0 || k > MAX_K {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                detail: format!("k must be in 1..={MAX_K}, got {k}"),
+            });
+        }
+        if queries.len() % self.dim != 0 {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!(
+                    "queries of {} values are not whole rows of the index's dim {}",
+                    queries.len(),
+                    self.dim
+                ),
+            });
+        }
+        let m = queries.len() / self.dim;
+        let kk = k.min(self.len);
+        if m == 0 || kk == 0 {
+            return Ok(SearchResult {
+                m,
+                k: kk,
+                scores: Vec::new(),
+                ids: Vec::new(),
+            });
+        }
+        let dp = padded(self.dim);
+        let mut qhost = Vec::with_capacity(m * dp);
+        for q in queries.chunks_exact(self.dim) {
+            let q = if self.opts.metric == Metric::Cosine {
+                normalized(q)
+            } else {
+                q.to_vec()
+            };
+            qhost.extend_from_slice(&q);
+            qhost.extend(std::iter::repeat_n(0.0, dp - self.dim));
+        }
+        let plan = Plan::new(&self.ctx, kk, m)?;
+        let mut scores = Vec::with_capacity(m * kk);
+        let mut ids = Vec::with_capacity(m * kk);
+        // Query batches small enough that their candidate lists fit one binding.
+        let slices: usize = self.chunks.iter().map(|c| c.rows.div_ceil(plan.sl)).sum();
+        let per_query = (slices * plan.kp * 8) as u64;
+        let batch = ((self.ctx.max_binding() / per_query.max(1)) as usize).clamp(1, 65535);
+        for q0 in (0..m).step_by(batch) {
+            let mb = batch.min(m - q0);
+            let (s, i) = self.search_batch(&plan, &qhost[q0 * dp..(q0 + mb) * dp], mb, slices)?;
+            for q in 0..mb {
+                scores.extend_from_slice(&s[q * plan.kp..q * plan.kp + kk]);
+                ids.extend_from_slice(&i[q * plan.kp..q * plan.kp + kk]);
+            }
+        }
+        Ok(SearchResult {
+            m,
+            k: kk,
+            scores,
+            ids,
+        })
+    }
+
+    fn search_batch(
+        &self,
+        plan: &Plan,
+        qhost: &[f32],
+        m: usize,
+        slices: usize,
+    ) -> Result<(Vec<f32>, Vec<u32>)> {
+        use wgpu::util::DeviceExt;
+        let ctx = &self.ctx;
+        let dv = padded(self.dim) / 4;
+        let storage = match self.opts.storage {
+            Storage::F32 => "STORE_F32",
+            Storage::F16 => "STORE_F16",
+            Storage::Int8 => "STORE_I8",
+        };
+        let consts = [
+            ("QB", plan.qb),
+            ("SL", plan.sl as u32),
+            ("KP", plan.kp as u32),
+        ];
+        let defines = ["KIND_SCAN", storage, "ENABLE_F16"];
+        let defines = if self.opts.storage == Storage::F16 {
+            &defines[..]
+        } else {
+            &defines[..2]
+        };
+        let key = format!("scan:{consts:?}:{}", defines.join(","));
+        let scan = ctx.pipeline(("topk", key), || {
+            (
+                shader::expand_full(SRC, DType::F32, defines, &consts),
+                "scan",
+                vec![],
+            )
+        })?;
+        let sel_consts = [("QB", 1), ("SL", plan.sl as u32), ("KP", plan.kp as u32)];
+        let key = format!("select:{sel_consts:?}");
+        let select = ctx.pipeline(("topk", key), || {
+            (
+                shader::expand_full(SRC, DType::F32, &["KIND_SELECT"], &sel_consts),
+                "select_topk",
+                vec![],
+            )
+        })?;
+        let mut slots = slices * plan.kp;
+        let qgroups = m.div_ceil(plan.qb as usize);
+        let max = ctx.info().limits.max_compute_workgroups_per_dimension as usize;
+        let result = ctx.scoped(OP, || {
+            let qbuf = ctx
+                .device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("queries"),
+                    contents: bytemuck::cast_slice(qhost),
+                    usage: wgpu::BufferUsages::STORAGE,
+                });
+            let new_list = |entries: usize| {
+                ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("candidates"),
+                    size: (entries * 8).max(16) as u64,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                })
+            };
+            let mut list = new_list(m * slots);
+            let mut enc = ctx.encoder();
+            let mut slice_base = 0;
+            let mut id_base = 0;
+            for c in &self.chunks {
+                let nsl = c.rows.div_ceil(plan.sl);
+                let p = TopkParams {
+                    rows: c.rows as u32,
+                    dv: dv as u32,
+                    m: m as u32,
+                    q0: 0,
+                    id_base: id_base as u32,
+                    slice_base: slice_base as u32,
+                    slots: slots as u32,
+                    _pad: 0,
+                };
+                let ubuf = ctx.uniform(&p);
+                let mut binds = vec![
+                    Bind::whole(&qbuf),
+                    Bind::whole(&c.buffer),
+                    Bind::whole(&list),
+                ];
+                if let Some(s) = &c.scales {
+                    binds.push(Bind::whole(s));
+                }
+                // Slices over x; query blocks over y (a chunk's slices fit the
+                // per-dimension limit because a chunk is one binding).
+                let gx = nsl.min(max) as u32;
+                ctx.encode3(&mut enc, &scan, &ubuf, &binds, (gx, qgroups as u32, 1));
+                slice_base += nsl;
+                id_base += c.rows;
+            }
+            // Reduce each query's list SL entries at a time until KP remain.
+            while slots > plan.kp {
+                let chunks = slots.div_ceil(plan.sl);
+                let out_slots = chunks * plan.kp;
+                let out = new_list(m * out_slots);
+                let p = TopkParams {
+                    rows: slots as u32,
+                    slots: out_slots as u32,
+                    ..Default::default()
+                };
+                let ubuf = ctx.uniform(&p);
+                ctx.encode3(
+                    &mut enc,
+                    &select,
+                    &ubuf,
+                    &[Bind::whole(&list), Bind::whole(&out)],
+                    (chunks as u32, m as u32, 1),
+                );
+                list = out;
+                slots = out_slots;
+            }
+            ctx.submit(enc);
+            Ok(list)
+        })?;
+        let t = crate::Tensor::zeros(ctx, &[m * slots * 2], DType::U32)?;
+        ctx.scoped(OP, || {
+            let mut enc = ctx.encoder();
+            enc.copy_buffer_to_buffer(&result, 0, t.buffer(), 0, (m * slots * 8) as u64);
+            ctx.submit(enc);
+            Ok(())
+        })?;
+        let raw = t.to_vec::<u32>()?;
+        let scores = raw.iter().step_by(2).map(|&b| f32::from_bits(b)).collect();
+        let ids = raw.iter().skip(1).step_by(2).copied().collect();
+        Ok((scores, ids))
+    }
+}
+
+/// Slice length, kept candidates and query block for one search.
+struct Plan {
+    /// Corpus rows (or list entries) a workgroup sorts: a power of two ≥ 2·kp.
+    sl: usize,
+    /// Candidates kept per slice: k rounded up to a power of two.
+    kp: usize,
+    /// Queries per scan workgroup.
+    qb: u32,
+}
+
+impl Plan {
+    fn new(ctx: &Context, k: usize, m: usize) -> Result<Plan> {
+        let kp = k.next_power_of_two();
+        let sl = (2 * kp).max(256);
+        let mem = ctx.info().limits.max_compute_workgroup_storage_size as usize;
+        let per_query = sl * 8;
+        if per_query > mem {
+            return Err(Error::Unsupported {
+                op: OP,
+                detail: format!(
+                    "k = {k} needs {per_query} bytes of workgroup memory; the adapter has {mem}"
+                ),
+            });
+        }
+        // More queries per workgroup read the corpus fewer times; bounded by
+        // workgroup memory and by the queries there are.
+        let qb = (mem / per_query).min(8).min(m.next_power_of_two()).max(1) as u32;
+        Ok(Plan { sl, kp, qb })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_layout_matches_wgsl() {
+        assert_eq!(std::mem::size_of::<TopkParams>(), 32);
+    }
+}

@@ -1,0 +1,211 @@
+//! Flat index search against the CPU reference: exact ids for f32 storage across
+//! k, m, n and chunk boundaries; recall for f16 and int8 storage.
+
+mod common;
+
+use common::*;
+use flashdot::ops::search::*;
+use flashdot::ops::similarity::Metric;
+use flashdot::{reference, Error};
+use rand::Rng;
+
+fn gaussian(r: &mut Rng64, n: usize) -> Vec<f32> {
+    // Sum of uniforms: near-Gaussian and cheap; distinct scores almost surely.
+    (0..n)
+        .map(|_| (0..4).map(|_| r.random_range(-1.0f32..1.0)).sum::<f32>())
+        .collect()
+}
+
+/// Small integers: every score is an exact integer in f32 too, so the GPU and
+/// the f64 reference must agree on every id, tie-breaks (lower id first) included.
+fn integers(r: &mut Rng64, n: usize) -> Vec<f32> {
+    (0..n).map(|_| r.random_range(-8i32..=8) as f32).collect()
+}
+
+fn exact_case(m: usize, n: usize, d: usize, k: usize, chunk_rows: Option<usize>) {
+    let ctx = ctx();
+    let case = format!("search m={m} n={n} d={d} k={k} chunk={chunk_rows:?}");
+    let mut r = rng(&case);
+    let corpus = integers(&mut r, n * d);
+    let queries = integers(&mut r, m * d);
+    let mut index = FlatIndex::new(
+        &ctx,
+        d,
+        IndexOptions {
+            max_chunk_rows: chunk_rows,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    index.add(&corpus).unwrap();
+    assert_eq!(index.len(), n);
+    let res = index
+        .search(&queries, k)
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    let want = reference::search::topk(&queries, &corpus, d, k);
+    assert_eq!(res.k, k.min(n), "{case}");
+    for (qi, w) in want.iter().enumerate() {
+        let ids = &res.ids[qi * res.k..(qi + 1) * res.k];
+        let got_ids: Vec<u32> = ids.to_vec();
+        let want_ids: Vec<u32> = w.iter().map(|x| x.1).collect();
+        assert_eq!(
+            got_ids,
+            want_ids,
+            "{case} query {qi} (FLASHDOT_SEED={})",
+            seed()
+        );
+        for (t, &(s, _)) in w.iter().enumerate() {
+            let g = res.scores[qi * res.k + t] as f64;
+            assert!(
+                (g - s).abs() <= 1e-4 * (1.0 + s.abs()),
+                "{case} q{qi}[{t}]: {g} vs {s}"
+            );
+        }
+    }
+}
+
+#[test]
+fn exact_ids_f32() {
+    for k in [1, 10, 100, 1024] {
+        for (m, n) in [(1, 1), (7, 1000), (64, 1000), (1, 100003), (7, 100003)] {
+            // Keep the CPU reference affordable: d small for the large corpus.
+            let d = if n > 10_000 { 16 } else { 37 };
+            exact_case(m, n, d, k, None);
+        }
+    }
+}
+
+#[test]
+fn exact_across_chunk_boundaries() {
+    // A corpus of several bindings, forced small: chunks of 777 and 256 rows.
+    exact_case(5, 5000, 24, 10, Some(777));
+    exact_case(3, 3001, 8, 100, Some(256));
+    exact_case(2, 2000, 8, 1024, Some(300));
+}
+
+#[test]
+fn incremental_add_matches_single_add() {
+    let ctx = ctx();
+    let mut r = rng("incremental");
+    let d = 12;
+    let corpus = integers(&mut r, 900 * d);
+    let q = integers(&mut r, 3 * d);
+    let opts = IndexOptions {
+        max_chunk_rows: Some(250),
+        ..Default::default()
+    };
+    let mut a = FlatIndex::new(&ctx, d, opts).unwrap();
+    a.add(&corpus).unwrap();
+    let mut b = FlatIndex::new(&ctx, d, opts).unwrap();
+    for part in corpus.chunks(d * 113) {
+        b.add(part).unwrap();
+    }
+    assert_eq!(b.len(), 900);
+    assert_eq!(a.search(&q, 20).unwrap(), b.search(&q, 20).unwrap());
+}
+
+fn recall(storage: Storage) -> f64 {
+    let ctx = ctx();
+    let (n, d, m, k) = (100_000, 768, 20, 10);
+    let mut r = rng("recall corpus");
+    let mut corpus = gaussian(&mut r, n * d);
+    // Planted near-duplicates: the first 200 rows copied with small noise.
+    for i in 0..200 {
+        let j = 1000 + i * 37;
+        for t in 0..d {
+            corpus[j * d + t] = corpus[i * d + t] + 0.01 * r.random_range(-1.0f32..1.0);
+        }
+    }
+    let queries: Vec<f32> = (0..m)
+        .flat_map(|i| corpus[i * 5 * d..(i * 5 + 1) * d].iter().map(|v| v + 0.05))
+        .collect::<Vec<f32>>();
+    let exact = {
+        let mut ix = FlatIndex::new(
+            &ctx,
+            d,
+            IndexOptions {
+                metric: Metric::Cosine,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        ix.add(&corpus).unwrap();
+        ix.search(&queries, k).unwrap()
+    };
+    let mut ix = FlatIndex::new(
+        &ctx,
+        d,
+        IndexOptions {
+            metric: Metric::Cosine,
+            storage,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    ix.add(&corpus).unwrap();
+    let got = ix.search(&queries, k).unwrap();
+    let mut hits = 0;
+    for q in 0..m {
+        let e = &exact.ids[q * k..(q + 1) * k];
+        hits += got.ids[q * k..(q + 1) * k]
+            .iter()
+            .filter(|i| e.contains(i))
+            .count();
+    }
+    hits as f64 / (m * k) as f64
+}
+
+#[test]
+fn recall_f16_and_int8() {
+    assert!(
+        ctx().info().has_f16(),
+        "adapter lacks SHADER_F16; f16 cannot be tested here"
+    );
+    for s in [Storage::F16, Storage::Int8] {
+        let rc = recall(s);
+        assert!(
+            rc >= 0.99,
+            "{s:?} recall@10 {rc} < 0.99 (FLASHDOT_SEED={})",
+            seed()
+        );
+    }
+}
+
+#[test]
+fn errors_and_edge_cases() {
+    let ctx = ctx();
+    let mut ix = FlatIndex::new(&ctx, 4, IndexOptions::default()).unwrap();
+    // Empty index: no results.
+    let r = ix.search(&[1.0; 4], 5).unwrap();
+    assert_eq!((r.k, r.ids.len()), (0, 0));
+    ix.add(&[
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        2.0,
+        0.0,
+        0.0,
+        f32::NAN,
+        0.0,
+        0.0,
+        0.0,
+    ])
+    .unwrap();
+    let e = ix.search(&[1.0; 4], 0).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    let e = ix.search(&[1.0; 5], 1).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let e = ix.add(&[1.0; 3]).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    // k > len gives len results; the NaN row sorts last.
+    let r = ix.search(&[1.0, 1.0, 0.0, 0.0], 10).unwrap();
+    assert_eq!(r.k, 3);
+    assert_eq!(r.ids, vec![1, 0, 2]);
+    assert!(r.scores[2].is_nan());
+    // Ties break by the lower id.
+    let mut t = FlatIndex::new(&ctx, 2, IndexOptions::default()).unwrap();
+    t.add(&[1.0, 0.0, 1.0, 0.0, 1.0, 0.0]).unwrap();
+    assert_eq!(t.search(&[1.0, 0.0], 2).unwrap().ids, vec![0, 1]);
+}
