@@ -170,7 +170,7 @@ impl FlatIndex {
     /// Appends `data` (`[n, dim]` row-major f32), converting to the storage type.
     /// Errors: a length that is not a multiple of `dim`.
     pub fn add(&mut self, data: &[f32]) -> Result<()> {
-        if data.len() % self.dim != 0 {
+        if !data.len().is_multiple_of(self.dim) {
             return Err(Error::Shape {
                 op: OP,
                 detail: format!(
@@ -303,7 +303,7 @@ impl FlatIndex {
                 detail: format!("k must be in 1..={MAX_K}, got {k}"),
             });
         }
-        if queries.len() % self.dim != 0 {
+        if !queries.len().is_multiple_of(self.dim) {
             return Err(Error::Shape {
                 op: OP,
                 detail: format!(
