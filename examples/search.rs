@@ -1,0 +1,250 @@
+//! Semantic-search demo. By default builds a deterministic synthetic corpus of
+//! 500,000 × 768 normalised vectors with cluster structure, indexes it, searches
+//! queries drawn near known items, prints the top-k with scores and timings, and
+//! checks one query against the CPU reference. With a path it loads a real corpus
+//! instead: `.npy` (f32 [n, d], C order) or `.fvecs` (the ANN benchmarks' format).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::Read;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use flashdot::ops::search::{FlatIndex, IndexOptions, Storage};
+use flashdot::ops::similarity::Metric;
+use flashdot::reference;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StorageArg {
+    F32,
+    F16,
+    Int8,
+}
+
+#[derive(Parser)]
+#[command(about = "flashdot search demo: exact top-k over a large embedding corpus")]
+struct Args {
+    /// Corpus file (.npy f32 [n, d] or .fvecs); default: synthetic.
+    path: Option<std::path::PathBuf>,
+    /// Backend (default: best adapter).
+    #[arg(long, value_enum)]
+    backend: Option<common::Backend>,
+    /// Synthetic corpus size.
+    #[arg(long, default_value_t = 500_000)]
+    n: usize,
+    /// Synthetic dimension.
+    #[arg(long, default_value_t = 768)]
+    dim: usize,
+    /// Results per query.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Storage type of the index.
+    #[arg(long, value_enum, default_value_t = StorageArg::F16)]
+    storage: StorageArg,
+    /// Queries in the batched-throughput measurement.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+    fn gauss(&mut self) -> f32 {
+        (self.next() + self.next() + self.next() + self.next()) * 1.7
+    }
+}
+
+fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// Items are noisy copies of 2,000 cluster centres.
+fn synthetic(n: usize, d: usize) -> Vec<f32> {
+    let mut r = Rng(0x5EED);
+    let centres: Vec<f32> = (0..2000 * d).map(|_| r.gauss()).collect();
+    let mut out = Vec::with_capacity(n * d);
+    for i in 0..n {
+        let c = (i * 7919) % 2000;
+        let start = out.len();
+        for j in 0..d {
+            out.push(centres[c * d + j] + 0.6 * r.gauss());
+        }
+        normalize(&mut out[start..]);
+        if (i + 1) % 100_000 == 0 {
+            eprintln!("  generated {}/{n}", i + 1);
+        }
+    }
+    out
+}
+
+fn load(path: &std::path::Path) -> Result<(Vec<f32>, usize), String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = path.to_string_lossy();
+    if name.ends_with(".fvecs") {
+        if bytes.len() < 4 {
+            return Err("empty .fvecs file".into());
+        }
+        let d = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let rec = 4 + 4 * d;
+        if d == 0 || bytes.len() % rec != 0 {
+            return Err(format!(".fvecs: size {} is not a multiple of records of dim {d}", bytes.len()));
+        }
+        let mut out = Vec::with_capacity(bytes.len() / rec * d);
+        for r in bytes.chunks_exact(rec) {
+            out.extend(r[4..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        }
+        Ok((out, d))
+    } else if name.ends_with(".npy") {
+        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+            return Err(".npy: bad magic".into());
+        }
+        let (hlen, hstart) = if bytes[6] == 1 {
+            (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+        } else {
+            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+        };
+        let header = String::from_utf8_lossy(&bytes[hstart..hstart + hlen]).to_string();
+        if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
+            return Err(format!(".npy must be little-endian f32 in C order, header: {header}"));
+        }
+        let shape = header
+            .split("'shape': (")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .ok_or(".npy: no shape")?;
+        let dims: Vec<usize> = shape.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+        if dims.len() != 2 {
+            return Err(format!(".npy: expected a 2-D array, shape ({shape})"));
+        }
+        let data = &bytes[hstart + hlen..];
+        if data.len() != dims[0] * dims[1] * 4 {
+            return Err(".npy: data size does not match the shape".into());
+        }
+        Ok((data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), dims[1]))
+    } else {
+        Err("expected a .npy or .fvecs file".into())
+    }
+}
+
+fn run(a: &Args) -> Result<(), String> {
+    let ctx = common::open(a.backend).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let (corpus, d) = match &a.path {
+        Some(p) => load(p)?,
+        None => {
+            eprintln!("generating {} x {} synthetic corpus...", a.n, a.dim);
+            (synthetic(a.n, a.dim), a.dim)
+        }
+    };
+    let n = corpus.len() / d;
+    println!("corpus: {n} x {d} ({:.1} s)", t.elapsed().as_secs_f64());
+    let storage = match a.storage {
+        StorageArg::F32 => Storage::F32,
+        StorageArg::F16 => Storage::F16,
+        StorageArg::Int8 => Storage::Int8,
+    };
+    let t = Instant::now();
+    let mut index = FlatIndex::new(
+        &ctx,
+        d,
+        IndexOptions {
+            metric: Metric::Cosine,
+            storage,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    for (i, part) in corpus.chunks(100_000 * d).enumerate() {
+        index.add(part).map_err(|e| e.to_string())?;
+        eprintln!("  indexed {}/{n}", ((i + 1) * 100_000).min(n));
+    }
+    println!(
+        "index: {storage:?}, {:.0} MiB on the device ({:.1} s)",
+        index.bytes() as f64 / (1 << 20) as f64,
+        t.elapsed().as_secs_f64()
+    );
+    // Queries: known items plus noise, so each should find its source near the top.
+    let mut r = Rng(42);
+    let sources: Vec<usize> = (0..a.batch.max(4)).map(|i| (i * 104_729 + 17) % n).collect();
+    let queries: Vec<f32> = sources
+        .iter()
+        .flat_map(|&s| corpus[s * d..(s + 1) * d].iter().map(|v| v + 0.02 * r.gauss()).collect::<Vec<_>>())
+        .collect();
+    let k = a.k;
+    index.search(&queries[..d], k).map_err(|e| e.to_string())?; // pipelines
+    for (qi, &src) in sources.iter().take(3).enumerate() {
+        let t = Instant::now();
+        let res = index.search(&queries[qi * d..(qi + 1) * d], k).map_err(|e| e.to_string())?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let list: Vec<String> = res.ids.iter().zip(&res.scores).map(|(i, s)| format!("{i}:{s:.3}")).collect();
+        println!("query near item {src}: {ms:.1} ms  top-{k}: {}", list.join(" "));
+    }
+    let reps = 5;
+    let t = Instant::now();
+    for _ in 0..reps {
+        index.search(&queries[..d], k).map_err(|e| e.to_string())?;
+    }
+    let one = t.elapsed().as_secs_f64() / reps as f64;
+    let bytes = index.bytes() as f64;
+    println!("m=1: {:.1} ms/query, {:.0} queries/s, {:.2} GB/s of corpus scanned", one * 1e3, 1.0 / one, bytes / one / 1e9);
+    let m = a.batch;
+    let t = Instant::now();
+    index.search(&queries[..m * d], k).map_err(|e| e.to_string())?;
+    let bt = t.elapsed().as_secs_f64();
+    println!(
+        "m={m}: {:.1} ms/batch, {:.0} queries/s ({:.1}x m=1)",
+        bt * 1e3,
+        m as f64 / bt,
+        m as f64 / bt * one
+    );
+    // Check query 0 against the CPU reference (cosine = dot of normalised rows).
+    let qn: Vec<f32> = {
+        let mut q = queries[..d].to_vec();
+        normalize(&mut q);
+        q
+    };
+    let cn: Vec<f32> = corpus
+        .chunks_exact(d)
+        .flat_map(|row| {
+            let mut v = row.to_vec();
+            normalize(&mut v);
+            v
+        })
+        .collect();
+    let want = reference::search::topk(&qn, &cn, d, k);
+    let got = index.search(&queries[..d], k).map_err(|e| e.to_string())?;
+    let want_ids: Vec<u32> = want[0].iter().map(|x| x.1).collect();
+    let overlap = got.ids.iter().filter(|i| want_ids.contains(i)).count();
+    let max_err = got
+        .scores
+        .iter()
+        .zip(&want[0])
+        .map(|(g, w)| (*g as f64 - w.0).abs())
+        .fold(0.0, f64::max);
+    println!("CPU reference check, query 0: {overlap}/{k} ids agree, max score error {max_err:.2e}");
+    if storage == Storage::F32 && overlap != k {
+        return Err("f32 index disagrees with the CPU reference".into());
+    }
+    Ok(())
+}
+
+fn main() {
+    env_logger::init();
+    let a = Args::parse();
+    if let Err(e) = run(&a) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
