@@ -1,0 +1,461 @@
+//! The kernel comparison report (in the spirit of llm.c's dev/cuda files): for
+//! each kernel family and a sweep of sizes, validates every variant against the
+//! CPU reference, then times them all (warm-up, median of repeats, wall clock
+//! around a device sync) and prints one table per family with the ratio to the
+//! baseline. `--out DIR` also writes `results.json` (one record per
+//! measurement) and one SVG chart per family (throughput vs size, a line per
+//! variant). `--quick` runs a small sweep.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use clap::Parser;
+use flashdot::ops::attention::{self, AttentionOptions, AttentionVariant, Causal};
+use flashdot::ops::dot::{self, DotVariant};
+use flashdot::ops::matmul::{self, MatmulOptions, MatmulVariant};
+use flashdot::ops::search::{FlatIndex, IndexOptions, Storage};
+use flashdot::{reference, verify, Context, DType, Tensor};
+
+#[derive(Parser)]
+#[command(about = "flashdot kernel comparison: validate, time and chart every variant")]
+struct Args {
+    /// Backend (default: best adapter).
+    #[arg(long, value_enum)]
+    backend: Option<common::Backend>,
+    /// Small sweep (under a minute on a software adapter).
+    #[arg(long)]
+    quick: bool,
+    /// Folder for results.json and the SVG charts.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Timed repetitions per measurement.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    family: &'static str,
+    variant: String,
+    shape: String,
+    size: f64,
+    dtype: String,
+    median_ms: f64,
+    min_ms: f64,
+    throughput: f64,
+    unit: &'static str,
+    rel_l2: f64,
+}
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+type R<T> = Result<T, flashdot::Error>;
+
+fn fail(what: String) -> flashdot::Error {
+    flashdot::Error::InvalidArgument {
+        op: "compare",
+        detail: what,
+    }
+}
+
+fn dot_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
+    let sizes: &[usize] = if a.quick {
+        &[10_000, 100_000]
+    } else {
+        &[10_000, 100_000, 500_000]
+    };
+    let d = 768;
+    for &n in sizes {
+        eprintln!("dot n={n} d={d}");
+        let x = data(n * d, 1);
+        let y = data(n * d, 2);
+        let want = reference::dot::dot(&x, &y, d);
+        let tx = Tensor::from_slice(ctx, &x, &[n, d])?;
+        let ty = Tensor::from_slice(ctx, &y, &[n, d])?;
+        let o = Tensor::zeros(ctx, &[n], DType::F32)?;
+        for v in DotVariant::ALL {
+            o.poison()?;
+            dot::dot_into(&tx, &ty, &o, v)?;
+            let rep = verify::compare(&o.to_vec::<f32>()?, &want);
+            if !rep.passes(1e-5) {
+                return Err(fail(format!("dot {v:?} n={n}: {rep}")));
+            }
+            let t = common::time(ctx, a.reps, || dot::dot_into(&tx, &ty, &o, v))?;
+            let bytes = (2 * n * d * 4) as f64;
+            out.push(Record {
+                family: "dot",
+                variant: format!("{v:?}"),
+                shape: format!("{n}x{d}"),
+                size: n as f64,
+                dtype: "f32".into(),
+                median_ms: t.median.as_secs_f64() * 1e3,
+                min_ms: t.min.as_secs_f64() * 1e3,
+                throughput: bytes / t.median.as_secs_f64() / 1e9,
+                unit: "GB/s",
+                rel_l2: rep.rel_l2,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn matmul_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
+    let sizes: &[usize] = if a.quick {
+        &[128, 256, 512]
+    } else {
+        &[128, 256, 512, 1024, 2048]
+    };
+    for &s in sizes {
+        eprintln!("matmul {s}^3");
+        let x = data(s * s, 3);
+        let y = data(s * s, 4);
+        // Reference on 8 sampled rows.
+        let rows: Vec<usize> = (0..8).map(|i| i * s / 8).collect();
+        let xs: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| x[r * s..(r + 1) * s].to_vec())
+            .collect();
+        let want = reference::matmul::matmul(&xs, &y, 8, s, s, false, false);
+        let tx = Tensor::from_slice(ctx, &x, &[s, s])?;
+        let ty = Tensor::from_slice(ctx, &y, &[s, s])?;
+        let o = Tensor::zeros(ctx, &[s, s], DType::F32)?;
+        for v in MatmulVariant::all(ctx) {
+            if v == MatmulVariant::Naive && s > 1024 {
+                continue;
+            }
+            let opts = MatmulOptions {
+                variant: v,
+                ..Default::default()
+            };
+            o.poison()?;
+            matmul::matmul_into(&tx, &ty, &opts, &o)?;
+            let got = o.to_vec::<f32>()?;
+            let gs: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| got[r * s..(r + 1) * s].to_vec())
+                .collect();
+            let rep = verify::compare(&gs, &want);
+            if !rep.passes(1e-5) {
+                return Err(fail(format!("matmul {v} {s}: {rep}")));
+            }
+            let t = common::time(ctx, a.reps, || matmul::matmul_into(&tx, &ty, &opts, &o))?;
+            out.push(Record {
+                family: "matmul",
+                variant: v.to_string(),
+                shape: format!("{s}x{s}x{s}"),
+                size: s as f64,
+                dtype: "f32".into(),
+                median_ms: t.median.as_secs_f64() * 1e3,
+                min_ms: t.min.as_secs_f64() * 1e3,
+                throughput: 2.0 * (s * s * s) as f64 / t.median.as_secs_f64() / 1e9,
+                unit: "GFLOP/s",
+                rel_l2: rep.rel_l2,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn attention_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
+    let seqs: &[usize] = if a.quick {
+        &[128, 256, 512]
+    } else {
+        &[256, 512, 1024, 2048]
+    };
+    let (h, d) = (8, 64);
+    for &s in seqs {
+        eprintln!("attention seq {s}");
+        let q = data(h * s * d, 5);
+        let k = data(h * s * d, 6);
+        let v = data(h * s * d, 7);
+        let t = |x: &[f32]| Tensor::from_slice(ctx, x, &[1, h, s, d]);
+        let (tq, tk, tv) = (t(&q)?, t(&k)?, t(&v)?);
+        let (want, _) = reference::attention::attention(&reference::attention::AttentionRef {
+            q: &q[..s * d],
+            k: &k[..s * d],
+            v: &v[..s * d],
+            dims: [1, 1, 1, s, s, d, d],
+            layout: attention::Layout::Bhsd,
+            causal: Causal::None,
+            scale: None,
+            kv_len: None,
+            bias: None,
+        });
+        let o = Tensor::zeros(ctx, &[1, h, s, d], DType::F32)?;
+        for var in AttentionVariant::ALL {
+            let opts = AttentionOptions {
+                variant: Some(var),
+                ..Default::default()
+            };
+            o.poison()?;
+            if let Err(e) = attention::attention_into(&tq, &tk, &tv, &opts, &o, None) {
+                eprintln!("  {var:?}: {e}");
+                continue;
+            }
+            let rep = verify::compare(&o.to_vec::<f32>()?[..s * d], &want);
+            if !rep.passes(1e-5) {
+                return Err(fail(format!("attention {var:?} seq {s}: {rep}")));
+            }
+            let tm = common::time(ctx, a.reps, || {
+                attention::attention_into(&tq, &tk, &tv, &opts, &o, None)
+            })?;
+            out.push(Record {
+                family: "attention",
+                variant: format!("{var:?}"),
+                shape: format!("1x{h}x{s}x{d}"),
+                size: s as f64,
+                dtype: "f32".into(),
+                median_ms: tm.median.as_secs_f64() * 1e3,
+                min_ms: tm.min.as_secs_f64() * 1e3,
+                throughput: 4.0 * (h * s * s * d) as f64 / tm.median.as_secs_f64() / 1e9,
+                unit: "GFLOP/s",
+                rel_l2: rep.rel_l2,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn search_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
+    let sizes: &[usize] = if a.quick {
+        &[10_000, 50_000]
+    } else {
+        &[10_000, 50_000, 200_000]
+    };
+    let (d, k, m) = (768, 10, 1);
+    for &n in sizes {
+        eprintln!("search n={n} d={d}");
+        let corpus = data(n * d, 8);
+        let q = data(m * d, 9);
+        let want = reference::search::topk(&q, &corpus, d, k);
+        let want_ids: Vec<u32> = want[0].iter().map(|x| x.1).collect();
+        for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+            if storage == Storage::F16 && !ctx.info().has_f16() {
+                continue;
+            }
+            let mut ix = FlatIndex::new(
+                ctx,
+                d,
+                IndexOptions {
+                    storage,
+                    ..Default::default()
+                },
+            )?;
+            ix.add(&corpus)?;
+            let res = ix.search(&q, k)?;
+            let err: f64 = res
+                .scores
+                .iter()
+                .zip(&want[0])
+                .map(|(g, w)| (*g as f64 - w.0).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                / want[0].iter().map(|w| w.0 * w.0).sum::<f64>().sqrt();
+            if storage == Storage::F32 && res.ids != want_ids {
+                return Err(fail(format!(
+                    "search f32 n={n}: ids differ from the reference"
+                )));
+            }
+            let t = common::time(ctx, a.reps, || ix.search(&q, k).map(|_| ()))?;
+            out.push(Record {
+                family: "search",
+                variant: format!("{storage:?}"),
+                shape: format!("{n}x{d} k{k} m{m}"),
+                size: n as f64,
+                dtype: format!("{storage:?}").to_lowercase(),
+                median_ms: t.median.as_secs_f64() * 1e3,
+                min_ms: t.min.as_secs_f64() * 1e3,
+                throughput: ix.bytes() as f64 / t.median.as_secs_f64() / 1e9,
+                unit: "GB/s",
+                rel_l2: err,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn table(recs: &[Record], family: &str) -> String {
+    let mut s = String::new();
+    let base_name = recs
+        .iter()
+        .find(|r| r.family == family)
+        .map(|r| r.variant.clone())
+        .unwrap_or_default();
+    let _ = writeln!(s, "\n## {family} (ratio vs {base_name})");
+    let _ = writeln!(
+        s,
+        "| shape | variant | median ms | throughput | ratio | rel L2 |"
+    );
+    let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: | ---: |");
+    for r in recs.iter().filter(|r| r.family == family) {
+        let base = recs
+            .iter()
+            .find(|b| b.family == family && b.shape == r.shape && b.variant == base_name);
+        let ratio = base.map_or("-".into(), |b| format!("{:.2}x", b.median_ms / r.median_ms));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2} | {:.2} {} | {} | {:.1e} |",
+            r.shape, r.variant, r.median_ms, r.throughput, r.unit, ratio, r.rel_l2
+        );
+    }
+    s
+}
+
+fn json(recs: &[Record], adapter: &str) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut s = String::from("[\n");
+    for (i, r) in recs.iter().enumerate() {
+        let _ = write!(
+            s,
+            "  {{\"family\": \"{}\", \"variant\": \"{}\", \"shape\": \"{}\", \"dtype\": \"{}\", \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"throughput\": {:.4}, \"unit\": \"{}\", \"rel_l2\": {:e}, \"adapter\": \"{}\"}}{}\n",
+            r.family, esc(&r.variant), r.shape, r.dtype, r.median_ms, r.min_ms, r.throughput, r.unit, r.rel_l2, esc(adapter),
+            if i + 1 < recs.len() { "," } else { "" }
+        );
+    }
+    s.push(']');
+    s
+}
+
+/// Throughput vs size, log-2 x axis, one polyline per variant.
+fn svg(recs: &[Record], family: &str, adapter: &str) -> String {
+    let rs: Vec<&Record> = recs.iter().filter(|r| r.family == family).collect();
+    let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in &rs {
+        lines
+            .entry(r.variant.clone())
+            .or_default()
+            .push((r.size.log2(), r.throughput));
+    }
+    let (w, h, l, b, t, rgt) = (900.0, 520.0, 70.0, 60.0, 50.0, 260.0);
+    let xs: Vec<f64> = rs.iter().map(|r| r.size.log2()).collect();
+    let (x0, x1) = (
+        xs.iter().cloned().fold(f64::INFINITY, f64::min),
+        xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+    );
+    let ymax = rs.iter().map(|r| r.throughput).fold(0.0, f64::max) * 1.1 + 1e-9;
+    let px = |x: f64| l + (x - x0) / (x1 - x0).max(1e-9) * (w - l - rgt);
+    let py = |y: f64| h - b - y / ymax * (h - b - t);
+    let unit = rs.first().map_or("", |r| r.unit);
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
+    let _ = writeln!(s, "<text x=\"{l}\" y=\"28\" font-size=\"16\">flashdot {family}: {unit} vs size — {adapter}</text>");
+    let _ = writeln!(
+        s,
+        "<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        h - b,
+        w - rgt,
+        h - b
+    );
+    let _ = writeln!(
+        s,
+        "<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{}\" stroke=\"black\"/>",
+        h - b
+    );
+    for i in 0..=4 {
+        let y = ymax * i as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.1}</text>",
+            l - 6.0,
+            py(y) + 4.0,
+            y
+        );
+        let _ = writeln!(
+            s,
+            "<line x1=\"{l}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/>",
+            py(y),
+            w - rgt
+        );
+    }
+    let mut sizes: Vec<f64> = rs.iter().map(|r| r.size).collect();
+    sizes.sort_by(f64::total_cmp);
+    sizes.dedup();
+    for sz in sizes {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            px(sz.log2()),
+            h - b + 20.0,
+            sz
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">size</text>",
+        (l + w - rgt) / 2.0,
+        h - 15.0
+    );
+    let colors = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+        "#bcbd22", "#17becf", "#000",
+    ];
+    for (i, (name, pts)) in lines.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let path: Vec<String> = pts
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        for (x, y) in pts {
+            let _ = writeln!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>",
+                px(*x),
+                py(*y)
+            );
+        }
+        let ly = t + 20.0 * i as f64;
+        let _ = writeln!(s, "<rect x=\"{}\" y=\"{}\" width=\"14\" height=\"4\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{}</text>", w - rgt + 15.0, ly, w - rgt + 35.0, ly + 6.0, name);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn run(a: &Args) -> R<()> {
+    let ctx = common::open(a.backend)?;
+    let adapter = ctx.info().name.clone();
+    let mut recs = Vec::new();
+    dot_family(&ctx, a, &mut recs)?;
+    matmul_family(&ctx, a, &mut recs)?;
+    attention_family(&ctx, a, &mut recs)?;
+    search_family(&ctx, a, &mut recs)?;
+    println!("# flashdot kernel comparison on {adapter}");
+    for f in ["dot", "matmul", "attention", "search"] {
+        print!("{}", table(&recs, f));
+    }
+    if let Some(dir) = &a.out {
+        let io = |e: std::io::Error| fail(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::write(dir.join("results.json"), json(&recs, &adapter)).map_err(io)?;
+        for f in ["dot", "matmul", "attention", "search"] {
+            std::fs::write(dir.join(format!("{f}.svg")), svg(&recs, f, &adapter)).map_err(io)?;
+        }
+        println!(
+            "\nwrote {}/results.json and one SVG per family",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    env_logger::init();
+    let a = Args::parse();
+    common::exit_on_error(run(&a));
+}
