@@ -318,9 +318,9 @@ fn json(recs: &[Record], adapter: &str) -> String {
     let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let mut s = String::from("[\n");
     for (i, r) in recs.iter().enumerate() {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "  {{\"family\": \"{}\", \"variant\": \"{}\", \"shape\": \"{}\", \"dtype\": \"{}\", \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"throughput\": {:.4}, \"unit\": \"{}\", \"rel_l2\": {:e}, \"adapter\": \"{}\"}}{}\n",
+            "  {{\"family\": \"{}\", \"variant\": \"{}\", \"shape\": \"{}\", \"dtype\": \"{}\", \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"throughput\": {:.4}, \"unit\": \"{}\", \"rel_l2\": {:e}, \"adapter\": \"{}\"}}{}",
             r.family, esc(&r.variant), r.shape, r.dtype, r.median_ms, r.min_ms, r.throughput, r.unit, r.rel_l2, esc(adapter),
             if i + 1 < recs.len() { "," } else { "" }
         );

@@ -99,11 +99,18 @@ fn load(path: &std::path::Path) -> Result<(Vec<f32>, usize), String> {
         let d = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
         let rec = 4 + 4 * d;
         if d == 0 || bytes.len() % rec != 0 {
-            return Err(format!(".fvecs: size {} is not a multiple of records of dim {d}", bytes.len()));
+            return Err(format!(
+                ".fvecs: size {} is not a multiple of records of dim {d}",
+                bytes.len()
+            ));
         }
         let mut out = Vec::with_capacity(bytes.len() / rec * d);
         for r in bytes.chunks_exact(rec) {
-            out.extend(r[4..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            out.extend(
+                r[4..]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
         }
         Ok((out, d))
     } else if name.ends_with(".npy") {
@@ -113,18 +120,26 @@ fn load(path: &std::path::Path) -> Result<(Vec<f32>, usize), String> {
         let (hlen, hstart) = if bytes[6] == 1 {
             (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
         } else {
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         };
         let header = String::from_utf8_lossy(&bytes[hstart..hstart + hlen]).to_string();
         if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
-            return Err(format!(".npy must be little-endian f32 in C order, header: {header}"));
+            return Err(format!(
+                ".npy must be little-endian f32 in C order, header: {header}"
+            ));
         }
         let shape = header
             .split("'shape': (")
             .nth(1)
             .and_then(|s| s.split(')').next())
             .ok_or(".npy: no shape")?;
-        let dims: Vec<usize> = shape.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+        let dims: Vec<usize> = shape
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
         if dims.len() != 2 {
             return Err(format!(".npy: expected a 2-D array, shape ({shape})"));
         }
@@ -132,7 +147,12 @@ fn load(path: &std::path::Path) -> Result<(Vec<f32>, usize), String> {
         if data.len() != dims[0] * dims[1] * 4 {
             return Err(".npy: data size does not match the shape".into());
         }
-        Ok((data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), dims[1]))
+        Ok((
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            dims[1],
+        ))
     } else {
         Err("expected a .npy or .fvecs file".into())
     }
@@ -177,19 +197,36 @@ fn run(a: &Args) -> Result<(), String> {
     );
     // Queries: known items plus noise, so each should find its source near the top.
     let mut r = Rng(42);
-    let sources: Vec<usize> = (0..a.batch.max(4)).map(|i| (i * 104_729 + 17) % n).collect();
+    let sources: Vec<usize> = (0..a.batch.max(4))
+        .map(|i| (i * 104_729 + 17) % n)
+        .collect();
     let queries: Vec<f32> = sources
         .iter()
-        .flat_map(|&s| corpus[s * d..(s + 1) * d].iter().map(|v| v + 0.02 * r.gauss()).collect::<Vec<_>>())
+        .flat_map(|&s| {
+            corpus[s * d..(s + 1) * d]
+                .iter()
+                .map(|v| v + 0.02 * r.gauss())
+                .collect::<Vec<_>>()
+        })
         .collect();
     let k = a.k;
     index.search(&queries[..d], k).map_err(|e| e.to_string())?; // pipelines
     for (qi, &src) in sources.iter().take(3).enumerate() {
         let t = Instant::now();
-        let res = index.search(&queries[qi * d..(qi + 1) * d], k).map_err(|e| e.to_string())?;
+        let res = index
+            .search(&queries[qi * d..(qi + 1) * d], k)
+            .map_err(|e| e.to_string())?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        let list: Vec<String> = res.ids.iter().zip(&res.scores).map(|(i, s)| format!("{i}:{s:.3}")).collect();
-        println!("query near item {src}: {ms:.1} ms  top-{k}: {}", list.join(" "));
+        let list: Vec<String> = res
+            .ids
+            .iter()
+            .zip(&res.scores)
+            .map(|(i, s)| format!("{i}:{s:.3}"))
+            .collect();
+        println!(
+            "query near item {src}: {ms:.1} ms  top-{k}: {}",
+            list.join(" ")
+        );
     }
     let reps = 5;
     let t = Instant::now();
@@ -198,10 +235,17 @@ fn run(a: &Args) -> Result<(), String> {
     }
     let one = t.elapsed().as_secs_f64() / reps as f64;
     let bytes = index.bytes() as f64;
-    println!("m=1: {:.1} ms/query, {:.0} queries/s, {:.2} GB/s of corpus scanned", one * 1e3, 1.0 / one, bytes / one / 1e9);
+    println!(
+        "m=1: {:.1} ms/query, {:.0} queries/s, {:.2} GB/s of corpus scanned",
+        one * 1e3,
+        1.0 / one,
+        bytes / one / 1e9
+    );
     let m = a.batch;
     let t = Instant::now();
-    index.search(&queries[..m * d], k).map_err(|e| e.to_string())?;
+    index
+        .search(&queries[..m * d], k)
+        .map_err(|e| e.to_string())?;
     let bt = t.elapsed().as_secs_f64();
     println!(
         "m={m}: {:.1} ms/batch, {:.0} queries/s ({:.1}x m=1)",
@@ -233,7 +277,9 @@ fn run(a: &Args) -> Result<(), String> {
         .zip(&want[0])
         .map(|(g, w)| (*g as f64 - w.0).abs())
         .fold(0.0, f64::max);
-    println!("CPU reference check, query 0: {overlap}/{k} ids agree, max score error {max_err:.2e}");
+    println!(
+        "CPU reference check, query 0: {overlap}/{k} ids agree, max score error {max_err:.2e}"
+    );
     if storage == Storage::F32 && overlap != k {
         return Err("f32 index disagrees with the CPU reference".into());
     }
