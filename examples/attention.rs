@@ -48,20 +48,6 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Device bytes a call needs: q, k, v, out plus the variant's scratch (S and P
-/// for Naive, the partial outputs for SplitKv; Flash has none). Computed from
-/// the allocation sizes, not read from the driver.
-fn scratch_bytes(v: AttentionVariant, h: usize, sq: usize, sk: usize, d: usize) -> usize {
-    match v {
-        AttentionVariant::Naive => h * sq * sk * 4 * 2,
-        AttentionVariant::SplitKv => {
-            let chunk = sk.div_ceil(256).max(32);
-            h * sq * sk.div_ceil(chunk) * (d * 4 + 8)
-        }
-        _ => 0,
-    }
-}
-
 fn run(
     ctx: &Context,
     a: &Args,
@@ -79,11 +65,10 @@ fn run(
     let gv = Tensor::from_slice(ctx, &v, &[1, h, sk, d])?;
     let out = Tensor::zeros(ctx, &[1, h, sq, d], flashdot::DType::F32)?;
     let flop = 4.0 * (h * sq * sk * d) as f64 / if causal == Causal::None { 1.0 } else { 2.0 };
-    let io = (gq.bytes() + gk.bytes() + gv.bytes() + out.bytes()) as usize;
     println!("\n{label}: batch 1, heads {h}, seq_q {sq}, seq_k {sk}, d {d}, {causal:?}");
     println!(
         "{:<9} {:>11} {:>9} {:>9} {:>14} {:>10}",
-        "variant", "median ms", "GFLOP/s", "vs naive", "est. dev MiB", "rel L2"
+        "variant", "median ms", "GFLOP/s", "vs naive", "peak dev MiB", "rel L2"
     );
     // Reference on 4 rows of head 0.
     let rows: Vec<usize> = vec![0, sq / 3, sq / 2, sq - 1];
@@ -94,6 +79,7 @@ fn run(
             variant: Some(var),
             ..Default::default()
         };
+        ctx.reset_peak_memory();
         let t = match common::time(ctx, a.reps, || {
             attention_into(&gq, &gk, &gv, &opts, &out, None)
         }) {
@@ -103,6 +89,8 @@ fn run(
                 continue;
             }
         };
+        // Read before the check below adds its own readback buffer.
+        let peak = ctx.memory_stats().peak_bytes;
         let got = out.to_vec::<f32>()?;
         let mut worst = 0.0f64;
         for &r in &rows {
@@ -141,7 +129,7 @@ fn run(
             ms,
             flop / ms / 1e6,
             ratio,
-            (io + scratch_bytes(var, h, sq, sk, d)) as f64 / (1 << 20) as f64,
+            peak as f64 / (1 << 20) as f64,
             worst
         );
     }

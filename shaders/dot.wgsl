@@ -32,7 +32,9 @@ fn prod(i: u32, j: u32) -> f32 {
 
 const WG: u32 = 64u;
 
-// Baseline: one invocation per row, straight from global memory.
+// Baseline: one invocation per row, straight from global memory. It keeps
+// eight independent partial sums so that the f32 rounding error grows with
+// d/8 rather than d (and the loads of one iteration do not wait on each other).
 @compute @workgroup_size(64)
 fn dot_naive(@builtin(global_invocation_id) gid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -42,11 +44,36 @@ fn dot_naive(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     let ia = P.a_off + row * P.dv;
     let ib = P.b_off + row * P.dv;
-    var acc = 0.0;
-    for (var j = 0u; j < P.dv; j++) {
-        acc += prod(ia + j, ib + j);
+//#if VEC4
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 1u < P.dv; j += 2u) {
+        acc0 = fma(vec4<f32>(a[ia + j]), vec4<f32>(b[ib + j]), acc0);
+        acc1 = fma(vec4<f32>(a[ia + j + 1u]), vec4<f32>(b[ib + j + 1u]), acc1);
     }
-    out[P.out_off + row] = acc;
+    if (j < P.dv) {
+        acc0 = fma(vec4<f32>(a[ia + j]), vec4<f32>(b[ib + j]), acc0);
+    }
+    let s = acc0 + acc1;
+    out[P.out_off + row] = (s.x + s.y) + (s.z + s.w);
+//#else
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 7u < P.dv; j += 8u) {
+        acc0 = fma(vec4<f32>(f32(a[ia + j]), f32(a[ia + j + 1u]), f32(a[ia + j + 2u]), f32(a[ia + j + 3u])),
+                   vec4<f32>(f32(b[ib + j]), f32(b[ib + j + 1u]), f32(b[ib + j + 2u]), f32(b[ib + j + 3u])), acc0);
+        acc1 = fma(vec4<f32>(f32(a[ia + j + 4u]), f32(a[ia + j + 5u]), f32(a[ia + j + 6u]), f32(a[ia + j + 7u])),
+                   vec4<f32>(f32(b[ib + j + 4u]), f32(b[ib + j + 5u]), f32(b[ib + j + 6u]), f32(b[ib + j + 7u])), acc1);
+    }
+    var tail = 0.0;
+    for (; j < P.dv; j++) {
+        tail += prod(ia + j, ib + j);
+    }
+    let s = acc0 + acc1;
+    out[P.out_off + row] = ((s.x + s.y) + (s.z + s.w)) + tail;
+//#endif
 }
 
 // Slots for per-subgroup (or per-invocation) partial sums.

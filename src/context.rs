@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, GpuErrorKind, Result};
@@ -152,6 +153,43 @@ impl fmt::Display for ContextInfo {
 /// Key of a cached compute pipeline: kernel name plus specialisation string.
 pub(crate) type PipelineKey = (&'static str, String);
 
+/// Device memory held in flashdot's buffers (tensors, index chunks, kernel
+/// scratch, readback staging; the small parameter blocks are not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryStats {
+    /// Bytes in buffers alive now.
+    pub live_bytes: u64,
+    /// Most bytes alive at once since the context opened or [`Context::reset_peak_memory`].
+    pub peak_bytes: u64,
+}
+
+#[derive(Default)]
+struct MemCounter {
+    live: AtomicU64,
+    peak: AtomicU64,
+}
+
+/// A buffer whose bytes count in the context's [`MemoryStats`] while it lives.
+pub(crate) struct Tracked {
+    buffer: wgpu::Buffer,
+    counter: Arc<MemCounter>,
+}
+
+impl std::ops::Deref for Tracked {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.counter
+            .live
+            .fetch_sub(self.buffer.size(), Ordering::Relaxed);
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
@@ -160,6 +198,7 @@ pub(crate) struct Inner {
     lost: Arc<Mutex<Option<String>>>,
     /// Per-op tuning results (e.g. the matmul autotuner's winners), keyed by op and shape class.
     pub(crate) tuning: Mutex<HashMap<String, String>>,
+    memory: Arc<MemCounter>,
     _adapter: wgpu::Adapter,
     _instance: wgpu::Instance,
 }
@@ -306,6 +345,7 @@ impl Context {
                 pipelines: Mutex::new(HashMap::new()),
                 lost,
                 tuning: Mutex::new(HashMap::new()),
+                memory: Arc::default(),
                 _adapter: adapter,
                 _instance: instance,
             }),
@@ -414,6 +454,46 @@ impl Context {
 
     pub(crate) fn lock_tuning(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.inner.tuning.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Device memory flashdot holds now and at its peak.
+    pub fn memory_stats(&self) -> MemoryStats {
+        let m = &self.inner.memory;
+        MemoryStats {
+            live_bytes: m.live.load(Ordering::Relaxed),
+            peak_bytes: m.peak.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Restarts peak tracking from the bytes alive now.
+    pub fn reset_peak_memory(&self) {
+        let m = &self.inner.memory;
+        m.peak
+            .store(m.live.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn track(&self, buffer: wgpu::Buffer) -> Tracked {
+        let m = &self.inner.memory;
+        let live = m.live.fetch_add(buffer.size(), Ordering::Relaxed) + buffer.size();
+        m.peak.fetch_max(live, Ordering::Relaxed);
+        Tracked {
+            buffer,
+            counter: m.clone(),
+        }
+    }
+
+    /// Creates a buffer counted in [`Context::memory_stats`].
+    pub(crate) fn create_buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> Tracked {
+        self.track(self.inner.device.create_buffer(desc))
+    }
+
+    /// Creates an initialised buffer counted in [`Context::memory_stats`].
+    pub(crate) fn create_buffer_init(
+        &self,
+        desc: &wgpu::util::BufferInitDescriptor<'_>,
+    ) -> Tracked {
+        use wgpu::util::DeviceExt;
+        self.track(self.inner.device.create_buffer_init(desc))
     }
 
     /// Number of pipelines built so far (each kernel + specialisation once).

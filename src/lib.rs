@@ -24,7 +24,7 @@ mod shader;
 pub mod tensor;
 pub mod verify;
 
-pub use context::{Context, ContextInfo, ContextOptions};
+pub use context::{Context, ContextInfo, ContextOptions, MemoryStats};
 pub use error::{Error, GpuErrorKind, Result};
 pub use half::f16;
 pub use tensor::{DType, Element, Tensor};

@@ -66,7 +66,7 @@ impl Element for u32 {
 #[derive(Clone)]
 pub struct Tensor {
     pub(crate) ctx: Context,
-    pub(crate) buffer: std::sync::Arc<wgpu::Buffer>,
+    pub(crate) buffer: std::sync::Arc<crate::context::Tracked>,
     shape: Vec<usize>,
     dtype: DType,
 }
@@ -115,7 +115,7 @@ impl Tensor {
             });
         }
         let buffer = ctx.scoped(op, || {
-            Ok(ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            Ok(ctx.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(op),
                 size: bytes,
                 usage: wgpu::BufferUsages::STORAGE
@@ -275,7 +275,7 @@ impl Tensor {
         let bytes = padded_bytes(self.len(), self.dtype);
         let ctx = &self.ctx;
         let staging = ctx.scoped("Tensor::to_vec", || {
-            let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
                 size: bytes,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,

@@ -91,3 +91,20 @@ fn context_is_shared_across_threads() {
         }
     });
 }
+
+#[test]
+fn memory_stats_track_live_and_peak_bytes() {
+    // A context of its own: other tests allocate concurrently on the shared one.
+    let ctx = Context::new().unwrap_or_else(|e| panic!("{e}"));
+    let before = ctx.memory_stats();
+    let t = Tensor::zeros(&ctx, &[1000, 256], DType::F32).unwrap();
+    let during = ctx.memory_stats();
+    assert_eq!(during.live_bytes, before.live_bytes + 1000 * 256 * 4);
+    assert!(during.peak_bytes >= during.live_bytes);
+    drop(t);
+    let after = ctx.memory_stats();
+    assert_eq!(after.live_bytes, before.live_bytes);
+    assert_eq!(after.peak_bytes, during.peak_bytes);
+    ctx.reset_peak_memory();
+    assert_eq!(ctx.memory_stats().peak_bytes, after.live_bytes);
+}

@@ -13,7 +13,7 @@
 //! **A query row whose keys are all masked outputs zeros** (not NaN, as PyTorch
 //! would), and its log-sum-exp is −∞.
 
-use crate::context::{Bind, Context};
+use crate::context::{Bind, Context, Tracked};
 use crate::error::{Error, Result};
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::shader;
@@ -437,21 +437,19 @@ fn params(dims: &Dims, opts: &AttentionOptions) -> AttentionParams {
     }
 }
 
-fn kvlen_buffer(ctx: &Context, dims: &Dims, opts: &AttentionOptions) -> wgpu::Buffer {
-    use wgpu::util::DeviceExt;
+fn kvlen_buffer(ctx: &Context, dims: &Dims, opts: &AttentionOptions) -> Tracked {
     let lens: Vec<u32> = match opts.kv_len {
         Some(l) => l.to_vec(),
         None => vec![dims.sk as u32; dims.b],
     };
-    ctx.device()
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("kv_len"),
-            contents: bytemuck::cast_slice(&lens),
-            usage: wgpu::BufferUsages::STORAGE,
-        })
+    ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("kv_len"),
+        contents: bytemuck::cast_slice(&lens),
+        usage: wgpu::BufferUsages::STORAGE,
+    })
 }
 
-fn scratch(ctx: &Context, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
+fn scratch(ctx: &Context, bytes: u64, what: &str) -> Result<Tracked> {
     if bytes > ctx.max_binding() {
         return Err(Error::TooLarge {
             op: OP,
@@ -460,7 +458,7 @@ fn scratch(ctx: &Context, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
             limit: ctx.max_binding(),
         });
     }
-    Ok(ctx.device().create_buffer(&wgpu::BufferDescriptor {
+    Ok(ctx.create_buffer(&wgpu::BufferDescriptor {
         label: Some(OP),
         size: bytes.max(16),
         usage: wgpu::BufferUsages::STORAGE,

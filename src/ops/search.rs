@@ -10,7 +10,7 @@
 //! Ids are insertion positions. Results are best first, ties broken by the lower
 //! id; NaN scores (a NaN in the corpus) sort after every number.
 
-use crate::context::{Bind, Context};
+use crate::context::{Bind, Context, Tracked};
 use crate::error::{Error, Result};
 use crate::ops::similarity::Metric;
 use crate::shader;
@@ -78,8 +78,8 @@ pub struct IndexOptions {
 }
 
 struct Chunk {
-    buffer: wgpu::Buffer,
-    scales: Option<wgpu::Buffer>,
+    buffer: Tracked,
+    scales: Option<Tracked>,
     rows: usize,
 }
 
@@ -248,16 +248,15 @@ impl FlatIndex {
     }
 
     fn upload_chunk(&self, host: &[u8], scales: &[f32], rows: usize) -> Result<Chunk> {
-        use wgpu::util::DeviceExt;
-        let dev = self.ctx.device();
+        let ctx = &self.ctx;
         self.ctx.scoped(OP, || {
-            let buffer = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            let buffer = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("index chunk"),
                 contents: host,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             });
             let scales = (self.opts.storage == Storage::Int8).then(|| {
-                dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some("index scales"),
                     contents: bytemuck::cast_slice(scales),
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
@@ -364,7 +363,6 @@ impl FlatIndex {
         m: usize,
         slices: usize,
     ) -> Result<(Vec<f32>, Vec<u32>)> {
-        use wgpu::util::DeviceExt;
         let ctx = &self.ctx;
         let dv = padded(self.dim) / 4;
         let storage = match self.opts.storage {
@@ -404,15 +402,13 @@ impl FlatIndex {
         let qgroups = m.div_ceil(plan.qb as usize);
         let max = ctx.info().limits.max_compute_workgroups_per_dimension as usize;
         let result = ctx.scoped(OP, || {
-            let qbuf = ctx
-                .device()
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("queries"),
-                    contents: bytemuck::cast_slice(qhost),
-                    usage: wgpu::BufferUsages::STORAGE,
-                });
+            let qbuf = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("queries"),
+                contents: bytemuck::cast_slice(qhost),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
             let new_list = |entries: usize| {
-                ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                ctx.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("candidates"),
                     size: (entries * 8).max(16) as u64,
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
