@@ -3,7 +3,7 @@
 //! GPU kernels for the dot product's three jobs — batched dot products and
 //! similarity, tiled matrix multiplication, and attention — written in WGSL and run
 //! through wgpu on Vulkan, Metal, DX12 or GL. Every kernel is checked against a
-//! plain CPU reference ([`reference`]) that accumulates in f64.
+//! plain CPU reference ([`crate::reference`]) that accumulates in f64.
 //!
 //! ```no_run
 //! use flashdot::{Context, Tensor, ops::dot};
@@ -15,6 +15,8 @@
 //! assert_eq!(out, vec![17.0, 53.0]);
 //! # Ok(()) }
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod context;
 pub mod error;
