@@ -1,7 +1,8 @@
 //! The kernel comparison report (in the spirit of llm.c's dev/cuda files): for
 //! each kernel family and a sweep of sizes, validates every variant against the
-//! CPU reference, then times them all (warm-up, median of repeats, wall clock
-//! around a device sync) and prints one table per family with the ratio to the
+//! CPU reference, then times them all (warm-up, median of repeats; GPU
+//! timestamp queries where the adapter has them, wall clock around a device sync
+//! otherwise) and prints one table per family with the ratio to the
 //! baseline. `--out DIR` also writes `results.json` (one record per
 //! measurement) and one SVG chart per family (throughput vs size, a line per
 //! variant). `--quick` runs a small sweep.
@@ -48,6 +49,7 @@ struct Record {
     throughput: f64,
     unit: &'static str,
     rel_l2: f64,
+    timer: &'static str,
 }
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -106,6 +108,7 @@ fn dot_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
                 throughput: bytes / t.median.as_secs_f64() / 1e9,
                 unit: "GB/s",
                 rel_l2: rep.rel_l2,
+                timer: if t.gpu { "gpu" } else { "wall" },
             });
         }
     }
@@ -163,6 +166,7 @@ fn matmul_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
                 throughput: 2.0 * (s * s * s) as f64 / t.median.as_secs_f64() / 1e9,
                 unit: "GFLOP/s",
                 rel_l2: rep.rel_l2,
+                timer: if t.gpu { "gpu" } else { "wall" },
             });
         }
     }
@@ -223,6 +227,7 @@ fn attention_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
                 throughput: 4.0 * (h * s * s * d) as f64 / tm.median.as_secs_f64() / 1e9,
                 unit: "GFLOP/s",
                 rel_l2: rep.rel_l2,
+                timer: if tm.gpu { "gpu" } else { "wall" },
             });
         }
     }
@@ -281,6 +286,7 @@ fn search_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
                 throughput: ix.bytes() as f64 / t.median.as_secs_f64() / 1e9,
                 unit: "GB/s",
                 rel_l2: err,
+                timer: if t.gpu { "gpu" } else { "wall" },
             });
         }
     }
@@ -294,7 +300,11 @@ fn table(recs: &[Record], family: &str) -> String {
         .find(|r| r.family == family)
         .map(|r| r.variant.clone())
         .unwrap_or_default();
-    let _ = writeln!(s, "\n## {family} (ratio vs {base_name})");
+    let timer = recs
+        .iter()
+        .find(|r| r.family == family)
+        .map_or("", |r| r.timer);
+    let _ = writeln!(s, "\n## {family} (ratio vs {base_name}; timer: {timer})");
     let _ = writeln!(
         s,
         "| shape | variant | median ms | throughput | ratio | rel L2 |"
@@ -320,8 +330,8 @@ fn json(recs: &[Record], adapter: &str) -> String {
     for (i, r) in recs.iter().enumerate() {
         let _ = writeln!(
             s,
-            "  {{\"family\": \"{}\", \"variant\": \"{}\", \"shape\": \"{}\", \"dtype\": \"{}\", \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"throughput\": {:.4}, \"unit\": \"{}\", \"rel_l2\": {:e}, \"adapter\": \"{}\"}}{}",
-            r.family, esc(&r.variant), r.shape, r.dtype, r.median_ms, r.min_ms, r.throughput, r.unit, r.rel_l2, esc(adapter),
+            "  {{\"family\": \"{}\", \"variant\": \"{}\", \"shape\": \"{}\", \"dtype\": \"{}\", \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"throughput\": {:.4}, \"unit\": \"{}\", \"rel_l2\": {:e}, \"timer\": \"{}\", \"adapter\": \"{}\"}}{}",
+            r.family, esc(&r.variant), r.shape, r.dtype, r.median_ms, r.min_ms, r.throughput, r.unit, r.rel_l2, r.timer, esc(adapter),
             if i + 1 < recs.len() { "," } else { "" }
         );
     }

@@ -169,6 +169,15 @@ struct MemCounter {
     peak: AtomicU64,
 }
 
+/// Timestamp queries written around every compute pass while a GPU timer runs.
+struct GpuTimer {
+    queries: wgpu::QuerySet,
+    used: u32,
+}
+
+/// Compute passes one GPU timer can measure.
+const TIMER_PASSES: u32 = 1024;
+
 /// A buffer whose bytes count in the context's [`MemoryStats`] while it lives.
 pub(crate) struct Tracked {
     buffer: wgpu::Buffer,
@@ -199,6 +208,7 @@ pub(crate) struct Inner {
     /// Per-op tuning results (e.g. the matmul autotuner's winners), keyed by op and shape class.
     pub(crate) tuning: Mutex<HashMap<String, String>>,
     memory: Arc<MemCounter>,
+    timer: Mutex<Option<GpuTimer>>,
     _adapter: wgpu::Adapter,
     _instance: wgpu::Instance,
 }
@@ -346,6 +356,7 @@ impl Context {
                 lost,
                 tuning: Mutex::new(HashMap::new()),
                 memory: Arc::default(),
+                timer: Mutex::new(None),
                 _adapter: adapter,
                 _instance: instance,
             }),
@@ -494,6 +505,73 @@ impl Context {
     ) -> Tracked {
         use wgpu::util::DeviceExt;
         self.track(self.inner.device.create_buffer_init(desc))
+    }
+
+    /// Starts timing on the GPU: until [`Context::stop_gpu_timer`], every compute
+    /// pass flashdot records on this context (from any thread) gets timestamp
+    /// queries. Returns `false`, and times nothing, when the adapter lacks
+    /// `TIMESTAMP_QUERY`.
+    pub fn start_gpu_timer(&self) -> Result<bool> {
+        if !self.info().has_timestamps() {
+            return Ok(false);
+        }
+        let queries = self.scoped("gpu timer", || {
+            Ok(self
+                .inner
+                .device
+                .create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("gpu timer"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2 * TIMER_PASSES,
+                }))
+        })?;
+        *self.inner.timer.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(GpuTimer { queries, used: 0 });
+        Ok(true)
+    }
+
+    /// Stops the GPU timer and returns the summed execution time of the passes
+    /// it measured (waiting for them to finish). `None` if no timer was running
+    /// or more than 1024 passes were recorded (their sum would be incomplete).
+    pub fn stop_gpu_timer(&self) -> Result<Option<std::time::Duration>> {
+        let Some(t) = self
+            .inner
+            .timer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(None);
+        };
+        if t.used == 0 || t.used >= 2 * TIMER_PASSES {
+            return Ok((t.used == 0).then_some(std::time::Duration::ZERO));
+        }
+        let bytes = t.used as u64 * 8;
+        let resolve = self.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("gpu timer"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let out = crate::Tensor::zeros(self, &[t.used as usize * 2], crate::DType::U32)?;
+        self.scoped("gpu timer", || {
+            let mut enc = self.encoder();
+            enc.resolve_query_set(&t.queries, 0..t.used, &resolve, 0);
+            enc.copy_buffer_to_buffer(&resolve, 0, out.buffer(), 0, bytes);
+            self.submit(enc);
+            Ok(())
+        })?;
+        let words = out.to_vec::<u32>()?;
+        let ticks: Vec<u64> = words
+            .chunks_exact(2)
+            .map(|w| w[0] as u64 | (w[1] as u64) << 32)
+            .collect();
+        let period = self.inner.queue.get_timestamp_period() as f64;
+        let ns: f64 = ticks
+            .chunks_exact(2)
+            .map(|p| p[1].saturating_sub(p[0]) as f64 * period)
+            .sum();
+        Ok(Some(std::time::Duration::from_nanos(ns as u64)))
     }
 
     /// Number of pipelines built so far (each kernel + specialisation once).
@@ -669,7 +747,21 @@ impl Context {
                 layout: &pipeline.get_bind_group_layout(0),
                 entries: &entries,
             });
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        let mut timer = self.inner.timer.lock().unwrap_or_else(|e| e.into_inner());
+        let writes = timer.as_mut().and_then(|t| {
+            (t.used + 2 <= 2 * TIMER_PASSES).then(|| {
+                t.used += 2;
+                wgpu::ComputePassTimestampWrites {
+                    query_set: &t.queries,
+                    beginning_of_pass_write_index: Some(t.used - 2),
+                    end_of_pass_write_index: Some(t.used - 1),
+                }
+            })
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: writes,
+        });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);

@@ -108,3 +108,23 @@ fn memory_stats_track_live_and_peak_bytes() {
     ctx.reset_peak_memory();
     assert_eq!(ctx.memory_stats().peak_bytes, after.live_bytes);
 }
+
+#[test]
+fn gpu_timer_measures_passes() {
+    let ctx = Context::new().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ctx.stop_gpu_timer().unwrap(), None, "no timer was running");
+    let a = Tensor::from_slice(&ctx, &vec![1.0f32; 4096 * 64], &[4096, 64]).unwrap();
+    let started = ctx.start_gpu_timer().unwrap();
+    assert_eq!(started, ctx.info().has_timestamps());
+    dot_with(&a, &a, DotVariant::Naive).unwrap();
+    let t = ctx.stop_gpu_timer().unwrap();
+    if started {
+        let t = t.expect("a timer was running");
+        assert!(
+            t > std::time::Duration::ZERO && t < std::time::Duration::from_secs(60),
+            "{t:?}"
+        );
+    } else {
+        assert_eq!(t, None);
+    }
+}

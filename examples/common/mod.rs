@@ -36,9 +36,13 @@ pub fn open(backend: Option<Backend>) -> Result<Context, flashdot::Error> {
 pub struct Timing {
     pub median: Duration,
     pub min: Duration,
+    /// Whether the times are GPU timestamps (else wall clock around a sync).
+    pub gpu: bool,
 }
 
-/// Runs `f` once to warm up, then `reps` times, each followed by a device sync.
+/// Runs `f` once to warm up, then `reps` times. Each run is timed with GPU
+/// timestamp queries (the summed time of its compute passes) where the adapter
+/// has them, else by the wall clock around a device sync.
 pub fn time(
     ctx: &Context,
     reps: usize,
@@ -47,16 +51,26 @@ pub fn time(
     f()?;
     ctx.synchronize()?;
     let mut v = Vec::with_capacity(reps);
+    let mut gpu = true;
     for _ in 0..reps.max(1) {
+        let timing = ctx.start_gpu_timer()?;
         let t = Instant::now();
         f()?;
         ctx.synchronize()?;
-        v.push(t.elapsed());
+        let wall = t.elapsed();
+        match (timing, ctx.stop_gpu_timer()?) {
+            (true, Some(d)) => v.push(d),
+            _ => {
+                gpu = false;
+                v.push(wall);
+            }
+        }
     }
     v.sort();
     Ok(Timing {
         median: v[v.len() / 2],
         min: v[0],
+        gpu,
     })
 }
 
