@@ -36,18 +36,6 @@ struct Args {
     full: bool,
 }
 
-fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
 fn run(
     ctx: &Context,
     a: &Args,
@@ -57,9 +45,9 @@ fn run(
     label: &str,
 ) -> flashdot::Result<()> {
     let (h, d) = (a.heads, a.dim);
-    let q = data(h * sq * d, 1);
-    let k = data(h * sk * d, 2);
-    let v = data(h * sk * d, 3);
+    let q = common::data(h * sq * d, 1);
+    let k = common::data(h * sk * d, 2);
+    let v = common::data(h * sk * d, 3);
     let gq = Tensor::from_slice(ctx, &q, &[1, h, sq, d])?;
     let gk = Tensor::from_slice(ctx, &k, &[1, h, sk, d])?;
     let gv = Tensor::from_slice(ctx, &v, &[1, h, sk, d])?;

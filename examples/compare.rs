@@ -52,18 +52,6 @@ struct Record {
     timer: &'static str,
 }
 
-fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
 type R<T> = Result<T, flashdot::Error>;
 
 fn fail(what: String) -> flashdot::Error {
@@ -82,8 +70,8 @@ fn dot_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
     let d = 768;
     for &n in sizes {
         eprintln!("dot n={n} d={d}");
-        let x = data(n * d, 1);
-        let y = data(n * d, 2);
+        let x = common::data(n * d, 1);
+        let y = common::data(n * d, 2);
         let want = reference::dot::dot(&x, &y, d);
         let tx = Tensor::from_slice(ctx, &x, &[n, d])?;
         let ty = Tensor::from_slice(ctx, &y, &[n, d])?;
@@ -123,8 +111,8 @@ fn matmul_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
     };
     for &s in sizes {
         eprintln!("matmul {s}^3");
-        let x = data(s * s, 3);
-        let y = data(s * s, 4);
+        let x = common::data(s * s, 3);
+        let y = common::data(s * s, 4);
         // Reference on 8 sampled rows.
         let rows: Vec<usize> = (0..8).map(|i| i * s / 8).collect();
         let xs: Vec<f32> = rows
@@ -182,9 +170,9 @@ fn attention_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
     let (h, d) = (8, 64);
     for &s in seqs {
         eprintln!("attention seq {s}");
-        let q = data(h * s * d, 5);
-        let k = data(h * s * d, 6);
-        let v = data(h * s * d, 7);
+        let q = common::data(h * s * d, 5);
+        let k = common::data(h * s * d, 6);
+        let v = common::data(h * s * d, 7);
         let t = |x: &[f32]| Tensor::from_slice(ctx, x, &[1, h, s, d]);
         let (tq, tk, tv) = (t(&q)?, t(&k)?, t(&v)?);
         let (want, _) = reference::attention::attention(&reference::attention::AttentionRef {
@@ -243,8 +231,8 @@ fn search_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
     let (d, k, m) = (768, 10, 1);
     for &n in sizes {
         eprintln!("search n={n} d={d}");
-        let corpus = data(n * d, 8);
-        let q = data(m * d, 9);
+        let corpus = common::data(n * d, 8);
+        let q = common::data(m * d, 9);
         let want = reference::search::topk(&q, &corpus, d, k);
         let want_ids: Vec<u32> = want[0].iter().map(|x| x.1).collect();
         for storage in [Storage::F32, Storage::F16, Storage::Int8] {

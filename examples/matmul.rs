@@ -35,18 +35,6 @@ struct Args {
     sweep: bool,
 }
 
-fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
 fn upload(ctx: &Context, x: &[f32], shape: &[usize], dtype: DType) -> flashdot::Result<Tensor> {
     match dtype {
         DType::F16 => {
@@ -59,9 +47,9 @@ fn upload(ctx: &Context, x: &[f32], shape: &[usize], dtype: DType) -> flashdot::
 
 fn demo(ctx: &Context, a: &Args) -> flashdot::Result<()> {
     let (rows, inp, outf) = (a.rows, a.inp, a.out);
-    let x = data(rows * inp, 1);
-    let w = data(outf * inp, 2);
-    let bias = data(outf, 3);
+    let x = common::data(rows * inp, 1);
+    let w = common::data(outf * inp, 2);
+    let bias = common::data(outf, 3);
     let gx = Tensor::from_slice(ctx, &x, &[rows, inp])?;
     let gw = Tensor::from_slice(ctx, &w, &[outf, inp])?;
     let gb = Tensor::from_slice(ctx, &bias, &[outf])?;
@@ -137,8 +125,8 @@ fn sweep(a: &Args) -> flashdot::Result<()> {
                 // A fresh context per row so that "first" includes pipeline
                 // creation and autotuning.
                 let ctx = common::open(a.backend)?;
-                let ta = upload(&ctx, &data(m * k, 1), &[m, k], dtype)?;
-                let tb = upload(&ctx, &data(k * n, 2), &[k, n], dtype)?;
+                let ta = upload(&ctx, &common::data(m * k, 1), &[m, k], dtype)?;
+                let tb = upload(&ctx, &common::data(k * n, 2), &[k, n], dtype)?;
                 let opts = MatmulOptions {
                     variant: v,
                     ..Default::default()

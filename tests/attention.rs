@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use flashdot::ops::attention::*;
-use flashdot::{f16, reference, verify, DType, Error, Tensor};
+use flashdot::{reference, verify, DType, Error, Tensor};
 use rand::Rng;
 
 #[derive(Debug, Clone)]
@@ -30,24 +30,6 @@ fn shape(layout: Layout, b: usize, h: usize, s: usize, d: usize) -> Vec<usize> {
     match layout {
         Layout::Bhsd => vec![b, h, s, d],
         Layout::Bshd => vec![b, s, h, d],
-    }
-}
-
-fn upload(x: &[f32], shape: &[usize], dtype: DType) -> (Tensor, Vec<f32>) {
-    let ctx = ctx();
-    match dtype {
-        DType::F16 => {
-            let h = to_f16(x);
-            (Tensor::from_slice(&ctx, &h, shape).unwrap(), from_f16(&h))
-        }
-        _ => (Tensor::from_slice(&ctx, x, shape).unwrap(), x.to_vec()),
-    }
-}
-
-fn read(t: &Tensor) -> Vec<f32> {
-    match t.dtype() {
-        DType::F16 => from_f16(&t.to_vec::<f16>().unwrap()),
-        _ => t.to_vec::<f32>().unwrap(),
     }
 }
 

@@ -12,23 +12,8 @@ fn run_case(n: usize, d: usize, dtype: DType) {
     let mut rng = rng(&case);
     let a = uniform(&mut rng, n * d);
     let b = uniform(&mut rng, n * d);
-    let (ta, tb, a, b) = match dtype {
-        DType::F16 => {
-            let (ha, hb) = (to_f16(&a), to_f16(&b));
-            (
-                Tensor::from_slice(&ctx, &ha, &[n, d]).unwrap(),
-                Tensor::from_slice(&ctx, &hb, &[n, d]).unwrap(),
-                from_f16(&ha),
-                from_f16(&hb),
-            )
-        }
-        _ => (
-            Tensor::from_slice(&ctx, &a, &[n, d]).unwrap(),
-            Tensor::from_slice(&ctx, &b, &[n, d]).unwrap(),
-            a,
-            b,
-        ),
-    };
+    let (ta, a) = upload(&a, &[n, d], dtype);
+    let (tb, b) = upload(&b, &[n, d], dtype);
     let want = reference::dot::dot(&a, &b, d);
     // Error bound of f32 accumulation over chains of at most d terms (Higham & Mary's
     // probabilistic bound, λ = 2): |err_i| ≤ 2·√d·u·Σ_j |a_ij·b_ij|. It only matters

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use flashdot::ops::matmul::*;
-use flashdot::{f16, reference, verify, DType, Error, Tensor};
+use flashdot::{reference, verify, DType, Error, Tensor};
 
 const SHAPES: [(usize, usize, usize); 9] = [
     (1, 1, 1),
@@ -18,25 +18,6 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (512, 512, 512),
     (257, 1024, 33),
 ];
-
-/// Uploads `x` as `dtype`, returning the tensor and the values the GPU sees.
-fn upload(x: Vec<f32>, shape: &[usize], dtype: DType) -> (Tensor, Vec<f32>) {
-    let ctx = ctx();
-    match dtype {
-        DType::F16 => {
-            let h = to_f16(&x);
-            (Tensor::from_slice(&ctx, &h, shape).unwrap(), from_f16(&h))
-        }
-        _ => (Tensor::from_slice(&ctx, &x, shape).unwrap(), x),
-    }
-}
-
-fn read(t: &Tensor) -> Vec<f32> {
-    match t.dtype() {
-        DType::F16 => from_f16(&t.to_vec::<f16>().unwrap()),
-        _ => t.to_vec::<f32>().unwrap(),
-    }
-}
 
 /// f32 inputs: rel L2 < 1e-5 (k ≤ 1024); f16 storage: < 5e-3 against the f32
 /// reference on the unrounded inputs.
@@ -64,8 +45,8 @@ fn run_matmul(
     let want = reference::matmul::matmul(&a, &b, m, k, n, ta, tb);
     let sa = if ta { [k, m] } else { [m, k] };
     let sb = if tb { [n, k] } else { [k, n] };
-    let (ga, _) = upload(a, &sa, dtype);
-    let (gb, _) = upload(b, &sb, dtype);
+    let (ga, _) = upload(&a, &sa, dtype);
+    let (gb, _) = upload(&b, &sb, dtype);
     let out = Tensor::zeros(&ctx(), &[m, n], DType::F32).unwrap();
     for &v in variants {
         let opts = MatmulOptions {

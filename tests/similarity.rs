@@ -24,23 +24,8 @@ fn normalize_and_cosine_f32_f16() {
                 let mut r = rng(&case);
                 let a = with_zero_row(uniform(&mut r, n * d), d);
                 let b = uniform(&mut r, n * d);
-                let (ta, tb, a, b) = match dtype {
-                    DType::F16 => {
-                        let (ha, hb) = (to_f16(&a), to_f16(&b));
-                        (
-                            Tensor::from_slice(&ctx, &ha, &[n, d]).unwrap(),
-                            Tensor::from_slice(&ctx, &hb, &[n, d]).unwrap(),
-                            from_f16(&ha),
-                            from_f16(&hb),
-                        )
-                    }
-                    _ => (
-                        Tensor::from_slice(&ctx, &a, &[n, d]).unwrap(),
-                        Tensor::from_slice(&ctx, &b, &[n, d]).unwrap(),
-                        a,
-                        b,
-                    ),
-                };
+                let (ta, a) = upload(&a, &[n, d], dtype);
+                let (tb, b) = upload(&b, &[n, d], dtype);
                 // f16 output storage rounds each element (2^-11 relative).
                 let tol = if dtype == DType::F16 { 5e-3 } else { 1e-5 };
                 let out = Tensor::zeros(&ctx, &[n, d], dtype).unwrap();

@@ -81,3 +81,16 @@ pub fn exit_on_error<T>(r: Result<T, flashdot::Error>) -> T {
         std::process::exit(1)
     })
 }
+
+/// Deterministic pseudo-random values in [-0.5, 0.5) (xorshift), the same on every run.
+pub fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}

@@ -496,86 +496,7 @@ fn fused(
     let rows = dims.b * dims.hq;
     let kvlen = kvlen_buffer(ctx, dims, opts);
     match variant {
-        AttentionVariant::Flash if key_split(ctx, opts, dims) => {
-            // Rows per workgroup and keys per chunk: measured on lavapipe, 8 rows
-            // run ~25% faster but the unrolled shader takes 5 s to compile.
-            let tm: u32 = 4;
-            let mem = ctx.info().limits.max_compute_workgroup_storage_size;
-            if 64 * (8 + dv4 * 16) > mem {
-                return Err(Error::Unsupported {
-                    op: OP,
-                    detail: format!(
-                        "d_v={} needs more workgroup memory than the adapter's {mem} bytes",
-                        dims.dv
-                    ),
-                });
-            }
-            if rows > max_groups {
-                return Err(Error::TooLarge {
-                    op: OP,
-                    what: "batch × heads workgroups".into(),
-                    size: rows as u64,
-                    limit: max_groups as u64,
-                });
-            }
-            let mut defines = common.clone();
-            defines.extend(["KIND_KEYSPLIT", "OUT_DIRECT"]);
-            if lse.is_some() {
-                defines.push("LSE");
-            }
-            let kc: u32 = 2;
-            let consts = [("D4", d4), ("DV4", dv4), ("TM", tm), ("KC", kc)];
-            let key = format!("keysplit:{dtype}:{consts:?}:{}", defines.join(","));
-            let pipe = ctx.pipeline(("attention", key), || {
-                (
-                    shader::expand_full(SRC, dtype, &defines, &consts),
-                    "flash_keysplit",
-                    vec![],
-                )
-            })?;
-            ctx.scoped(OP, || {
-                let ubuf = ctx.uniform(&p);
-                let mut binds = vec![
-                    Bind::whole(q.buffer()),
-                    Bind::whole(k.buffer()),
-                    Bind::whole(v.buffer()),
-                    Bind::whole(out.buffer()),
-                    Bind::whole(&kvlen),
-                ];
-                let mut slots = vec![1, 2, 3, 4, 5];
-                if let Some(b) = opts.bias {
-                    binds.push(Bind::whole(b.buffer()));
-                    slots.push(6);
-                }
-                if let Some(l) = lse {
-                    binds.push(Bind::whole(l.buffer()));
-                    slots.push(7);
-                }
-                let mut enc = ctx.encoder();
-                let groups = (dims.sq.div_ceil(tm as usize) as u32, rows as u32, 1);
-                ctx.encode_slots(&mut enc, &pipe, &ubuf, &binds, &slots, groups);
-                ctx.submit(enc);
-                Ok(())
-            })
-        }
         AttentionVariant::Flash => {
-            // Rows per workgroup: the K/V tile is shared by more rows when seq_q
-            // allows; keys per tile: as many as workgroup memory holds (≤ 64).
-            let bq = dims.sq.next_power_of_two().clamp(8, 64) as u32;
-            let per_key = (d4 + dv4) * 16;
-            let mem = ctx.info().limits.max_compute_workgroup_storage_size;
-            let bkv = (mem / per_key).min(64) / SK * SK;
-            if bkv == 0 || bq > ctx.info().limits.max_compute_invocations_per_workgroup {
-                return Err(Error::Unsupported {
-                    op: OP,
-                    detail: format!(
-                        "head dims d={}, d_v={} need {} bytes of workgroup memory per {SK}-key tile; the adapter has {mem}",
-                        dims.d,
-                        dims.dv,
-                        per_key * SK
-                    ),
-                });
-            }
             if rows > max_groups {
                 return Err(Error::TooLarge {
                     op: OP,
@@ -584,23 +505,49 @@ fn fused(
                     limit: max_groups as u64,
                 });
             }
+            let (kind, entry, consts, row_block) = if key_split(ctx, opts, dims) {
+                // Rows per workgroup and keys per chunk: measured on lavapipe, 8 rows
+                // run ~25% faster but the unrolled shader takes 5 s to compile.
+                let tm: u32 = 4;
+                let consts = vec![("D4", d4), ("DV4", dv4), ("TM", tm), ("KC", 2)];
+                ("KIND_KEYSPLIT", "flash_keysplit", consts, tm)
+            } else {
+                // Rows per workgroup: the K/V tile is shared by more rows when seq_q
+                // allows; keys per tile: as many as workgroup memory holds (≤ 64).
+                let bq = dims.sq.next_power_of_two().clamp(8, 64) as u32;
+                let per_key = (d4 + dv4) * 16;
+                let mem = ctx.info().limits.max_compute_workgroup_storage_size;
+                let bkv = (mem / per_key).min(64) / SK * SK;
+                if bkv == 0 || bq > ctx.info().limits.max_compute_invocations_per_workgroup {
+                    return Err(Error::Unsupported {
+                        op: OP,
+                        detail: format!(
+                            "head dims d={}, d_v={} need {} bytes of workgroup memory per {SK}-key tile; the adapter has {mem}",
+                            dims.d,
+                            dims.dv,
+                            per_key * SK
+                        ),
+                    });
+                }
+                let consts = vec![
+                    ("D4", d4),
+                    ("DV4", dv4),
+                    ("BQ", bq),
+                    ("BKV", bkv),
+                    ("SK", SK),
+                ];
+                ("KIND_FLASH", "flash", consts, bq)
+            };
             let mut defines = common.clone();
-            defines.extend(["KIND_FLASH", "OUT_DIRECT"]);
+            defines.extend([kind, "OUT_DIRECT"]);
             if lse.is_some() {
                 defines.push("LSE");
             }
-            let consts = [
-                ("D4", d4),
-                ("DV4", dv4),
-                ("BQ", bq),
-                ("BKV", bkv),
-                ("SK", SK),
-            ];
-            let key = format!("flash:{dtype}:{consts:?}:{}", defines.join(","));
+            let key = format!("{entry}:{dtype}:{consts:?}:{}", defines.join(","));
             let pipe = ctx.pipeline(("attention", key), || {
                 (
                     shader::expand_full(SRC, dtype, &defines, &consts),
-                    "flash",
+                    entry,
                     vec![],
                 )
             })?;
@@ -623,7 +570,7 @@ fn fused(
                     slots.push(7);
                 }
                 let mut enc = ctx.encoder();
-                let groups = (dims.sq.div_ceil(bq as usize) as u32, rows as u32, 1);
+                let groups = (dims.sq.div_ceil(row_block as usize) as u32, rows as u32, 1);
                 ctx.encode_slots(&mut enc, &pipe, &ubuf, &binds, &slots, groups);
                 ctx.submit(enc);
                 Ok(())

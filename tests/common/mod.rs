@@ -59,6 +59,33 @@ pub fn from_f16(x: &[f16]) -> Vec<f32> {
     x.iter().map(|v| v.to_f32()).collect()
 }
 
+/// Uploads `x` as a `dtype` tensor of `shape`; returns it with the values the
+/// GPU holds (rounded through f16 for f16), which the reference must be fed.
+pub fn upload(x: &[f32], shape: &[usize], dtype: flashdot::DType) -> (flashdot::Tensor, Vec<f32>) {
+    let ctx = ctx();
+    match dtype {
+        flashdot::DType::F16 => {
+            let h = to_f16(x);
+            (
+                flashdot::Tensor::from_slice(&ctx, &h, shape).unwrap(),
+                from_f16(&h),
+            )
+        }
+        _ => (
+            flashdot::Tensor::from_slice(&ctx, x, shape).unwrap(),
+            x.to_vec(),
+        ),
+    }
+}
+
+/// Reads an f32 or f16 tensor back as f32.
+pub fn read(t: &flashdot::Tensor) -> Vec<f32> {
+    match t.dtype() {
+        flashdot::DType::F16 => from_f16(&t.to_vec::<f16>().unwrap()),
+        _ => t.to_vec::<f32>().unwrap(),
+    }
+}
+
 /// Fails with the seed and the case in the message.
 #[track_caller]
 pub fn check(report: &flashdot::verify::Report, tol: f64, case: &str) {
