@@ -6,7 +6,7 @@
 // [B, H, S, D] and [B, S, H, D] layouts run the same code; the last dim is
 // contiguous. Template parameters: KIND_* selects the kernel; VEC reads vec4s
 // (d and dv multiples of 4); BIAS, LSE; consts D4 / DV4 (vec4s per row of
-// Q/K and V/O), BQ, BKV, SK.
+// Q/K and V/O), BQ, BKV, SK; MASKS declares kv_len, bias and key_end().
 
 struct Params {
     b: u32, hq: u32, hkv: u32, sq: u32,
@@ -60,6 +60,10 @@ fn ld_v(base: u32, c: u32) -> vec4<f32> {
     return r;
 }
 //#endif
+//#endif
+
+//#if MASKS
+// Masking inputs shared by the fused kernels and the naive path's softmax.
 @group(0) @binding(5) var<storage, read> kvlen: array<u32>;
 //#if BIAS
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
@@ -446,22 +450,10 @@ fn merge(@builtin(global_invocation_id) gid: vec3<u32>,
 // (already scaled), in place, written as T to `pm`. One workgroup per row.
 @group(0) @binding(1) var<storage, read> s_in: array<f32>;
 @group(0) @binding(2) var<storage, read_write> pm: array<T>;
-@group(0) @binding(5) var<storage, read> kvlen: array<u32>;
-//#if BIAS
-@group(0) @binding(6) var<storage, read> bias: array<f32>;
-//#endif
 //#if LSE
 @group(0) @binding(7) var<storage, read_write> lse: array<f32>;
 //#endif
 var<workgroup> red: array<f32, 64>;
-
-fn key_end(b: u32, row: u32) -> u32 {
-    let kvend = min(P.sk, kvlen[b]);
-    if (P.causal == 0u) {
-        return kvend;
-    }
-    return u32(clamp(i32(row) + P.causal_off + 1, 0, i32(kvend)));
-}
 
 fn reduce(x: f32, lid: u32, is_max: bool) -> f32 {
     red[lid] = x;

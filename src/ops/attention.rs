@@ -481,7 +481,7 @@ fn fused(
     let dtype = q.dtype();
     let (d4, dv4) = (dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32);
     let vec = dims.d.is_multiple_of(4) && dims.dv.is_multiple_of(4);
-    let mut common: Vec<&str> = vec!["HAS_INPUTS"];
+    let mut common: Vec<&str> = vec!["HAS_INPUTS", "MASKS"];
     if vec {
         common.push("VEC");
     }
@@ -710,7 +710,7 @@ fn naive(
         },
     )?;
     let probs = Tensor::empty(ctx, s.shape(), dtype)?;
-    let mut defines: Vec<&str> = vec!["KIND_SOFTMAX"];
+    let mut defines: Vec<&str> = vec!["KIND_SOFTMAX", "MASKS"];
     if opts.bias.is_some() {
         defines.push("BIAS");
     }
