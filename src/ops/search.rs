@@ -183,21 +183,16 @@ impl FlatIndex {
         let per = self.rows_per_chunk();
         let mut rows = data.chunks_exact(self.dim).peekable();
         while rows.peek().is_some() {
-            // Fill the last chunk first (chunks are immutable buffers: replace it).
-            let (mut host, mut scales, start_rows) = match self.chunks.last() {
-                Some(c) if c.rows < per => {
-                    let c = self
-                        .chunks
-                        .pop()
-                        .ok_or_else(|| Error::Readback("chunk".into()))?;
-                    let (h, s) = self.read_chunk(&c)?;
-                    (h, s, c.rows)
-                }
-                _ => (Vec::new(), Vec::new(), 0),
+            // Fill the last chunk first: it is replaced by a larger buffer that
+            // receives its rows by a device-side copy.
+            let last = match self.chunks.last() {
+                Some(c) if c.rows < per => self.chunks.pop(),
+                _ => None,
             };
-            let take = per - start_rows;
+            let start_rows = last.as_ref().map_or(0, |c| c.rows);
+            let (mut host, mut scales) = (Vec::new(), Vec::new());
             let mut n = start_rows;
-            for row in rows.by_ref().take(take) {
+            for row in rows.by_ref().take(per - start_rows) {
                 let row = if self.opts.metric == Metric::Cosine {
                     normalized(row)
                 } else {
@@ -206,7 +201,8 @@ impl FlatIndex {
                 self.encode_row(&row, &mut host, &mut scales);
                 n += 1;
             }
-            self.chunks.push(self.upload_chunk(&host, &scales, n)?);
+            self.chunks
+                .push(self.extend_chunk(last.as_ref(), &host, &scales, n)?);
         }
         self.len = self.chunks.iter().map(|c| c.rows).sum();
         Ok(())
@@ -247,20 +243,44 @@ impl FlatIndex {
         }
     }
 
-    fn upload_chunk(&self, host: &[u8], scales: &[f32], rows: usize) -> Result<Chunk> {
+    /// A chunk holding `prev`'s rows (copied on the device) followed by the
+    /// encoded `host` rows and their `scales`; `rows` counts both.
+    fn extend_chunk(
+        &self,
+        prev: Option<&Chunk>,
+        host: &[u8],
+        scales: &[f32],
+        rows: usize,
+    ) -> Result<Chunk> {
         let ctx = &self.ctx;
-        self.ctx.scoped(OP, || {
-            let buffer = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("index chunk"),
-                contents: host,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        let grow = |label: &str, old: Option<&Tracked>, new: &[u8]| {
+            let old_size = old.map_or(0, |b| b.size());
+            let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: old_size + new.len() as u64,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
             });
+            // Disjoint ranges, so the order of the queued write and the copy
+            // does not matter.
+            ctx.queue().write_buffer(&buffer, old_size, new);
+            if let Some(old) = old {
+                let mut enc = ctx.encoder();
+                enc.copy_buffer_to_buffer(old, 0, &buffer, 0, old_size);
+                ctx.submit(enc);
+            }
+            buffer
+        };
+        ctx.scoped(OP, || {
+            let buffer = grow("index chunk", prev.map(|c| &c.buffer), host);
             let scales = (self.opts.storage == Storage::Int8).then(|| {
-                ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("index scales"),
-                    contents: bytemuck::cast_slice(scales),
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                })
+                grow(
+                    "index scales",
+                    prev.and_then(|c| c.scales.as_ref()),
+                    bytemuck::cast_slice(scales),
+                )
             });
             Ok(Chunk {
                 buffer,
@@ -268,25 +288,6 @@ impl FlatIndex {
                 rows,
             })
         })
-    }
-
-    fn read_chunk(&self, c: &Chunk) -> Result<(Vec<u8>, Vec<f32>)> {
-        let read = |b: &wgpu::Buffer| -> Result<Vec<u8>> {
-            let t = crate::Tensor::zeros(&self.ctx, &[b.size() as usize / 4], DType::U32)?;
-            self.ctx.scoped(OP, || {
-                let mut enc = self.ctx.encoder();
-                enc.copy_buffer_to_buffer(b, 0, t.buffer(), 0, b.size());
-                self.ctx.submit(enc);
-                Ok(())
-            })?;
-            Ok(bytemuck::cast_slice(&t.to_vec::<u32>()?).to_vec())
-        };
-        let host = read(&c.buffer)?;
-        let scales = match &c.scales {
-            Some(s) => bytemuck::pod_collect_to_vec(&read(s)?),
-            None => Vec::new(),
-        };
-        Ok((host, scales))
     }
 
     /// The `k` best vectors for each of `queries` (`[m, dim]` row-major f32).
