@@ -27,9 +27,6 @@ fn bench(c: &mut Criterion) {
             .collect();
         let queries: Vec<f32> = corpus[..256 * d].iter().map(|v| v + 0.01).collect();
         for storage in [Storage::F32, Storage::F16, Storage::Int8] {
-            if storage == Storage::F16 && !ctx.info().has_f16() {
-                continue;
-            }
             let mut ix = FlatIndex::new(
                 &ctx,
                 d,

@@ -7,13 +7,20 @@
 // select: reduces candidate lists the same way, SL entries per workgroup, until
 // one list of KP remains per query.
 //
+// scan_lists (small k): each invocation scores RPL rows of a slice of 64·RPL
+// and keeps, per query, its own best L in registers (an unrolled insertion
+// that runs only when a score beats the list's last); the 64 lists are the
+// slice's candidates. No workgroup memory or barriers in the scan, so more
+// queries fit a workgroup and the corpus is read fewer times.
+//
 // Order: higher score first; equal scores by lower id; NaN after every number.
-// Consts QB, SL (power of two, multiple of 64), KP (≤ SL); STORE_F32 /
-// STORE_F16 / STORE_I8 pick the corpus storage.
+// Consts QB, SL (power of two, multiple of 64), KP (≤ SL), L, RPL; STORE_F32 /
+// STORE_F16 / STORE_I8 pick the corpus storage (f16 is read as packed u32
+// words, so it needs no shader-f16 support).
 
 struct Params {
     rows: u32,          // corpus rows in this chunk (scan) / list length (select)
-    dv: u32,            // row length in vec4s
+    dv: u32,            // row length in groups of 8 values
     m: u32,             // queries in this dispatch
     q0: u32,            // first query (row of `queries`) of this dispatch
     id_base: u32,       // id of the chunk's first row
@@ -77,24 +84,37 @@ fn sort_segments(lid: u32) {
     }
 }
 
-//#if KIND_SCAN
+//#if KIND_SCAN || KIND_SCAN_LISTS
 @group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
+// Rows are read 8 values at a time (the host pads rows to a multiple of 8):
+// row8(i) is the i-th group of 8 of the chunk as two vec4s.
 //#if STORE_F32
 @group(0) @binding(2) var<storage, read> corpus: array<vec4<f32>>;
-fn row_vec(i: u32) -> vec4<f32> { return corpus[i]; }
+fn row8(i: u32) -> mat2x4<f32> { return mat2x4<f32>(corpus[2u * i], corpus[2u * i + 1u]); }
 //#endif
 //#if STORE_F16
-@group(0) @binding(2) var<storage, read> corpus: array<vec4<f16>>;
-fn row_vec(i: u32) -> vec4<f32> { return vec4<f32>(corpus[i]); }
+// Packed halves in u32 words: one 16-byte load per 8 values, and no need for
+// shader-f16 support.
+@group(0) @binding(2) var<storage, read> corpus: array<vec4<u32>>;
+fn row8(i: u32) -> mat2x4<f32> {
+    let w = corpus[i];
+    return mat2x4<f32>(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+                       vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+}
 //#endif
 //#if STORE_I8
-@group(0) @binding(2) var<storage, read> corpus: array<u32>;
-fn row_vec(i: u32) -> vec4<f32> { return unpack4x8snorm(corpus[i]); }
+@group(0) @binding(2) var<storage, read> corpus: array<vec2<u32>>;
+fn row8(i: u32) -> mat2x4<f32> {
+    let w = corpus[i];
+    return mat2x4<f32>(unpack4x8snorm(w.x), unpack4x8snorm(w.y));
+}
 // Per-row dequantisation factor (max |x| / 127 · 127).
 @group(0) @binding(4) var<storage, read> row_scale: array<f32>;
 //#endif
 @group(0) @binding(3) var<storage, read_write> cand: array<vec2<u32>>;
+//#endif
 
+//#if KIND_SCAN
 @compute @workgroup_size(64)
 fn scan(@builtin(workgroup_id) wg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -102,7 +122,7 @@ fn scan(@builtin(workgroup_id) wg: vec3<u32>,
     let qblk = wg.y * QB;
     // Queries past the end score a clamped query and are not written.
 //#for i < QB
-    let qr{i} = (P.q0 + min(qblk + {i}u, P.m - 1u)) * P.dv;
+    let qr{i} = (P.q0 + min(qblk + {i}u, P.m - 1u)) * 2u * P.dv;
 //#endfor
     for (var r = 0u; r < SL / 64u; r++) {
         let local = r * 64u + lid;
@@ -114,9 +134,9 @@ fn scan(@builtin(workgroup_id) wg: vec3<u32>,
         for (var c = 0u; c < P.dv; c++) {
             // One corpus load feeds QB queries; the query loads are the same
             // address across the workgroup (broadcasts).
-            let x = row_vec(rowc + c);
+            let x = row8(rowc + c);
 //#for i < QB
-            acc{i} += dot(queries[qr{i} + c], x);
+            acc{i} += dot(queries[qr{i} + 2u * c], x[0]) + dot(queries[qr{i} + 2u * c + 1u], x[1]);
 //#endfor
         }
 //#if STORE_I8
@@ -141,6 +161,95 @@ fn scan(@builtin(workgroup_id) wg: vec3<u32>,
                 vec2<u32>(bitcast<u32>(ws[src]), wid_[src]);
         }
     }
+}
+//#endif
+
+//#if KIND_SCAN_LISTS
+@compute @workgroup_size(64)
+fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let slice = wg.x;
+    let qblk = wg.y * QB;
+//#for i < QB
+    let qr{i} = (P.q0 + min(qblk + {i}u, P.m - 1u)) * 2u * P.dv;
+//#for j < L
+    var ls{i}_{j} = neg_inf();
+    var li{i}_{j} = NO_ID;
+//#endfor
+//#endfor
+    for (var r = 0u; r < RPL; r += RB) {
+        // Invocations take consecutive rows so a workgroup reads a contiguous
+        // span; each takes RB rows at once so one query load feeds RB rows.
+//#for b < RB
+        let row{b} = (slice * RPL + r + {b}u) * 64u + lid;
+        let rowc{b} = min(row{b}, P.rows - 1u) * P.dv;
+//#for i < QB
+        var acc{i}_{b} = 0.0;
+//#endfor
+//#endfor
+        for (var c = 0u; c < P.dv; c++) {
+//#for b < RB
+            let x{b} = row8(rowc{b} + c);
+//#endfor
+//#for i < QB
+            {
+                let q0 = queries[qr{i} + 2u * c];
+                let q1 = queries[qr{i} + 2u * c + 1u];
+//#for b < RB
+                acc{i}_{b} += dot(q0, x{b}[0]) + dot(q1, x{b}[1]);
+//#endfor
+            }
+//#endfor
+        }
+        // Scores go through a small array so that the list update below is
+        // emitted once per query, not once per (query, row): that keeps the
+        // shader small enough to compile quickly.
+//#for i < QB
+        var sc{i}: array<f32, RB>;
+//#for b < RB
+        sc{i}[{b}] = acc{i}_{b};
+//#endfor
+//#endfor
+        for (var b = 0u; b < RB; b++) {
+            let row = (slice * RPL + r + b) * 64u + lid;
+            if (row < P.rows) {
+//#if STORE_I8
+                let f = row_scale[row];
+//#else
+                let f = 1.0;
+//#endif
+                let id = P.id_base + row;
+//#for i < QB
+                {
+                    var s = sc{i}[b] * f;
+                    if (better(s, id, ls{i}_{LM1}, li{i}_{LM1})) {
+                        // Bubble the new pair down the sorted list.
+                        var t = id;
+//#for j < L
+                        if (better(s, t, ls{i}_{j}, li{i}_{j})) {
+                            let ps = ls{i}_{j};
+                            let pi = li{i}_{j};
+                            ls{i}_{j} = s;
+                            li{i}_{j} = t;
+                            s = ps;
+                            t = pi;
+                        }
+//#endfor
+                    }
+                }
+//#endfor
+            }
+        }
+    }
+    let base = (P.slice_base + slice) * 64u * L + lid * L;
+//#for i < QB
+    if (qblk + {i}u < P.m) {
+        let o = (P.q0 + qblk + {i}u) * P.slots + base;
+//#for j < L
+        cand[o + {j}u] = vec2<u32>(bitcast<u32>(ls{i}_{j}), li{i}_{j});
+//#endfor
+    }
+//#endfor
 }
 //#endif
 

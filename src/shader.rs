@@ -41,7 +41,8 @@ pub(crate) fn expand_full(
     for line in src.lines() {
         let t = line.trim_start();
         if let Some(name) = t.strip_prefix("//#if ") {
-            let on = defines.contains(&name.trim());
+            // `A || B`: on when any is defined.
+            let on = name.split("||").any(|n| defines.contains(&n.trim()));
             stack.push((on, on));
         } else if t.starts_with("//#else") {
             let top = stack.last_mut().expect("//#else without //#if");
@@ -57,7 +58,13 @@ pub(crate) fn expand_full(
     assert!(stack.is_empty(), "unterminated //#if in WGSL source");
     // Loops are unrolled after the conditionals so that disabled code may use
     // bounds that are not defined for this specialisation.
-    out.push_str(&unroll(&kept, consts));
+    let mut body = unroll(&kept, consts);
+    // `{NAME}` of a const pastes its value into identifiers (e.g. the last
+    // register of an unrolled list).
+    for (name, v) in consts {
+        body = body.replace(&format!("{{{name}}}"), &v.to_string());
+    }
+    out.push_str(&body);
     out
 }
 
@@ -115,6 +122,15 @@ mod tests {
             expand(src, DType::F16, &[]),
             "enable f16;\nalias T = f16;\na\nc\nd\n"
         );
+    }
+
+    #[test]
+    fn alternatives_and_pasted_consts() {
+        let src = "//#if X || Y\nv{N}\n//#endif\n";
+        let one = expand_full(src, DType::F32, &["Y"], &[("N", 3)]);
+        assert_eq!(one, "alias T = f32;\nconst N: u32 = 3u;\nv3\n");
+        let none = expand_full(src, DType::F32, &["Z"], &[("N", 3)]);
+        assert_eq!(none, "alias T = f32;\nconst N: u32 = 3u;\n");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub const MAX_K: usize = 1024;
 pub struct TopkParams {
     /// Corpus rows in the chunk (scan) or input list length (select).
     pub rows: u32,
-    /// Row length in vec4s.
+    /// Row length in groups of 8 values.
     pub dv: u32,
     /// Queries in the dispatch.
     pub m: u32,
@@ -48,7 +48,7 @@ pub enum Storage {
     /// 4 bytes per value, exact.
     #[default]
     F32,
-    /// 2 bytes per value (needs `SHADER_F16`).
+    /// 2 bytes per value (IEEE half; read as packed words, so any adapter).
     F16,
     /// 1 byte per value with a per-row symmetric scale (`max |x| / 127`); the dot
     /// product is computed in f32 against the unquantised query and rescaled.
@@ -107,8 +107,9 @@ pub struct SearchResult {
 
 const OP: &str = "search";
 
+/// Row length as stored: the kernels read 8 values per load step.
 fn padded(dim: usize) -> usize {
-    dim.div_ceil(4) * 4
+    dim.div_ceil(8) * 8
 }
 
 fn normalized(x: &[f32]) -> Vec<f32> {
@@ -118,19 +119,12 @@ fn normalized(x: &[f32]) -> Vec<f32> {
 }
 
 impl FlatIndex {
-    /// An empty index of `dim`-dimensional vectors. Errors: `dim == 0`; f16
-    /// storage without `SHADER_F16`.
+    /// An empty index of `dim`-dimensional vectors. Errors: `dim == 0`.
     pub fn new(ctx: &Context, dim: usize, opts: IndexOptions) -> Result<Self> {
         if dim == 0 {
             return Err(Error::InvalidArgument {
                 op: OP,
                 detail: "dim must be at least 1".into(),
-            });
-        }
-        if opts.storage == Storage::F16 && !ctx.info().has_f16() {
-            return Err(Error::Unsupported {
-                op: OP,
-                detail: "f16 storage needs the SHADER_F16 feature".into(),
             });
         }
         Ok(FlatIndex {
@@ -338,8 +332,12 @@ impl FlatIndex {
         let mut scores = Vec::with_capacity(m * kk);
         let mut ids = Vec::with_capacity(m * kk);
         // Query batches small enough that their candidate lists fit one binding.
-        let slices: usize = self.chunks.iter().map(|c| c.rows.div_ceil(plan.sl)).sum();
-        let per_query = (slices * plan.kp * 8) as u64;
+        let slices: usize = self
+            .chunks
+            .iter()
+            .map(|c| c.rows.div_ceil(plan.slice_rows()))
+            .sum();
+        let per_query = (slices * plan.slice_slots() * 8) as u64;
         let batch = ((self.ctx.max_binding() / per_query.max(1)) as usize).clamp(1, 65535);
         for q0 in (0..m).step_by(batch) {
             let mb = batch.min(m - q0);
@@ -365,28 +363,31 @@ impl FlatIndex {
         slices: usize,
     ) -> Result<(Vec<f32>, Vec<u32>)> {
         let ctx = &self.ctx;
-        let dv = padded(self.dim) / 4;
+        let dv = padded(self.dim) / 8;
         let storage = match self.opts.storage {
             Storage::F32 => "STORE_F32",
             Storage::F16 => "STORE_F16",
             Storage::Int8 => "STORE_I8",
         };
+        let (kind, entry, l, rpl) = match plan.scan {
+            Scan::Sort => ("KIND_SCAN", "scan", 1, 1),
+            Scan::Lists { l, rpl } => ("KIND_SCAN_LISTS", "scan_lists", l as u32, rpl as u32),
+        };
         let consts = [
             ("QB", plan.qb),
             ("SL", plan.sl as u32),
             ("KP", plan.kp as u32),
+            ("L", l),
+            ("LM1", l - 1),
+            ("RPL", rpl),
+            ("RB", LIST_RB),
         ];
-        let defines = ["KIND_SCAN", storage, "ENABLE_F16"];
-        let defines = if self.opts.storage == Storage::F16 {
-            &defines[..]
-        } else {
-            &defines[..2]
-        };
+        let defines = [kind, storage];
         let key = format!("scan:{consts:?}:{}", defines.join(","));
         let scan = ctx.pipeline(("topk", key), || {
             (
-                shader::expand_full(SRC, DType::F32, defines, &consts),
-                "scan",
+                shader::expand_full(SRC, DType::F32, &defines, &consts),
+                entry,
                 vec![],
             )
         })?;
@@ -399,7 +400,7 @@ impl FlatIndex {
                 vec![],
             )
         })?;
-        let mut slots = slices * plan.kp;
+        let mut slots = slices * plan.slice_slots();
         let qgroups = m.div_ceil(plan.qb as usize);
         let max = ctx.info().limits.max_compute_workgroups_per_dimension as usize;
         let result = ctx.scoped(OP, || {
@@ -421,7 +422,7 @@ impl FlatIndex {
             let mut slice_base = 0;
             let mut id_base = 0;
             for c in &self.chunks {
-                let nsl = c.rows.div_ceil(plan.sl);
+                let nsl = c.rows.div_ceil(plan.slice_rows());
                 let p = TopkParams {
                     rows: c.rows as u32,
                     dv: dv as u32,
@@ -486,14 +487,31 @@ impl FlatIndex {
     }
 }
 
+/// Largest k served by the register-list scan; larger k sorts in workgroup memory.
+const LIST_MAX_K: usize = 16;
+/// Rows an invocation of the register-list scan scores at once: one query load
+/// then feeds this many rows (query loads were the scan's bottleneck).
+const LIST_RB: u32 = 8;
+
+/// How a scan workgroup keeps its candidates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scan {
+    /// Scores a slice of `sl` rows into workgroup memory and sorts them.
+    Sort,
+    /// Each invocation keeps its best `l` per query in registers over `rpl` rows.
+    Lists { l: usize, rpl: usize },
+}
+
 /// Slice length, kept candidates and query block for one search.
 struct Plan {
-    /// Corpus rows (or list entries) a workgroup sorts: a power of two ≥ 2·kp.
+    /// List entries a select workgroup sorts (and rows a `Sort` scan slice
+    /// holds): a power of two ≥ 2·kp.
     sl: usize,
-    /// Candidates kept per slice: k rounded up to a power of two.
+    /// Candidates kept per select chunk: k rounded up to a power of two.
     kp: usize,
     /// Queries per scan workgroup.
     qb: u32,
+    scan: Scan,
 }
 
 impl Plan {
@@ -510,10 +528,43 @@ impl Plan {
                 ),
             });
         }
+        if k <= LIST_MAX_K {
+            // Many rows per invocation amortise the final lists; a CPU adapter
+            // has few cores to fill, a GPU wants more workgroups.
+            let rpl = if ctx.info().is_cpu() { 128 } else { 16 };
+            let qb = m.next_power_of_two().min(8) as u32;
+            return Ok(Plan {
+                sl,
+                kp,
+                qb,
+                scan: Scan::Lists { l: k, rpl },
+            });
+        }
         // More queries per workgroup read the corpus fewer times; bounded by
         // workgroup memory and by the queries there are.
         let qb = (mem / per_query).min(8).min(m.next_power_of_two()).max(1) as u32;
-        Ok(Plan { sl, kp, qb })
+        Ok(Plan {
+            sl,
+            kp,
+            qb,
+            scan: Scan::Sort,
+        })
+    }
+
+    /// Corpus rows one scan workgroup covers.
+    fn slice_rows(&self) -> usize {
+        match self.scan {
+            Scan::Sort => self.sl,
+            Scan::Lists { rpl, .. } => 64 * rpl,
+        }
+    }
+
+    /// Candidates one scan workgroup writes per query.
+    fn slice_slots(&self) -> usize {
+        match self.scan {
+            Scan::Sort => self.kp,
+            Scan::Lists { l, .. } => 64 * l,
+        }
     }
 }
 
