@@ -7,14 +7,16 @@
 // select: reduces candidate lists the same way, SL entries per workgroup, until
 // one list of KP remains per query.
 //
-// scan_lists (small k): each invocation scores RPL rows of a slice of 64·RPL
-// and keeps, per query, its own best L in registers (an unrolled insertion
-// that runs only when a score beats the list's last); the 64 lists are the
-// slice's candidates. No workgroup memory or barriers in the scan, so more
-// queries fit a workgroup and the corpus is read fewer times.
+// scan_lists (small k): each invocation scores RPL rows of a slice of 64·RPL,
+// RB rows at a time (one query load feeds RB rows: on CPU adapters the query
+// loads cost as much as the corpus loads), and keeps, per query, its own best
+// L in registers (an insertion that runs only when a score beats the list's
+// last); the 64 lists are the slice's candidates. No workgroup memory or
+// barriers in the scan.
 //
 // Order: higher score first; equal scores by lower id; NaN after every number.
-// Consts QB, SL (power of two, multiple of 64), KP (≤ SL), L, RPL; STORE_F32 /
+// Consts QB, SL (power of two, multiple of 64), KP (≤ SL), L, LM1 = L - 1,
+// RPL (multiple of RB), RB; STORE_F32 /
 // STORE_F16 / STORE_I8 pick the corpus storage (f16 is read as packed u32
 // words, so it needs no shader-f16 support).
 
