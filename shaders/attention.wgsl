@@ -201,6 +201,167 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>,
 }
 //#endif
 
+//#if KIND_BLOCKS
+// ---------------------------------------------------------------------------
+// Flash attention, blocked schedule (consts WG, TM, KB, NV, D4, DV4): the two
+// products as register-blocked GEMM tiles, for adapters where every load costs
+// an instruction per lane (CPU adapters). A workgroup of WG invocations owns TM
+// query rows of one (batch, head) and walks the keys in tiles of WG·KB:
+// - S = Q·Kᵀ: invocation t scores keys t, t+WG, ... (KB of them) against all TM
+//   rows, so each K vector it loads feeds TM rows and each Q vector (the same
+//   address across the workgroup) feeds KB keys;
+// - the tile's row maxima are exchanged through workgroup memory, so every
+//   invocation holds the same running max m per row and its share of the sum l;
+// - P (exp(s − m)) goes to workgroup memory, and for O += P·V invocation t owns
+//   the V/O column groups t, t+WG, ...: each V vector feeds TM rows and each P
+//   value (a broadcast) feeds NV groups.
+// Two barriers per tile; keys past the block's causal limit are never visited.
+// P tile as [key][row] vec4s: the P·V loop reads a key's TM values in TM / 4
+// loads (workgroup-memory loads are the dearest kind on CPU adapters).
+var<workgroup> Pt: array<vec4<f32>, WG * KB * TM / 4u>;
+var<workgroup> Mx: array<f32, WG * TM>;
+
+@compute @workgroup_size(WG)
+fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let bh = wid.y;
+    let b = bh / P.hq;
+    let h = bh % P.hq;
+    let hk = h / P.group;
+    let row0 = wid.x * TM;
+    let kb = b * P.k_sb + hk * P.k_sh;
+    let vb = b * P.v_sb + hk * P.v_sh;
+//#for i < TM
+    // Rows past the end run on a clamped row and are not stored.
+    let rc{i} = min(row0 + {i}u, P.sq - 1u);
+    let qb{i} = b * P.q_sb + h * P.q_sh + rc{i} * P.q_ss;
+    let rend{i} = key_end(b, rc{i});
+    var m{i} = NEG;
+    var l{i} = 0.0;
+//#for c < NV
+    var o{i}_{c} = vec4<f32>(0.0);
+//#endfor
+//#endfor
+    let wend = key_end(b, min(row0 + TM - 1u, P.sq - 1u));
+    for (var t0 = 0u; t0 < wend; t0 += WG * KB) {
+//#for j < KB
+        let key{j} = t0 + {j}u * WG + lid;
+        let kr{j} = kb + min(key{j}, wend - 1u) * P.k_ss;
+//#for i < TM
+        var s{i}_{j} = 0.0;
+//#endfor
+//#endfor
+        for (var c = 0u; c < D4; c++) {
+//#for j < KB
+            let k{j} = ld_k(kr{j}, c);
+//#endfor
+//#for i < TM
+            {
+                let qv = ld_q(qb{i}, c);
+//#for j < KB
+                s{i}_{j} += dot(qv, k{j});
+//#endfor
+            }
+//#endfor
+        }
+//#for i < TM
+        {
+            var mx = NEG;
+//#for j < KB
+            if (key{j} < rend{i}) {
+//#if BIAS
+                s{i}_{j} = s{i}_{j} * P.scale + bias[b * P.bias_sb + h * P.bias_sh + rc{i} * P.sk + key{j}];
+//#else
+                s{i}_{j} *= P.scale;
+//#endif
+                mx = max(mx, s{i}_{j});
+            }
+//#endfor
+            Mx[lid * TM + {i}u] = mx;
+        }
+//#endfor
+        workgroupBarrier();
+//#for i < TM
+        {
+            var tmax = m{i};
+            for (var t = 0u; t < WG; t++) {
+                tmax = max(tmax, Mx[t * TM + {i}u]);
+            }
+            let corr = exp(m{i} - tmax);
+            m{i} = tmax;
+            l{i} *= corr;
+//#for c < NV
+            o{i}_{c} *= corr;
+//#endfor
+//#for j < KB
+            s{i}_{j} = select(0.0, exp(s{i}_{j} - tmax), key{j} < rend{i});
+            l{i} += s{i}_{j};
+//#endfor
+        }
+//#endfor
+//#for j < KB
+//#for g < TM4
+        Pt[({j}u * WG + lid) * TM4 + {g}u] = vec4<f32>(s{4g}_{j}, s{4g+1}_{j}, s{4g+2}_{j}, s{4g+3}_{j});
+//#endfor
+//#endfor
+        workgroupBarrier();
+        // Four keys per step (a tile is a multiple of 4 keys; keys past the end
+        // have p = 0 and read a clamped V row).
+        let tn = min(WG * KB, wend - t0);
+        for (var k0 = 0u; k0 < tn; k0 += 4u) {
+//#for u < 4
+            {
+                let kk = k0 + {u}u;
+                let vr = vb + min(t0 + kk, wend - 1u) * P.v_ss;
+//#for c < NV
+                let v{c} = ld_v(vr, min(lid + {c}u * WG, DV4 - 1u));
+//#endfor
+//#for g < TM4
+                {
+                    let p = Pt[kk * TM4 + {g}u];
+//#for c < NV
+                    o{4g}_{c} = fma(vec4<f32>(p.x), v{c}, o{4g}_{c});
+                    o{4g+1}_{c} = fma(vec4<f32>(p.y), v{c}, o{4g+1}_{c});
+                    o{4g+2}_{c} = fma(vec4<f32>(p.z), v{c}, o{4g+2}_{c});
+                    o{4g+3}_{c} = fma(vec4<f32>(p.w), v{c}, o{4g+3}_{c});
+//#endfor
+                }
+//#endfor
+            }
+//#endfor
+        }
+        // The next tile's Mx and Pt writes wait for this tile's reads.
+        workgroupBarrier();
+    }
+    // Each invocation holds part of each row's sum l: add them up.
+//#for i < TM
+    Mx[lid * TM + {i}u] = l{i};
+//#endfor
+    workgroupBarrier();
+//#for i < TM
+    if (row0 + {i}u < P.sq) {
+        var l = 0.0;
+        for (var t = 0u; t < WG; t++) {
+            l += Mx[t * TM + {i}u];
+        }
+        // A row that saw no key (all masked) outputs zeros.
+        let inv = select(0.0, 1.0 / l, l > 0.0);
+        let ob = b * P.o_sb + h * P.o_sh + (row0 + {i}u) * P.o_ss;
+//#for c < NV
+        if (lid + {c}u * WG < DV4) {
+            st_row(ob, lid + {c}u * WG, o{i}_{c} * inv);
+        }
+//#endfor
+//#if LSE
+        if (lid == 0u) {
+            lse[bh * P.sq + row0 + {i}u] = select(bitcast<f32>(0xff800000u), m{i} + log(l), l > 0.0);
+        }
+//#endif
+    }
+//#endfor
+}
+//#endif
+
 //#if KIND_KEYSPLIT
 // ---------------------------------------------------------------------------
 // Flash attention, key-split schedule (consts TM, D4, DV4; 64 invocations). A

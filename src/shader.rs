@@ -79,7 +79,8 @@ fn unroll(src: &str, consts: &[(&str, u32)]) -> String {
             continue;
         };
         let (var, bound) = spec.split_once('<').expect("//#for i < NAME");
-        let var = format!("{{{}}}", var.trim());
+        let name = var.trim().to_string();
+        let var = format!("{{{name}}}");
         let bound = bound.trim();
         let n = consts
             .iter()
@@ -104,9 +105,43 @@ fn unroll(src: &str, consts: &[(&str, u32)]) -> String {
         // Nested loops are expanded recursively.
         let body = unroll(&body.join("\n"), consts);
         for i in 0..n {
-            out.push_str(&body.replace(&var, &i.to_string()));
+            out.push_str(&affine(&body.replace(&var, &i.to_string()), &name, i));
         }
     }
+    out
+}
+
+/// Replaces `{A<var>}` and `{A<var>+B}` (A, B decimal) by `A·i + B`: the index
+/// of a vector's component group in unrolled code.
+fn affine(src: &str, var: &str, i: u32) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let parsed = after.find('}').and_then(|close| {
+            let inner = &after[..close];
+            let (a, tail) = inner.split_once(var)?;
+            let a: u32 = a.parse().ok()?;
+            let b: u32 = match tail.strip_prefix('+') {
+                Some(b) => b.parse().ok()?,
+                None if tail.is_empty() => 0,
+                None => return None,
+            };
+            Some((a * i + b, close))
+        });
+        match parsed {
+            Some((v, close)) => {
+                out.push_str(&v.to_string());
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -131,6 +166,15 @@ mod tests {
         assert_eq!(one, "alias T = f32;\nconst N: u32 = 3u;\nv3\n");
         let none = expand_full(src, DType::F32, &["Z"], &[("N", 3)]);
         assert_eq!(none, "alias T = f32;\nconst N: u32 = 3u;\n");
+    }
+
+    #[test]
+    fn affine_indices_in_unrolled_loops() {
+        let src = "//#for g < 2\nv{4g} v{4g+3} {x}\n//#endfor\n";
+        assert_eq!(
+            expand_full(src, DType::F32, &[], &[]),
+            "alias T = f32;\nv0 v3 {x}\nv4 v7 {x}\n"
+        );
     }
 
     #[test]

@@ -110,11 +110,23 @@ pub enum FlashSchedule {
     /// Needs `64·(8 + 4·d_v)` bytes of workgroup memory (d_v ≤ 124 on 32 KiB);
     /// larger d_v runs `Tiles`.
     KeySplit,
+    /// Both products as register-blocked tiles: a workgroup of 8 invocations owns
+    /// a block of query rows; for each tile of 64 keys every invocation scores 8
+    /// keys against all the rows (each K load feeds every row), the tile's row
+    /// maxima and probabilities go through workgroup memory, and every invocation
+    /// then accumulates its own output columns (each V load feeds every row).
+    /// Loads per FLOP are those of the tiled matmul: the CPU-adapter default
+    /// for seq_q ≥ 64.
+    Blocks,
 }
 
 impl FlashSchedule {
-    /// Both schedules.
-    pub const ALL: [FlashSchedule; 2] = [FlashSchedule::Tiles, FlashSchedule::KeySplit];
+    /// All schedules.
+    pub const ALL: [FlashSchedule; 3] = [
+        FlashSchedule::Tiles,
+        FlashSchedule::KeySplit,
+        FlashSchedule::Blocks,
+    ];
 }
 
 /// Options of [`attention`].
@@ -368,18 +380,23 @@ pub fn attention_into(
     }
 }
 
-/// Which flash schedule runs: the option if set, else key-split on CPU adapters
-/// (measured 3x faster on lavapipe) and staged tiles elsewhere.
-fn key_split(ctx: &Context, opts: &AttentionOptions, dims: &Dims) -> bool {
-    // The end-of-loop merge holds 64 partial outputs in workgroup memory.
+/// Which flash schedule runs: the option if set, else on CPU adapters blocks for
+/// 64 or more query rows and key-split for fewer (both measured faster than
+/// tiles on lavapipe), and staged tiles elsewhere.
+fn schedule(ctx: &Context, opts: &AttentionOptions, dims: &Dims) -> FlashSchedule {
+    // The key-split merge holds 64 partial outputs in workgroup memory.
     let merge_bytes = 64 * (8 + dims.dv.div_ceil(4) as u32 * 16);
-    if merge_bytes > ctx.info().limits.max_compute_workgroup_storage_size {
-        return false;
-    }
-    match opts.flash_schedule {
-        Some(FlashSchedule::Tiles) => false,
-        Some(FlashSchedule::KeySplit) => true,
-        None => ctx.info().is_cpu(),
+    let key_split_fits = merge_bytes <= ctx.info().limits.max_compute_workgroup_storage_size;
+    let want = opts.flash_schedule.unwrap_or(if !ctx.info().is_cpu() {
+        FlashSchedule::Tiles
+    } else if dims.sq >= 64 {
+        FlashSchedule::Blocks
+    } else {
+        FlashSchedule::KeySplit
+    });
+    match want {
+        FlashSchedule::KeySplit if !key_split_fits => FlashSchedule::Tiles,
+        s => s,
     }
 }
 
@@ -505,7 +522,25 @@ fn fused(
                     limit: max_groups as u64,
                 });
             }
-            let (kind, entry, consts, row_block) = if key_split(ctx, opts, dims) {
+            let sched = schedule(ctx, opts, dims);
+            let (kind, entry, consts, row_block) = if sched == FlashSchedule::Blocks {
+                // 8 invocations (one SIMD slice on lavapipe), 16 rows, 16 keys per
+                // invocation per tile: measured best of TM 8..32 × KB 8..32 on
+                // lavapipe (larger blocks gain < 10% and compile slower).
+                let wg = 8;
+                let tm: u32 = 16;
+                let kb: u32 = 16;
+                let consts = vec![
+                    ("D4", d4),
+                    ("DV4", dv4),
+                    ("WG", wg),
+                    ("TM", tm),
+                    ("KB", kb),
+                    ("NV", dv4.div_ceil(wg)),
+                    ("TM4", tm / 4),
+                ];
+                ("KIND_BLOCKS", "flash_blocks", consts, tm)
+            } else if sched == FlashSchedule::KeySplit {
                 // Rows per workgroup and keys per chunk: measured on lavapipe, 8 rows
                 // run ~25% faster but the unrolled shader takes 5 s to compile.
                 let tm: u32 = 4;
