@@ -183,8 +183,8 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
         // Invocations take consecutive rows so a workgroup reads a contiguous
         // span; each takes RB rows at once so one query load feeds RB rows.
 //#for b < RB
-        let row{b} = (slice * RPL + r + {b}u) * 64u + lid;
-        let rowc{b} = min(row{b}, P.rows - 1u) * P.dv;
+        let grow{b} = (slice * RPL + r + {b}u) * 64u + lid;
+        let rowc{b} = min(grow{b}, P.rows - 1u) * P.dv;
 //#for i < QB
         var acc{i}_{b} = 0.0;
 //#endfor
