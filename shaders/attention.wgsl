@@ -203,22 +203,26 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>,
 
 //#if KIND_BLOCKS
 // ---------------------------------------------------------------------------
-// Flash attention, blocked schedule (consts WG, TM, KB, NV, D4, DV4): the two
-// products as register-blocked GEMM tiles, for adapters where every load costs
-// an instruction per lane (CPU adapters). A workgroup of WG invocations owns TM
-// query rows of one (batch, head) and walks the keys in tiles of WG·KB:
-// - S = Q·Kᵀ: invocation t scores keys t, t+WG, ... (KB of them) against all TM
-//   rows, so each K vector it loads feeds TM rows and each Q vector (the same
-//   address across the workgroup) feeds KB keys;
-// - the tile's row maxima are exchanged through workgroup memory, so every
-//   invocation holds the same running max m per row and its share of the sum l;
+// Flash attention, blocked schedule (consts WG, HG, TM, KB, NV, TM4; head dims
+// are run-time values so one pipeline serves every d and d_v ≤ 4·NV·HG):
+// the two products as register-blocked GEMM tiles, for adapters where every
+// load costs an instruction per lane (CPU adapters). A workgroup of WG
+// invocations is WG / HG groups of HG; a group owns TM query rows of one
+// (batch, head) and walks the keys in tiles of HG·KB:
+// - S = Q·Kᵀ: invocation t of a group scores keys t, t+HG, ... (KB of them)
+//   against the group's TM rows, so each K vector it loads feeds TM rows and
+//   each Q vector (the same address across the group) feeds KB keys;
+// - the tile's row maxima are exchanged through workgroup memory, so the
+//   group's invocations hold the same running max m per row and each its
+//   share of the sum l;
 // - P (exp(s − m)) goes to workgroup memory, and for O += P·V invocation t owns
-//   the V/O column groups t, t+WG, ...: each V vector feeds TM rows and each P
-//   value (a broadcast) feeds NV groups.
-// Two barriers per tile; keys past the block's causal limit are never visited.
-// P tile as [key][row] vec4s: the P·V loop reads a key's TM values in TM / 4
-// loads (workgroup-memory loads are the dearest kind on CPU adapters).
-var<workgroup> Pt: array<vec4<f32>, WG * KB * TM / 4u>;
+//   the V/O column groups t, t+HG, ... (NV of them): each V vector feeds TM rows
+//   and each P value feeds NV column groups. Fewer invocations per group give
+//   each more columns, so fewer P loads per FMA.
+// Two barriers per tile; keys past the workgroup's causal limit are never
+// visited.
+// P tile as [group][key][row] vec4s: a key's TM values in TM / 4 loads.
+var<workgroup> Pt: array<vec4<f32>, WG * KB * TM4>;
 var<workgroup> Mx: array<f32, WG * TM>;
 
 @compute @workgroup_size(WG)
@@ -228,7 +232,12 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
     let b = bh / P.hq;
     let h = bh % P.hq;
     let hk = h / P.group;
-    let row0 = wid.x * TM;
+    let d4 = (P.d + 3u) / 4u;
+    let dv4 = (P.dv + 3u) / 4u;
+    let grp = lid / HG;
+    let gl = lid % HG;
+    let wrow0 = wid.x * TM * (WG / HG);
+    let row0 = wrow0 + grp * TM;
     let kb = b * P.k_sb + hk * P.k_sh;
     let vb = b * P.v_sb + hk * P.v_sh;
 //#for i < TM
@@ -242,16 +251,18 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
     var o{i}_{c} = vec4<f32>(0.0);
 //#endfor
 //#endfor
-    let wend = key_end(b, min(row0 + TM - 1u, P.sq - 1u));
-    for (var t0 = 0u; t0 < wend; t0 += WG * KB) {
+    // Every group walks to the workgroup's last visible key (barriers need a
+    // uniform trip count); its own masks zero the keys it may not see.
+    let wend = key_end(b, min(wrow0 + TM * (WG / HG) - 1u, P.sq - 1u));
+    for (var t0 = 0u; t0 < wend; t0 += HG * KB) {
 //#for j < KB
-        let key{j} = t0 + {j}u * WG + lid;
+        let key{j} = t0 + {j}u * HG + gl;
         let kr{j} = kb + min(key{j}, wend - 1u) * P.k_ss;
 //#for i < TM
         var s{i}_{j} = 0.0;
 //#endfor
 //#endfor
-        for (var c = 0u; c < D4; c++) {
+        for (var c = 0u; c < d4; c++) {
 //#for j < KB
             let k{j} = ld_k(kr{j}, c);
 //#endfor
@@ -284,8 +295,8 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
 //#for i < TM
         {
             var tmax = m{i};
-            for (var t = 0u; t < WG; t++) {
-                tmax = max(tmax, Mx[t * TM + {i}u]);
+            for (var t = 0u; t < HG; t++) {
+                tmax = max(tmax, Mx[(grp * HG + t) * TM + {i}u]);
             }
             let corr = exp(m{i} - tmax);
             m{i} = tmax;
@@ -299,33 +310,28 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
         }
 //#endfor
+        let pg = grp * HG * KB;
 //#for j < KB
 //#for g < TM4
-        Pt[({j}u * WG + lid) * TM4 + {g}u] = vec4<f32>(s{4g}_{j}, s{4g+1}_{j}, s{4g+2}_{j}, s{4g+3}_{j});
+        Pt[(pg + {j}u * HG + gl) * TM4 + {g}u] = vec4<f32>(s{4g}_{j}, s{4g+1}_{j}, s{4g+2}_{j}, s{4g+3}_{j});
 //#endfor
 //#endfor
         workgroupBarrier();
-        // Four keys per step (a tile is a multiple of 4 keys; keys past the end
-        // have p = 0 and read a clamped V row).
-        let tn = min(WG * KB, wend - t0);
-        for (var k0 = 0u; k0 < tn; k0 += 4u) {
-//#for u < 4
-            {
-                let kk = k0 + {u}u;
-                let vr = vb + min(t0 + kk, wend - 1u) * P.v_ss;
+        // Keys past the end have p = 0 and read a clamped V row.
+        let tn = min(HG * KB, wend - t0);
+        for (var kk = 0u; kk < tn; kk++) {
+            let vr = vb + (t0 + kk) * P.v_ss;
 //#for c < NV
-                let v{c} = ld_v(vr, min(lid + {c}u * WG, DV4 - 1u));
+            let v{c} = ld_v(vr, min(gl + {c}u * HG, dv4 - 1u));
 //#endfor
 //#for g < TM4
-                {
-                    let p = Pt[kk * TM4 + {g}u];
+            {
+                let p = Pt[(pg + kk) * TM4 + {g}u];
 //#for c < NV
-                    o{4g}_{c} = fma(vec4<f32>(p.x), v{c}, o{4g}_{c});
-                    o{4g+1}_{c} = fma(vec4<f32>(p.y), v{c}, o{4g+1}_{c});
-                    o{4g+2}_{c} = fma(vec4<f32>(p.z), v{c}, o{4g+2}_{c});
-                    o{4g+3}_{c} = fma(vec4<f32>(p.w), v{c}, o{4g+3}_{c});
-//#endfor
-                }
+                o{4g}_{c} = fma(vec4<f32>(p.x), v{c}, o{4g}_{c});
+                o{4g+1}_{c} = fma(vec4<f32>(p.y), v{c}, o{4g+1}_{c});
+                o{4g+2}_{c} = fma(vec4<f32>(p.z), v{c}, o{4g+2}_{c});
+                o{4g+3}_{c} = fma(vec4<f32>(p.w), v{c}, o{4g+3}_{c});
 //#endfor
             }
 //#endfor
@@ -333,7 +339,7 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
         // The next tile's Mx and Pt writes wait for this tile's reads.
         workgroupBarrier();
     }
-    // Each invocation holds part of each row's sum l: add them up.
+    // Each invocation holds part of each row's sum l: add up the group's.
 //#for i < TM
     Mx[lid * TM + {i}u] = l{i};
 //#endfor
@@ -341,19 +347,19 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
 //#for i < TM
     if (row0 + {i}u < P.sq) {
         var l = 0.0;
-        for (var t = 0u; t < WG; t++) {
-            l += Mx[t * TM + {i}u];
+        for (var t = 0u; t < HG; t++) {
+            l += Mx[(grp * HG + t) * TM + {i}u];
         }
         // A row that saw no key (all masked) outputs zeros.
         let inv = select(0.0, 1.0 / l, l > 0.0);
         let ob = b * P.o_sb + h * P.o_sh + (row0 + {i}u) * P.o_ss;
 //#for c < NV
-        if (lid + {c}u * WG < DV4) {
-            st_row(ob, lid + {c}u * WG, o{i}_{c} * inv);
+        if (gl + {c}u * HG < dv4) {
+            st_row(ob, gl + {c}u * HG, o{i}_{c} * inv);
         }
 //#endfor
 //#if LSE
-        if (lid == 0u) {
+        if (gl == 0u) {
             lse[bh * P.sq + row0 + {i}u] = select(bitcast<f32>(0xff800000u), m{i} + log(l), l > 0.0);
         }
 //#endif

@@ -110,13 +110,15 @@ pub enum FlashSchedule {
     /// Needs `64·(8 + 4·d_v)` bytes of workgroup memory (d_v ≤ 124 on 32 KiB);
     /// larger d_v runs `Tiles`.
     KeySplit,
-    /// Both products as register-blocked tiles: a workgroup of 8 invocations owns
-    /// a block of query rows; for each tile of 64 keys every invocation scores 8
-    /// keys against all the rows (each K load feeds every row), the tile's row
-    /// maxima and probabilities go through workgroup memory, and every invocation
-    /// then accumulates its own output columns (each V load feeds every row).
-    /// Loads per FLOP are those of the tiled matmul: the CPU-adapter default
-    /// for seq_q ≥ 64.
+    /// Both products as register-blocked tiles: a workgroup of 8 invocations is
+    /// split into groups of 2–8 (more for larger d_v), each owning 16 query rows;
+    /// per tile every invocation scores 16 keys against its group's rows (each K
+    /// load feeds 16 rows), the tile's row maxima and probabilities go through
+    /// workgroup memory, and every invocation then accumulates its own output
+    /// columns (each V load feeds 16 rows, each probability up to 8 column
+    /// vec4s). Loads per FLOP are those of the tiled matmul: the CPU-adapter
+    /// default for seq_q ≥ 64. Large unrolled blocks: the first compile on
+    /// lavapipe takes seconds (Mesa caches it on disk).
     Blocks,
 }
 
@@ -524,22 +526,32 @@ fn fused(
             }
             let sched = schedule(ctx, opts, dims);
             let (kind, entry, consts, row_block) = if sched == FlashSchedule::Blocks {
-                // 8 invocations (one SIMD slice on lavapipe), 16 rows, 16 keys per
-                // invocation per tile: measured best of TM 8..32 × KB 8..32 on
-                // lavapipe (larger blocks gain < 10% and compile slower).
+                // 8 invocations (one SIMD slice on lavapipe) in groups of hg, each
+                // group 16 rows, 16 keys per invocation per tile, and each
+                // invocation at most 8 output vec4s per row (hg grows with d_v).
+                // Measured on lavapipe at d_v 64: hg 2 runs 140-150 ms, hg 8
+                // 165-175 ms, 8 rows instead of 16 ~200 ms; the larger blocks
+                // compile slower (cold, without Mesa's shader cache: 10 s, 6 s,
+                // 2.6 s).
                 let wg = 8;
+                let hg: u32 = match dv4 {
+                    0..=16 => 2,
+                    17..=32 => 4,
+                    _ => 8,
+                };
+                // NV fixed: one pipeline per group size serves every head dim.
+                let nv = 8;
                 let tm: u32 = 16;
                 let kb: u32 = 16;
                 let consts = vec![
-                    ("D4", d4),
-                    ("DV4", dv4),
                     ("WG", wg),
+                    ("HG", hg),
                     ("TM", tm),
                     ("KB", kb),
-                    ("NV", dv4.div_ceil(wg)),
+                    ("NV", nv),
                     ("TM4", tm / 4),
                 ];
-                ("KIND_BLOCKS", "flash_blocks", consts, tm)
+                ("KIND_BLOCKS", "flash_blocks", consts, tm * (wg / hg))
             } else if sched == FlashSchedule::KeySplit {
                 // Rows per workgroup and keys per chunk: measured on lavapipe, 8 rows
                 // run ~25% faster but the unrolled shader takes 5 s to compile.
