@@ -97,7 +97,7 @@ impl AttentionVariant {
     ];
 }
 
-/// How the [`AttentionVariant::Flash`] kernel is organised. Both are fused (online
+/// How the [`AttentionVariant::Flash`] kernel is organised. All are fused (online
 /// softmax, no score matrix in device memory) and skip fully masked causal keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FlashSchedule {
@@ -106,7 +106,8 @@ pub enum FlashSchedule {
     Tiles,
     /// A workgroup owns 4 rows and its invocations split the keys, each K/V
     /// vector feeding all 4 rows; partial softmaxes are merged in workgroup
-    /// memory at the end. No barrier in the main loop: the CPU-adapter default.
+    /// memory at the end. No barrier in the main loop: the CPU-adapter default
+    /// below 64 query rows.
     /// Needs `64·(8 + 4·d_v)` bytes of workgroup memory (d_v ≤ 124 on 32 KiB);
     /// larger d_v runs `Tiles`.
     KeySplit,
