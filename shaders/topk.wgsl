@@ -16,7 +16,7 @@
 //
 // Order: higher score first; equal scores by lower id; NaN after every number.
 // Consts QB, SL (power of two, multiple of 64), KP (≤ SL), L, LM1 = L - 1,
-// RPL (multiple of RB), RB; STORE_F32 /
+// RPL (multiple of RB), RB, QN (vec4s of the dispatch's query block); STORE_F32 /
 // STORE_F16 / STORE_I8 pick the corpus storage (f16 is read as packed u32
 // words, so it needs no shader-f16 support).
 
@@ -28,7 +28,7 @@ struct Params {
     id_base: u32,       // id of the chunk's first row
     slice_base: u32,    // first candidate slot of this chunk
     slots: u32,         // candidate slots per query in the output list
-    _p0: u32,
+    lsh: u32,           // log2 of the corpus texture's rows per layer
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -87,27 +87,38 @@ fn sort_segments(lid: u32) {
 }
 
 //#if KIND_SCAN || KIND_SCAN_LISTS
-@group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
-// Rows are read 8 values at a time (the host pads rows to a multiple of 8):
-// row8(i) is the i-th group of 8 of the chunk as two vec4s.
+// The dispatch's queries (QN vec4s: up to QB rows of 2·dv vec4s). A uniform
+// buffer, because every invocation reads the same query value at the same
+// time: a broadcast, which uniform buffers serve best (on CPU adapters a
+// storage load is a per-lane loop, a uniform load one scalar load).
+@group(0) @binding(1) var<uniform> queries: array<vec4<f32>, QN>;
+// The chunk's rows as a 2-D array texture of 16-byte (8-byte for int8) texels,
+// row r at layer r >> lsh, line r & (2^lsh - 1). A texture rather than a
+// storage buffer: texel fetches are cached and vectorised gathers everywhere
+// (a storage load on a CPU adapter is a per-lane loop), and the chunk is not
+// bounded by the storage binding limit. Rows are padded to groups of 8 values;
+// row8(y, layer, c) is the c-th group of 8 of a row as two vec4s.
 //#if STORE_F32
-@group(0) @binding(2) var<storage, read> corpus: array<vec4<f32>>;
-fn row8(i: u32) -> mat2x4<f32> { return mat2x4<f32>(corpus[2u * i], corpus[2u * i + 1u]); }
+@group(0) @binding(2) var corpus: texture_2d_array<u32>;
+fn row8(y: u32, layer: u32, c: u32) -> mat2x4<f32> {
+    return mat2x4<f32>(bitcast<vec4<f32>>(textureLoad(corpus, vec2<u32>(2u * c, y), layer, 0)),
+                       bitcast<vec4<f32>>(textureLoad(corpus, vec2<u32>(2u * c + 1u, y), layer, 0)));
+}
 //#endif
 //#if STORE_F16
-// Packed halves in u32 words: one 16-byte load per 8 values, and no need for
+// Packed halves in u32 words: one texel per 8 values, and no need for
 // shader-f16 support.
-@group(0) @binding(2) var<storage, read> corpus: array<vec4<u32>>;
-fn row8(i: u32) -> mat2x4<f32> {
-    let w = corpus[i];
+@group(0) @binding(2) var corpus: texture_2d_array<u32>;
+fn row8(y: u32, layer: u32, c: u32) -> mat2x4<f32> {
+    let w = textureLoad(corpus, vec2<u32>(c, y), layer, 0);
     return mat2x4<f32>(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
                        vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
 }
 //#endif
 //#if STORE_I8
-@group(0) @binding(2) var<storage, read> corpus: array<vec2<u32>>;
-fn row8(i: u32) -> mat2x4<f32> {
-    let w = corpus[i];
+@group(0) @binding(2) var corpus: texture_2d_array<u32>;
+fn row8(y: u32, layer: u32, c: u32) -> mat2x4<f32> {
+    let w = textureLoad(corpus, vec2<u32>(c, y), layer, 0);
     return mat2x4<f32>(unpack4x8snorm(w.x), unpack4x8snorm(w.y));
 }
 // Per-row dequantisation factor (max |x| / 127 · 127).
@@ -121,22 +132,24 @@ fn row8(i: u32) -> mat2x4<f32> {
 fn scan(@builtin(workgroup_id) wg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let slice = wg.x;
-    let qblk = wg.y * QB;
     // Queries past the end score a clamped query and are not written.
 //#for i < QB
-    let qr{i} = (P.q0 + min(qblk + {i}u, P.m - 1u)) * 2u * P.dv;
+    let qr{i} = min({i}u, P.m - 1u) * 2u * P.dv;
 //#endfor
+    let ymask = (1u << P.lsh) - 1u;
     for (var r = 0u; r < SL / 64u; r++) {
         let local = r * 64u + lid;
         let row = slice * SL + local;
-        let rowc = min(row, P.rows - 1u) * P.dv;
+        let rowc = min(row, P.rows - 1u);
+        let y = rowc & ymask;
+        let layer = rowc >> P.lsh;
 //#for i < QB
         var acc{i} = 0.0;
 //#endfor
         for (var c = 0u; c < P.dv; c++) {
             // One corpus load feeds QB queries; the query loads are the same
             // address across the workgroup (broadcasts).
-            let x = row8(rowc + c);
+            let x = row8(y, layer, c);
 //#for i < QB
             acc{i} += dot(queries[qr{i} + 2u * c], x[0]) + dot(queries[qr{i} + 2u * c + 1u], x[1]);
 //#endfor
@@ -157,9 +170,9 @@ fn scan(@builtin(workgroup_id) wg: vec3<u32>,
     for (var e = lid; e < QB * KP; e += 64u) {
         let qi = e / KP;
         let t = e % KP;
-        if (qblk + qi < P.m) {
+        if (qi < P.m) {
             let src = qi * SL + t;
-            cand[(P.q0 + qblk + qi) * P.slots + (P.slice_base + slice) * KP + t] =
+            cand[(P.q0 + qi) * P.slots + (P.slice_base + slice) * KP + t] =
                 vec2<u32>(bitcast<u32>(ws[src]), wid_[src]);
         }
     }
@@ -171,9 +184,9 @@ fn scan(@builtin(workgroup_id) wg: vec3<u32>,
 fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let slice = wg.x;
-    let qblk = wg.y * QB;
+    let ymask = (1u << P.lsh) - 1u;
 //#for i < QB
-    let qr{i} = (P.q0 + min(qblk + {i}u, P.m - 1u)) * 2u * P.dv;
+    let qr{i} = min({i}u, P.m - 1u) * 2u * P.dv;
 //#for j < L
     var ls{i}_{j} = neg_inf();
     var li{i}_{j} = NO_ID;
@@ -184,14 +197,16 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
         // span; each takes RB rows at once so one query load feeds RB rows.
 //#for b < RB
         let grow{b} = (slice * RPL + r + {b}u) * 64u + lid;
-        let rowc{b} = min(grow{b}, P.rows - 1u) * P.dv;
+        let rowc{b} = min(grow{b}, P.rows - 1u);
+        let y{b} = rowc{b} & ymask;
+        let layer{b} = rowc{b} >> P.lsh;
 //#for i < QB
         var acc{i}_{b} = 0.0;
 //#endfor
 //#endfor
         for (var c = 0u; c < P.dv; c++) {
 //#for b < RB
-            let x{b} = row8(rowc{b} + c);
+            let x{b} = row8(y{b}, layer{b}, c);
 //#endfor
 //#for i < QB
             {
@@ -245,8 +260,8 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
     }
     let base = (P.slice_base + slice) * 64u * L + lid * L;
 //#for i < QB
-    if (qblk + {i}u < P.m) {
-        let o = (P.q0 + qblk + {i}u) * P.slots + base;
+    if ({i}u < P.m) {
+        let o = (P.q0 + {i}u) * P.slots + base;
 //#for j < L
         cand[o + {j}u] = vec2<u32>(bitcast<u32>(ls{i}_{j}), li{i}_{j});
 //#endfor

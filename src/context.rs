@@ -661,17 +661,20 @@ impl Context {
     }
 }
 
-/// One storage binding of a dispatch: a buffer range.
-pub(crate) struct Bind<'a> {
-    pub buffer: &'a wgpu::Buffer,
-    pub offset: u64,
-    pub size: u64,
+/// One binding of a dispatch: a buffer range or a texture view.
+pub(crate) enum Bind<'a> {
+    Buffer {
+        buffer: &'a wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    },
+    Texture(&'a wgpu::TextureView),
 }
 
 impl<'a> Bind<'a> {
     /// The whole buffer.
     pub fn whole(buffer: &'a wgpu::Buffer) -> Self {
-        Bind {
+        Bind::Buffer {
             buffer,
             offset: 0,
             size: buffer.size(),
@@ -679,11 +682,15 @@ impl<'a> Bind<'a> {
     }
     /// A window of a buffer.
     pub fn window(buffer: &'a wgpu::Buffer, w: &Window) -> Self {
-        Bind {
+        Bind::Buffer {
             buffer,
             offset: w.offset,
             size: w.size,
         }
+    }
+    /// A texture view.
+    pub fn texture(view: &'a wgpu::TextureView) -> Self {
+        Bind::Texture(view)
     }
 }
 
@@ -730,13 +737,21 @@ impl Context {
             resource: params.as_entire_binding(),
         }];
         for (b, &slot) in binds.iter().zip(slots) {
+            let resource = match *b {
+                Bind::Buffer {
+                    buffer,
+                    offset,
+                    size,
+                } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset,
+                    size: std::num::NonZeroU64::new(size),
+                }),
+                Bind::Texture(view) => wgpu::BindingResource::TextureView(view),
+            };
             entries.push(wgpu::BindGroupEntry {
                 binding: slot,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b.buffer,
-                    offset: b.offset,
-                    size: std::num::NonZeroU64::new(b.size),
-                }),
+                resource,
             });
         }
         let bg = self

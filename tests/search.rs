@@ -102,6 +102,28 @@ fn incremental_add_matches_single_add() {
     }
     assert_eq!(b.len(), 900);
     assert_eq!(a.search(&q, 20).unwrap(), b.search(&q, 20).unwrap());
+
+    // One default-sized chunk grown past several texture layers (lavapipe:
+    // 16,384 rows each), so growth copies whole layers and writes rows that
+    // straddle layer boundaries; checked against the CPU reference too.
+    let d = 4;
+    let n = 40_000;
+    let corpus = integers(&mut r, n * d);
+    let q = integers(&mut r, 2 * d);
+    let mut a = FlatIndex::new(&ctx, d, IndexOptions::default()).unwrap();
+    a.add(&corpus).unwrap();
+    let mut b = FlatIndex::new(&ctx, d, IndexOptions::default()).unwrap();
+    for part in corpus.chunks(d * 7001) {
+        b.add(part).unwrap();
+    }
+    assert_eq!(b.len(), n);
+    let got = b.search(&q, 50).unwrap();
+    assert_eq!(a.search(&q, 50).unwrap(), got);
+    let want: Vec<u32> = reference::search::topk(&q, &corpus, d, 50)
+        .iter()
+        .flat_map(|w| w.iter().map(|x| x.1))
+        .collect();
+    assert_eq!(got.ids, want, "FLASHDOT_SEED={}", seed());
 }
 
 /// Recall@10 of `storage` against the f32 index on 100,000 × 768 Gaussian

@@ -1,8 +1,11 @@
 //! Exact top-k search over a flat index, in the spirit of FAISS's `IndexFlatIP`.
 //! Kernel source: `shaders/topk.wgsl`.
 //!
-//! The corpus lives in as many device buffers ("chunks") as the adapter's storage
-//! binding limit requires, each scanned in turn. The scan is fused: a workgroup
+//! The corpus lives in as many 2-D array textures ("chunks") as the adapter's
+//! limits require, each scanned in turn: textures because texel fetches are
+//! cached, vectorised gathers on every adapter (on CPU adapters a storage-buffer
+//! load is a per-lane loop). Queries are read from a uniform buffer, since every
+//! invocation reads the same query value at once. The scan is fused: a workgroup
 //! scores a block of queries against a slice of a chunk and keeps only each
 //! query's best candidates, which a selection pass then reduces; the m × n score
 //! matrix is never written to device memory.
@@ -38,8 +41,8 @@ pub struct TopkParams {
     pub slice_base: u32,
     /// Candidate slots per query in the output list.
     pub slots: u32,
-    /// Padding.
-    pub _pad: u32,
+    /// log2 of the corpus texture's rows per layer.
+    pub lsh: u32,
 }
 
 /// How the index stores vectors.
@@ -63,6 +66,14 @@ impl Storage {
             Storage::Int8 => 1,
         }
     }
+    /// Texel format of the corpus textures (unsigned words, bit-cast in the
+    /// shader: unfilterable, so any adapter binds them) and bytes per texel.
+    fn texel(self) -> (wgpu::TextureFormat, usize) {
+        match self {
+            Storage::F32 | Storage::F16 => (wgpu::TextureFormat::Rgba32Uint, 16),
+            Storage::Int8 => (wgpu::TextureFormat::Rg32Uint, 8),
+        }
+    }
 }
 
 /// Index construction options.
@@ -72,13 +83,20 @@ pub struct IndexOptions {
     pub metric: Metric,
     /// Storage type.
     pub storage: Storage,
-    /// Rows per device buffer; `None`: as many as one storage binding holds.
-    /// Small values force the multi-chunk path (tests).
+    /// Rows per chunk; `None`: as many as one storage binding's size holds
+    /// (and the adapter's texture limits allow). Small values force the
+    /// multi-chunk path (tests).
     pub max_chunk_rows: Option<usize>,
 }
 
+/// Rows of the corpus as a texture of `layers` layers of `1 << lsh` lines,
+/// one row per line.
 struct Chunk {
-    buffer: Tracked,
+    texture: wgpu::Texture,
+    view: wgpu::TextureView,
+    /// Lines of the texture: `1 << lsh`, or fewer for a chunk of one layer.
+    height: usize,
+    layers: usize,
     scales: Option<Tracked>,
     rows: usize,
 }
@@ -150,15 +168,53 @@ impl FlatIndex {
     }
     /// Device bytes the stored vectors take.
     pub fn bytes(&self) -> u64 {
-        self.chunks.iter().map(|c| c.buffer.size()).sum()
+        let row = self.row_bytes() as u64;
+        self.chunks
+            .iter()
+            .map(|c| (c.layers * c.height) as u64 * row + c.scales.as_ref().map_or(0, |s| s.size()))
+            .sum()
+    }
+
+    /// Bytes of a stored row (padded to whole texels).
+    fn row_bytes(&self) -> usize {
+        padded(self.dim) * self.opts.storage.bytes_per_value()
+    }
+
+    /// Texels per stored row.
+    fn row_texels(&self) -> usize {
+        self.row_bytes() / self.opts.storage.texel().1
     }
 
     fn rows_per_chunk(&self) -> usize {
-        let row = padded(self.dim) * self.opts.storage.bytes_per_value();
-        // One binding per chunk, and at most 65,535 slices of 256 rows so that a
-        // chunk's slices fit one dispatch dimension.
-        let cap = (self.ctx.max_binding() as usize / row).clamp(1, 65535 * 256);
-        self.opts.max_chunk_rows.map_or(cap, |m| m.clamp(1, cap))
+        let lim = &self.ctx.info().limits;
+        // A chunk no larger than one storage binding (a size every adapter
+        // allocates at once), within the texture limits, and of at most 65,535
+        // slices of 256 rows so that its slices fit one dispatch dimension.
+        let lines = 1usize << lim.max_texture_dimension_2d.max(1).ilog2();
+        let cap = (self.ctx.max_binding() as usize / self.row_bytes())
+            .min(65535 * 256)
+            .min(lines * lim.max_texture_array_layers.max(1) as usize)
+            .max(1);
+        let per = self.opts.max_chunk_rows.map_or(cap, |m| m.clamp(1, cap));
+        // Whole layers when there are several, so none is left part empty.
+        if per > lines {
+            per / lines * lines
+        } else {
+            per
+        }
+    }
+
+    /// log2 of the lines per texture layer: a power of two (row → layer and line
+    /// by shift and mask), no more than the texture limit or than a chunk needs.
+    fn layer_shift(&self) -> u32 {
+        let max = self
+            .ctx
+            .info()
+            .limits
+            .max_texture_dimension_2d
+            .max(1)
+            .ilog2();
+        self.rows_per_chunk().next_power_of_two().ilog2().min(max)
     }
 
     /// Appends `data` (`[n, dim]` row-major f32), converting to the storage type.
@@ -174,10 +230,21 @@ impl FlatIndex {
                 ),
             });
         }
+        let width = self.ctx.info().limits.max_texture_dimension_2d as usize;
+        if self.row_texels() > width {
+            return Err(Error::Unsupported {
+                op: OP,
+                detail: format!(
+                    "rows of dim {} take {} texels; the adapter's textures are at most {width} wide",
+                    self.dim,
+                    self.row_texels()
+                ),
+            });
+        }
         let per = self.rows_per_chunk();
         let mut rows = data.chunks_exact(self.dim).peekable();
         while rows.peek().is_some() {
-            // Fill the last chunk first: it is replaced by a larger buffer that
+            // Fill the last chunk first: it is replaced by a larger texture that
             // receives its rows by a device-side copy.
             let last = match self.chunks.last() {
                 Some(c) if c.rows < per => self.chunks.pop(),
@@ -247,37 +314,112 @@ impl FlatIndex {
         rows: usize,
     ) -> Result<Chunk> {
         let ctx = &self.ctx;
-        let grow = |label: &str, old: Option<&Tracked>, new: &[u8]| {
-            let old_size = old.map_or(0, |b| b.size());
-            let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: old_size + new.len() as u64,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            // Disjoint ranges, so the order of the queued write and the copy
-            // does not matter.
-            ctx.queue().write_buffer(&buffer, old_size, new);
-            if let Some(old) = old {
-                let mut enc = ctx.encoder();
-                enc.copy_buffer_to_buffer(old, 0, &buffer, 0, old_size);
-                ctx.submit(enc);
-            }
-            buffer
+        let lsh = self.layer_shift();
+        let lines = 1usize << lsh;
+        let layers = rows.div_ceil(lines);
+        // A one-layer chunk is only as tall as its rows need (growth copies it
+        // into a taller one: the row → line mapping does not change).
+        let height = if layers == 1 {
+            rows.next_multiple_of(256).min(lines)
+        } else {
+            lines
         };
+        let (format, texel_bytes) = self.opts.storage.texel();
+        let width = self.row_texels() as u32;
+        let row_bytes = self.row_bytes();
         ctx.scoped(OP, || {
-            let buffer = grow("index chunk", prev.map(|c| &c.buffer), host);
+            let texture = ctx.device().create_texture(&wgpu::TextureDescriptor {
+                label: Some("index chunk"),
+                size: wgpu::Extent3d {
+                    width,
+                    height: height as u32,
+                    depth_or_array_layers: layers as u32,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING
+                    | wgpu::TextureUsages::COPY_SRC
+                    | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            let mut enc = ctx.encoder();
+            let old_rows = prev.map_or(0, |p| p.rows);
+            if let Some(p) = prev {
+                enc.copy_texture_to_texture(
+                    p.texture.as_image_copy(),
+                    texture.as_image_copy(),
+                    wgpu::Extent3d {
+                        width,
+                        height: p.height as u32,
+                        depth_or_array_layers: p.layers as u32,
+                    },
+                );
+            }
+            ctx.submit(enc);
+            // New rows, one write per layer they touch. The queued writes run
+            // after the copy above, which may cover the same layer.
+            let mut r = old_rows;
+            while r < rows {
+                let end = rows.min((r / lines + 1) * lines);
+                let src = &host[(r - old_rows) * row_bytes..(end - old_rows) * row_bytes];
+                ctx.queue().write_texture(
+                    wgpu::TexelCopyTextureInfo {
+                        texture: &texture,
+                        mip_level: 0,
+                        origin: wgpu::Origin3d {
+                            x: 0,
+                            y: (r % lines) as u32,
+                            z: (r / lines) as u32,
+                        },
+                        aspect: wgpu::TextureAspect::All,
+                    },
+                    src,
+                    wgpu::TexelCopyBufferLayout {
+                        offset: 0,
+                        bytes_per_row: Some((width as usize * texel_bytes) as u32),
+                        rows_per_image: None,
+                    },
+                    wgpu::Extent3d {
+                        width,
+                        height: (end - r) as u32,
+                        depth_or_array_layers: 1,
+                    },
+                );
+                r = end;
+            }
+            let view = texture.create_view(&wgpu::TextureViewDescriptor {
+                dimension: Some(wgpu::TextureViewDimension::D2Array),
+                ..Default::default()
+            });
             let scales = (self.opts.storage == Storage::Int8).then(|| {
-                grow(
-                    "index scales",
-                    prev.and_then(|c| c.scales.as_ref()),
-                    bytemuck::cast_slice(scales),
-                )
+                let old = prev.and_then(|c| c.scales.as_ref());
+                let old_size = old.map_or(0, |b| b.size());
+                let new: &[u8] = bytemuck::cast_slice(scales);
+                let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("index scales"),
+                    size: old_size + new.len() as u64,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                // Disjoint ranges, so the order of the queued write and the
+                // copy does not matter.
+                ctx.queue().write_buffer(&buffer, old_size, new);
+                if let Some(old) = old {
+                    let mut enc = ctx.encoder();
+                    enc.copy_buffer_to_buffer(old, 0, &buffer, 0, old_size);
+                    ctx.submit(enc);
+                }
+                buffer
             });
             Ok(Chunk {
-                buffer,
+                texture,
+                view,
+                height,
+                layers,
                 scales,
                 rows,
             })
@@ -328,7 +470,7 @@ impl FlatIndex {
             qhost.extend_from_slice(&q);
             qhost.extend(std::iter::repeat_n(0.0, dp - self.dim));
         }
-        let plan = Plan::new(&self.ctx, kk, m)?;
+        let plan = Plan::new(&self.ctx, kk, m, dp)?;
         let mut scores = Vec::with_capacity(m * kk);
         let mut ids = Vec::with_capacity(m * kk);
         // Query batches small enough that their candidate lists fit one binding.
@@ -373,6 +515,7 @@ impl FlatIndex {
             Scan::Sort => ("KIND_SCAN", "scan", 1, 1),
             Scan::Lists { l, rpl } => ("KIND_SCAN_LISTS", "scan_lists", l as u32, rpl as u32),
         };
+        let qb = plan.qb as usize;
         let consts = [
             ("QB", plan.qb),
             ("SL", plan.sl as u32),
@@ -381,6 +524,7 @@ impl FlatIndex {
             ("LM1", l - 1),
             ("RPL", rpl),
             ("RB", LIST_RB),
+            ("QN", (qb * 2 * dv) as u32),
         ];
         let defines = [kind, storage];
         let key = format!("scan:{consts:?}:{}", defines.join(","));
@@ -401,13 +545,23 @@ impl FlatIndex {
             )
         })?;
         let mut slots = slices * plan.slice_slots();
-        let qgroups = m.div_ceil(plan.qb as usize);
         let max = ctx.info().limits.max_compute_workgroups_per_dimension as usize;
+        // Query blocks of qb rows, each at an aligned offset of one uniform
+        // buffer (a scan dispatch binds one block); the last block is padded.
+        let block = qb * 8 * dv * 4;
+        let align = ctx.info().limits.min_uniform_buffer_offset_alignment as usize;
+        let stride = block.next_multiple_of(align.max(16));
+        let qblocks = m.div_ceil(qb);
+        let mut qbytes = vec![0u8; qblocks * stride];
+        for (blk, rows) in qhost.chunks(qb * 8 * dv).enumerate() {
+            let bytes: &[u8] = bytemuck::cast_slice(rows);
+            qbytes[blk * stride..blk * stride + bytes.len()].copy_from_slice(bytes);
+        }
         let result = ctx.scoped(OP, || {
             let qbuf = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("queries"),
-                contents: bytemuck::cast_slice(qhost),
-                usage: wgpu::BufferUsages::STORAGE,
+                contents: &qbytes,
+                usage: wgpu::BufferUsages::UNIFORM,
             });
             let new_list = |entries: usize| {
                 ctx.create_buffer(&wgpu::BufferDescriptor {
@@ -423,29 +577,35 @@ impl FlatIndex {
             let mut id_base = 0;
             for c in &self.chunks {
                 let nsl = c.rows.div_ceil(plan.slice_rows());
-                let p = TopkParams {
-                    rows: c.rows as u32,
-                    dv: dv as u32,
-                    m: m as u32,
-                    q0: 0,
-                    id_base: id_base as u32,
-                    slice_base: slice_base as u32,
-                    slots: slots as u32,
-                    _pad: 0,
-                };
-                let ubuf = ctx.uniform(&p);
-                let mut binds = vec![
-                    Bind::whole(&qbuf),
-                    Bind::whole(&c.buffer),
-                    Bind::whole(&list),
-                ];
-                if let Some(s) = &c.scales {
-                    binds.push(Bind::whole(s));
+                for blk in 0..qblocks {
+                    let p = TopkParams {
+                        rows: c.rows as u32,
+                        dv: dv as u32,
+                        m: qb.min(m - blk * qb) as u32,
+                        q0: (blk * qb) as u32,
+                        id_base: id_base as u32,
+                        slice_base: slice_base as u32,
+                        slots: slots as u32,
+                        lsh: self.layer_shift(),
+                    };
+                    let ubuf = ctx.uniform(&p);
+                    let mut binds = vec![
+                        Bind::Buffer {
+                            buffer: &qbuf,
+                            offset: (blk * stride) as u64,
+                            size: block as u64,
+                        },
+                        Bind::texture(&c.view),
+                        Bind::whole(&list),
+                    ];
+                    if let Some(s) = &c.scales {
+                        binds.push(Bind::whole(s));
+                    }
+                    // Slices over x (a chunk's slices fit the per-dimension
+                    // limit: rows_per_chunk).
+                    let gx = nsl.min(max) as u32;
+                    ctx.encode3(&mut enc, &scan, &ubuf, &binds, (gx, 1, 1));
                 }
-                // Slices over x; query blocks over y (a chunk's slices fit the
-                // per-dimension limit because a chunk is one binding).
-                let gx = nsl.min(max) as u32;
-                ctx.encode3(&mut enc, &scan, &ubuf, &binds, (gx, qgroups as u32, 1));
                 slice_base += nsl;
                 id_base += c.rows;
             }
@@ -515,7 +675,20 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(ctx: &Context, k: usize, m: usize) -> Result<Plan> {
+    /// Plan for `m` queries of `dp` (padded) values, top `k`.
+    fn new(ctx: &Context, k: usize, m: usize, dp: usize) -> Result<Plan> {
+        // Query blocks are uniform-buffer windows.
+        let ubo = ctx.info().limits.max_uniform_buffer_binding_size as usize;
+        let qmax = ubo / (dp * 4);
+        if qmax == 0 {
+            return Err(Error::Unsupported {
+                op: OP,
+                detail: format!(
+                    "a query of {dp} values takes {} bytes; the adapter's uniform bindings hold {ubo}",
+                    dp * 4
+                ),
+            });
+        }
         let kp = k.next_power_of_two();
         let sl = (2 * kp).max(256);
         let mem = ctx.info().limits.max_compute_workgroup_storage_size as usize;
@@ -532,7 +705,7 @@ impl Plan {
             // Many rows per invocation amortise the final lists; a CPU adapter
             // has few cores to fill, a GPU wants more workgroups.
             let rpl = if ctx.info().is_cpu() { 128 } else { 16 };
-            let qb = m.next_power_of_two().min(8) as u32;
+            let qb = m.next_power_of_two().min(8).min(qmax) as u32;
             return Ok(Plan {
                 sl,
                 kp,
@@ -542,7 +715,11 @@ impl Plan {
         }
         // More queries per workgroup read the corpus fewer times; bounded by
         // workgroup memory and by the queries there are.
-        let qb = (mem / per_query).min(8).min(m.next_power_of_two()).max(1) as u32;
+        let qb = (mem / per_query)
+            .min(8)
+            .min(m.next_power_of_two())
+            .min(qmax)
+            .max(1) as u32;
         Ok(Plan {
             sl,
             kp,
