@@ -199,6 +199,33 @@ impl Drop for Tracked {
     }
 }
 
+/// A texture whose bytes count in the context's [`MemoryStats`] while it lives.
+pub(crate) struct TrackedTexture {
+    texture: wgpu::Texture,
+    bytes: u64,
+    counter: Arc<MemCounter>,
+}
+
+impl std::ops::Deref for TrackedTexture {
+    type Target = wgpu::Texture;
+    fn deref(&self) -> &wgpu::Texture {
+        &self.texture
+    }
+}
+
+impl Drop for TrackedTexture {
+    fn drop(&mut self) {
+        self.counter.live.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl TrackedTexture {
+    /// Bytes of the texture's texels.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
@@ -489,6 +516,23 @@ impl Context {
         m.peak.fetch_max(live, Ordering::Relaxed);
         Tracked {
             buffer,
+            counter: m.clone(),
+        }
+    }
+
+    /// Creates a one-mip, uncompressed texture counted in
+    /// [`Context::memory_stats`].
+    pub(crate) fn create_texture(&self, desc: &wgpu::TextureDescriptor<'_>) -> TrackedTexture {
+        let texture = self.inner.device.create_texture(desc);
+        let texel = desc.format.block_copy_size(None).unwrap_or(0) as u64;
+        let s = desc.size;
+        let bytes = s.width as u64 * s.height as u64 * s.depth_or_array_layers as u64 * texel;
+        let m = &self.inner.memory;
+        let live = m.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        m.peak.fetch_max(live, Ordering::Relaxed);
+        TrackedTexture {
+            texture,
+            bytes,
             counter: m.clone(),
         }
     }

@@ -13,7 +13,7 @@
 //! Ids are insertion positions. Results are best first, ties broken by the lower
 //! id; NaN scores (a NaN in the corpus) sort after every number.
 
-use crate::context::{Bind, Context, Tracked};
+use crate::context::{Bind, Context, Tracked, TrackedTexture};
 use crate::error::{Error, Result};
 use crate::ops::similarity::Metric;
 use crate::shader;
@@ -92,7 +92,7 @@ pub struct IndexOptions {
 /// Rows of the corpus as a texture of `layers` layers of `1 << lsh` lines,
 /// one row per line.
 struct Chunk {
-    texture: wgpu::Texture,
+    texture: TrackedTexture,
     view: wgpu::TextureView,
     /// Lines of the texture: `1 << lsh`, or fewer for a chunk of one layer.
     height: usize,
@@ -168,10 +168,9 @@ impl FlatIndex {
     }
     /// Device bytes the stored vectors take.
     pub fn bytes(&self) -> u64 {
-        let row = self.row_bytes() as u64;
         self.chunks
             .iter()
-            .map(|c| (c.layers * c.height) as u64 * row + c.scales.as_ref().map_or(0, |s| s.size()))
+            .map(|c| c.texture.bytes() + c.scales.as_ref().map_or(0, |s| s.size()))
             .sum()
     }
 
@@ -328,7 +327,7 @@ impl FlatIndex {
         let width = self.row_texels() as u32;
         let row_bytes = self.row_bytes();
         ctx.scoped(OP, || {
-            let texture = ctx.device().create_texture(&wgpu::TextureDescriptor {
+            let texture = ctx.create_texture(&wgpu::TextureDescriptor {
                 label: Some("index chunk"),
                 size: wgpu::Extent3d {
                     width,
