@@ -17,7 +17,8 @@ struct Params {
     o_sb: u32, o_sh: u32, o_ss: u32, _p3: u32,
     // bias strides (0 where broadcast); its rows are seq_k long.
     bias_sb: u32, bias_sh: u32, causal: u32, causal_off: i32,
-    scale: f32, nsplit: u32, chunk: u32, _p4: u32,
+    // lsh: log2 of the lines per layer of the rows schedule's K/V textures.
+    scale: f32, nsplit: u32, chunk: u32, lsh: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -362,6 +363,148 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
         if (gl == 0u) {
             lse[bh * P.sq + row0 + {i}u] = select(bitcast<f32>(0xff800000u), m{i} + log(l), l > 0.0);
         }
+//#endif
+    }
+//#endfor
+}
+//#endif
+
+//#if KIND_PACK
+// ---------------------------------------------------------------------------
+// K (PACK_K) or V rows as the texels of a 2-D array texture for the rows
+// schedule (consts W4: texels per row, WP: texels per line of the staging
+// buffer, a multiple of 16 so that it copies into the texture; LINES: lines per
+// layer): key j of (batch b, kv head hk) goes to layer (b·hkv + hk)·lpb +
+// (j >> lsh), line j & (2^lsh − 1), where lpb is the layers one (b, hk)
+// needs; values past the row's end are 0. A buffer then a copy rather than a
+// storage texture: lavapipe's timestamps stop bracketing later passes after
+// storage-texture writes.
+@group(0) @binding(8) var<storage, read_write> packed: array<vec4<u32>>;
+
+@compute @workgroup_size(64)
+fn pack(@builtin(global_invocation_id) g: vec3<u32>) {
+    let bh = g.y;
+    let key = g.x / W4;
+    let c = g.x % W4;
+    if (key >= P.sk) {
+        return;
+    }
+    let b = bh / P.hkv;
+    let hk = bh % P.hkv;
+    let lpb = (P.sk + (1u << P.lsh) - 1u) >> P.lsh;
+//#if PACK_K
+    let x = ld_k(b * P.k_sb + hk * P.k_sh + key * P.k_ss, c);
+//#else
+    let x = ld_v(b * P.v_sb + hk * P.v_sh + key * P.v_ss, c);
+//#endif
+    let line = (bh * lpb + (key >> P.lsh)) * LINES + (key & ((1u << P.lsh) - 1u));
+    packed[line * WP + c] = bitcast<vec4<u32>>(x);
+}
+//#endif
+
+//#if KIND_ROWS
+// ---------------------------------------------------------------------------
+// Flash attention, rows schedule (consts WG, TM, D4, DV4, KB): every
+// invocation owns TM consecutive query rows of one (batch, head) (so under a
+// causal mask its rows see nearly the same keys) and streams every key it may
+// see itself, KB keys per online-softmax step, with
+// its rows' Q and O in registers. K and V are read as texel fetches from the
+// textures `pack` wrote: no workgroup memory, no barrier. Each K or V texel
+// feeds TM rows. Suits adapters where storage and workgroup loads cost a
+// per-lane loop and a barrier a context switch (CPU adapters); texel fetches
+// there are vectorised gathers.
+@group(0) @binding(9) var ktex: texture_2d_array<u32>;
+@group(0) @binding(10) var vtex: texture_2d_array<u32>;
+
+@compute @workgroup_size(WG)
+fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let bh = wid.y;
+    let b = bh / P.hq;
+    let h = bh % P.hq;
+    let hk = h / P.group;
+    let row0 = (wid.x * WG + lid) * TM;
+    let lmask = (1u << P.lsh) - 1u;
+    let lbase = (b * P.hkv + hk) * ((P.sk + lmask) >> P.lsh);
+    var kend = 0u;
+//#for i < TM
+    // Rows past the end run on a clamped row and are not stored.
+    let rc{i} = min(row0 + {i}u, P.sq - 1u);
+    let rend{i} = key_end(b, rc{i});
+    kend = max(kend, rend{i});
+    let qb{i} = b * P.q_sb + h * P.q_sh + rc{i} * P.q_ss;
+//#for c < D4
+    let q{i}_{c} = ld_q(qb{i}, {c}u) * P.scale;
+//#endfor
+    var m{i} = NEG;
+    var l{i} = 0.0;
+//#for c < DV4
+    var o{i}_{c} = vec4<f32>(0.0);
+//#endfor
+//#endfor
+    for (var j0 = 0u; j0 < kend; j0 += KB) {
+//#for j < KB
+        // Keys past the end read a clamped key and get p = 0.
+        let kc{j} = min(j0 + {j}u, kend - 1u);
+        let ky{j} = kc{j} & lmask;
+        let kl{j} = lbase + (kc{j} >> P.lsh);
+//#for i < TM
+        var s{i}_{j} = 0.0;
+//#endfor
+//#for c < D4
+        {
+            let kv = bitcast<vec4<f32>>(textureLoad(ktex, vec2<u32>({c}u, ky{j}), kl{j}, 0));
+//#for i < TM
+            s{i}_{j} += dot(q{i}_{c}, kv);
+//#endfor
+        }
+//#endfor
+//#endfor
+//#for i < TM
+        {
+            var mx = m{i};
+//#for j < KB
+            let ok{i}_{j} = j0 + {j}u < rend{i};
+//#if BIAS
+            if (ok{i}_{j}) {
+                s{i}_{j} += bias[b * P.bias_sb + h * P.bias_sh + rc{i} * P.sk + j0 + {j}u];
+            }
+//#endif
+            mx = select(mx, max(mx, s{i}_{j}), ok{i}_{j});
+//#endfor
+            let corr = exp(m{i} - mx);
+            m{i} = mx;
+            l{i} *= corr;
+//#for c < DV4
+            o{i}_{c} *= corr;
+//#endfor
+//#for j < KB
+            s{i}_{j} = select(0.0, exp(s{i}_{j} - mx), ok{i}_{j});
+            l{i} += s{i}_{j};
+//#endfor
+        }
+//#endfor
+//#for j < KB
+//#for c < DV4
+        {
+            let vv = bitcast<vec4<f32>>(textureLoad(vtex, vec2<u32>({c}u, ky{j}), kl{j}, 0));
+//#for i < TM
+            o{i}_{c} = fma(vec4<f32>(s{i}_{j}), vv, o{i}_{c});
+//#endfor
+        }
+//#endfor
+//#endfor
+    }
+//#for i < TM
+    if (row0 + {i}u < P.sq) {
+        // A row that saw no key (all masked) outputs zeros.
+        let inv = select(0.0, 1.0 / l{i}, l{i} > 0.0);
+        let ob = b * P.o_sb + h * P.o_sh + rc{i} * P.o_ss;
+//#for c < DV4
+        st_row(ob, {c}u, o{i}_{c} * inv);
+//#endfor
+//#if LSE
+        lse[bh * P.sq + rc{i}] = select(bitcast<f32>(0xff800000u), m{i} + log(l{i}), l{i} > 0.0);
 //#endif
     }
 //#endfor

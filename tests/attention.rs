@@ -1,6 +1,12 @@
 //! Attention against the CPU reference: the shape grid, GQA/MQA, both
 //! causal conventions, both layouts, bias, kv_len, LSE, f32 and f16, fully
 //! masked rows, random small shapes, and a long sequence.
+//!
+//! Every case runs Naive, SplitKv and Auto, and Flash with the schedules it
+//! names: the cases rotate through the schedules (each schedule meets many
+//! shapes and options without a full cross product, which would take this
+//! machine's software adapter far past the CI budget), and
+//! `every_schedule_on_hard_shapes` runs them all on the same inputs.
 
 mod common;
 
@@ -24,6 +30,16 @@ struct Case {
     kv_len: Option<Vec<u32>>,
     dtype: DType,
     lse: bool,
+    /// Flash schedules to run.
+    flash: &'static [FlashSchedule],
+}
+
+static SCHEDS: [FlashSchedule; 4] = FlashSchedule::ALL;
+
+/// The `i`-th schedule of the rotation, as a one-element list.
+fn rot(i: usize) -> &'static [FlashSchedule] {
+    let j = i % SCHEDS.len();
+    &SCHEDS[j..j + 1]
 }
 
 fn shape(layout: Layout, b: usize, h: usize, s: usize, d: usize) -> Vec<usize> {
@@ -65,7 +81,7 @@ fn run(c: &Case) -> Vec<(AttentionVariant, f64)> {
     let mut errs = Vec::new();
     let runs = AttentionVariant::ALL.into_iter().flat_map(|v| {
         let scheds: Vec<Option<FlashSchedule>> = if v == AttentionVariant::Flash {
-            FlashSchedule::ALL.into_iter().map(Some).collect()
+            c.flash.iter().copied().map(Some).collect()
         } else {
             vec![None]
         };
@@ -142,6 +158,7 @@ fn grid_f32() {
             kv_len: None,
             dtype: DType::F32,
             lse: i % 2 == 1,
+            flash: rot(i),
         };
         let errs = run(&c);
         let naive = errs
@@ -163,8 +180,12 @@ fn grid_f32() {
 #[test]
 fn every_head_dim_both_causal_and_layouts() {
     for (i, d) in [32, 59, 64, 80, 111, 128, 256].into_iter().enumerate() {
-        for causal in [Causal::TopLeft, Causal::BottomRight] {
+        for (j, causal) in [Causal::TopLeft, Causal::BottomRight]
+            .into_iter()
+            .enumerate()
+        {
             run(&Case {
+                flash: rot(2 * i + j + i / 2),
                 b: 1,
                 hq: 2,
                 hkv: 1,
@@ -191,9 +212,13 @@ fn every_head_dim_both_causal_and_layouts() {
 fn batch_kv_len_bias_broadcast_and_masked_rows() {
     // Batch 2 with different kv_len, one of them 0 (every row fully masked),
     // bias broadcast over batch or heads.
-    for bias in [None, Some([2, 1, 20, 45]), Some([1, 6, 20, 45])] {
-        for kv in [vec![45, 17], vec![0, 30]] {
+    for (i, bias) in [None, Some([2, 1, 20, 45]), Some([1, 6, 20, 45])]
+        .into_iter()
+        .enumerate()
+    {
+        for (j, kv) in [vec![45, 17], vec![0, 30]].into_iter().enumerate() {
             run(&Case {
+                flash: rot(2 * i + j + i / 2),
                 b: 2,
                 hq: 6,
                 hkv: 2,
@@ -212,6 +237,7 @@ fn batch_kv_len_bias_broadcast_and_masked_rows() {
     }
     // seq_q > seq_k bottom-right: the first rows see no key at all.
     run(&Case {
+        flash: &SCHEDS,
         b: 1,
         hq: 1,
         hkv: 1,
@@ -234,12 +260,18 @@ fn f16_inputs() {
         ctx().info().has_f16(),
         "adapter lacks SHADER_F16; f16 cannot be tested here"
     );
-    for (sq, sk, d, causal, layout) in [
+    for (i, (sq, sk, d, causal, layout)) in [
         (113, 203, 64, Causal::None, Layout::Bhsd),
         (1, 700, 128, Causal::BottomRight, Layout::Bshd),
         (64, 64, 59, Causal::TopLeft, Layout::Bhsd),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Two schedules per case: every schedule meets f16.
+        let j = (2 * i) % SCHEDS.len();
         run(&Case {
+            flash: &SCHEDS[j..j + 2],
             b: 1,
             hq: 4,
             hkv: 2,
@@ -262,9 +294,10 @@ fn random_small_shapes() {
     let mut r = rng("random small shapes");
     // Each new head-dim pair compiles new pipelines (seconds on a software
     // adapter), so the dims are drawn from a modest range.
-    for _ in 0..12 {
+    for i in 0..12 {
         let hkv = r.random_range(1..4);
         let c = Case {
+            flash: rot(i),
             b: r.random_range(1..3),
             hq: hkv * r.random_range(1..4),
             hkv,
@@ -292,6 +325,45 @@ fn random_small_shapes() {
         };
         run(&c);
     }
+}
+
+/// Every schedule on the same odd inputs: sizes off every tile, GQA, bias,
+/// LSE, both causal conventions with seq_q < seq_k and seq_q > seq_k, kv_len,
+/// d ≠ d_v.
+#[test]
+fn every_schedule_on_hard_shapes() {
+    run(&Case {
+        b: 1,
+        hq: 6,
+        hkv: 2,
+        sq: 59,
+        sk: 127,
+        d: 59,
+        dv: 37,
+        layout: Layout::Bshd,
+        causal: Causal::BottomRight,
+        bias: Some([1, 6, 59, 127]),
+        kv_len: None,
+        dtype: DType::F32,
+        lse: true,
+        flash: &SCHEDS,
+    });
+    run(&Case {
+        b: 2,
+        hq: 3,
+        hkv: 1,
+        sq: 127,
+        sk: 59,
+        d: 80,
+        dv: 80,
+        layout: Layout::Bhsd,
+        causal: Causal::TopLeft,
+        bias: None,
+        kv_len: Some(vec![59, 20]),
+        dtype: DType::F32,
+        lse: true,
+        flash: &SCHEDS,
+    });
 }
 
 #[test]
