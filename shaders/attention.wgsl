@@ -478,10 +478,14 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
 //#for c < DV4
             o{i}_{c} *= corr;
 //#endfor
+            // The block's probabilities summed first: fewer roundings of the
+            // large running sum.
+            var lb = 0.0;
 //#for j < KB
             s{i}_{j} = select(0.0, exp(s{i}_{j} - mx), ok{i}_{j});
-            l{i} += s{i}_{j};
+            lb += s{i}_{j};
 //#endfor
+            l{i} += lb;
         }
 //#endfor
 //#for j < KB
