@@ -373,8 +373,7 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
 // ---------------------------------------------------------------------------
 // K (PACK_K) or V rows as the texels of a 2-D array texture for the rows
 // schedule (consts W4: texels per row, WP: texels per line of the staging
-// buffer, a multiple of 16 so that it copies into the texture; LINES: lines per
-// layer): key j of (batch b, kv head hk) goes to layer (b·hkv + hk)·lpb +
+// buffer, a multiple of 16 so that it copies into the texture): key j of (batch b, kv head hk) goes to layer (b·hkv + hk)·lpb +
 // (j >> lsh), line j & (2^lsh − 1), where lpb is the layers one (b, hk)
 // needs; values past the row's end are 0. A buffer then a copy rather than a
 // storage texture: lavapipe's timestamps stop bracketing later passes after
@@ -397,7 +396,9 @@ fn pack(@builtin(global_invocation_id) g: vec3<u32>) {
 //#else
     let x = ld_v(b * P.v_sb + hk * P.v_sh + key * P.v_ss, c);
 //#endif
-    let line = (bh * lpb + (key >> P.lsh)) * LINES + (key & ((1u << P.lsh) - 1u));
+    // Lines per layer: seq_k when one layer holds a (b, hk), else 2^lsh.
+    let lines = select(1u << P.lsh, P.sk, lpb == 1u);
+    let line = (bh * lpb + (key >> P.lsh)) * lines + (key & ((1u << P.lsh) - 1u));
     packed[line * WP + c] = bitcast<vec4<u32>>(x);
 }
 //#endif

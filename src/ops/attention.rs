@@ -489,11 +489,7 @@ fn flash_rows(
     let pack = |which: &'static str, w4: u32| {
         let mut defines: Vec<&str> = common.to_vec();
         defines.extend(["KIND_PACK", which]);
-        let consts = [
-            ("W4", w4),
-            ("WP", w4.next_multiple_of(16)),
-            ("LINES", geo.lines),
-        ];
+        let consts = [("W4", w4), ("WP", w4.next_multiple_of(16))];
         let key = format!("pack:{dtype}:{consts:?}:{}", defines.join(","));
         ctx.pipeline(("attention", key), || {
             (
