@@ -58,19 +58,35 @@ fn bench(c: &mut Criterion) {
             let k = tensor(&ctx, &[1, h, sk, d], dtype);
             let v = tensor(&ctx, &[1, h, sk, d], dtype);
             let out = Tensor::zeros(&ctx, &[1, h, sq, d], dtype).unwrap();
-            let flop = 4 * h * sq * sk * d / if causal == Causal::None { 1 } else { 2 };
+            // Causal self-attention computes half the scores; a decode
+            // query sees every key.
+            let half = causal != Causal::None && sq > 1;
+            let flop = 4 * h * sq * sk * d / if half { 2 } else { 1 };
             g.throughput(Throughput::Elements(flop as u64));
-            for var in AttentionVariant::ALL {
+            // SplitKv once per K/V source.
+            let runs = AttentionVariant::ALL.into_iter().flat_map(|var| {
+                let reads = match var {
+                    AttentionVariant::SplitKv => KvReads::ALL.map(Some).to_vec(),
+                    _ => vec![None],
+                };
+                reads.into_iter().map(move |r| (var, r))
+            });
+            for (var, reads) in runs {
                 let opts = AttentionOptions {
                     causal,
                     variant: Some(var),
+                    split_kv_reads: reads,
                     ..Default::default()
+                };
+                let name = match reads {
+                    Some(r) => format!("{var:?}-{r:?}"),
+                    None => format!("{var:?}"),
                 };
                 // Variants that refuse the size (naive's score matrix) are skipped.
                 if attention_into(&q, &k, &v, &opts, &out, None).is_err() {
                     continue;
                 }
-                g.bench_function(format!("{var:?}/{dtype}/sq{sq}_sk{sk}_{causal:?}"), |b| {
+                g.bench_function(format!("{name}/{dtype}/sq{sq}_sk{sk}_{causal:?}"), |b| {
                     b.iter_custom(|iters| {
                         ctx.synchronize().unwrap();
                         let s = Instant::now();

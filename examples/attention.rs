@@ -34,6 +34,9 @@ struct Args {
     /// Not causal.
     #[arg(long)]
     full: bool,
+    /// Run only these variants (comma-separated, e.g. `naive,flash`; default all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn run(
@@ -52,20 +55,42 @@ fn run(
     let gk = Tensor::from_slice(ctx, &k, &[1, h, sk, d])?;
     let gv = Tensor::from_slice(ctx, &v, &[1, h, sk, d])?;
     let out = Tensor::zeros(ctx, &[1, h, sq, d], flashdot::DType::F32)?;
-    let flop = 4.0 * (h * sq * sk * d) as f64 / if causal == Causal::None { 1.0 } else { 2.0 };
+    // Causal self-attention computes half the scores; a decode query sees
+    // every key.
+    let half = causal != Causal::None && sq > 1;
+    let flop = 4.0 * (h * sq * sk * d) as f64 / if half { 2.0 } else { 1.0 };
     println!("\n{label}: batch 1, heads {h}, seq_q {sq}, seq_k {sk}, d {d}, {causal:?}");
     println!(
-        "{:<9} {:>11} {:>9} {:>9} {:>14} {:>10}",
-        "variant", "median ms", "GFLOP/s", "vs naive", "peak dev MiB", "rel L2"
+        "{:<17} {:>11} {:>9} {:>9} {:>14} {:>10} {:>10}",
+        "variant", "median ms", "GFLOP/s", "vs naive", "peak dev MiB", "rel L2", "first ms"
     );
     // Reference on 4 rows of head 0.
     let rows: Vec<usize> = vec![0, sq / 3, sq / 2, sq - 1];
     let mut naive_ms = None;
-    for var in AttentionVariant::ALL {
+    // SplitKv once per K/V source, so both are compared in one run.
+    let runs = AttentionVariant::ALL.into_iter().flat_map(|var| {
+        let reads = match var {
+            AttentionVariant::SplitKv => KvReads::ALL.map(Some).to_vec(),
+            _ => vec![None],
+        };
+        reads.into_iter().map(move |r| (var, r))
+    });
+    let wanted = |var: AttentionVariant| {
+        a.only.is_empty()
+            || a.only
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(&format!("{var:?}")))
+    };
+    for (var, reads) in runs.filter(|r| wanted(r.0)) {
         let opts = AttentionOptions {
             causal,
             variant: Some(var),
+            split_kv_reads: reads,
             ..Default::default()
+        };
+        let name = match reads {
+            Some(r) => format!("{var:?}/{r:?}"),
+            None => format!("{var:?}"),
         };
         ctx.reset_peak_memory();
         let t = match common::time(ctx, a.reps, || {
@@ -73,7 +98,7 @@ fn run(
         }) {
             Ok(t) => t,
             Err(e) => {
-                println!("{:<9} {e}", format!("{var:?}"));
+                println!("{name:<17} {e}");
                 continue;
             }
         };
@@ -101,7 +126,7 @@ fn run(
             if !rep.passes(1e-4) {
                 return Err(flashdot::Error::InvalidArgument {
                     op: "attention demo",
-                    detail: format!("{var:?} row {r} disagrees with the reference: {rep}"),
+                    detail: format!("{name} row {r} disagrees with the reference: {rep}"),
                 });
             }
             worst = worst.max(rep.rel_l2);
@@ -112,13 +137,14 @@ fn run(
         }
         let ratio = naive_ms.map_or("-".to_string(), |b| format!("{:.2}x", b / ms));
         println!(
-            "{:<9} {:>11.2} {:>9.2} {:>9} {:>14.1} {:>10.2e}",
-            format!("{var:?}"),
+            "{:<17} {:>11.2} {:>9.2} {:>9} {:>14.1} {:>10.2e} {:>10.0}",
+            name,
             ms,
             flop / ms / 1e6,
             ratio,
             peak as f64 / (1 << 20) as f64,
-            worst
+            worst,
+            t.first.as_secs_f64() * 1e3
         );
     }
     Ok(())
@@ -127,6 +153,15 @@ fn run(
 fn main() {
     env_logger::init();
     let a = Args::parse();
+    for o in &a.only {
+        if !AttentionVariant::ALL
+            .iter()
+            .any(|v| o.eq_ignore_ascii_case(&format!("{v:?}")))
+        {
+            eprintln!("error: --only {o}: not a variant (naive, flash, splitkv, auto)");
+            std::process::exit(2);
+        }
+    }
     let ctx = common::exit_on_error(common::open(a.backend));
     let causal = if a.full {
         Causal::None

@@ -17,8 +17,12 @@ struct Params {
     o_sb: u32, o_sh: u32, o_ss: u32, _p3: u32,
     // bias strides (0 where broadcast); its rows are seq_k long.
     bias_sb: u32, bias_sh: u32, causal: u32, causal_off: i32,
-    // lsh: log2 of the lines per layer of the rows schedule's K/V textures.
+    // lsh: log2 of the lines per layer of the K/V textures.
     scale: f32, nsplit: u32, chunk: u32, lsh: u32,
+    // K/V texture addressing: texel strides (batch, head, seq) and log2 of
+    // the texels per line.
+    kt_sb: u32, kt_sh: u32, kt_ss: u32, wsh: u32,
+    vt_sb: u32, vt_sh: u32, vt_ss: u32, _p4: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -371,14 +375,12 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
 
 //#if KIND_PACK
 // ---------------------------------------------------------------------------
-// K (PACK_K) or V rows as the texels of a 2-D array texture for the rows
-// schedule (consts W4: texels per row, WP: texels per line of the staging
-// buffer, a multiple of 16 so that it copies into the texture): key j of (batch b, kv head hk) goes to layer (b·hkv + hk)·lpb +
-// (j >> lsh), line j & (2^lsh − 1), where lpb is the layers one (b, hk)
-// needs; values past the row's end are 0. A buffer then a copy rather than a
-// storage texture: lavapipe's timestamps stop bracketing later passes after
-// storage-texture writes.
-@group(0) @binding(8) var<storage, read_write> packed: array<vec4<u32>>;
+// K (PACK_K) or V as contiguous f32 vec4 rows (const W4 per key, zero-padded)
+// when they cannot be copied into their texture as they are (a head dim not a
+// multiple of 4): key j of (batch b, kv head hk) at vec4 ((b·hkv + hk)·seq_k +
+// j)·W4. A buffer then a copy rather than a storage texture: lavapipe's
+// timestamps stop bracketing later passes after storage-texture writes.
+@group(0) @binding(8) var<storage, read_write> packed: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn pack(@builtin(global_invocation_id) g: vec3<u32>) {
@@ -390,16 +392,36 @@ fn pack(@builtin(global_invocation_id) g: vec3<u32>) {
     }
     let b = bh / P.hkv;
     let hk = bh % P.hkv;
-    let lpb = (P.sk + (1u << P.lsh) - 1u) >> P.lsh;
 //#if PACK_K
     let x = ld_k(b * P.k_sb + hk * P.k_sh + key * P.k_ss, c);
 //#else
     let x = ld_v(b * P.v_sb + hk * P.v_sh + key * P.v_ss, c);
 //#endif
-    // Lines per layer: seq_k when one layer holds a (b, hk), else 2^lsh.
-    let lines = select(1u << P.lsh, P.sk, lpb == 1u);
-    let line = (bh * lpb + (key >> P.lsh)) * lines + (key & ((1u << P.lsh) - 1u));
-    packed[line * WP + c] = bitcast<vec4<u32>>(x);
+    packed[(bh * P.sk + key) * W4 + c] = x;
+}
+//#endif
+
+//#if KV_TEX
+// K and V as textures of vec4 texels (rows schedule, texel split-KV): the
+// tensor's vec4s in order (its buffer copied as it is, or as `pack` wrote it),
+// 2^wsh per line, 2^lsh lines per layer. Texel t of key j, vec4 c of (batch b,
+// kv head hk): t = b·kt_sb + hk·kt_sh + j·kt_ss + c.
+@group(0) @binding(9) var ktex: texture_2d_array<f32>;
+@group(0) @binding(10) var vtex: texture_2d_array<f32>;
+
+fn texel_at(t: u32) -> vec3<u32> {
+    let line = t >> P.wsh;
+    return vec3<u32>(t & ((1u << P.wsh) - 1u), line & ((1u << P.lsh) - 1u), line >> P.lsh);
+}
+
+fn ld_kt(t: u32) -> vec4<f32> {
+    let a = texel_at(t);
+    return textureLoad(ktex, a.xy, a.z, 0);
+}
+
+fn ld_vt(t: u32) -> vec4<f32> {
+    let a = texel_at(t);
+    return textureLoad(vtex, a.xy, a.z, 0);
 }
 //#endif
 
@@ -410,12 +432,10 @@ fn pack(@builtin(global_invocation_id) g: vec3<u32>) {
 // causal mask its rows see nearly the same keys) and streams every key it may
 // see itself, KB keys per online-softmax step, with
 // its rows' Q and O in registers. K and V are read as texel fetches from the
-// textures `pack` wrote: no workgroup memory, no barrier. Each K or V texel
+// K/V textures (KV_TEX): no workgroup memory, no barrier. Each K or V texel
 // feeds TM rows. Suits adapters where storage and workgroup loads cost a
 // per-lane loop and a barrier a context switch (CPU adapters); texel fetches
 // there are vectorised gathers.
-@group(0) @binding(9) var ktex: texture_2d_array<u32>;
-@group(0) @binding(10) var vtex: texture_2d_array<u32>;
 
 @compute @workgroup_size(WG)
 fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
@@ -425,8 +445,8 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
     let h = bh % P.hq;
     let hk = h / P.group;
     let row0 = (wid.x * WG + lid) * TM;
-    let lmask = (1u << P.lsh) - 1u;
-    let lbase = (b * P.hkv + hk) * ((P.sk + lmask) >> P.lsh);
+    let ktb = b * P.kt_sb + hk * P.kt_sh;
+    let vtb = b * P.vt_sb + hk * P.vt_sh;
     var kend = 0u;
 //#for i < TM
     // Rows past the end run on a clamped row and are not stored.
@@ -447,14 +467,14 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
 //#for j < KB
         // Keys past the end read a clamped key and get p = 0.
         let kc{j} = min(j0 + {j}u, kend - 1u);
-        let ky{j} = kc{j} & lmask;
-        let kl{j} = lbase + (kc{j} >> P.lsh);
+        let kt{j} = ktb + kc{j} * P.kt_ss;
+        let vt{j} = vtb + kc{j} * P.vt_ss;
 //#for i < TM
         var s{i}_{j} = 0.0;
 //#endfor
 //#for c < D4
         {
-            let kv = bitcast<vec4<f32>>(textureLoad(ktex, vec2<u32>({c}u, ky{j}), kl{j}, 0));
+            let kv = ld_kt(kt{j} + {c}u);
 //#for i < TM
             s{i}_{j} += dot(q{i}_{c}, kv);
 //#endfor
@@ -492,7 +512,7 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
 //#for j < KB
 //#for c < DV4
         {
-            let vv = bitcast<vec4<f32>>(textureLoad(vtex, vec2<u32>({c}u, ky{j}), kl{j}, 0));
+            let vv = ld_vt(vt{j} + {c}u);
 //#for i < TM
             o{i}_{c} = fma(vec4<f32>(s{i}_{j}), vv, o{i}_{c});
 //#endfor
@@ -685,6 +705,53 @@ fn split_kv(@builtin(workgroup_id) wid: vec3<u32>,
 //#if BIAS
     let bb = b * P.bias_sb + h * P.bias_sh + row * P.sk;
 //#endif
+//#if KV_TEX
+    // K/V as texels, KB keys per online-softmax step (one max and KB + 1
+    // exponentials per step instead of two per key).
+    let ktb = b * P.kt_sb + hk * P.kt_sh;
+    let vtb = b * P.vt_sb + hk * P.vt_sh;
+    for (var j0 = k0; j0 < k1; j0 += KB) {
+//#for j < KB
+        // Keys past the split's end read a clamped key and get p = 0.
+        let kc{j} = min(j0 + {j}u, k1 - 1u);
+        let kt{j} = ktb + kc{j} * P.kt_ss;
+        let vt{j} = vtb + kc{j} * P.vt_ss;
+        var s{j} = 0.0;
+//#endfor
+//#for c < D4
+//#for j < KB
+        s{j} += dot(q{c}, ld_kt(kt{j} + {c}u));
+//#endfor
+//#endfor
+        var mx = m;
+//#for j < KB
+        let ok{j} = j0 + {j}u < k1;
+//#if BIAS
+        if (ok{j}) {
+            s{j} += bias[bb + j0 + {j}u];
+        }
+//#endif
+        mx = select(mx, max(mx, s{j}), ok{j});
+//#endfor
+        let corr = exp(m - mx);
+        m = mx;
+        var lb = 0.0;
+//#for j < KB
+        let p{j} = select(0.0, exp(s{j} - mx), ok{j});
+        lb += p{j};
+//#endfor
+        l = l * corr + lb;
+//#for c < DV4
+        {
+            var acc = o{c} * corr;
+//#for j < KB
+            acc = fma(vec4<f32>(p{j}), ld_vt(vt{j} + {c}u), acc);
+//#endfor
+            o{c} = acc;
+        }
+//#endfor
+    }
+//#else
     for (var key = k0; key < k1; key++) {
         var s = 0.0;
         let kr = kb + key * P.k_ss;
@@ -704,6 +771,7 @@ fn split_kv(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
         m = mn;
     }
+//#endif
     let slot = rbh * P.nsplit + split;
 //#for i < DV4
     part_o[slot * DV4 + {i}u] = o{i};

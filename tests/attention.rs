@@ -2,11 +2,12 @@
 //! causal conventions, both layouts, bias, kv_len, LSE, f32 and f16, fully
 //! masked rows, random small shapes, and a long sequence.
 //!
-//! Every case runs Naive, SplitKv and Auto, and Flash with the schedules it
-//! names: the cases rotate through the schedules (each schedule meets many
-//! shapes and options without a full cross product, which would take this
-//! machine's software adapter far past the CI budget), and
-//! `every_schedule_on_hard_shapes` runs them all on the same inputs.
+//! Every case runs Naive and Auto, Flash with the schedules it names and
+//! SplitKv with the K/V sources it names: the cases rotate through them (each
+//! schedule and source meets many shapes and options without a full cross
+//! product, which would take this machine's software adapter far past the CI
+//! budget), and `every_schedule_on_hard_shapes` runs them all on the same
+//! inputs.
 
 mod common;
 
@@ -32,12 +33,21 @@ struct Case {
     lse: bool,
     /// Flash schedules to run.
     flash: &'static [FlashSchedule],
+    /// Split-KV sources to run.
+    split: &'static [KvReads],
     /// Whether Auto runs too (it repeats another variant's kernel, and a
     /// software adapter compiles each new kernel for seconds).
     auto: bool,
 }
 
 static SCHEDS: [FlashSchedule; 4] = FlashSchedule::ALL;
+static SPLITS: [KvReads; 2] = KvReads::ALL;
+
+/// The `i`-th split-KV source of the rotation, as a one-element list.
+fn srot(i: usize) -> &'static [KvReads] {
+    let j = i % SPLITS.len();
+    &SPLITS[j..j + 1]
+}
 
 /// The `i`-th schedule of the rotation, as a one-element list.
 fn rot(i: usize) -> &'static [FlashSchedule] {
@@ -50,6 +60,14 @@ fn shape(layout: Layout, b: usize, h: usize, s: usize, d: usize) -> Vec<usize> {
         Layout::Bhsd => vec![b, h, s, d],
         Layout::Bshd => vec![b, s, h, d],
     }
+}
+
+/// How a variant runs: its default, a flash schedule, or a split-KV source.
+#[derive(Debug, Clone, Copy)]
+enum How {
+    Default,
+    Sched(FlashSchedule),
+    Reads(KvReads),
 }
 
 /// Runs every variant on `c`; returns the rel L2 error per variant.
@@ -86,16 +104,23 @@ fn run(c: &Case) -> Vec<(AttentionVariant, f64)> {
         .into_iter()
         .filter(|&v| c.auto || v != AttentionVariant::Auto)
         .flat_map(|v| {
-            let scheds: Vec<Option<FlashSchedule>> = if v == AttentionVariant::Flash {
-                c.flash.iter().copied().map(Some).collect()
-            } else {
-                vec![None]
+            let how: Vec<How> = match v {
+                AttentionVariant::Flash => c.flash.iter().map(|&s| How::Sched(s)).collect(),
+                AttentionVariant::SplitKv => c.split.iter().map(|&s| How::Reads(s)).collect(),
+                _ => vec![How::Default],
             };
-            scheds.into_iter().map(move |s| (v, s))
+            how.into_iter().map(move |h| (v, h))
         });
-    for (var, sched) in runs {
+    for (var, how) in runs {
         let opts = AttentionOptions {
-            flash_schedule: sched,
+            flash_schedule: match how {
+                How::Sched(s) => Some(s),
+                _ => None,
+            },
+            split_kv_reads: match how {
+                How::Reads(r) => Some(r),
+                _ => None,
+            },
             layout: c.layout,
             causal: c.causal,
             kv_len: c.kv_len.as_deref(),
@@ -107,12 +132,12 @@ fn run(c: &Case) -> Vec<(AttentionVariant, f64)> {
         out.poison().unwrap();
         lse.poison().unwrap();
         attention_into(&gq, &gk, &gv, &opts, &out, c.lse.then_some(&lse))
-            .unwrap_or_else(|e| panic!("{name} {var:?} {sched:?}: {e}"));
+            .unwrap_or_else(|e| panic!("{name} {var:?} {how:?}: {e}"));
         let rep = verify::compare(&read(&out), &want);
-        check(&rep, tol, &format!("{name} {var:?} {sched:?}"));
+        check(&rep, tol, &format!("{name} {var:?} {how:?}"));
         if c.lse {
             let rep = verify::compare(&lse.to_vec::<f32>().unwrap(), &want_lse);
-            check(&rep, tol, &format!("{name} {var:?} {sched:?} lse"));
+            check(&rep, tol, &format!("{name} {var:?} {how:?} lse"));
         }
         errs.push((var, rep.rel_l2));
     }
@@ -165,6 +190,7 @@ fn grid_f32() {
             dtype: DType::F32,
             lse: i % 2 == 1,
             flash: rot(i),
+            split: srot(i),
             // Auto where it repeats a kernel the case compiles anyway (Rows for
             // long queries, SplitKv for short): both of its branches run without
             // new compiles.
@@ -196,6 +222,7 @@ fn every_head_dim_both_causal_and_layouts() {
         {
             run(&Case {
                 flash: rot(2 * i + j + i / 2),
+                split: srot(i + j),
                 auto: false,
                 b: 1,
                 hq: 2,
@@ -230,6 +257,7 @@ fn batch_kv_len_bias_broadcast_and_masked_rows() {
         for (j, kv) in [vec![45, 17], vec![0, 30]].into_iter().enumerate() {
             run(&Case {
                 flash: rot(2 * i + j + i / 2),
+                split: srot(i + j),
                 auto: false,
                 b: 2,
                 hq: 6,
@@ -250,6 +278,7 @@ fn batch_kv_len_bias_broadcast_and_masked_rows() {
     // seq_q > seq_k bottom-right: the first rows see no key at all.
     run(&Case {
         flash: &SCHEDS,
+        split: &SPLITS,
         auto: false,
         b: 1,
         hq: 1,
@@ -285,6 +314,7 @@ fn f16_inputs() {
         let j = (2 * i) % SCHEDS.len();
         run(&Case {
             flash: &SCHEDS[j..j + 2],
+            split: srot(i),
             auto: i == 0,
             b: 1,
             hq: 4,
@@ -313,6 +343,7 @@ fn random_small_shapes() {
         let hkv = r.random_range(1..4);
         let c = Case {
             flash: rot(i),
+            split: srot(i),
             auto: false,
             b: r.random_range(1..3),
             hq: hkv * r.random_range(1..4),
@@ -363,6 +394,7 @@ fn every_schedule_on_hard_shapes() {
         dtype: DType::F32,
         lse: true,
         flash: &SCHEDS,
+        split: &SPLITS,
         auto: true,
     });
     run(&Case {
@@ -380,6 +412,7 @@ fn every_schedule_on_hard_shapes() {
         dtype: DType::F32,
         lse: true,
         flash: &SCHEDS,
+        split: &SPLITS,
         auto: false,
     });
 }

@@ -38,6 +38,9 @@ pub struct Timing {
     pub min: Duration,
     /// Whether the times are GPU timestamps (else wall clock around a sync).
     pub gpu: bool,
+    /// Wall time of the first (warm-up) run, pipeline compiles included.
+    #[allow(dead_code)]
+    pub first: Duration,
 }
 
 /// Runs `f` once to warm up, then `reps` times. Each run is timed with GPU
@@ -48,8 +51,10 @@ pub fn time(
     reps: usize,
     mut f: impl FnMut() -> flashdot::Result<()>,
 ) -> flashdot::Result<Timing> {
+    let t = Instant::now();
     f()?;
     ctx.synchronize()?;
+    let first = t.elapsed();
     let mut v = Vec::with_capacity(reps);
     let mut gpu = true;
     for _ in 0..reps.max(1) {
@@ -71,6 +76,7 @@ pub fn time(
         median: v[v.len() / 2],
         min: v[0],
         gpu,
+        first,
     })
 }
 

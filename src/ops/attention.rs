@@ -13,7 +13,9 @@
 //! **A query row whose keys are all masked outputs zeros** (not NaN, as PyTorch
 //! would), and its log-sum-exp is −∞.
 
-use crate::context::{Bind, Context, Tracked};
+use std::sync::Arc;
+
+use crate::context::{Bind, Context, Tracked, TrackedTexture};
 use crate::error::{Error, Result};
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::shader;
@@ -25,7 +27,7 @@ const SK: u32 = 8;
 /// Largest supported head dim.
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// Mirrors `Params` in `shaders/attention.wgsl` (128 bytes).
+/// Mirrors `Params` in `shaders/attention.wgsl` (160 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct AttentionParams {
@@ -44,8 +46,13 @@ pub struct AttentionParams {
     /// bias batch stride, bias head stride, causal (0/1), causal offset (i32 bits).
     pub mask: [u32; 4],
     /// scale (f32 bits), number of key splits, keys per split, log2 of the lines
-    /// per layer of the rows schedule's K/V textures.
+    /// per layer of the K/V textures.
     pub tail: [u32; 4],
+    /// K texture addressing: texel strides (batch, head, seq), log2 of the
+    /// texels per line.
+    pub kt: [u32; 4],
+    /// V texture texel strides (batch, head, seq), pad.
+    pub vt: [u32; 4],
 }
 
 /// Memory layout of q, k, v and out.
@@ -124,13 +131,14 @@ pub enum FlashSchedule {
     Blocks,
     /// Every invocation owns up to 8 query rows (fewer for head dims over 64)
     /// with their Q and O in registers and streams every key it may see itself;
-    /// K and V are first copied into 2-D array textures (`K` and `V` bytes again,
-    /// as f32) and read as texel fetches. No workgroup memory and no barrier:
-    /// for adapters where storage and workgroup loads are per-lane loops and a
-    /// barrier is a context switch, while texel fetches are vectorised gathers
-    /// (CPU adapters: their default for seq_q ≥ 64). Needs the textures to fit
-    /// the adapter's texture limits (`batch·heads_kv·⌈seq_k / 2^⌊log2 max
-    /// dimension⌋⌉` layers), else `Blocks` runs.
+    /// K and V are first copied into 2-D array textures (`K` and `V` bytes
+    /// again: a plain buffer-to-texture copy when d and d_v are multiples of 4,
+    /// else a pack pass into f32 first) and read as texel fetches. No workgroup
+    /// memory and no barrier: for adapters where storage and workgroup loads
+    /// are per-lane loops and a barrier is a context switch, while texel
+    /// fetches are vectorised gathers (CPU adapters: their default for
+    /// seq_q ≥ 64). Needs the textures to fit the adapter's texture limits (K's
+    /// elements / 4 / 2^20 layers with 1024-texel lines), else `Blocks` runs.
     Rows,
 }
 
@@ -142,6 +150,25 @@ impl FlashSchedule {
         FlashSchedule::Blocks,
         FlashSchedule::Rows,
     ];
+}
+
+/// Where the [`AttentionVariant::SplitKv`] kernel reads K and V from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvReads {
+    /// The storage buffers as given, one key per step. The GPU default.
+    Buffers,
+    /// 2-D array textures K and V are first copied into (as for
+    /// [`FlashSchedule::Rows`]: `K` and `V` bytes again), 8 keys per
+    /// online-softmax step. For adapters where a storage load at a per-lane
+    /// address is a per-lane loop and a texel fetch a vectorised gather (CPU
+    /// adapters: their default). Needs the textures to fit the adapter's
+    /// limits, else `Buffers` runs.
+    Texels,
+}
+
+impl KvReads {
+    /// Both sources.
+    pub const ALL: [KvReads; 2] = [KvReads::Buffers, KvReads::Texels];
 }
 
 /// Options of [`attention`].
@@ -163,6 +190,8 @@ pub struct AttentionOptions<'a> {
     pub variant: Option<AttentionVariant>,
     /// Flash schedule (`None`: chosen by the adapter's device type).
     pub flash_schedule: Option<FlashSchedule>,
+    /// Split-KV source of K and V (`None`: chosen by the adapter's device type).
+    pub split_kv_reads: Option<KvReads>,
 }
 
 /// Result of [`attention`].
@@ -416,36 +445,70 @@ fn schedule(ctx: &Context, opts: &AttentionOptions, dims: &Dims) -> FlashSchedul
     }
 }
 
-/// Geometry of the rows schedule's K/V textures: key `j` of (batch, kv head)
-/// `bh` at layer `bh·lpb + (j >> lsh)`, line `j & (2^lsh − 1)`.
+/// How K and V become the textures of the texel-reading kernels
+/// ([`FlashSchedule::Rows`], [`KvReads::Texels`]): with head dims multiples of
+/// 4 their buffers are copied as they are (f32 or f16 texels, no shader pass);
+/// otherwise a pack kernel first writes them as zero-padded f32 vec4 rows.
+/// Either way a texture holds the tensor's vec4s in order, 2^wsh per line and
+/// 2^lsh lines per layer.
 struct KvTextures {
+    wsh: u32,
     lsh: u32,
-    lines: u32,
-    layers: u32,
+    pack: bool,
+    /// Texels (vec4s) of K and of V.
+    texels: [u64; 2],
 }
 
 impl KvTextures {
-    /// `None` if the textures or the pack dispatch exceed the adapter's limits.
+    /// `None` if the textures or the pack pass exceed the adapter's limits.
     fn new(ctx: &Context, dims: &Dims) -> Option<KvTextures> {
         let lim = &ctx.info().limits;
-        let max_lsh = lim.max_texture_dimension_2d.max(1).ilog2();
-        let lsh = (dims.sk.max(1).next_power_of_two().ilog2()).min(max_lsh);
-        let lpb = dims.sk.max(1).div_ceil(1 << lsh);
-        let layers = dims.b * dims.hkv * lpb;
+        let max_sh = lim.max_texture_dimension_2d.max(1).ilog2();
+        // 1024 texels per line and lines per layer (16 MiB of f32 a layer):
+        // line bytes a multiple of the 256-byte copy alignment, and long
+        // tensors span layers within the tests' sizes, so that every copy
+        // shape (whole layers, whole lines, a partial line) is exercised.
+        let wsh = max_sh.min(10);
+        let lsh = max_sh.min(10);
+        let pack = !(dims.d.is_multiple_of(4) && dims.dv.is_multiple_of(4));
+        let rows = (dims.b * dims.hkv * dims.sk) as u64;
+        let texels = [
+            rows * dims.d.div_ceil(4) as u64,
+            rows * dims.dv.div_ceil(4) as u64,
+        ];
+        let layers = |n: u64| n.div_ceil(1 << (wsh + lsh));
         let w4 = dims.d.max(dims.dv).div_ceil(4);
-        let lines = if lpb == 1 { dims.sk.max(1) } else { 1 << lsh };
-        let staging = (layers * lines * w4.next_multiple_of(16) * 16) as u64;
-        let fits = layers <= lim.max_texture_array_layers as usize
-            && staging <= ctx.max_binding()
-            && w4 <= lim.max_texture_dimension_2d as usize
-            && (dims.sk * w4).div_ceil(64) <= lim.max_compute_workgroups_per_dimension as usize
-            && dims.b * dims.hkv <= lim.max_compute_workgroups_per_dimension as usize;
-        fits.then(|| KvTextures {
+        let fits = wsh >= 5
+            && texels
+                .iter()
+                .all(|&n| layers(n) <= lim.max_texture_array_layers as u64)
+            && (!pack
+                || (texels.iter().all(|&n| n * 16 <= ctx.max_binding())
+                    && (dims.sk * w4).div_ceil(64)
+                        <= lim.max_compute_workgroups_per_dimension as usize
+                    && dims.b * dims.hkv <= lim.max_compute_workgroups_per_dimension as usize));
+        fits.then_some(KvTextures {
+            wsh,
             lsh,
-            // One layer per (batch, kv head) needs only seq_k lines.
-            lines: lines as u32,
-            layers: layers.max(1) as u32,
+            pack,
+            texels,
         })
+    }
+
+    /// Sets the texture addressing in `p` (after [`params`]).
+    fn set_params(&self, p: &mut AttentionParams, dims: &Dims) {
+        p.tail[3] = self.lsh;
+        let (d4, dv4) = (dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32);
+        let (sk, hkv) = (dims.sk as u32, dims.hkv as u32);
+        if self.pack {
+            p.kt = [hkv * sk * d4, sk * d4, d4, self.wsh];
+            p.vt = [hkv * sk * dv4, sk * dv4, dv4, 0];
+        } else {
+            let [a, b, c, _] = p.k_strides;
+            p.kt = [a / 4, b / 4, c / 4, self.wsh];
+            let [a, b, c, _] = p.v_strides;
+            p.vt = [a / 4, b / 4, c / 4, 0];
+        }
     }
 }
 
@@ -474,7 +537,7 @@ fn flash_rows(
     let wg: u32 = 64;
     let consts = vec![("WG", wg), ("TM", tm), ("D4", d4), ("DV4", dv4), ("KB", 8)];
     let mut defines = common.to_vec();
-    defines.extend(["KIND_ROWS", "OUT_DIRECT"]);
+    defines.extend(["KIND_ROWS", "KV_TEX", "OUT_DIRECT"]);
     if lse.is_some() {
         defines.push("LSE");
     }
@@ -486,96 +549,20 @@ fn flash_rows(
             vec![],
         )
     })?;
-    let pack = |which: &'static str, w4: u32| {
-        let mut defines: Vec<&str> = common.to_vec();
-        defines.extend(["KIND_PACK", which]);
-        let consts = [("W4", w4), ("WP", w4.next_multiple_of(16))];
-        let key = format!("pack:{dtype}:{consts:?}:{}", defines.join(","));
-        ctx.pipeline(("attention", key), || {
-            (
-                shader::expand_full(SRC, dtype, &defines, &consts),
-                "pack",
-                vec![],
-            )
-        })
+    let packs = match geo.pack {
+        true => Some(pack_pipelines(ctx, dtype, common, dims)?),
+        false => None,
     };
-    let pack_k = pack("PACK_K", d4)?;
-    let pack_v = pack("PACK_V", dv4)?;
     ctx.scoped(OP, || {
-        let texture = |w4: u32| {
-            ctx.create_texture(&wgpu::TextureDescriptor {
-                label: Some("attention K/V texels"),
-                size: wgpu::Extent3d {
-                    width: w4,
-                    height: geo.lines,
-                    depth_or_array_layers: geo.layers,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: wgpu::TextureFormat::Rgba32Uint,
-                usage: wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::TEXTURE_BINDING,
-                view_formats: &[],
-            })
-        };
-        let (kt, vt) = (texture(d4), texture(dv4));
-        let staging = |w4: u32| {
-            ctx.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("attention K/V staging"),
-                size: geo.layers as u64 * geo.lines as u64 * w4.next_multiple_of(16) as u64 * 16,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            })
-        };
-        let (ks, vs) = (staging(d4), staging(dv4));
-        let array = wgpu::TextureViewDescriptor {
-            dimension: Some(wgpu::TextureViewDimension::D2Array),
-            ..Default::default()
-        };
-        let (kview, vview) = (kt.create_view(&array), vt.create_view(&array));
         let ubuf = ctx.uniform(p);
         let mut enc = ctx.encoder();
-        let kv_groups = (dims.b * dims.hkv) as u32;
-        ctx.encode_slots(
-            &mut enc,
-            &pack_k,
-            &ubuf,
-            &[Bind::whole(k.buffer()), Bind::whole(&ks)],
-            &[2, 8],
-            ((dims.sk * d4 as usize).div_ceil(64) as u32, kv_groups, 1),
-        );
-        ctx.encode_slots(
-            &mut enc,
-            &pack_v,
-            &ubuf,
-            &[Bind::whole(v.buffer()), Bind::whole(&vs)],
-            &[3, 8],
-            ((dims.sk * dv4 as usize).div_ceil(64) as u32, kv_groups, 1),
-        );
-        for (buf, tex, w4) in [(&ks, &kt, d4), (&vs, &vt, dv4)] {
-            enc.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo {
-                    buffer: buf,
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset: 0,
-                        bytes_per_row: Some(w4.next_multiple_of(16) * 16),
-                        rows_per_image: Some(geo.lines),
-                    },
-                },
-                tex.as_image_copy(),
-                wgpu::Extent3d {
-                    width: w4,
-                    height: geo.lines,
-                    depth_or_array_layers: geo.layers,
-                },
-            );
-        }
+        let kv = KvTexels::encode(ctx, &mut enc, packs.as_ref(), &ubuf, [k, v], dims, geo);
         let mut binds = vec![
             Bind::whole(q.buffer()),
             Bind::whole(out.buffer()),
             Bind::whole(kvlen),
-            Bind::texture(&kview),
-            Bind::texture(&vview),
+            Bind::texture(&kv.views[0]),
+            Bind::texture(&kv.views[1]),
         ];
         let mut slots = vec![1, 4, 5, 9, 10];
         if let Some(b) = opts.bias {
@@ -595,6 +582,160 @@ fn flash_rows(
         ctx.submit(enc);
         Ok(())
     })
+}
+
+/// The pipelines that pack K and V into [`KvTexels`] (head dims not
+/// multiples of 4).
+fn pack_pipelines(
+    ctx: &Context,
+    dtype: DType,
+    common: &[&str],
+    dims: &Dims,
+) -> Result<[Arc<wgpu::ComputePipeline>; 2]> {
+    let pack = |which: &'static str, w4: u32| {
+        let mut defines: Vec<&str> = common.to_vec();
+        defines.extend(["KIND_PACK", which]);
+        let consts = [("W4", w4)];
+        let key = format!("pack:{dtype}:{consts:?}:{}", defines.join(","));
+        ctx.pipeline(("attention", key), || {
+            (
+                shader::expand_full(SRC, dtype, &defines, &consts),
+                "pack",
+                vec![],
+            )
+        })
+    };
+    Ok([
+        pack("PACK_K", dims.d.div_ceil(4) as u32)?,
+        pack("PACK_V", dims.dv.div_ceil(4) as u32)?,
+    ])
+}
+
+/// K and V as the 2-D array textures of [`KvTextures`]. Holds the textures
+/// (and any pack staging buffers) until the work that reads them is submitted.
+struct KvTexels {
+    views: [wgpu::TextureView; 2],
+    _textures: [TrackedTexture; 2],
+    _staging: Vec<Tracked>,
+}
+
+impl KvTexels {
+    /// Encodes the making of the textures into `enc`: buffer-to-texture
+    /// copies, after the pack passes when `packs` is given (which
+    /// [`KvTextures::pack`] asks for). The pack writes a buffer rather than a
+    /// storage texture: lavapipe's timestamps stop bracketing later passes
+    /// after storage-texture writes.
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        packs: Option<&[Arc<wgpu::ComputePipeline>; 2]>,
+        ubuf: &wgpu::Buffer,
+        [k, v]: [&Tensor; 2],
+        dims: &Dims,
+        geo: &KvTextures,
+    ) -> KvTexels {
+        let w4s = [dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32];
+        let (format, texel_bytes) = match (packs.is_some(), k.dtype()) {
+            (false, DType::F16) => (wgpu::TextureFormat::Rgba16Float, 8u64),
+            _ => (wgpu::TextureFormat::Rgba32Float, 16u64),
+        };
+        let mut staging = Vec::new();
+        let mut make = |i: usize, src: &Tensor| {
+            let n = geo.texels[i];
+            let (w, lpl) = (1u64 << geo.wsh, 1u64 << geo.lsh);
+            let lines = n.div_ceil(w).max(1);
+            let texture = ctx.create_texture(&wgpu::TextureDescriptor {
+                label: Some("attention K/V texels"),
+                size: wgpu::Extent3d {
+                    width: w as u32,
+                    height: lines.min(lpl) as u32,
+                    depth_or_array_layers: lines.div_ceil(lpl) as u32,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format,
+                usage: wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::TEXTURE_BINDING,
+                view_formats: &[],
+            });
+            let packed = packs.map(|packs| {
+                let buf = ctx.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("attention K/V pack staging"),
+                    size: (n * 16).max(16),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                ctx.encode_slots(
+                    enc,
+                    &packs[i],
+                    ubuf,
+                    &[Bind::whole(src.buffer()), Bind::whole(&buf)],
+                    &[2 + i as u32, 8],
+                    (
+                        (dims.sk * w4s[i] as usize).div_ceil(64) as u32,
+                        (dims.b * dims.hkv) as u32,
+                        1,
+                    ),
+                );
+                buf
+            });
+            let src_buf: &wgpu::Buffer = packed.as_deref().unwrap_or(src.buffer());
+            // Whole layers, then whole lines, then the last partial line.
+            let row = w * texel_bytes;
+            let (full_lines, rem) = (n / w, n % w);
+            let (full_layers, part) = (full_lines / lpl, full_lines % lpl);
+            let mut copy = |offset: u64, origin: [u64; 2], extent: [u64; 3]| {
+                enc.copy_buffer_to_texture(
+                    wgpu::TexelCopyBufferInfo {
+                        buffer: src_buf,
+                        layout: wgpu::TexelCopyBufferLayout {
+                            offset,
+                            bytes_per_row: Some(row as u32),
+                            rows_per_image: Some(lpl as u32),
+                        },
+                    },
+                    wgpu::TexelCopyTextureInfo {
+                        texture: &texture,
+                        mip_level: 0,
+                        origin: wgpu::Origin3d {
+                            x: 0,
+                            y: origin[0] as u32,
+                            z: origin[1] as u32,
+                        },
+                        aspect: wgpu::TextureAspect::All,
+                    },
+                    wgpu::Extent3d {
+                        width: extent[0] as u32,
+                        height: extent[1] as u32,
+                        depth_or_array_layers: extent[2] as u32,
+                    },
+                );
+            };
+            if full_layers > 0 {
+                copy(0, [0, 0], [w, lpl, full_layers]);
+            }
+            if part > 0 {
+                copy(full_layers * lpl * row, [0, full_layers], [w, part, 1]);
+            }
+            if rem > 0 {
+                copy(full_lines * row, [part, full_layers], [rem, 1, 1]);
+            }
+            staging.extend(packed);
+            let view = texture.create_view(&wgpu::TextureViewDescriptor {
+                dimension: Some(wgpu::TextureViewDimension::D2Array),
+                ..Default::default()
+            });
+            (view, texture)
+        };
+        let (kview, ktex) = make(0, k);
+        let (vview, vtex) = make(1, v);
+        KvTexels {
+            views: [kview, vview],
+            _textures: [ktex, vtex],
+            _staging: staging,
+        }
+    }
 }
 
 fn zero_fill(t: &Tensor) -> Result<()> {
@@ -648,6 +789,8 @@ fn params(dims: &Dims, opts: &AttentionOptions) -> AttentionParams {
         o_strides: dims.strides(l, dims.hq, dims.sq, dims.dv),
         mask: [bias_sb, bias_sh, causal, off as u32],
         tail: [scale.to_bits(), 0, 0, 0],
+        kt: [0; 4],
+        vt: [0; 4],
     }
 }
 
@@ -722,7 +865,7 @@ fn fused(
             let sched = schedule(ctx, opts, dims);
             if sched == FlashSchedule::Rows {
                 let geo = KvTextures::new(ctx, dims).expect("schedule() checked the fit");
-                p.tail[3] = geo.lsh;
+                geo.set_params(&mut p, dims);
                 return flash_rows(
                     ctx,
                     [q, k, v],
@@ -835,9 +978,18 @@ fn fused(
             })
         }
         _ => {
+            let want = opts.split_kv_reads.unwrap_or(if ctx.info().is_cpu() {
+                KvReads::Texels
+            } else {
+                KvReads::Buffers
+            });
+            let geo = match want {
+                KvReads::Texels => KvTextures::new(ctx, dims),
+                KvReads::Buffers => None,
+            };
             // Enough splits to give every core work for one query, each long
-            // enough that the merge pass stays small.
-            let chunk = dims.sk.div_ceil(256).max(32);
+            // enough that the merge pass stays small; whole 8-key steps.
+            let chunk = dims.sk.div_ceil(256).max(32).next_multiple_of(8);
             let nsplit = dims.sk.div_ceil(chunk);
             p.tail[1] = nsplit as u32;
             p.tail[2] = chunk as u32;
@@ -857,12 +1009,21 @@ fn fused(
             )?;
             let part_ml = scratch(ctx, (nrows * nsplit) as u64 * 8, "split-KV partial stats")?;
             let consts = [("D4", d4), ("DV4", dv4)];
+            let consts1 = [("D4", d4), ("DV4", dv4), ("KB", 8)];
             let mut d1 = common.clone();
             d1.push("KIND_SPLIT");
-            let key1 = format!("split:{dtype}:{consts:?}:{}", d1.join(","));
+            let mut packs = None;
+            if let Some(g) = &geo {
+                g.set_params(&mut p, dims);
+                d1.push("KV_TEX");
+                if g.pack {
+                    packs = Some(pack_pipelines(ctx, dtype, &common, dims)?);
+                }
+            }
+            let key1 = format!("split:{dtype}:{consts1:?}:{}", d1.join(","));
             let pipe1 = ctx.pipeline(("attention", key1), || {
                 (
-                    shader::expand_full(SRC, dtype, &d1, &consts),
+                    shader::expand_full(SRC, dtype, &d1, &consts1),
                     "split_kv",
                     vec![],
                 )
@@ -885,14 +1046,25 @@ fn fused(
             ctx.scoped(OP, || {
                 let ubuf = ctx.uniform(&p);
                 let mut enc = ctx.encoder();
+                let kv = geo.as_ref().map(|g| {
+                    KvTexels::encode(ctx, &mut enc, packs.as_ref(), &ubuf, [k, v], dims, g)
+                });
                 let mut binds = vec![
                     Bind::whole(q.buffer()),
-                    Bind::whole(k.buffer()),
-                    Bind::whole(v.buffer()),
                     Bind::whole(&part_o),
                     Bind::whole(&kvlen),
                 ];
-                let mut slots = vec![1, 2, 3, 4, 5];
+                let mut slots = vec![1, 4, 5];
+                match &kv {
+                    Some(kv) => {
+                        binds.extend([Bind::texture(&kv.views[0]), Bind::texture(&kv.views[1])]);
+                        slots.extend([9, 10]);
+                    }
+                    None => {
+                        binds.extend([Bind::whole(k.buffer()), Bind::whole(v.buffer())]);
+                        slots.extend([2, 3]);
+                    }
+                }
                 if let Some(bias) = opts.bias {
                     binds.push(Bind::whole(bias.buffer()));
                     slots.push(6);
@@ -1084,6 +1256,6 @@ mod tests {
 
     #[test]
     fn params_layout_matches_wgsl() {
-        assert_eq!(std::mem::size_of::<AttentionParams>(), 128);
+        assert_eq!(std::mem::size_of::<AttentionParams>(), 160);
     }
 }
