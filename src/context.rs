@@ -2,7 +2,7 @@
 //! and limits in use, the pipeline cache and the error-scope plumbing every
 //! operation runs inside.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,13 @@ pub struct ContextOptions {
     /// Optional features to leave off even where the adapter has them (for testing
     /// fallbacks, e.g. `wgpu::Features::SHADER_F16`).
     pub disable_features: wgpu::Features,
+    /// Compile the fastest form of every kernel before its first use. Off (the
+    /// default), a kernel whose fastest form compiles for seconds on this
+    /// adapter (attention's [`FlashSchedule::Rows`](crate::ops::attention::FlashSchedule::Rows))
+    /// first runs a form that compiles quickly while the fast one compiles on
+    /// a background thread, and switches once it is ready; results are the
+    /// same either way. Tests set it so that each call runs a known kernel.
+    pub wait_for_best_kernels: bool,
 }
 
 impl ContextOptions {
@@ -226,11 +233,27 @@ impl TrackedTexture {
     }
 }
 
+/// A pipeline's source: WGSL, entry point, override constants.
+type PipelineSource = (String, &'static str, Vec<(&'static str, f64)>);
+
+/// Kernels compiled in the background (see [`Context::pipeline_or_quick`]).
+#[derive(Default)]
+struct Background {
+    /// Keys ever queued (a failed compile is not retried).
+    queued: HashSet<PipelineKey>,
+    /// Queued, to start at the next submit.
+    deferred: Vec<(PipelineKey, PipelineSource)>,
+    /// Started threads not yet joined.
+    running: Vec<std::thread::JoinHandle<()>>,
+}
+
 pub(crate) struct Inner {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     pub(crate) info: ContextInfo,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    background: Mutex<Background>,
+    wait_for_best: bool,
     lost: Arc<Mutex<Option<String>>>,
     /// Per-op tuning results (e.g. the matmul autotuner's winners), keyed by op and shape class.
     pub(crate) tuning: Mutex<HashMap<String, String>>,
@@ -380,6 +403,8 @@ impl Context {
                 queue,
                 info,
                 pipelines: Mutex::new(HashMap::new()),
+                background: Mutex::default(),
+                wait_for_best: options.wait_for_best_kernels,
                 lost,
                 tuning: Mutex::new(HashMap::new()),
                 memory: Arc::default(),
@@ -479,6 +504,66 @@ impl Context {
         })?;
         let pipeline = Arc::new(pipeline);
         Ok(self.lock_pipelines().entry(key).or_insert(pipeline).clone())
+    }
+
+    /// The pipeline for `key` if it is built; else, unless the context waits
+    /// for best kernels, `quick()` (a form that compiles fast), and `build`'s
+    /// pipeline is compiled on a background thread that starts after the next
+    /// submit has finished (so that it competes with neither the quick
+    /// compile nor the first call); once per key, and should it fail,
+    /// `quick()` serves from then on. Waiting contexts build `key` now. The
+    /// flag says whether the pipeline is `key`'s.
+    pub(crate) fn pipeline_or_quick(
+        &self,
+        key: PipelineKey,
+        build: PipelineSource,
+        quick: impl FnOnce() -> Result<Arc<wgpu::ComputePipeline>>,
+    ) -> Result<(Arc<wgpu::ComputePipeline>, bool)> {
+        if let Some(p) = self.lock_pipelines().get(&key) {
+            return Ok((p.clone(), true));
+        }
+        if self.inner.wait_for_best {
+            return Ok((self.pipeline(key, || build)?, true));
+        }
+        let quick = quick()?;
+        let mut bg = self.lock_background();
+        if bg.queued.insert(key.clone()) {
+            bg.deferred.push((key, build));
+        }
+        Ok((quick, false))
+    }
+
+    fn lock_background(&self) -> std::sync::MutexGuard<'_, Background> {
+        self.inner
+            .background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the deferred background compiles, each after the work
+    /// submitted so far.
+    fn start_background_compiles(&self) {
+        let mut bg = self.lock_background();
+        for (key, build) in std::mem::take(&mut bg.deferred) {
+            let ctx = self.clone();
+            bg.running.push(std::thread::spawn(move || {
+                let done = ctx.synchronize().and_then(|()| ctx.pipeline(key, || build));
+                if let Err(e) = done {
+                    log::warn!("background kernel compile failed, the quick form stays: {e}");
+                }
+            }));
+        }
+    }
+
+    /// Blocks until the kernels compiling in the background (see
+    /// [`ContextOptions::wait_for_best_kernels`]) are ready, so that later
+    /// calls run their fastest forms: a warm-up for latency-sensitive callers.
+    pub fn finish_background_compiles(&self) {
+        self.start_background_compiles();
+        let running = std::mem::take(&mut self.lock_background().running);
+        for h in running {
+            let _ = h.join();
+        }
     }
 
     fn lock_pipelines(
@@ -836,5 +921,6 @@ impl Context {
     /// Submits recorded work.
     pub(crate) fn submit(&self, enc: wgpu::CommandEncoder) {
         self.inner.queue.submit([enc.finish()]);
+        self.start_background_compiles();
     }
 }

@@ -533,3 +533,47 @@ fn shape_errors() {
     .unwrap();
     assert_eq!(r.out.to_vec::<f32>().unwrap(), vec![0.0; 96]);
 }
+
+/// A context that does not wait for best kernels first runs the rows
+/// schedule's one-row form while the full row block compiles in the
+/// background, then the block: both agree with the reference.
+#[test]
+fn rows_quick_kernel_then_best() {
+    let ctx = flashdot::Context::with_options(flashdot::ContextOptions::default())
+        .unwrap_or_else(|e| panic!("flashdot tests need a GPU adapter: {e}"));
+    let (h, sq, sk, d, dv) = (2, 70, 45, 8, 12);
+    let mut rng = rng("rows quick then best");
+    let q = uniform(&mut rng, h * sq * d);
+    let k = uniform(&mut rng, h * sk * d);
+    let v = uniform(&mut rng, h * sk * dv);
+    let t = |x: &[f32], s: usize, w: usize| Tensor::from_slice(&ctx, x, &[1, h, s, w]).unwrap();
+    let (gq, gk, gv) = (t(&q, sq, d), t(&k, sk, d), t(&v, sk, dv));
+    let (want, _) = reference::attention::attention(&reference::attention::AttentionRef {
+        q: &q,
+        k: &k,
+        v: &v,
+        dims: [1, h, h, sq, sk, d, dv],
+        layout: Layout::Bhsd,
+        causal: Causal::BottomRight,
+        scale: None,
+        kv_len: None,
+        bias: None,
+    });
+    let opts = AttentionOptions {
+        variant: Some(AttentionVariant::Flash),
+        flash_schedule: Some(FlashSchedule::Rows),
+        causal: Causal::BottomRight,
+        ..Default::default()
+    };
+    let out = Tensor::zeros(&ctx, &[1, h, sq, dv], DType::F32).unwrap();
+    let before = ctx.cached_pipelines();
+    for call in ["first (quick form)", "after the background compile"] {
+        out.poison().unwrap();
+        attention_into(&gq, &gk, &gv, &opts, &out, None).unwrap();
+        check(&verify::compare(&read(&out), &want), 1e-5, call);
+        ctx.finish_background_compiles();
+        // The one-row form, then the row block compiled in the background;
+        // the second call compiles nothing new.
+        assert_eq!(ctx.cached_pipelines(), before + 2, "{call}");
+    }
+}

@@ -533,22 +533,40 @@ fn flash_rows(
     // size, and so the compile time, stays about constant), at most 8.
     // Measured on lavapipe at d 64: 8 rows 1.4x faster than 4, 16 rows no
     // faster than 8 and 100x slower to compile.
-    let tm = (128 / d4.max(dv4)).clamp(1, 8);
+    let best_tm = (128 / d4.max(dv4)).clamp(1, 8);
     let wg: u32 = 64;
-    let consts = vec![("WG", wg), ("TM", tm), ("D4", d4), ("DV4", dv4), ("KB", 8)];
     let mut defines = common.to_vec();
     defines.extend(["KIND_ROWS", "KV_TEX", "OUT_DIRECT"]);
     if lse.is_some() {
         defines.push("LSE");
     }
-    let key = format!("flash_rows:{dtype}:{consts:?}:{}", defines.join(","));
-    let pipe = ctx.pipeline(("attention", key), || {
+    let consts = |tm: u32| vec![("WG", wg), ("TM", tm), ("D4", d4), ("DV4", dv4), ("KB", 8)];
+    let key = |tm: u32| {
+        let c = consts(tm);
+        format!("flash_rows:{dtype}:{c:?}:{}", defines.join(","))
+    };
+    // The compile time grows steeply with the rows per invocation (lavapipe
+    // at d 64, cold: 1 row ~1.1 s, 2 rows ~2.6 s, 8 rows ~24 s; per call
+    // 735, 400 and 150-230 ms at 8 heads x 1024): one row serves until the
+    // best block is compiled in the background.
+    let (pipe, best) = ctx.pipeline_or_quick(
+        ("attention", key(best_tm)),
         (
-            shader::expand_full(SRC, dtype, &defines, &consts),
+            shader::expand_full(SRC, dtype, &defines, &consts(best_tm)),
             "flash_rows",
             vec![],
-        )
-    })?;
+        ),
+        || {
+            ctx.pipeline(("attention", key(1)), || {
+                (
+                    shader::expand_full(SRC, dtype, &defines, &consts(1)),
+                    "flash_rows",
+                    vec![],
+                )
+            })
+        },
+    )?;
+    let tm = if best { best_tm } else { 1 };
     let packs = match geo.pack {
         true => Some(pack_pipelines(ctx, dtype, common, dims)?),
         false => None,

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use flashdot::{f16, Context};
+use flashdot::{f16, Context, ContextOptions};
 use rand::{Rng, SeedableRng};
 
 pub type Rng64 = rand::rngs::SmallRng;
@@ -13,7 +13,12 @@ pub type Rng64 = rand::rngs::SmallRng;
 /// with the NoAdapter message that says how to install one.
 pub fn ctx() -> Context {
     static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
-    match CTX.get_or_init(|| Context::new().map_err(|e| e.to_string())) {
+    // Every call runs the kernel it names, not a quick-compiling stand-in.
+    let opts = ContextOptions {
+        wait_for_best_kernels: true,
+        ..Default::default()
+    };
+    match CTX.get_or_init(|| Context::with_options(opts).map_err(|e| e.to_string())) {
         Ok(c) => c.clone(),
         Err(e) => panic!("flashdot tests need a GPU adapter: {e}"),
     }
