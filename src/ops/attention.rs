@@ -548,15 +548,19 @@ fn flash_rows(
     // The compile time grows steeply with the rows per invocation (lavapipe
     // at d 64, cold: 1 row ~1.1 s, 2 rows ~2.6 s, 8 rows ~24 s; per call
     // 735, 400 and 150-230 ms at 8 heads x 1024): one row serves until the
-    // best block is compiled in the background.
-    let (pipe, best) = ctx.pipeline_or_quick(
-        ("attention", key(best_tm)),
-        (
-            shader::expand_full(SRC, dtype, &defines, &consts(best_tm)),
-            "flash_rows",
-            vec![],
-        ),
-        || {
+    // best block is compiled in the background, but only on calls small
+    // enough that the one-row form's ~4.5x longer run costs less than waiting
+    // for the compile: break-even near seq 2500 with Mesa's shader cache warm
+    // (~3.5 s compile) and 6500 cold (8 heads, d 64; 8 x 16384 causal: ~80 s
+    // one-row against 24 s + 17 s).
+    let best_src = (
+        shader::expand_full(SRC, dtype, &defines, &consts(best_tm)),
+        "flash_rows",
+        vec![],
+    );
+    let work = (dims.b * dims.hq * dims.sq * dims.sk * (dims.d + dims.dv)) as f64;
+    let (pipe, best) = if work <= 1.0e10 {
+        ctx.pipeline_or_quick(("attention", key(best_tm)), best_src, || {
             ctx.pipeline(("attention", key(1)), || {
                 (
                     shader::expand_full(SRC, dtype, &defines, &consts(1)),
@@ -564,8 +568,13 @@ fn flash_rows(
                     vec![],
                 )
             })
-        },
-    )?;
+        })?
+    } else {
+        (
+            ctx.pipeline(("attention", key(best_tm)), || best_src)?,
+            true,
+        )
+    };
     let tm = if best { best_tm } else { 1 };
     let packs = match geo.pack {
         true => Some(pack_pipelines(ctx, dtype, common, dims)?),
