@@ -508,7 +508,7 @@ impl Context {
 
     /// The pipeline for `key` if it is built; else, unless the context waits
     /// for best kernels, `quick()` (a form that compiles fast), and `build`'s
-    /// pipeline is compiled on a background thread that starts after the next
+    /// pipeline (its source made only on a cache miss) is compiled on a background thread that starts after the next
     /// submit has finished (so that it competes with neither the quick
     /// compile nor the first call); once per key, and should it fail,
     /// `quick()` serves from then on. Waiting contexts build `key` now. The
@@ -516,19 +516,19 @@ impl Context {
     pub(crate) fn pipeline_or_quick(
         &self,
         key: PipelineKey,
-        build: PipelineSource,
+        build: impl FnOnce() -> PipelineSource,
         quick: impl FnOnce() -> Result<Arc<wgpu::ComputePipeline>>,
     ) -> Result<(Arc<wgpu::ComputePipeline>, bool)> {
         if let Some(p) = self.lock_pipelines().get(&key) {
             return Ok((p.clone(), true));
         }
         if self.inner.wait_for_best {
-            return Ok((self.pipeline(key, || build)?, true));
+            return Ok((self.pipeline(key, build)?, true));
         }
         let quick = quick()?;
         let mut bg = self.lock_background();
         if bg.queued.insert(key.clone()) {
-            bg.deferred.push((key, build));
+            bg.deferred.push((key, build()));
         }
         Ok((quick, false))
     }

@@ -553,25 +553,23 @@ fn flash_rows(
     // for the compile: break-even near seq 2500 with Mesa's shader cache warm
     // (~3.5 s compile) and 6500 cold (8 heads, d 64; 8 x 16384 causal: ~80 s
     // one-row against 24 s + 17 s).
-    let best_src = (
-        shader::expand_full(SRC, dtype, &defines, &consts(best_tm)),
-        "flash_rows",
-        vec![],
-    );
+    let src = |tm: u32| {
+        (
+            shader::expand_full(SRC, dtype, &defines, &consts(tm)),
+            "flash_rows",
+            vec![],
+        )
+    };
     let work = (dims.b * dims.hq * dims.sq * dims.sk * (dims.d + dims.dv)) as f64;
     let (pipe, best) = if work <= 1.0e10 {
-        ctx.pipeline_or_quick(("attention", key(best_tm)), best_src, || {
-            ctx.pipeline(("attention", key(1)), || {
-                (
-                    shader::expand_full(SRC, dtype, &defines, &consts(1)),
-                    "flash_rows",
-                    vec![],
-                )
-            })
-        })?
+        ctx.pipeline_or_quick(
+            ("attention", key(best_tm)),
+            || src(best_tm),
+            || ctx.pipeline(("attention", key(1)), || src(1)),
+        )?
     } else {
         (
-            ctx.pipeline(("attention", key(best_tm)), || best_src)?,
+            ctx.pipeline(("attention", key(best_tm)), || src(best_tm))?,
             true,
         )
     };
@@ -592,14 +590,7 @@ fn flash_rows(
             Bind::texture(&kv.views[1]),
         ];
         let mut slots = vec![1, 4, 5, 9, 10];
-        if let Some(b) = opts.bias {
-            binds.push(Bind::whole(b.buffer()));
-            slots.push(6);
-        }
-        if let Some(l) = lse {
-            binds.push(Bind::whole(l.buffer()));
-            slots.push(7);
-        }
+        bind_bias_and_stats(&mut binds, &mut slots, opts.bias, lse.map(|l| l.buffer()));
         let groups = (
             dims.sq.div_ceil((wg * tm) as usize) as u32,
             (dims.b * dims.hq) as u32,
@@ -762,6 +753,25 @@ impl KvTexels {
             _textures: [ktex, vtex],
             _staging: staging,
         }
+    }
+}
+
+/// Appends the optional bindings the masked kernels share: the bias (slot 6)
+/// and the per-row statistics (slot 7: the LSE output, or split-KV's partial
+/// (max, sum)).
+fn bind_bias_and_stats<'a>(
+    binds: &mut Vec<Bind<'a>>,
+    slots: &mut Vec<u32>,
+    bias: Option<&'a Tensor>,
+    stats: Option<&'a wgpu::Buffer>,
+) {
+    if let Some(b) = bias {
+        binds.push(Bind::whole(b.buffer()));
+        slots.push(6);
+    }
+    if let Some(s) = stats {
+        binds.push(Bind::whole(s));
+        slots.push(7);
     }
 }
 
@@ -989,14 +999,7 @@ fn fused(
                     Bind::whole(&kvlen),
                 ];
                 let mut slots = vec![1, 2, 3, 4, 5];
-                if let Some(b) = opts.bias {
-                    binds.push(Bind::whole(b.buffer()));
-                    slots.push(6);
-                }
-                if let Some(l) = lse {
-                    binds.push(Bind::whole(l.buffer()));
-                    slots.push(7);
-                }
+                bind_bias_and_stats(&mut binds, &mut slots, opts.bias, lse.map(|l| l.buffer()));
                 let mut enc = ctx.encoder();
                 let groups = (dims.sq.div_ceil(row_block as usize) as u32, rows as u32, 1);
                 ctx.encode_slots(&mut enc, &pipe, &ubuf, &binds, &slots, groups);
@@ -1092,12 +1095,7 @@ fn fused(
                         slots.extend([2, 3]);
                     }
                 }
-                if let Some(bias) = opts.bias {
-                    binds.push(Bind::whole(bias.buffer()));
-                    slots.push(6);
-                }
-                binds.push(Bind::whole(&part_ml));
-                slots.push(7);
+                bind_bias_and_stats(&mut binds, &mut slots, opts.bias, Some(&part_ml));
                 let groups = (nsplit.div_ceil(64) as u32, nrows as u32, 1);
                 ctx.encode_slots(&mut enc, &pipe1, &ubuf, &binds, &slots, groups);
                 let mut binds = vec![
@@ -1191,14 +1189,7 @@ fn naive(
             Bind::whole(&kvlen),
         ];
         let mut slots = vec![1, 2, 5];
-        if let Some(b) = opts.bias {
-            binds.push(Bind::whole(b.buffer()));
-            slots.push(6);
-        }
-        if let Some(l) = lse {
-            binds.push(Bind::whole(l.buffer()));
-            slots.push(7);
-        }
+        bind_bias_and_stats(&mut binds, &mut slots, opts.bias, lse.map(|l| l.buffer()));
         let (gx, gy) = ctx.grid((dims.b * dims.hq * dims.sq) as u32);
         let mut enc = ctx.encoder();
         ctx.encode_slots(&mut enc, &pipe, &ubuf, &binds, &slots, (gx, gy, 1));
