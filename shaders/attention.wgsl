@@ -435,11 +435,17 @@ fn ld_vt(t: u32) -> vec4<f32> {
 // K/V textures (KV_TEX): no workgroup memory, no barrier. Each K or V texel
 // feeds TM rows. Suits adapters where storage and workgroup loads cost a
 // per-lane loop and a barrier a context switch (CPU adapters); texel fetches
-// there are vectorised gathers.
+// there are vectorised gathers. With SG (subgroups of at least 8 lanes, consts
+// KF = ceil(D4 / 8), VF = ceil(DV4 / 8)) a subgroup's lanes fetch different
+// texels of a key and broadcast them to each other.
 
 @compute @workgroup_size(WG)
 fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
+              @builtin(local_invocation_index) lid: u32,
+//#if SG
+              @builtin(subgroup_invocation_id) sid: u32,
+//#endif
+              ) {
     let bh = wid.y;
     let b = bh / P.hq;
     let h = bh % P.hq;
@@ -463,6 +469,13 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
     var o{i}_{c} = vec4<f32>(0.0);
 //#endfor
 //#endfor
+//#if SG
+    // A subgroup walks its lanes' keys together so that each K/V texel is
+    // fetched once for 8 lanes and shared by subgroupBroadcast: lane g
+    // fetches vec4s g, g + 8, ... of a key.
+    kend = subgroupMax(kend);
+    let lane = sid & 7u;
+//#endif
     for (var j0 = 0u; j0 < kend; j0 += KB) {
 //#for j < KB
         // Keys past the end read a clamped key and get p = 0.
@@ -472,9 +485,19 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
 //#for i < TM
         var s{i}_{j} = 0.0;
 //#endfor
+//#if SG
+        var kf{j}: array<vec4<f32>, KF>;
+//#for f < KF
+        kf{j}[{f}] = ld_kt(kt{j} + min({f}u * 8u + lane, D4 - 1u));
+//#endfor
+//#endif
 //#for c < D4
         {
+//#if SG
+            let kv = subgroupBroadcast(kf{j}[{c}u / 8u], {c}u % 8u);
+//#else
             let kv = ld_kt(kt{j} + {c}u);
+//#endif
 //#for i < TM
             s{i}_{j} += dot(q{i}_{c}, kv);
 //#endfor
@@ -510,9 +533,19 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
         }
 //#endfor
 //#for j < KB
+//#if SG
+        var vf{j}: array<vec4<f32>, VF>;
+//#for f < VF
+        vf{j}[{f}] = ld_vt(vt{j} + min({f}u * 8u + lane, DV4 - 1u));
+//#endfor
+//#endif
 //#for c < DV4
         {
+//#if SG
+            let vv = subgroupBroadcast(vf{j}[{c}u / 8u], {c}u % 8u);
+//#else
             let vv = ld_vt(vt{j} + {c}u);
+//#endif
 //#for i < TM
             o{i}_{c} = fma(vec4<f32>(s{i}_{j}), vv, o{i}_{c});
 //#endfor

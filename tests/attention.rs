@@ -13,7 +13,7 @@ mod common;
 
 use common::*;
 use flashdot::ops::attention::*;
-use flashdot::{reference, verify, DType, Error, Tensor};
+use flashdot::{reference, verify, Context, ContextOptions, DType, Error, Tensor};
 use rand::Rng;
 
 #[derive(Debug, Clone)]
@@ -72,19 +72,23 @@ enum How {
 
 /// Runs every variant on `c`; returns the rel L2 error per variant.
 fn run(c: &Case) -> Vec<(AttentionVariant, f64)> {
-    let ctx = ctx();
+    run_on(&ctx(), c)
+}
+
+/// [`run`] on a given context.
+fn run_on(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, f64)> {
     let name = format!("{c:?}");
     let mut rng = rng(&name);
     let q = uniform(&mut rng, c.b * c.hq * c.sq * c.d);
     let k = uniform(&mut rng, c.b * c.hkv * c.sk * c.d);
     let v = uniform(&mut rng, c.b * c.hkv * c.sk * c.dv);
-    let (gq, q) = upload(&q, &shape(c.layout, c.b, c.hq, c.sq, c.d), c.dtype);
-    let (gk, k) = upload(&k, &shape(c.layout, c.b, c.hkv, c.sk, c.d), c.dtype);
-    let (gv, v) = upload(&v, &shape(c.layout, c.b, c.hkv, c.sk, c.dv), c.dtype);
+    let (gq, q) = upload_to(ctx, &q, &shape(c.layout, c.b, c.hq, c.sq, c.d), c.dtype);
+    let (gk, k) = upload_to(ctx, &k, &shape(c.layout, c.b, c.hkv, c.sk, c.d), c.dtype);
+    let (gv, v) = upload_to(ctx, &v, &shape(c.layout, c.b, c.hkv, c.sk, c.dv), c.dtype);
     let bias_vals = c.bias.map(|s| uniform(&mut rng, s.iter().product()));
     let gbias = c
         .bias
-        .map(|s| Tensor::from_slice(&ctx, bias_vals.as_ref().unwrap(), &s).unwrap());
+        .map(|s| Tensor::from_slice(ctx, bias_vals.as_ref().unwrap(), &s).unwrap());
     let (want, want_lse) = reference::attention::attention(&reference::attention::AttentionRef {
         q: &q,
         k: &k,
@@ -96,8 +100,8 @@ fn run(c: &Case) -> Vec<(AttentionVariant, f64)> {
         kv_len: c.kv_len.as_deref(),
         bias: c.bias.map(|s| (&bias_vals.as_ref().unwrap()[..], s)),
     });
-    let out = Tensor::zeros(&ctx, &shape(c.layout, c.b, c.hq, c.sq, c.dv), c.dtype).unwrap();
-    let lse = Tensor::zeros(&ctx, &[c.b, c.hq, c.sq], DType::F32).unwrap();
+    let out = Tensor::zeros(ctx, &shape(c.layout, c.b, c.hq, c.sq, c.dv), c.dtype).unwrap();
+    let lse = Tensor::zeros(ctx, &[c.b, c.hq, c.sq], DType::F32).unwrap();
     let tol = if c.dtype == DType::F16 { 5e-3 } else { 1e-5 };
     let mut errs = Vec::new();
     let runs = AttentionVariant::ALL
@@ -420,6 +424,42 @@ fn every_schedule_on_hard_shapes() {
     });
 }
 
+/// The rows schedule without subgroups (each lane fetches every K/V texel
+/// itself), on a hard shape: the default context uses subgroups where the
+/// adapter has them.
+#[test]
+fn rows_without_subgroups() {
+    let opts = ContextOptions {
+        wait_for_best_kernels: true,
+        ..Default::default()
+    }
+    .without_features(wgpu::Features::SUBGROUP);
+    let ctx = Context::with_options(opts)
+        .unwrap_or_else(|e| panic!("flashdot tests need a GPU adapter: {e}"));
+    assert!(!ctx.info().has_subgroups());
+    run_on(
+        &ctx,
+        &Case {
+            b: 1,
+            hq: 6,
+            hkv: 2,
+            sq: 59,
+            sk: 127,
+            d: 59,
+            dv: 37,
+            layout: Layout::Bshd,
+            causal: Causal::BottomRight,
+            bias: Some([1, 6, 59, 127]),
+            kv_len: None,
+            dtype: DType::F32,
+            lse: true,
+            flash: &[FlashSchedule::Rows],
+            split: &[],
+            auto: false,
+        },
+    );
+}
+
 #[test]
 fn long_sequence_flash_runs_naive_refuses() {
     let ctx = ctx();
@@ -542,7 +582,7 @@ fn shape_errors() {
 /// background, then the block: both agree with the reference.
 #[test]
 fn rows_quick_kernel_then_best() {
-    let ctx = flashdot::Context::with_options(flashdot::ContextOptions::default())
+    let ctx = Context::with_options(ContextOptions::default())
         .unwrap_or_else(|e| panic!("flashdot tests need a GPU adapter: {e}"));
     let (h, sq, sk, d, dv) = (2, 70, 45, 8, 12);
     let mut rng = rng("rows quick then best");

@@ -540,19 +540,37 @@ fn flash_rows(
     if lse.is_some() {
         defines.push("LSE");
     }
-    let consts = |tm: u32| vec![("WG", wg), ("TM", tm), ("D4", d4), ("DV4", dv4), ("KB", 8)];
+    // With subgroups of 8 or more lanes, 8 lanes fetch 8 different texels of
+    // a key and share them by subgroupBroadcast, instead of each fetching
+    // every texel: one fetch where there were eight (lavapipe at 8 x 1024,
+    // d 64: 159 -> 84 ms; a texel fetch there is a call of ~150 instructions).
+    let info = ctx.info();
+    if info.has_subgroups() && info.subgroup_size.0 >= 8 {
+        defines.push("SG");
+    }
+    let consts = |tm: u32| {
+        vec![
+            ("WG", wg),
+            ("TM", tm),
+            ("D4", d4),
+            ("DV4", dv4),
+            ("KB", 8),
+            ("KF", d4.div_ceil(8)),
+            ("VF", dv4.div_ceil(8)),
+        ]
+    };
     let key = |tm: u32| {
         let c = consts(tm);
         format!("flash_rows:{dtype}:{c:?}:{}", defines.join(","))
     };
     // The compile time grows steeply with the rows per invocation (lavapipe
-    // at d 64, cold: 1 row ~1.1 s, 2 rows ~2.6 s, 8 rows ~24 s; per call
-    // 735, 400 and 150-230 ms at 8 heads x 1024): one row serves until the
-    // best block is compiled in the background, but only on calls small
-    // enough that the one-row form's ~4.5x longer run costs less than waiting
-    // for the compile: break-even near seq 2500 with Mesa's shader cache warm
-    // (~3.5 s compile) and 6500 cold (8 heads, d 64; 8 x 16384 causal: ~80 s
-    // one-row against 24 s + 17 s).
+    // at d 64 with subgroups, Mesa's shader cache cold: 1 row ~1.0 s, 2 rows
+    // ~2.1 s, 8 rows ~16 s (2.5 s warm); per call at 8 heads x 1024: 194, 135
+    // and 82-90 ms): one row serves until the best block is compiled in the
+    // background, but only on calls small enough that the one-row form's
+    // ~2.3x longer run costs less than waiting for the compile: break-even
+    // near 2e10 units of work below with the cache warm (8 heads, d 64: seq
+    // ~4500), ~1.5e11 cold.
     let src = |tm: u32| {
         (
             shader::expand_full(SRC, dtype, &defines, &consts(tm)),
@@ -561,7 +579,7 @@ fn flash_rows(
         )
     };
     let work = (dims.b * dims.hq * dims.sq * dims.sk * (dims.d + dims.dv)) as f64;
-    let (pipe, best) = if work <= 1.0e10 {
+    let (pipe, best) = if work <= 2.0e10 {
         ctx.pipeline_or_quick(
             ("attention", key(best_tm)),
             || src(best_tm),

@@ -67,17 +67,26 @@ pub fn from_f16(x: &[f16]) -> Vec<f32> {
 /// Uploads `x` as a `dtype` tensor of `shape`; returns it with the values the
 /// GPU holds (rounded through f16 for f16), which the reference must be fed.
 pub fn upload(x: &[f32], shape: &[usize], dtype: flashdot::DType) -> (flashdot::Tensor, Vec<f32>) {
-    let ctx = ctx();
+    upload_to(&ctx(), x, shape, dtype)
+}
+
+/// [`upload`] to a given context.
+pub fn upload_to(
+    ctx: &Context,
+    x: &[f32],
+    shape: &[usize],
+    dtype: flashdot::DType,
+) -> (flashdot::Tensor, Vec<f32>) {
     match dtype {
         flashdot::DType::F16 => {
             let h = to_f16(x);
             (
-                flashdot::Tensor::from_slice(&ctx, &h, shape).unwrap(),
+                flashdot::Tensor::from_slice(ctx, &h, shape).unwrap(),
                 from_f16(&h),
             )
         }
         _ => (
-            flashdot::Tensor::from_slice(&ctx, x, shape).unwrap(),
+            flashdot::Tensor::from_slice(ctx, x, shape).unwrap(),
             x.to_vec(),
         ),
     }
