@@ -82,6 +82,12 @@ impl ContextInfo {
     pub fn has_subgroups(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)
     }
+
+    /// Whether subgroup operations are enabled and every subgroup has at
+    /// least `lanes` lanes (kernels that share values among groups of lanes).
+    pub fn has_subgroups_of(&self, lanes: u32) -> bool {
+        self.has_subgroups() && self.subgroup_size.0 >= lanes
+    }
     /// Whether GPU timestamp queries are enabled.
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)

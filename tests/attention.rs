@@ -429,14 +429,7 @@ fn every_schedule_on_hard_shapes() {
 /// adapter has them.
 #[test]
 fn rows_without_subgroups() {
-    let opts = ContextOptions {
-        wait_for_best_kernels: true,
-        ..Default::default()
-    }
-    .without_features(wgpu::Features::SUBGROUP);
-    let ctx = Context::with_options(opts)
-        .unwrap_or_else(|e| panic!("flashdot tests need a GPU adapter: {e}"));
-    assert!(!ctx.info().has_subgroups());
+    let ctx = ctx_without_subgroups();
     run_on(
         &ctx,
         &Case {

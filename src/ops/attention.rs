@@ -544,8 +544,7 @@ fn flash_rows(
     // a key and share them by subgroupBroadcast, instead of each fetching
     // every texel: one fetch where there were eight (lavapipe at 8 x 1024,
     // d 64: 159 -> 84 ms; a texel fetch there is a call of ~150 instructions).
-    let info = ctx.info();
-    if info.has_subgroups() && info.subgroup_size.0 >= 8 {
+    if ctx.info().has_subgroups_of(8) {
         defines.push("SG");
     }
     let consts = |tm: u32| {

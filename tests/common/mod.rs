@@ -24,6 +24,21 @@ pub fn ctx() -> Context {
     }
 }
 
+/// A context with subgroup operations turned off, for the kernels' schedules
+/// that adapters without subgroups run (the shared context uses subgroups
+/// where the adapter has them).
+pub fn ctx_without_subgroups() -> Context {
+    let opts = ContextOptions {
+        wait_for_best_kernels: true,
+        ..Default::default()
+    }
+    .without_features(wgpu::Features::SUBGROUP);
+    let ctx = Context::with_options(opts)
+        .unwrap_or_else(|e| panic!("flashdot tests need a GPU adapter: {e}"));
+    assert!(!ctx.info().has_subgroups());
+    ctx
+}
+
 /// A fresh seed per run, or `FLASHDOT_SEED` to replay one.
 pub fn seed() -> u64 {
     static SEED: OnceLock<u64> = OnceLock::new();
