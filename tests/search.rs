@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use flashdot::ops::search::*;
 use flashdot::ops::similarity::Metric;
-use flashdot::{reference, Error};
+use flashdot::{reference, Context, Error};
 use rand::Rng;
 
 fn gaussian(r: &mut Rng64, n: usize) -> Vec<f32> {
@@ -246,7 +246,17 @@ fn errors_and_edge_cases() {
 /// first, ties by lower id, then the NaN rows by id.
 #[test]
 fn nan_rows_and_ties_in_both_scans() {
-    let ctx = ctx();
+    nan_rows_and_ties(&ctx());
+}
+
+/// The same without subgroups: each invocation's list goes out whole instead
+/// of being merged with its 7 neighbours'.
+#[test]
+fn nan_rows_and_ties_without_subgroups() {
+    nan_rows_and_ties(&ctx_without_subgroups());
+}
+
+fn nan_rows_and_ties(ctx: &Context) {
     let mut r = rng("nan-ties");
     let (n, d) = (300, 5);
     let mut corpus: Vec<f32> = (0..n * d)
@@ -257,7 +267,7 @@ fn nan_rows_and_ties_in_both_scans() {
         corpus[row * d + 1] = f32::NAN;
     }
     let q: Vec<f32> = (0..d).map(|_| r.random_range(-2i32..=2) as f32).collect();
-    let mut ix = FlatIndex::new(&ctx, d, IndexOptions::default()).unwrap();
+    let mut ix = FlatIndex::new(ctx, d, IndexOptions::default()).unwrap();
     ix.add(&corpus).unwrap();
     let mut order: Vec<(f32, u32)> = corpus
         .chunks(d)

@@ -525,7 +525,10 @@ impl FlatIndex {
             ("RB", LIST_RB),
             ("QN", (qb * 2 * dv) as u32),
         ];
-        let defines = [kind, storage];
+        let mut defines = vec![kind, storage];
+        if plan.sg {
+            defines.push("SG");
+        }
         let key = format!("scan:{consts:?}:{}", defines.join(","));
         let scan = ctx.pipeline(("topk", key), || {
             (
@@ -671,6 +674,8 @@ struct Plan {
     /// Queries per scan workgroup.
     qb: u32,
     scan: Scan,
+    /// Subgroups of at least 8 lanes: the list scan merges lists by groups of 8.
+    sg: bool,
 }
 
 impl Plan {
@@ -704,12 +709,13 @@ impl Plan {
             // Many rows per invocation amortise the final lists; a CPU adapter
             // has few cores to fill, a GPU wants more workgroups.
             let rpl = if ctx.info().is_cpu() { 128 } else { 16 };
-            let qb = m.next_power_of_two().min(8).min(qmax) as u32;
+            let qb = m.next_power_of_two().min(16).min(qmax) as u32;
             return Ok(Plan {
                 sl,
                 kp,
                 qb,
                 scan: Scan::Lists { l: k, rpl },
+                sg: ctx.info().has_subgroups_of(8),
             });
         }
         // More queries per workgroup read the corpus fewer times; bounded by
@@ -724,6 +730,7 @@ impl Plan {
             kp,
             qb,
             scan: Scan::Sort,
+            sg: false,
         })
     }
 
@@ -739,6 +746,8 @@ impl Plan {
     fn slice_slots(&self) -> usize {
         match self.scan {
             Scan::Sort => self.kp,
+            // With subgroups, each 8 lanes' lists are merged into one.
+            Scan::Lists { l, .. } if self.sg => 8 * l,
             Scan::Lists { l, .. } => 64 * l,
         }
     }
