@@ -24,6 +24,7 @@ pub mod ops;
 pub mod reference;
 mod shader;
 pub mod tensor;
+mod texels;
 pub mod verify;
 
 pub use context::{Context, ContextInfo, ContextOptions, MemoryStats};

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
+use crate::texels::{vec4_texture, TexelGrid};
 
 const SRC: &str = include_str!("../../shaders/attention.wgsl");
 /// Keys per online-softmax chunk inside a staged tile (named registers).
@@ -463,33 +464,25 @@ impl KvTextures {
     /// `None` if the textures or the pack pass exceed the adapter's limits.
     fn new(ctx: &Context, dims: &Dims) -> Option<KvTextures> {
         let lim = &ctx.info().limits;
-        let max_sh = lim.max_texture_dimension_2d.max(1).ilog2();
-        // 1024 texels per line and lines per layer (16 MiB of f32 a layer):
-        // line bytes a multiple of the 256-byte copy alignment, and long
-        // tensors span layers within the tests' sizes, so that every copy
-        // shape (whole layers, whole lines, a partial line) is exercised.
-        let wsh = max_sh.min(10);
-        let lsh = max_sh.min(10);
         let pack = !(dims.d.is_multiple_of(4) && dims.dv.is_multiple_of(4));
         let rows = (dims.b * dims.hkv * dims.sk) as u64;
         let texels = [
             rows * dims.d.div_ceil(4) as u64,
             rows * dims.dv.div_ceil(4) as u64,
         ];
-        let layers = |n: u64| n.div_ceil(1 << (wsh + lsh));
+        // Long tensors span layers (16 MiB of f32 each) within the tests'
+        // sizes, so that every copy shape (whole layers, whole lines, a partial
+        // line) is exercised.
+        let grid = TexelGrid::new(ctx, &texels)?;
         let w4 = dims.d.max(dims.dv).div_ceil(4);
-        let fits = wsh >= 5
-            && texels
-                .iter()
-                .all(|&n| layers(n) <= lim.max_texture_array_layers as u64)
-            && (!pack
-                || (texels.iter().all(|&n| n * 16 <= ctx.max_binding())
-                    && (dims.sk * w4).div_ceil(64)
-                        <= lim.max_compute_workgroups_per_dimension as usize
-                    && dims.b * dims.hkv <= lim.max_compute_workgroups_per_dimension as usize));
+        let fits = !pack
+            || (texels.iter().all(|&n| n * 16 <= ctx.max_binding())
+                && (dims.sk * w4).div_ceil(64)
+                    <= lim.max_compute_workgroups_per_dimension as usize
+                && dims.b * dims.hkv <= lim.max_compute_workgroups_per_dimension as usize);
         fits.then_some(KvTextures {
-            wsh,
-            lsh,
+            wsh: grid.wsh,
+            lsh: grid.lsh,
             pack,
             texels,
         })
@@ -671,33 +664,16 @@ impl KvTexels {
         geo: &KvTextures,
     ) -> KvTexels {
         let w4s = [dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32];
-        let (format, texel_bytes) = match (packs.is_some(), k.dtype()) {
-            (false, DType::F16) => (wgpu::TextureFormat::Rgba16Float, 8u64),
-            _ => (wgpu::TextureFormat::Rgba32Float, 16u64),
+        let format = match (packs.is_some(), k.dtype()) {
+            (false, DType::F16) => wgpu::TextureFormat::Rgba16Float,
+            _ => wgpu::TextureFormat::Rgba32Float,
         };
         let mut staging = Vec::new();
         let mut make = |i: usize, src: &Tensor| {
-            let n = geo.texels[i];
-            let (w, lpl) = (1u64 << geo.wsh, 1u64 << geo.lsh);
-            let lines = n.div_ceil(w).max(1);
-            let texture = ctx.create_texture(&wgpu::TextureDescriptor {
-                label: Some("attention K/V texels"),
-                size: wgpu::Extent3d {
-                    width: w as u32,
-                    height: lines.min(lpl) as u32,
-                    depth_or_array_layers: lines.div_ceil(lpl) as u32,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format,
-                usage: wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::TEXTURE_BINDING,
-                view_formats: &[],
-            });
             let packed = packs.map(|packs| {
                 let buf = ctx.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("attention K/V pack staging"),
-                    size: (n * 16).max(16),
+                    size: (geo.texels[i] * 16).max(16),
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                     mapped_at_creation: false,
                 });
@@ -716,52 +692,21 @@ impl KvTexels {
                 buf
             });
             let src_buf: &wgpu::Buffer = packed.as_deref().unwrap_or(src.buffer());
-            // Whole layers, then whole lines, then the last partial line.
-            let row = w * texel_bytes;
-            let (full_lines, rem) = (n / w, n % w);
-            let (full_layers, part) = (full_lines / lpl, full_lines % lpl);
-            let mut copy = |offset: u64, origin: [u64; 2], extent: [u64; 3]| {
-                enc.copy_buffer_to_texture(
-                    wgpu::TexelCopyBufferInfo {
-                        buffer: src_buf,
-                        layout: wgpu::TexelCopyBufferLayout {
-                            offset,
-                            bytes_per_row: Some(row as u32),
-                            rows_per_image: Some(lpl as u32),
-                        },
-                    },
-                    wgpu::TexelCopyTextureInfo {
-                        texture: &texture,
-                        mip_level: 0,
-                        origin: wgpu::Origin3d {
-                            x: 0,
-                            y: origin[0] as u32,
-                            z: origin[1] as u32,
-                        },
-                        aspect: wgpu::TextureAspect::All,
-                    },
-                    wgpu::Extent3d {
-                        width: extent[0] as u32,
-                        height: extent[1] as u32,
-                        depth_or_array_layers: extent[2] as u32,
-                    },
-                );
+            let grid = TexelGrid {
+                wsh: geo.wsh,
+                lsh: geo.lsh,
             };
-            if full_layers > 0 {
-                copy(0, [0, 0], [w, lpl, full_layers]);
-            }
-            if part > 0 {
-                copy(full_layers * lpl * row, [0, full_layers], [w, part, 1]);
-            }
-            if rem > 0 {
-                copy(full_lines * row, [part, full_layers], [rem, 1, 1]);
-            }
+            let made = vec4_texture(
+                ctx,
+                enc,
+                src_buf,
+                geo.texels[i],
+                format,
+                grid,
+                "attention K/V texels",
+            );
             staging.extend(packed);
-            let view = texture.create_view(&wgpu::TextureViewDescriptor {
-                dimension: Some(wgpu::TextureViewDimension::D2Array),
-                ..Default::default()
-            });
-            (view, texture)
+            made
         };
         let (kview, ktex) = make(0, k);
         let (vview, vtex) = make(1, v);

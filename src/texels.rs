@@ -1,0 +1,115 @@
+//! Tensors copied into 2-D array textures of vec4 texels, for the kernels that
+//! read their operands by `textureLoad`: on CPU adapters a texel fetch is a
+//! vectorised gather, while a storage-buffer load is a per-lane loop (lavapipe
+//! on a Zen-1 host: 10-35x slower kernels).
+
+use crate::context::{Context, TrackedTexture};
+
+/// Where texel `i` of a [`vec4_texture`] lives: `2^wsh` texels a line, `2^lsh`
+/// lines a layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TexelGrid {
+    pub wsh: u32,
+    pub lsh: u32,
+}
+
+impl TexelGrid {
+    /// 1024 texels a line and 1024 lines a layer (less if the adapter's
+    /// textures are smaller): a line's bytes are a multiple of the 256-byte copy
+    /// alignment. `None` if `texels` need more layers than the adapter allows
+    /// or its textures are under 32 texels wide.
+    pub fn new(ctx: &Context, texels: &[u64]) -> Option<TexelGrid> {
+        let lim = &ctx.info().limits;
+        let max_sh = lim.max_texture_dimension_2d.max(1).ilog2();
+        let g = TexelGrid {
+            wsh: max_sh.min(10),
+            lsh: max_sh.min(10),
+        };
+        let fits = g.wsh >= 5
+            && texels
+                .iter()
+                .all(|&n| g.layers(n) <= lim.max_texture_array_layers as u64);
+        fits.then_some(g)
+    }
+
+    fn layers(self, texels: u64) -> u64 {
+        texels.div_ceil(1 << (self.wsh + self.lsh))
+    }
+}
+
+/// Encodes into `enc` a copy of the first `texels` vec4s of `src` (from byte 0;
+/// `texel_bytes` 16 for f32, 8 for f16) into a new 2-D array texture laid out
+/// by `grid`, and returns its view (and the texture, to keep alive until the
+/// work that reads it is submitted). Plain buffer-to-texture copies: whole
+/// layers, then whole lines, then the last partial line.
+pub(crate) fn vec4_texture(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    src: &wgpu::Buffer,
+    texels: u64,
+    format: wgpu::TextureFormat,
+    grid: TexelGrid,
+    label: &str,
+) -> (wgpu::TextureView, TrackedTexture) {
+    let texel_bytes = format.block_copy_size(None).unwrap_or(16) as u64;
+    let (w, lpl) = (1u64 << grid.wsh, 1u64 << grid.lsh);
+    let lines = texels.div_ceil(w).max(1);
+    let texture = ctx.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d {
+            width: w as u32,
+            height: lines.min(lpl) as u32,
+            depth_or_array_layers: lines.div_ceil(lpl) as u32,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format,
+        usage: wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::TEXTURE_BINDING,
+        view_formats: &[],
+    });
+    let row = w * texel_bytes;
+    let (full_lines, rem) = (texels / w, texels % w);
+    let (full_layers, part) = (full_lines / lpl, full_lines % lpl);
+    let mut copy = |offset: u64, origin: [u64; 2], extent: [u64; 3]| {
+        enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: src,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset,
+                    bytes_per_row: Some(row as u32),
+                    rows_per_image: Some(lpl as u32),
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture: &texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: origin[0] as u32,
+                    z: origin[1] as u32,
+                },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width: extent[0] as u32,
+                height: extent[1] as u32,
+                depth_or_array_layers: extent[2] as u32,
+            },
+        );
+    };
+    if full_layers > 0 {
+        copy(0, [0, 0], [w, lpl, full_layers]);
+    }
+    if part > 0 {
+        copy(full_layers * lpl * row, [0, full_layers], [w, part, 1]);
+    }
+    if rem > 0 {
+        copy(full_lines * row, [part, full_layers], [rem, 1, 1]);
+    }
+    let view = texture.create_view(&wgpu::TextureViewDescriptor {
+        dimension: Some(wgpu::TextureViewDimension::D2Array),
+        ..Default::default()
+    });
+    (view, texture)
+}
