@@ -381,3 +381,127 @@ fn mm_vec4(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
 }
 //#endif
+
+//#if KIND_TEXEL
+// ---------------------------------------------------------------------------
+// The vec4 scheme reading A and B as texels (consts WG, TM, TN, TMF, WSH, LSH):
+// the host copies both operands into 2-D array textures of vec4s (texel i at
+// x = i mod 2^WSH, line (i >> WSH) mod 2^LSH, layer i >> (WSH + LSH)). On CPU
+// adapters a texel fetch is a vectorised gather where a storage load is a
+// per-lane loop. With subgroups (SG), the TM rows of A that every invocation
+// needs are fetched once per 8 lanes (lane l takes rows l, l + 8, ...: TMF each)
+// and handed round by subgroupBroadcast.
+@group(0) @binding(1) var ta: texture_2d_array<f32>;
+@group(0) @binding(2) var tb: texture_2d_array<f32>;
+
+fn texel(t: texture_2d_array<f32>, i: u32) -> vec4<f32> {
+    let line = i >> WSH;
+    return textureLoad(t, vec2<u32>(i & ((1u << WSH) - 1u), line & ((1u << LSH) - 1u)), line >> LSH, 0);
+}
+
+@compute @workgroup_size(WG)
+fn mm_texel(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32,
+//#if SG
+            @builtin(subgroup_invocation_id) sid: u32,
+//#endif
+            ) {
+    let z = wid.z;
+    let ab = offs[2u * z] / 4u;
+    let bb = offs[2u * z + 1u] / 4u;
+    let row0 = wid.x * TM;
+    let kv = P.k / 4u;
+    let gfirst = wid.y * (WG * TN) + lid;
+//#if TRANS_B
+    let ng = P.n;
+//#else
+    let ng = P.n / 4u;
+//#endif
+    // Edge tiles read clamped, valid texels; they are not stored.
+//#if SG
+    let lane = sid & 7u;
+//#for f < TMF
+    let ra{f} = ab + min(row0 + {f}u * 8u + lane, P.m - 1u) * kv;
+//#endfor
+//#else
+//#for i < TM
+    let ra{i} = ab + min(row0 + {i}u, P.m - 1u) * kv;
+//#endfor
+//#endif
+//#for j < TN
+    let g{j} = min(gfirst + {j}u * WG, ng - 1u);
+//#endfor
+//#if TRANS_B
+//#for j < TN
+    let rb{j} = bb + g{j} * kv;
+//#endfor
+//#for i < TM
+//#for j < TN
+    var acc{i}_{j} = 0.0;
+//#endfor
+//#endfor
+//#else
+//#for i < TM
+//#for j < TN
+    var acc{i}_{j} = vec4<f32>(0.0);
+//#endfor
+//#endfor
+//#endif
+    for (var kk = 0u; kk < kv; kk++) {
+//#if SG
+        var af: array<vec4<f32>, TMF>;
+//#for f < TMF
+        af[{f}] = texel(ta, ra{f} + kk);
+//#endfor
+//#endif
+//#if TRANS_B
+//#for j < TN
+        let b{j} = texel(tb, rb{j} + kk);
+//#endfor
+//#else
+        let kb = bb + 4u * kk * ng;
+//#for q < 4
+//#for j < TN
+        let b{q}_{j} = texel(tb, kb + {q}u * ng + g{j});
+//#endfor
+//#endfor
+//#endif
+//#for i < TM
+//#if SG
+        let a{i} = subgroupBroadcast(af[{i}u / 8u], {i}u % 8u);
+//#else
+        let a{i} = texel(ta, ra{i} + kk);
+//#endif
+//#for j < TN
+//#if TRANS_B
+        acc{i}_{j} += dot(a{i}, b{j});
+//#else
+        acc{i}_{j} += a{i}.x * b0_{j} + a{i}.y * b1_{j} + a{i}.z * b2_{j} + a{i}.w * b3_{j};
+//#endif
+//#endfor
+//#endfor
+    }
+    let cb = z * P.m * P.n;
+//#for i < TM
+    if (row0 + {i}u < P.m) {
+        let rowc = cb + (row0 + {i}u) * P.n;
+//#for j < TN
+        {
+            let gj = gfirst + {j}u * WG;
+//#if TRANS_B
+            if (gj < P.n) {
+                store(rowc + gj, epilogue(acc{i}_{j}, gj));
+            }
+//#else
+            if (gj < ng) {
+                for (var q = 0u; q < 4u; q++) {
+                    store(rowc + 4u * gj + q, epilogue(acc{i}_{j}[q], 4u * gj + q));
+                }
+            }
+//#endif
+        }
+//#endfor
+    }
+//#endfor
+}
+//#endif

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use flashdot::ops::matmul::*;
-use flashdot::{reference, verify, DType, Error, Tensor};
+use flashdot::{reference, verify, Context, DType, Error, Tensor};
 
 const SHAPES: [(usize, usize, usize); 9] = [
     (1, 1, 1),
@@ -38,6 +38,20 @@ fn run_matmul(
     dtype: DType,
     variants: &[MatmulVariant],
 ) {
+    run_matmul_on(&ctx(), m, k, n, ta, tb, dtype, variants);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_matmul_on(
+    ctx: &Context,
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+    dtype: DType,
+    variants: &[MatmulVariant],
+) {
     let case = format!("matmul m={m} k={k} n={n} ta={ta} tb={tb} {dtype}");
     let mut rng = rng(&case);
     let a = uniform(&mut rng, m * k);
@@ -45,9 +59,9 @@ fn run_matmul(
     let want = reference::matmul::matmul(&a, &b, m, k, n, ta, tb);
     let sa = if ta { [k, m] } else { [m, k] };
     let sb = if tb { [n, k] } else { [k, n] };
-    let (ga, _) = upload(&a, &sa, dtype);
-    let (gb, _) = upload(&b, &sb, dtype);
-    let out = Tensor::zeros(&ctx(), &[m, n], DType::F32).unwrap();
+    let (ga, _) = upload_to(ctx, &a, &sa, dtype);
+    let (gb, _) = upload_to(ctx, &b, &sb, dtype);
+    let out = Tensor::zeros(ctx, &[m, n], DType::F32).unwrap();
     for &v in variants {
         let opts = MatmulOptions {
             trans_a: ta,
@@ -81,6 +95,20 @@ fn matmul_transposes_every_variant() {
             run_matmul(m, k, n, ta, tb, DType::F32, &vs);
         }
     }
+}
+
+/// The texel kernel without subgroups (every invocation fetches each row of A
+/// itself), on shapes that are not tile multiples, B as [k, n] and as [n, k].
+#[test]
+fn texel_kernel_without_subgroups() {
+    let ctx = ctx_without_subgroups();
+    let v = [MatmulVariant::Tiled(TileConfig::Texel {
+        wg: 8,
+        tm: 32,
+        tn: 8,
+    })];
+    run_matmul_on(&ctx, 60, 60, 60, false, false, DType::F32, &v);
+    run_matmul_on(&ctx, 33, 36, 70, false, true, DType::F32, &v);
 }
 
 #[test]
@@ -132,9 +160,12 @@ fn matmul_batched_broadcast() {
         (&[], &[3], &[3]),
         (&[3, 1], &[1, 2], &[3, 2]),
     ];
-    let (m, k, n) = (19, 23, 29);
-    for (ba, bb, bo) in cases {
-        let case = format!("batched {ba:?} x {bb:?}");
+    // k and n multiples of 4 once: the vec4 and texel kernels take that shape.
+    for ((ba, bb, bo), (m, k, n)) in cases
+        .into_iter()
+        .flat_map(|c| [(c, (19, 23, 29)), (c, (19, 24, 28))])
+    {
+        let case = format!("batched {ba:?} x {bb:?}, m={m} k={k} n={n}");
         let mut rng = rng(&case);
         let na: usize = ba.iter().product();
         let nb: usize = bb.iter().product();

@@ -12,6 +12,7 @@ use crate::context::{Bind, Context};
 use crate::error::{Error, Result};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
+use crate::texels::{vec4_texture, TexelGrid};
 
 const SRC: &str = include_str!("../../shaders/matmul.wgsl");
 
@@ -93,6 +94,23 @@ pub enum TileConfig {
         /// columns (B transposed).
         tn: u32,
     },
+    /// The `Vec4` scheme with A and B first copied into 2-D array textures and
+    /// read by texel fetches (on CPU adapters a fetch is a vectorised gather, a
+    /// storage load a per-lane loop: 20-30x faster on lavapipe); with subgroups of
+    /// 8 or more lanes each row of A is fetched once per 8 invocations and shared
+    /// by subgroup broadcast. Costs a device copy of A and B for the call. Needs
+    /// A not transposed, `k % 4 == 0`, `n % 4 == 0` unless B is transposed, and
+    /// textures that fit the adapter's limits; other shapes run
+    /// [`TileConfig::heuristic`]'s storage-buffer kernel for CPU adapters.
+    Texel {
+        /// Invocations per workgroup (at least 8).
+        wg: u32,
+        /// Rows per workgroup.
+        tm: u32,
+        /// Columns per invocation (a multiple of 4), strided by `wg` (in
+        /// groups of 4 adjacent columns when B is not transposed).
+        tn: u32,
+    },
     /// A and B tiles staged in workgroup memory per `bk`-slice of K; a `wx × wy`
     /// workgroup computes a `(wy·tm) × (wx·4)` tile, each invocation `tm` rows ×
     /// 4 columns in vec4 registers.
@@ -111,6 +129,11 @@ pub enum TileConfig {
 impl TileConfig {
     /// The configurations the autotuner tries (filtered by the adapter's limits).
     pub const CANDIDATES: [TileConfig; 7] = [
+        TileConfig::Texel {
+            wg: 8,
+            tm: 32,
+            tn: 8,
+        },
         TileConfig::Vec4 {
             wg: 8,
             tm: 24,
@@ -119,11 +142,6 @@ impl TileConfig {
         TileConfig::Vec4 {
             wg: 16,
             tm: 16,
-            tn: 2,
-        },
-        TileConfig::Vec4 {
-            wg: 16,
-            tm: 24,
             tn: 2,
         },
         TileConfig::Vec4 {
@@ -163,6 +181,7 @@ impl TileConfig {
             .filter(|c| c.fits(ctx))
             .filter(|c| match c {
                 TileConfig::Vec4 { wg, .. } => !cpu || *wg <= 16,
+                TileConfig::Texel { .. } => cpu,
                 TileConfig::Broadcast { .. } => false,
                 TileConfig::Shared { .. } => !cpu,
             })
@@ -174,20 +193,23 @@ impl TileConfig {
         match self {
             TileConfig::Broadcast { wg, tm, tn } => (tm, wg * tn),
             TileConfig::Vec4 { wg, tm, tn } => (tm, wg * tn * 4),
+            TileConfig::Texel { wg, tm, tn } => (tm, wg * tn),
             TileConfig::Shared { wx, wy, tm, .. } => (wy * tm, wx * 4),
         }
     }
 
     fn invocations(self) -> u32 {
         match self {
-            TileConfig::Broadcast { wg, .. } | TileConfig::Vec4 { wg, .. } => wg,
+            TileConfig::Broadcast { wg, .. }
+            | TileConfig::Vec4 { wg, .. }
+            | TileConfig::Texel { wg, .. } => wg,
             TileConfig::Shared { wx, wy, .. } => wx * wy,
         }
     }
 
     fn workgroup_bytes(self) -> u32 {
         match self {
-            TileConfig::Broadcast { .. } | TileConfig::Vec4 { .. } => 0,
+            TileConfig::Broadcast { .. } | TileConfig::Vec4 { .. } | TileConfig::Texel { .. } => 0,
             TileConfig::Shared { bk, .. } => {
                 let (bm, bn) = self.tile();
                 4 * bk * (bm + bn)
@@ -199,9 +221,14 @@ impl TileConfig {
     pub fn fits(self, ctx: &Context) -> bool {
         let l = &ctx.info().limits;
         let (wx, wy) = match self {
-            TileConfig::Broadcast { wg, .. } | TileConfig::Vec4 { wg, .. } => (wg, 1),
+            TileConfig::Broadcast { wg, .. }
+            | TileConfig::Vec4 { wg, .. }
+            | TileConfig::Texel { wg, .. } => (wg, 1),
             TileConfig::Shared { wx, wy, .. } => (wx, wy),
         };
+        if matches!(self, TileConfig::Texel { wg, tn, .. } if wg < 8 || tn % 4 != 0) {
+            return false;
+        }
         self.invocations() <= l.max_compute_invocations_per_workgroup
             && wx <= l.max_compute_workgroup_size_x
             && wy <= l.max_compute_workgroup_size_y
@@ -209,11 +236,29 @@ impl TileConfig {
     }
 
     /// The configuration chosen without timing, from what the adapter reports.
-    /// Software (CPU) adapters run a workgroup as SIMD slices where every barrier
-    /// is a context switch and the cost is in load instructions, so the
-    /// barrier-free vec4 broadcast kernel with a large register block wins there
-    /// (measured on lavapipe: see the README); GPUs get shared-memory tiling.
+    /// Software (CPU) adapters get the texel kernel: there a texel fetch is a
+    /// vectorised gather while a storage-buffer load is a per-lane loop, and a
+    /// workgroup runs as SIMD slices where every barrier is a context switch
+    /// (measured on lavapipe: see the README). Problems the texel kernel does
+    /// not take, and GPUs, get [`TileConfig::buffer_heuristic`].
     pub fn heuristic(ctx: &Context) -> TileConfig {
+        // 32 x 8 outputs an invocation: 256 accumulators, the most that still
+        // compiles in ~2 s on lavapipe (32 x 16 takes 4x longer).
+        let texel = TileConfig::Texel {
+            wg: 8,
+            tm: 32,
+            tn: 8,
+        };
+        if ctx.info().is_cpu() && texel.fits(ctx) {
+            texel
+        } else {
+            TileConfig::buffer_heuristic(ctx)
+        }
+    }
+
+    /// The pick among the kernels that read storage buffers: the barrier-free
+    /// vec4 broadcast kernel on CPU adapters, shared-memory tiling on GPUs.
+    pub fn buffer_heuristic(ctx: &Context) -> TileConfig {
         let pick = if ctx.info().is_cpu() {
             // 8 invocations (one SIMD slice on lavapipe) keep each workgroup's
             // strip of B at 64 columns, which stays in a core's L2 at K = 2048.
@@ -247,6 +292,7 @@ impl std::fmt::Display for TileConfig {
         match self {
             TileConfig::Broadcast { wg, tm, tn } => write!(f, "broadcast wg{wg} {tm}x{tn}"),
             TileConfig::Vec4 { wg, tm, tn } => write!(f, "vec4 wg{wg} {tm}x{tn}"),
+            TileConfig::Texel { wg, tm, tn } => write!(f, "texel wg{wg} {tm}x{tn}"),
             TileConfig::Shared { wx, wy, tm, bk } => {
                 write!(f, "shared {wx}x{wy} tm{tm} bk{bk}")
             }
@@ -629,9 +675,16 @@ fn launch(
         defines.push("OUT_F16");
         defines.push("ENABLE_F16");
     }
+    let mut texels: Option<TexelGrid> = None;
     let (entry, consts, groups) = match config {
         None => ("mm_naive", vec![], (p.n.div_ceil(8), p.m.div_ceil(8))),
         Some(c) => {
+            let c = match c {
+                TileConfig::Texel { .. } if !texel_fits(ctx, a, b, opts, p) => {
+                    TileConfig::buffer_heuristic(ctx)
+                }
+                c => c,
+            };
             let c = match c {
                 TileConfig::Vec4 { wg, tm, tn }
                     if opts.trans_a
@@ -666,6 +719,27 @@ fn launch(
                     defines.push("KIND_VEC4");
                     let swapped = (groups.1, groups.0);
                     ("mm_vec4", vec![("WG", wg), ("TM", tm), ("TN", tn)], swapped)
+                }
+                TileConfig::Texel { wg, tm, tn } => {
+                    defines.push("KIND_TEXEL");
+                    let grid = texel_grid(ctx, a, b).expect("checked above");
+                    // The kernel's TN counts vec4 column groups when B is not
+                    // transposed.
+                    let tn = if opts.trans_b { tn } else { tn / 4 };
+                    let mut consts = vec![
+                        ("WG", wg),
+                        ("TM", tm),
+                        ("TN", tn),
+                        ("WSH", grid.wsh),
+                        ("LSH", grid.lsh),
+                    ];
+                    if ctx.info().has_subgroups_of(8) {
+                        defines.push("SG");
+                        consts.push(("TMF", tm.div_ceil(8)));
+                    }
+                    texels = Some(grid);
+                    let swapped = (groups.1, groups.0);
+                    ("mm_texel", consts, swapped)
                 }
                 TileConfig::Shared { wx, wy, tm, bk } => {
                     defines.push("KIND_SHARED");
@@ -718,16 +792,34 @@ fn launch(
                 contents: bytemuck::cast_slice(&p.offsets),
                 usage: wgpu::BufferUsages::STORAGE,
             });
-        let mut binds = vec![
-            Bind::whole(a.buffer()),
-            Bind::whole(b.buffer()),
-            Bind::whole(&offs),
-            Bind::whole(out.buffer()),
-        ];
+        let mut enc = ctx.encoder();
+        let format = match a.dtype() {
+            DType::F16 => wgpu::TextureFormat::Rgba16Float,
+            _ => wgpu::TextureFormat::Rgba32Float,
+        };
+        let made = texels.map(|grid| {
+            [a, b].map(|t| {
+                let n = t.len() as u64 / 4;
+                vec4_texture(
+                    ctx,
+                    &mut enc,
+                    t.buffer(),
+                    n,
+                    format,
+                    grid,
+                    "matmul operand texels",
+                )
+            })
+        });
+        let mut binds = match &made {
+            Some([(av, _), (bv, _)]) => vec![Bind::texture(av), Bind::texture(bv)],
+            None => vec![Bind::whole(a.buffer()), Bind::whole(b.buffer())],
+        };
+        binds.push(Bind::whole(&offs));
+        binds.push(Bind::whole(out.buffer()));
         if let Some(bias) = bias {
             binds.push(Bind::whole(bias.buffer()));
         }
-        let mut enc = ctx.encoder();
         ctx.encode3(
             &mut enc,
             &pipeline,
@@ -738,6 +830,20 @@ fn launch(
         ctx.submit(enc);
         Ok(())
     })
+}
+
+/// The texture layout of A and B for the texel kernel, if both fit the
+/// adapter's texture limits.
+fn texel_grid(ctx: &Context, a: &Tensor, b: &Tensor) -> Option<TexelGrid> {
+    TexelGrid::new(ctx, &[a.len() as u64 / 4, b.len() as u64 / 4])
+}
+
+/// Whether the texel kernel takes this problem (see [`TileConfig::Texel`]).
+fn texel_fits(ctx: &Context, a: &Tensor, b: &Tensor, opts: &MatmulOptions, p: &Plan) -> bool {
+    !opts.trans_a
+        && p.k.is_multiple_of(4)
+        && (opts.trans_b || p.n.is_multiple_of(4))
+        && texel_grid(ctx, a, b).is_some()
 }
 
 /// Shape class for the autotuner cache: dtype, transposes, and each of m, n, k
