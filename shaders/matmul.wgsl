@@ -31,11 +31,28 @@ fn store(i: u32, v: f32) { c[i] = v; }
 //#if KIND_VEC4
 // Read as vec4 along K (A, and B when transposed) or along N (B otherwise);
 // the host only picks this kernel when those extents are multiples of 4.
+//#if TEXEL
+// A and B as the host's copies into 2-D array textures of vec4s (consts WSH,
+// LSH: vec4 i at x = i mod 2^WSH, line (i >> WSH) mod 2^LSH, layer
+// i >> (WSH + LSH)). On CPU adapters a texel fetch is a vectorised gather where
+// a storage load is a per-lane loop.
+@group(0) @binding(1) var ta: texture_2d_array<f32>;
+@group(0) @binding(2) var tb: texture_2d_array<f32>;
+fn texel(t: texture_2d_array<f32>, i: u32) -> vec4<f32> {
+    let line = i >> WSH;
+    return textureLoad(t, vec2<u32>(i & ((1u << WSH) - 1u), line & ((1u << LSH) - 1u)), line >> LSH, 0);
+}
+fn load_a(i: u32) -> vec4<f32> { return texel(ta, i); }
+fn load_b(i: u32) -> vec4<f32> { return texel(tb, i); }
+//#else
 @group(0) @binding(1) var<storage, read> a: array<vec4<T>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<T>>;
+fn load_a(i: u32) -> vec4<f32> { return vec4<f32>(a[i]); }
+fn load_b(i: u32) -> vec4<f32> { return vec4<f32>(b[i]); }
+//#endif
 fn a_at(base: u32, i: u32, kk: u32) -> f32 {
     let e = base + i * P.k + kk;
-    return f32(a[e / 4u][e % 4u]);
+    return load_a(e / 4u)[e % 4u];
 }
 fn b_at(base: u32, kk: u32, j: u32) -> f32 {
 //#if TRANS_B
@@ -43,7 +60,7 @@ fn b_at(base: u32, kk: u32, j: u32) -> f32 {
 //#else
     let e = base + kk * P.n + j;
 //#endif
-    return f32(b[e / 4u][e % 4u]);
+    return load_b(e / 4u)[e % 4u];
 }
 //#else
 @group(0) @binding(1) var<storage, read> a: array<T>;
@@ -284,9 +301,16 @@ fn mm_shared(@builtin(workgroup_id) wid: vec3<u32>,
 //    columns (vec4 accumulators), groups strided by WG across the workgroup.
 //  - B [N, K] (transposed, the linear layer): an invocation owns TN columns and
 //    loads each column's next 4 K-values as one vec4 (scalar accumulators).
+//  - TEXEL: A and B are textures (above); with SG, the TM rows of A that all
+//    invocations read are fetched once per 8 lanes (lane l takes rows l, l + 8,
+//    ...: TMF each) and handed round by subgroupBroadcast.
 @compute @workgroup_size(WG)
 fn mm_vec4(@builtin(workgroup_id) wid: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
+           @builtin(local_invocation_index) lid: u32,
+//#if SG
+           @builtin(subgroup_invocation_id) sid: u32,
+//#endif
+           ) {
     let z = wid.z;
     let ab = offs[2u * z] / 4u;
     let bb = offs[2u * z + 1u] / 4u;
@@ -300,18 +324,22 @@ fn mm_vec4(@builtin(workgroup_id) wid: vec3<u32>,
 //#else
     let ng = P.n / 4u;
 //#endif
-//#if ALIGNED
-//#for i < TM
-    let ra{i} = ab + (row0 + {i}u) * kv;
+    // Clamped so that edge tiles load valid elements; they are not stored.
+//#if SG
+    let lane = sid & 7u;
+//#for f < TMF
+    let ra{f} = ab + min(row0 + {f}u * 8u + lane, P.m - 1u) * kv;
 //#endfor
+//#else
+//#for i < TM
+    let ra{i} = ab + min(row0 + {i}u, P.m - 1u) * kv;
+//#endfor
+//#endif
+//#if ALIGNED
 //#for j < TN
     let g{j} = gfirst + {j}u * WG;
 //#endfor
 //#else
-    // Clamped so that edge tiles load valid elements; they are not stored.
-//#for i < TM
-    let ra{i} = ab + min(row0 + {i}u, P.m - 1u) * kv;
-//#endfor
 //#for j < TN
     let g{j} = min(gfirst + {j}u * WG, ng - 1u);
 //#endfor
@@ -326,11 +354,21 @@ fn mm_vec4(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
 //#endfor
     for (var kk = 0u; kk < kv; kk++) {
+//#if SG
+        var af: array<vec4<f32>, TMF>;
+//#for f < TMF
+        af[{f}] = load_a(ra{f} + kk);
+//#endfor
+//#endif
 //#for j < TN
-        let b{j} = vec4<f32>(b[rb{j} + kk]);
+        let b{j} = load_b(rb{j} + kk);
 //#endfor
 //#for i < TM
-        let a{i} = vec4<f32>(a[ra{i} + kk]);
+//#if SG
+        let a{i} = subgroupBroadcast(af[{i}u / 8u], {i}u % 8u);
+//#else
+        let a{i} = load_a(ra{i} + kk);
+//#endif
 //#for j < TN
         acc{i}_{j} = fma(a{i}.x, b{j}.x, fma(a{i}.y, b{j}.y, fma(a{i}.z, b{j}.z, fma(a{i}.w, b{j}.w, acc{i}_{j}))));
 //#endfor
@@ -343,14 +381,24 @@ fn mm_vec4(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
 //#endfor
     for (var kk = 0u; kk < kv; kk++) {
+//#if SG
+        var af: array<vec4<f32>, TMF>;
+//#for f < TMF
+        af[{f}] = load_a(ra{f} + kk);
+//#endfor
+//#endif
         let kb = bb + 4u * kk * ng;
 //#for q < 4
 //#for j < TN
-        let b{q}_{j} = vec4<f32>(b[kb + {q}u * ng + g{j}]);
+        let b{q}_{j} = load_b(kb + {q}u * ng + g{j});
 //#endfor
 //#endfor
 //#for i < TM
-        let a{i} = vec4<f32>(a[ra{i} + kk]);
+//#if SG
+        let a{i} = subgroupBroadcast(af[{i}u / 8u], {i}u % 8u);
+//#else
+        let a{i} = load_a(ra{i} + kk);
+//#endif
 //#for j < TN
         acc{i}_{j} = fma(vec4<f32>(a{i}.w), b3_{j}, fma(vec4<f32>(a{i}.z), b2_{j}, fma(vec4<f32>(a{i}.y), b1_{j}, fma(vec4<f32>(a{i}.x), b0_{j}, acc{i}_{j}))));
 //#endfor
@@ -382,126 +430,3 @@ fn mm_vec4(@builtin(workgroup_id) wid: vec3<u32>,
 }
 //#endif
 
-//#if KIND_TEXEL
-// ---------------------------------------------------------------------------
-// The vec4 scheme reading A and B as texels (consts WG, TM, TN, TMF, WSH, LSH):
-// the host copies both operands into 2-D array textures of vec4s (texel i at
-// x = i mod 2^WSH, line (i >> WSH) mod 2^LSH, layer i >> (WSH + LSH)). On CPU
-// adapters a texel fetch is a vectorised gather where a storage load is a
-// per-lane loop. With subgroups (SG), the TM rows of A that every invocation
-// needs are fetched once per 8 lanes (lane l takes rows l, l + 8, ...: TMF each)
-// and handed round by subgroupBroadcast.
-@group(0) @binding(1) var ta: texture_2d_array<f32>;
-@group(0) @binding(2) var tb: texture_2d_array<f32>;
-
-fn texel(t: texture_2d_array<f32>, i: u32) -> vec4<f32> {
-    let line = i >> WSH;
-    return textureLoad(t, vec2<u32>(i & ((1u << WSH) - 1u), line & ((1u << LSH) - 1u)), line >> LSH, 0);
-}
-
-@compute @workgroup_size(WG)
-fn mm_texel(@builtin(workgroup_id) wid: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32,
-//#if SG
-            @builtin(subgroup_invocation_id) sid: u32,
-//#endif
-            ) {
-    let z = wid.z;
-    let ab = offs[2u * z] / 4u;
-    let bb = offs[2u * z + 1u] / 4u;
-    let row0 = wid.x * TM;
-    let kv = P.k / 4u;
-    let gfirst = wid.y * (WG * TN) + lid;
-//#if TRANS_B
-    let ng = P.n;
-//#else
-    let ng = P.n / 4u;
-//#endif
-    // Edge tiles read clamped, valid texels; they are not stored.
-//#if SG
-    let lane = sid & 7u;
-//#for f < TMF
-    let ra{f} = ab + min(row0 + {f}u * 8u + lane, P.m - 1u) * kv;
-//#endfor
-//#else
-//#for i < TM
-    let ra{i} = ab + min(row0 + {i}u, P.m - 1u) * kv;
-//#endfor
-//#endif
-//#for j < TN
-    let g{j} = min(gfirst + {j}u * WG, ng - 1u);
-//#endfor
-//#if TRANS_B
-//#for j < TN
-    let rb{j} = bb + g{j} * kv;
-//#endfor
-//#for i < TM
-//#for j < TN
-    var acc{i}_{j} = 0.0;
-//#endfor
-//#endfor
-//#else
-//#for i < TM
-//#for j < TN
-    var acc{i}_{j} = vec4<f32>(0.0);
-//#endfor
-//#endfor
-//#endif
-    for (var kk = 0u; kk < kv; kk++) {
-//#if SG
-        var af: array<vec4<f32>, TMF>;
-//#for f < TMF
-        af[{f}] = texel(ta, ra{f} + kk);
-//#endfor
-//#endif
-//#if TRANS_B
-//#for j < TN
-        let b{j} = texel(tb, rb{j} + kk);
-//#endfor
-//#else
-        let kb = bb + 4u * kk * ng;
-//#for q < 4
-//#for j < TN
-        let b{q}_{j} = texel(tb, kb + {q}u * ng + g{j});
-//#endfor
-//#endfor
-//#endif
-//#for i < TM
-//#if SG
-        let a{i} = subgroupBroadcast(af[{i}u / 8u], {i}u % 8u);
-//#else
-        let a{i} = texel(ta, ra{i} + kk);
-//#endif
-//#for j < TN
-//#if TRANS_B
-        acc{i}_{j} += dot(a{i}, b{j});
-//#else
-        acc{i}_{j} += a{i}.x * b0_{j} + a{i}.y * b1_{j} + a{i}.z * b2_{j} + a{i}.w * b3_{j};
-//#endif
-//#endfor
-//#endfor
-    }
-    let cb = z * P.m * P.n;
-//#for i < TM
-    if (row0 + {i}u < P.m) {
-        let rowc = cb + (row0 + {i}u) * P.n;
-//#for j < TN
-        {
-            let gj = gfirst + {j}u * WG;
-//#if TRANS_B
-            if (gj < P.n) {
-                store(rowc + gj, epilogue(acc{i}_{j}, gj));
-            }
-//#else
-            if (gj < ng) {
-                for (var q = 0u; q < 4u; q++) {
-                    store(rowc + 4u * gj + q, epilogue(acc{i}_{j}[q], 4u * gj + q));
-                }
-            }
-//#endif
-        }
-//#endfor
-    }
-//#endfor
-}
-//#endif

@@ -387,22 +387,10 @@ fn random_small_shapes() {
 #[test]
 fn every_schedule_on_hard_shapes() {
     run(&Case {
-        b: 1,
-        hq: 6,
-        hkv: 2,
-        sq: 59,
-        sk: 127,
-        d: 59,
-        dv: 37,
-        layout: Layout::Bshd,
-        causal: Causal::BottomRight,
-        bias: Some([1, 6, 59, 127]),
-        kv_len: None,
-        dtype: DType::F32,
-        lse: true,
         flash: &SCHEDS,
         split: &SPLITS,
         auto: true,
+        ..hard_bshd_case()
     });
     run(&Case {
         b: 2,
@@ -429,28 +417,38 @@ fn every_schedule_on_hard_shapes() {
 /// adapter has them.
 #[test]
 fn rows_without_subgroups() {
-    let ctx = ctx_without_subgroups();
     run_on(
-        &ctx,
+        &ctx_without_subgroups(),
         &Case {
-            b: 1,
-            hq: 6,
-            hkv: 2,
-            sq: 59,
-            sk: 127,
-            d: 59,
-            dv: 37,
-            layout: Layout::Bshd,
-            causal: Causal::BottomRight,
-            bias: Some([1, 6, 59, 127]),
-            kv_len: None,
-            dtype: DType::F32,
-            lse: true,
             flash: &[FlashSchedule::Rows],
             split: &[],
             auto: false,
+            ..hard_bshd_case()
         },
     );
+}
+
+/// GQA 6:2 with seq_q < seq_k, odd head dims d ≠ d_v, bottom-right causal,
+/// a per-head bias and the LSE, in the [b, s, h, d] layout.
+fn hard_bshd_case() -> Case {
+    Case {
+        b: 1,
+        hq: 6,
+        hkv: 2,
+        sq: 59,
+        sk: 127,
+        d: 59,
+        dv: 37,
+        layout: Layout::Bshd,
+        causal: Causal::BottomRight,
+        bias: Some([1, 6, 59, 127]),
+        kv_len: None,
+        dtype: DType::F32,
+        lse: true,
+        flash: &[],
+        split: &[],
+        auto: false,
+    }
 }
 
 #[test]

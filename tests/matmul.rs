@@ -29,18 +29,6 @@ fn tol(dtype: DType) -> f64 {
     }
 }
 
-fn run_matmul(
-    m: usize,
-    k: usize,
-    n: usize,
-    ta: bool,
-    tb: bool,
-    dtype: DType,
-    variants: &[MatmulVariant],
-) {
-    run_matmul_on(&ctx(), m, k, n, ta, tb, dtype, variants);
-}
-
 #[allow(clippy::too_many_arguments)]
 fn run_matmul_on(
     ctx: &Context,
@@ -83,7 +71,7 @@ fn run_matmul_on(
 fn matmul_f32_shapes_every_variant() {
     let vs = MatmulVariant::all(&ctx());
     for (m, k, n) in SHAPES {
-        run_matmul(m, k, n, false, false, DType::F32, &vs);
+        run_matmul_on(&ctx(), m, k, n, false, false, DType::F32, &vs);
     }
 }
 
@@ -92,7 +80,7 @@ fn matmul_transposes_every_variant() {
     let vs = MatmulVariant::all(&ctx());
     for (m, k, n) in [(3, 5, 7), (127, 129, 131), (64, 64, 64), (33, 36, 40)] {
         for (ta, tb) in [(true, false), (false, true), (true, true)] {
-            run_matmul(m, k, n, ta, tb, DType::F32, &vs);
+            run_matmul_on(&ctx(), m, k, n, ta, tb, DType::F32, &vs);
         }
     }
 }
@@ -119,9 +107,9 @@ fn matmul_f16_every_variant() {
     );
     let vs = MatmulVariant::all(&ctx());
     for (m, k, n) in SHAPES {
-        run_matmul(m, k, n, false, false, DType::F16, &vs);
+        run_matmul_on(&ctx(), m, k, n, false, false, DType::F16, &vs);
     }
-    run_matmul(127, 129, 131, false, true, DType::F16, &vs);
+    run_matmul_on(&ctx(), 127, 129, 131, false, true, DType::F16, &vs);
 }
 
 #[test]

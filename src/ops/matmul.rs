@@ -721,7 +721,7 @@ fn launch(
                     ("mm_vec4", vec![("WG", wg), ("TM", tm), ("TN", tn)], swapped)
                 }
                 TileConfig::Texel { wg, tm, tn } => {
-                    defines.push("KIND_TEXEL");
+                    defines.extend(["KIND_VEC4", "TEXEL"]);
                     let grid = texel_grid(ctx, a, b).expect("checked above");
                     // The kernel's TN counts vec4 column groups when B is not
                     // transposed.
@@ -739,7 +739,7 @@ fn launch(
                     }
                     texels = Some(grid);
                     let swapped = (groups.1, groups.0);
-                    ("mm_texel", consts, swapped)
+                    ("mm_vec4", consts, swapped)
                 }
                 TileConfig::Shared { wx, wy, tm, bk } => {
                     defines.push("KIND_SHARED");
