@@ -124,3 +124,19 @@ pub fn check(report: &flashdot::verify::Report, tol: f64, case: &str) {
         seed()
     );
 }
+
+/// Tolerance (relative L2) for f32 dot products of rows of `d` against their
+/// f64 reference `want`: Higham & Mary's probabilistic bound on f32
+/// accumulation (λ = 2), |err_i| ≤ 2·√d·u·Σ_j |a_ij·b_ij|, at least 1e-6. The
+/// bound only matters where rows cancel (a few rows, a small dot of large terms).
+pub fn dot_tolerance(a: &[f32], b: &[f32], d: usize, want: &[f64]) -> f64 {
+    let abs_sum: Vec<f64> = flashdot::reference::dot::dot(
+        &a.iter().map(|x| x.abs()).collect::<Vec<_>>(),
+        &b.iter().map(|x| x.abs()).collect::<Vec<_>>(),
+        d,
+    );
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let u = f32::EPSILON as f64 / 2.0;
+    let bound = 2.0 * (d as f64).sqrt() * u * norm(&abs_sum) / norm(want).max(f64::MIN_POSITIVE);
+    bound.max(1e-6)
+}
