@@ -429,4 +429,3 @@ fn mm_vec4(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
 }
 //#endif
-

@@ -4,6 +4,17 @@
 //! on a Zen-1 host: 10-35x slower kernels).
 
 use crate::context::{Context, TrackedTexture};
+use crate::tensor::DType;
+
+/// The texture format whose texels are a vec4 of `dtype` as stored in a
+/// tensor's buffer (f16 → 8-byte texels, anything else → f32's 16), so that
+/// the copy is a plain buffer-to-texture copy; shaders read both as vec4<f32>.
+pub(crate) fn vec4_format(dtype: DType) -> wgpu::TextureFormat {
+    match dtype {
+        DType::F16 => wgpu::TextureFormat::Rgba16Float,
+        _ => wgpu::TextureFormat::Rgba32Float,
+    }
+}
 
 /// Where texel `i` of a [`vec4_texture`] lives: `2^wsh` texels a line, `2^lsh`
 /// lines a layer.
@@ -37,9 +48,9 @@ impl TexelGrid {
     }
 }
 
-/// Encodes into `enc` a copy of the first `texels` vec4s of `src` (from byte 0;
-/// `texel_bytes` 16 for f32, 8 for f16) into a new 2-D array texture laid out
-/// by `grid`, and returns its view (and the texture, to keep alive until the
+/// Encodes into `enc` a copy of the first `texels` vec4s of `src` (from byte 0,
+/// in `format`: see [`vec4_format`]) into a new 2-D array texture laid out by
+/// `grid`, and returns its view (and the texture, to keep alive until the
 /// work that reads it is submitted). Plain buffer-to-texture copies: whole
 /// layers, then whole lines, then the last partial line.
 pub(crate) fn vec4_texture(

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
-use crate::texels::{vec4_texture, TexelGrid};
+use crate::texels::{vec4_format, vec4_texture, TexelGrid};
 
 const SRC: &str = include_str!("../../shaders/attention.wgsl");
 /// Keys per online-softmax chunk inside a staged tile (named registers).
@@ -450,11 +450,9 @@ fn schedule(ctx: &Context, opts: &AttentionOptions, dims: &Dims) -> FlashSchedul
 /// ([`FlashSchedule::Rows`], [`KvReads::Texels`]): with head dims multiples of
 /// 4 their buffers are copied as they are (f32 or f16 texels, no shader pass);
 /// otherwise a pack kernel first writes them as zero-padded f32 vec4 rows.
-/// Either way a texture holds the tensor's vec4s in order, 2^wsh per line and
-/// 2^lsh lines per layer.
+/// Either way a texture holds the tensor's vec4s in order, laid out by `grid`.
 struct KvTextures {
-    wsh: u32,
-    lsh: u32,
+    grid: TexelGrid,
     pack: bool,
     /// Texels (vec4s) of K and of V.
     texels: [u64; 2],
@@ -480,25 +478,20 @@ impl KvTextures {
                 && (dims.sk * w4).div_ceil(64)
                     <= lim.max_compute_workgroups_per_dimension as usize
                 && dims.b * dims.hkv <= lim.max_compute_workgroups_per_dimension as usize);
-        fits.then_some(KvTextures {
-            wsh: grid.wsh,
-            lsh: grid.lsh,
-            pack,
-            texels,
-        })
+        fits.then_some(KvTextures { grid, pack, texels })
     }
 
     /// Sets the texture addressing in `p` (after [`params`]).
     fn set_params(&self, p: &mut AttentionParams, dims: &Dims) {
-        p.tail[3] = self.lsh;
+        p.tail[3] = self.grid.lsh;
         let (d4, dv4) = (dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32);
         let (sk, hkv) = (dims.sk as u32, dims.hkv as u32);
         if self.pack {
-            p.kt = [hkv * sk * d4, sk * d4, d4, self.wsh];
+            p.kt = [hkv * sk * d4, sk * d4, d4, self.grid.wsh];
             p.vt = [hkv * sk * dv4, sk * dv4, dv4, 0];
         } else {
             let [a, b, c, _] = p.k_strides;
-            p.kt = [a / 4, b / 4, c / 4, self.wsh];
+            p.kt = [a / 4, b / 4, c / 4, self.grid.wsh];
             let [a, b, c, _] = p.v_strides;
             p.vt = [a / 4, b / 4, c / 4, 0];
         }
@@ -664,10 +657,12 @@ impl KvTexels {
         geo: &KvTextures,
     ) -> KvTexels {
         let w4s = [dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32];
-        let format = match (packs.is_some(), k.dtype()) {
-            (false, DType::F16) => wgpu::TextureFormat::Rgba16Float,
-            _ => wgpu::TextureFormat::Rgba32Float,
-        };
+        // The pack pass writes f32.
+        let format = vec4_format(if packs.is_some() {
+            DType::F32
+        } else {
+            k.dtype()
+        });
         let mut staging = Vec::new();
         let mut make = |i: usize, src: &Tensor| {
             let packed = packs.map(|packs| {
@@ -692,17 +687,13 @@ impl KvTexels {
                 buf
             });
             let src_buf: &wgpu::Buffer = packed.as_deref().unwrap_or(src.buffer());
-            let grid = TexelGrid {
-                wsh: geo.wsh,
-                lsh: geo.lsh,
-            };
             let made = vec4_texture(
                 ctx,
                 enc,
                 src_buf,
                 geo.texels[i],
                 format,
-                grid,
+                geo.grid,
                 "attention K/V texels",
             );
             staging.extend(packed);

@@ -12,7 +12,7 @@ use crate::context::{Bind, Context};
 use crate::error::{Error, Result};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
-use crate::texels::{vec4_texture, TexelGrid};
+use crate::texels::{vec4_format, vec4_texture, TexelGrid};
 
 const SRC: &str = include_str!("../../shaders/matmul.wgsl");
 
@@ -675,14 +675,16 @@ fn launch(
         defines.push("OUT_F16");
         defines.push("ENABLE_F16");
     }
-    let mut texels: Option<TexelGrid> = None;
+    // The texel kernel's texture layout, when it takes this problem.
+    let texels = match config {
+        Some(TileConfig::Texel { .. }) => texel_grid(ctx, a, b, opts, p),
+        _ => None,
+    };
     let (entry, consts, groups) = match config {
         None => ("mm_naive", vec![], (p.n.div_ceil(8), p.m.div_ceil(8))),
         Some(c) => {
             let c = match c {
-                TileConfig::Texel { .. } if !texel_fits(ctx, a, b, opts, p) => {
-                    TileConfig::buffer_heuristic(ctx)
-                }
+                TileConfig::Texel { .. } if texels.is_none() => TileConfig::buffer_heuristic(ctx),
                 c => c,
             };
             let c = match c {
@@ -722,7 +724,7 @@ fn launch(
                 }
                 TileConfig::Texel { wg, tm, tn } => {
                     defines.extend(["KIND_VEC4", "TEXEL"]);
-                    let grid = texel_grid(ctx, a, b).expect("checked above");
+                    let grid = texels.expect("a texel config runs only with its grid");
                     // The kernel's TN counts vec4 column groups when B is not
                     // transposed.
                     let tn = if opts.trans_b { tn } else { tn / 4 };
@@ -737,7 +739,6 @@ fn launch(
                         defines.push("SG");
                         consts.push(("TMF", tm.div_ceil(8)));
                     }
-                    texels = Some(grid);
                     let swapped = (groups.1, groups.0);
                     ("mm_vec4", consts, swapped)
                 }
@@ -793,10 +794,7 @@ fn launch(
                 usage: wgpu::BufferUsages::STORAGE,
             });
         let mut enc = ctx.encoder();
-        let format = match a.dtype() {
-            DType::F16 => wgpu::TextureFormat::Rgba16Float,
-            _ => wgpu::TextureFormat::Rgba32Float,
-        };
+        let format = vec4_format(a.dtype());
         let made = texels.map(|grid| {
             [a, b].map(|t| {
                 let n = t.len() as u64 / 4;
@@ -832,18 +830,20 @@ fn launch(
     })
 }
 
-/// The texture layout of A and B for the texel kernel, if both fit the
-/// adapter's texture limits.
-fn texel_grid(ctx: &Context, a: &Tensor, b: &Tensor) -> Option<TexelGrid> {
-    TexelGrid::new(ctx, &[a.len() as u64 / 4, b.len() as u64 / 4])
-}
-
-/// Whether the texel kernel takes this problem (see [`TileConfig::Texel`]).
-fn texel_fits(ctx: &Context, a: &Tensor, b: &Tensor, opts: &MatmulOptions, p: &Plan) -> bool {
-    !opts.trans_a
-        && p.k.is_multiple_of(4)
-        && (opts.trans_b || p.n.is_multiple_of(4))
-        && texel_grid(ctx, a, b).is_some()
+/// The texture layout of A and B for the texel kernel, if it takes this
+/// problem (see [`TileConfig::Texel`]): shapes it reads as vec4 rows, textures
+/// within the adapter's limits.
+fn texel_grid(
+    ctx: &Context,
+    a: &Tensor,
+    b: &Tensor,
+    opts: &MatmulOptions,
+    p: &Plan,
+) -> Option<TexelGrid> {
+    let shaped = !opts.trans_a && p.k.is_multiple_of(4) && (opts.trans_b || p.n.is_multiple_of(4));
+    shaped
+        .then(|| TexelGrid::new(ctx, &[a.len() as u64 / 4, b.len() as u64 / 4]))
+        .flatten()
 }
 
 /// Shape class for the autotuner cache: dtype, transposes, and each of m, n, k
