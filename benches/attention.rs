@@ -72,12 +72,8 @@ fn bench(c: &mut Criterion) {
                 reads.into_iter().map(move |r| (var, r))
             });
             for (var, reads) in runs {
-                let opts = AttentionOptions {
-                    causal,
-                    variant: Some(var),
-                    split_kv_reads: reads,
-                    ..Default::default()
-                };
+                let mut opts = AttentionOptions::default().causal(causal).variant(var);
+                opts.split_kv_reads = reads;
                 let name = match reads {
                     Some(r) => format!("{var:?}-{r:?}"),
                     None => format!("{var:?}"),

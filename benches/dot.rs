@@ -28,11 +28,11 @@ fn bench(c: &mut Criterion) {
             for v in DotVariant::ALL {
                 g.bench_function(format!("{v:?}/{dtype}/n{n}_d{d}"), |bch| {
                     bch.iter_custom(|iters| {
-                        dot_into(&t, &t, &out, v).unwrap();
+                        dot_into(&t, &t, v, &out).unwrap();
                         ctx.synchronize().unwrap();
                         let s = Instant::now();
                         for _ in 0..iters {
-                            dot_into(&t, &t, &out, v).unwrap();
+                            dot_into(&t, &t, v, &out).unwrap();
                         }
                         ctx.synchronize().unwrap();
                         s.elapsed()

@@ -54,10 +54,7 @@ fn bench(c: &mut Criterion) {
                 if v == MatmulVariant::Naive && m * n * k > 1 << 30 {
                     continue;
                 }
-                let opts = MatmulOptions {
-                    variant: v,
-                    ..Default::default()
-                };
+                let opts = MatmulOptions::default().variant(v);
                 g.bench_function(format!("{v}/{dtype}/{m}x{k}x{n}"), |bch| {
                     bch.iter_custom(|iters| {
                         matmul_into(&a, &b, &opts, &out).unwrap();

@@ -27,15 +27,7 @@ fn bench(c: &mut Criterion) {
             .collect();
         let queries: Vec<f32> = corpus[..256 * d].iter().map(|v| v + 0.01).collect();
         for storage in [Storage::F32, Storage::F16, Storage::Int8] {
-            let mut ix = FlatIndex::new(
-                &ctx,
-                d,
-                IndexOptions {
-                    storage,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let mut ix = FlatIndex::new(&ctx, d, IndexOptions::default().storage(storage)).unwrap();
             ix.add(&corpus).unwrap();
             for m in [1usize, 16, 256] {
                 g.throughput(Throughput::Bytes(ix.bytes()));

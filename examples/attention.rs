@@ -82,12 +82,8 @@ fn run(
                 .any(|o| o.eq_ignore_ascii_case(&format!("{var:?}")))
     };
     for (var, reads) in runs.filter(|r| wanted(r.0)) {
-        let opts = AttentionOptions {
-            causal,
-            variant: Some(var),
-            split_kv_reads: reads,
-            ..Default::default()
-        };
+        let mut opts = AttentionOptions::default().causal(causal).variant(var);
+        opts.split_kv_reads = reads;
         let name = match reads {
             Some(r) => format!("{var:?}/{r:?}"),
             None => format!("{var:?}"),

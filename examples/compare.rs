@@ -78,12 +78,12 @@ fn dot_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
         let o = Tensor::zeros(ctx, &[n], DType::F32)?;
         for v in DotVariant::ALL {
             o.poison()?;
-            dot::dot_into(&tx, &ty, &o, v)?;
+            dot::dot_into(&tx, &ty, v, &o)?;
             let rep = verify::compare(&o.to_vec::<f32>()?, &want);
             if !rep.passes(1e-5) {
                 return Err(fail(format!("dot {v:?} n={n}: {rep}")));
             }
-            let t = common::time(ctx, a.reps, || dot::dot_into(&tx, &ty, &o, v))?;
+            let t = common::time(ctx, a.reps, || dot::dot_into(&tx, &ty, v, &o))?;
             let bytes = (2 * n * d * 4) as f64;
             out.push(Record {
                 family: "dot",
@@ -127,10 +127,7 @@ fn matmul_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
             if v == MatmulVariant::Naive && s > 1024 {
                 continue;
             }
-            let opts = MatmulOptions {
-                variant: v,
-                ..Default::default()
-            };
+            let opts = MatmulOptions::default().variant(v);
             o.poison()?;
             matmul::matmul_into(&tx, &ty, &opts, &o)?;
             let got = o.to_vec::<f32>()?;
@@ -188,10 +185,7 @@ fn attention_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
         });
         let o = Tensor::zeros(ctx, &[1, h, s, d], DType::F32)?;
         for var in AttentionVariant::ALL {
-            let opts = AttentionOptions {
-                variant: Some(var),
-                ..Default::default()
-            };
+            let opts = AttentionOptions::default().variant(var);
             o.poison()?;
             if let Err(e) = attention::attention_into(&tq, &tk, &tv, &opts, &o, None) {
                 eprintln!("  {var:?}: {e}");
@@ -239,14 +233,7 @@ fn search_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
             if storage == Storage::F16 && !ctx.info().has_f16() {
                 continue;
             }
-            let mut ix = FlatIndex::new(
-                ctx,
-                d,
-                IndexOptions {
-                    storage,
-                    ..Default::default()
-                },
-            )?;
+            let mut ix = FlatIndex::new(ctx, d, IndexOptions::default().storage(storage))?;
             ix.add(&corpus)?;
             let res = ix.search(&q, k)?;
             let err: f64 = res

@@ -82,7 +82,7 @@ fn run(a: &Args) -> flashdot::Result<()> {
     let out = Tensor::zeros(&ctx, &[n], DType::F32)?;
     for v in DotVariant::ALL {
         out.poison()?;
-        let tm = common::time(&ctx, a.reps, || dot_into(&t1, &t2, &out, v))?;
+        let tm = common::time(&ctx, a.reps, || dot_into(&t1, &t2, v, &out))?;
         let rep = verify::compare(&out.to_vec::<f32>()?, &want);
         if !rep.passes(1e-5) {
             return Err(flashdot::Error::InvalidArgument {

@@ -78,10 +78,7 @@ fn demo(ctx: &Context, a: &Args) -> flashdot::Result<()> {
     );
     let mut naive = None;
     for v in MatmulVariant::all(ctx) {
-        let opts = MatmulOptions {
-            variant: v,
-            ..Default::default()
-        };
+        let opts = MatmulOptions::default().variant(v);
         let t = common::time(ctx, a.reps, || {
             linear_into(&gx, &gw, Some(&gb), Activation::GeluTanh, &opts, &out)
         })?;
@@ -127,10 +124,7 @@ fn sweep(a: &Args) -> flashdot::Result<()> {
                 let ctx = common::open(a.backend)?;
                 let ta = upload(&ctx, &common::data(m * k, 1), &[m, k], dtype)?;
                 let tb = upload(&ctx, &common::data(k * n, 2), &[k, n], dtype)?;
-                let opts = MatmulOptions {
-                    variant: v,
-                    ..Default::default()
-                };
+                let opts = MatmulOptions::default().variant(v);
                 let t0 = Instant::now();
                 let out = matmul_with(&ta, &tb, &opts)?;
                 ctx.synchronize()?;
@@ -144,7 +138,7 @@ fn sweep(a: &Args) -> flashdot::Result<()> {
                             tuned_config(&ta, &tb, &opts).unwrap_or_default()
                         )
                     }
-                    _ => format!("auto ({})", TileConfig::heuristic(&ctx)),
+                    _ => format!("auto ({})", plan(&ta, &tb, &opts)?.kernel),
                 };
                 println!(
                     "{:<18} {:<5} {:<34} {:>10.2} {:>10.2}",

@@ -179,11 +179,9 @@ fn run(a: &Args) -> Result<(), String> {
     let mut index = FlatIndex::new(
         &ctx,
         d,
-        IndexOptions {
-            metric: Metric::Cosine,
-            storage,
-            ..Default::default()
-        },
+        IndexOptions::default()
+            .metric(Metric::Cosine)
+            .storage(storage),
     )
     .map_err(|e| e.to_string())?;
     for (i, part) in corpus.chunks(100_000 * d).enumerate() {

@@ -7,6 +7,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Which class of wgpu error an operation ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GpuErrorKind {
     /// wgpu rejected a call (a bug in flashdot or an input it failed to check).
     Validation,
@@ -28,6 +29,7 @@ impl std::fmt::Display for GpuErrorKind {
 
 /// Everything that can go wrong in flashdot.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No GPU adapter matched the request.
     #[error(
@@ -97,6 +99,15 @@ pub enum Error {
     /// The device was lost (driver reset, GPU removed, destroyed). Make a new Context.
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
+    /// A kernel's WGSL template is malformed (a bug in flashdot, reported
+    /// rather than panicking).
+    #[error("kernel {kernel}: {detail}")]
+    Template {
+        /// The kernel spec.
+        kernel: String,
+        /// The template's line and what is wrong with it.
+        detail: String,
+    },
     /// Mapping a buffer for readback failed.
     #[error("readback failed: {0}")]
     Readback(String),

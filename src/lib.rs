@@ -19,18 +19,23 @@
 #![warn(missing_docs)]
 
 pub mod context;
+mod dtype;
 pub mod error;
 pub mod ops;
 pub mod reference;
 mod shader;
 pub mod tensor;
 mod texels;
+#[cfg(test)]
+mod validate;
 pub mod verify;
 
-pub use context::{Context, ContextInfo, ContextOptions, MemoryStats};
+pub use context::{Context, ContextInfo, ContextOptions, DeviceProfile, MemoryStats};
 pub use error::{Error, GpuErrorKind, Result};
 pub use half::f16;
 pub use tensor::{DType, Element, Tensor};
+/// The wgpu version flashdot is built on: its types appear in the API.
+pub use wgpu;
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

@@ -6,42 +6,8 @@ use std::fmt;
 use half::f16;
 
 use crate::context::Context;
+pub use crate::dtype::DType;
 use crate::error::{Error, Result};
-
-/// Element type of a tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// 32-bit float.
-    F32,
-    /// 16-bit IEEE half (needs the adapter's `SHADER_F16` feature for kernels).
-    F16,
-    /// 32-bit unsigned integer (ids).
-    U32,
-}
-
-impl DType {
-    /// Bytes per element.
-    pub fn size(self) -> u64 {
-        match self {
-            DType::F32 | DType::U32 => 4,
-            DType::F16 => 2,
-        }
-    }
-    /// WGSL scalar type name.
-    pub(crate) fn wgsl(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::U32 => "u32",
-        }
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.wgsl())
-    }
-}
 
 /// Host element types a tensor can be made from and read back into.
 pub trait Element: bytemuck::Pod + Copy + Send + Sync + 'static {

@@ -3,7 +3,7 @@
 //! vectorised gather, while a storage-buffer load is a per-lane loop (lavapipe
 //! on a Zen-1 host: 10-35x slower kernels).
 
-use crate::context::{Context, TrackedTexture};
+use crate::context::{Context, DeviceProfile, TrackedTexture};
 use crate::tensor::DType;
 
 /// The texture format whose texels are a vec4 of `dtype` as stored in a
@@ -18,7 +18,7 @@ pub(crate) fn vec4_format(dtype: DType) -> wgpu::TextureFormat {
 
 /// Where texel `i` of a [`vec4_texture`] lives: `2^wsh` texels a line, `2^lsh`
 /// lines a layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct TexelGrid {
     pub wsh: u32,
     pub lsh: u32,
@@ -29,9 +29,8 @@ impl TexelGrid {
     /// textures are smaller): a line's bytes are a multiple of the 256-byte copy
     /// alignment. `None` if `texels` need more layers than the adapter allows
     /// or its textures are under 32 texels wide.
-    pub fn new(ctx: &Context, texels: &[u64]) -> Option<TexelGrid> {
-        let lim = &ctx.info().limits;
-        let max_sh = lim.max_texture_dimension_2d.max(1).ilog2();
+    pub fn new(profile: &DeviceProfile, texels: &[u64]) -> Option<TexelGrid> {
+        let max_sh = profile.max_texture_2d.max(1).ilog2();
         let g = TexelGrid {
             wsh: max_sh.min(10),
             lsh: max_sh.min(10),
@@ -39,7 +38,7 @@ impl TexelGrid {
         let fits = g.wsh >= 5
             && texels
                 .iter()
-                .all(|&n| g.layers(n) <= lim.max_texture_array_layers as u64);
+                .all(|&n| g.layers(n) <= profile.max_texture_layers as u64);
         fits.then_some(g)
     }
 

@@ -116,23 +116,21 @@ fn run_on(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, f64)> {
             how.into_iter().map(move |h| (v, h))
         });
     for (var, how) in runs {
-        let opts = AttentionOptions {
-            flash_schedule: match how {
-                How::Sched(s) => Some(s),
-                _ => None,
-            },
-            split_kv_reads: match how {
-                How::Reads(r) => Some(r),
-                _ => None,
-            },
-            layout: c.layout,
-            causal: c.causal,
-            kv_len: c.kv_len.as_deref(),
-            bias: gbias.as_ref(),
-            variant: Some(var),
-            return_lse: c.lse,
-            ..Default::default()
+        let mut opts = AttentionOptions::default()
+            .layout(c.layout)
+            .causal(c.causal)
+            .variant(var)
+            .return_lse(c.lse);
+        opts.flash_schedule = match how {
+            How::Sched(s) => Some(s),
+            _ => None,
         };
+        opts.split_kv_reads = match how {
+            How::Reads(r) => Some(r),
+            _ => None,
+        };
+        opts.kv_len = c.kv_len.as_deref();
+        opts.bias = gbias.as_ref();
         out.poison().unwrap();
         lse.poison().unwrap();
         attention_into(&gq, &gk, &gv, &opts, &out, c.lse.then_some(&lse))
@@ -474,17 +472,12 @@ fn long_sequence_flash_runs_naive_refuses() {
     let v = uniform(&mut rng, h * s * d);
     let t = |x: &[f32]| Tensor::from_slice(&ctx, x, &[1, h, s, d]).unwrap();
     let (gq, gk, gv) = (t(&q), t(&k), t(&v));
-    let naive = AttentionOptions {
-        variant: Some(AttentionVariant::Naive),
-        ..Default::default()
-    };
+    let naive = AttentionOptions::default().variant(AttentionVariant::Naive);
     let e = attention(&gq, &gk, &gv, &naive).unwrap_err();
     assert!(matches!(e, Error::TooLarge { .. }), "{e}");
-    let opts = AttentionOptions {
-        variant: Some(AttentionVariant::Flash),
-        causal: Causal::TopLeft,
-        ..Default::default()
-    };
+    let opts = AttentionOptions::default()
+        .variant(AttentionVariant::Flash)
+        .causal(Causal::TopLeft);
     let out = attention(&gq, &gk, &gv, &opts)
         .unwrap()
         .out
@@ -550,10 +543,7 @@ fn shape_errors() {
     .unwrap_err();
     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
     let kl = [3u32, 4];
-    let o2 = AttentionOptions {
-        kv_len: Some(&kl),
-        ..Default::default()
-    };
+    let o2 = AttentionOptions::default().kv_len(&kl);
     let e = attention(
         &z(&[1, 2, 8, 16]),
         &z(&[1, 2, 8, 16]),
@@ -606,12 +596,10 @@ fn rows_quick_kernel_then_best() {
         kv_len: None,
         bias: None,
     });
-    let opts = AttentionOptions {
-        variant: Some(AttentionVariant::Flash),
-        flash_schedule: Some(FlashSchedule::Rows),
-        causal: Causal::BottomRight,
-        ..Default::default()
-    };
+    let opts = AttentionOptions::default()
+        .variant(AttentionVariant::Flash)
+        .flash_schedule(FlashSchedule::Rows)
+        .causal(Causal::BottomRight);
     let out = Tensor::zeros(&ctx, &[1, h, sq, dv], DType::F32).unwrap();
     let before = ctx.cached_pipelines();
     for call in ["first (quick form)", "after the background compile"] {

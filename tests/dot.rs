@@ -21,7 +21,7 @@ fn run_case(n: usize, d: usize, dtype: DType) {
     let out = Tensor::zeros(&ctx, &[n], DType::F32).unwrap();
     for v in DotVariant::ALL {
         out.poison().unwrap();
-        dot_into(&ta, &tb, &out, v).unwrap_or_else(|e| panic!("{case} {v:?}: {e}"));
+        dot_into(&ta, &tb, v, &out).unwrap_or_else(|e| panic!("{case} {v:?}: {e}"));
         let got = out.to_vec::<f32>().unwrap();
         // Products of f16 values are exact in f32, so f16 storage leaves only the
         // f32 accumulation error against a reference fed the same f16 values.
@@ -64,7 +64,7 @@ fn dot_shape_errors() {
     let msg = e.to_string();
     assert!(msg.contains("[3, 4]") && msg.contains("[3, 5]"), "{msg}");
     let out = Tensor::zeros(&ctx, &[4], DType::F32).unwrap();
-    let e = dot_into(&a, &a, &out, DotVariant::Naive).unwrap_err();
+    let e = dot_into(&a, &a, DotVariant::Naive, &out).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
 }
 
@@ -79,6 +79,6 @@ fn dot_empty_returns_empty() {
     let a = Tensor::zeros(&ctx, &[5, 0], DType::F32).unwrap();
     let out = Tensor::zeros(&ctx, &[5], DType::F32).unwrap();
     out.poison().unwrap();
-    dot_into(&a, &a, &out, DotVariant::Auto).unwrap();
+    dot_into(&a, &a, DotVariant::Auto, &out).unwrap();
     assert_eq!(out.to_vec::<f32>().unwrap(), vec![0.0; 5]);
 }

@@ -51,12 +51,7 @@ fn run_matmul_on(
     let (gb, _) = upload_to(ctx, &b, &sb, dtype);
     let out = Tensor::zeros(ctx, &[m, n], DType::F32).unwrap();
     for &v in variants {
-        let opts = MatmulOptions {
-            trans_a: ta,
-            trans_b: tb,
-            variant: v,
-            ..Default::default()
-        };
+        let opts = MatmulOptions::default().transpose(ta, tb).variant(v);
         out.poison().unwrap();
         matmul_into(&ga, &gb, &opts, &out).unwrap_or_else(|e| panic!("{case} {v}: {e}"));
         check(
@@ -123,11 +118,7 @@ fn matmul_f16_output() {
     let ga = Tensor::from_slice(&ctx, &a, &[m, k]).unwrap();
     let gb = Tensor::from_slice(&ctx, &b, &[k, n]).unwrap();
     for v in MatmulVariant::all(&ctx) {
-        let opts = MatmulOptions {
-            variant: v,
-            out_dtype: DType::F16,
-            ..Default::default()
-        };
+        let opts = MatmulOptions::default().variant(v).out_dtype(DType::F16);
         let out = matmul_with(&ga, &gb, &opts).unwrap();
         assert_eq!(out.dtype(), DType::F16);
         check(
@@ -195,10 +186,7 @@ fn matmul_batched_broadcast() {
             ));
         }
         for v in MatmulVariant::all(&ctx) {
-            let opts = MatmulOptions {
-                variant: v,
-                ..Default::default()
-            };
+            let opts = MatmulOptions::default().variant(v);
             let out_shape: Vec<usize> = bo.iter().copied().chain([m, n]).collect();
             let out = Tensor::zeros(&ctx, &out_shape, DType::F32).unwrap();
             out.poison().unwrap();
@@ -245,11 +233,7 @@ fn linear_every_epilogue() {
                 let gb = Tensor::from_slice(&ctx, &bias, &[outf]).unwrap();
                 let out = Tensor::zeros(&ctx, &[1, rows, outf], DType::F32).unwrap();
                 for &v in &vs {
-                    let opts = MatmulOptions {
-                        variant: v,
-                        alpha,
-                        ..Default::default()
-                    };
+                    let opts = MatmulOptions::default().variant(v).alpha(alpha);
                     out.poison().unwrap();
                     linear_into(&gx, &gw, with_bias.then_some(&gb), act, &opts, &out)
                         .unwrap_or_else(|e| panic!("{case} {v}: {e}"));
@@ -269,10 +253,7 @@ fn empty_and_k_zero() {
     let ctx = ctx();
     let z = |s: &[usize]| Tensor::zeros(&ctx, s, DType::F32).unwrap();
     for v in MatmulVariant::all(&ctx) {
-        let o = MatmulOptions {
-            variant: v,
-            ..Default::default()
-        };
+        let o = MatmulOptions::default().variant(v);
         assert_eq!(
             matmul_with(&z(&[0, 5]), &z(&[5, 3]), &o).unwrap().shape(),
             &[0, 3]

@@ -28,14 +28,11 @@ fn exact_case(m: usize, n: usize, d: usize, k: usize, chunk_rows: Option<usize>)
     let mut r = rng(&case);
     let corpus = integers(&mut r, n * d);
     let queries = integers(&mut r, m * d);
-    let mut index = FlatIndex::new(
-        &ctx,
-        d,
-        IndexOptions {
-            max_chunk_rows: chunk_rows,
-            ..Default::default()
-        },
-    )
+    let mut index = FlatIndex::new(&ctx, d, {
+        let mut o = IndexOptions::default();
+        o.max_chunk_rows = chunk_rows;
+        o
+    })
     .unwrap();
     index.add(&corpus).unwrap();
     assert_eq!(index.len(), n);
@@ -90,10 +87,7 @@ fn incremental_add_matches_single_add() {
     let d = 12;
     let corpus = integers(&mut r, 900 * d);
     let q = integers(&mut r, 3 * d);
-    let opts = IndexOptions {
-        max_chunk_rows: Some(250),
-        ..Default::default()
-    };
+    let opts = IndexOptions::default().max_chunk_rows(250);
     let mut a = FlatIndex::new(&ctx, d, opts).unwrap();
     a.add(&corpus).unwrap();
     let mut b = FlatIndex::new(&ctx, d, opts).unwrap();
@@ -156,11 +150,9 @@ fn recall(storage: Storage) -> f64 {
         let mut ix = FlatIndex::new(
             &ctx,
             d,
-            IndexOptions {
-                metric: Metric::Cosine,
-                storage,
-                ..Default::default()
-            },
+            IndexOptions::default()
+                .metric(Metric::Cosine)
+                .storage(storage),
         )
         .unwrap();
         ix.add(&corpus).unwrap();

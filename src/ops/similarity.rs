@@ -5,7 +5,7 @@
 //! **An all-zero row normalises to zero, and its cosine with anything is 0**
 //! (no NaN).
 
-use crate::context::Bind;
+use crate::context::{Bind, Spec};
 use crate::error::{Error, Result};
 use crate::ops::matmul::{self, MatmulOptions};
 use crate::shader;
@@ -13,20 +13,70 @@ use crate::tensor::{shape_str, DType, Tensor};
 
 const SRC: &str = include_str!("../../shaders/similarity.wgsl");
 
-/// Mirrors `Params` in `shaders/similarity.wgsl` (16 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct SimilarityParams {
-    /// Rows.
-    pub rows: u32,
-    /// Row length.
-    pub d: u32,
-    /// Padding.
-    pub _pad: [u32; 2],
+crate::params! {
+    /// Mirrors `Params` in `shaders/similarity.wgsl`.
+    pub(crate) struct SimilarityParams {
+        /// Rows.
+        rows: u32,
+        /// Row length.
+        d: u32,
+        _p0: u32,
+        _p1: u32,
+    }
+}
+
+/// Binding slots of `shaders/similarity.wgsl`: inputs from 1, the output last.
+mod slot {
+    pub const FIRST_INPUT: u32 = 1;
+}
+
+crate::defines! {
+    /// Defines of `shaders/similarity.wgsl`: which kernel.
+    pub(crate) enum SimilarityKernel {
+        Normalize = "KIND_NORMALIZE",
+        Cosine = "KIND_COSINE",
+    }
+}
+
+/// One similarity kernel specialisation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SimilaritySpec {
+    pub kernel: SimilarityKernel,
+    pub dtype: DType,
+}
+
+impl Spec for SimilaritySpec {
+    fn family(&self) -> &'static str {
+        "similarity"
+    }
+    fn entry(&self) -> &'static str {
+        match self.kernel {
+            SimilarityKernel::Normalize => "normalize",
+            SimilarityKernel::Cosine => "cosine",
+        }
+    }
+    fn source(&self) -> Result<String> {
+        shader::render(self, SRC, self.dtype, false, &[self.kernel], &[])
+    }
+}
+
+impl SimilaritySpec {
+    /// Every spec the ops can produce (for the WGSL validation test).
+    #[cfg(test)]
+    pub(crate) fn reachable() -> Vec<SimilaritySpec> {
+        let kernels = [SimilarityKernel::Normalize, SimilarityKernel::Cosine];
+        kernels
+            .iter()
+            .flat_map(|&kernel| {
+                [DType::F32, DType::F16].map(|dtype| SimilaritySpec { kernel, dtype })
+            })
+            .collect()
+    }
 }
 
 /// Similarity measure of [`scores`] (and the search index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Metric {
     /// Inner product `a·b`.
     #[default]
@@ -60,8 +110,7 @@ fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
 
 fn run(
     op: &'static str,
-    kind: &'static str,
-    entry: &'static str,
+    kernel: SimilarityKernel,
     x: &Tensor,
     binds: &[&Tensor],
     rows: usize,
@@ -71,27 +120,23 @@ fn run(
     if rows == 0 {
         return Ok(());
     }
-    let dtype = x.dtype();
-    let key = format!("{entry}:{dtype}");
-    let pipe = ctx.pipeline(("similarity", key), || {
-        (shader::expand(SRC, dtype, &[kind]), entry, vec![])
+    let pipe = ctx.pipeline(&SimilaritySpec {
+        kernel,
+        dtype: x.dtype(),
     })?;
     let p = SimilarityParams {
         rows: rows as u32,
         d: d as u32,
-        _pad: [0; 2],
+        ..Default::default()
     };
     ctx.scoped(op, || {
         let ubuf = ctx.uniform(&p);
-        let b: Vec<Bind> = binds.iter().map(|t| Bind::whole(t.buffer())).collect();
+        let b: Vec<(u32, Bind)> = (slot::FIRST_INPUT..)
+            .zip(binds.iter().map(|t| Bind::whole(t.buffer())))
+            .collect();
         let mut enc = ctx.encoder();
-        ctx.encode(
-            &mut enc,
-            &pipe,
-            &ubuf,
-            &b,
-            ctx.grid((rows as u32).div_ceil(64)),
-        );
+        let (gx, gy) = ctx.grid((rows as u32).div_ceil(64));
+        ctx.dispatch(&mut enc, &pipe, &ubuf, &b, (gx, gy, 1));
         ctx.submit(enc);
         Ok(())
     })
@@ -121,7 +166,7 @@ pub fn normalize_into(x: &Tensor, out: &Tensor) -> Result<()> {
             ),
         });
     }
-    run(OP, "KIND_NORMALIZE", "normalize", x, &[x, out], n, d)
+    run(OP, SimilarityKernel::Normalize, x, &[x, out], n, d)
 }
 
 /// L2-normalises each row of `x [n, d]` in place.
@@ -175,7 +220,7 @@ pub fn cosine_into(a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
             ),
         });
     }
-    run(OP, "KIND_COSINE", "cosine", a, &[a, b, out], n, d)
+    run(OP, SimilarityKernel::Cosine, a, &[a, b, out], n, d)
 }
 
 /// All-pairs scores of `queries [m, d]` against `corpus [n, d]` → f32 `[m, n]`:

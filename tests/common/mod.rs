@@ -14,10 +14,7 @@ pub type Rng64 = rand::rngs::SmallRng;
 pub fn ctx() -> Context {
     static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
     // Every call runs the kernel it names, not a quick-compiling stand-in.
-    let opts = ContextOptions {
-        wait_for_best_kernels: true,
-        ..Default::default()
-    };
+    let opts = ContextOptions::default().wait_for_best_kernels(true);
     match CTX.get_or_init(|| Context::with_options(opts).map_err(|e| e.to_string())) {
         Ok(c) => c.clone(),
         Err(e) => panic!("flashdot tests need a GPU adapter: {e}"),
@@ -28,11 +25,9 @@ pub fn ctx() -> Context {
 /// that adapters without subgroups run (the shared context uses subgroups
 /// where the adapter has them).
 pub fn ctx_without_subgroups() -> Context {
-    let opts = ContextOptions {
-        wait_for_best_kernels: true,
-        ..Default::default()
-    }
-    .without_features(wgpu::Features::SUBGROUP);
+    let opts = ContextOptions::default()
+        .wait_for_best_kernels(true)
+        .without_features(wgpu::Features::SUBGROUP);
     let ctx = Context::with_options(opts)
         .unwrap_or_else(|e| panic!("flashdot tests need a GPU adapter: {e}"));
     assert!(!ctx.info().has_subgroups());

@@ -13,40 +13,25 @@
 //! Ids are insertion positions. Results are best first, ties broken by the lower
 //! id; NaN scores (a NaN in the corpus) sort after every number.
 
+mod plan;
+
+pub use plan::{Scan, SearchPlan};
+
 use crate::context::{Bind, Context, Tracked, TrackedTexture};
 use crate::error::{Error, Result};
 use crate::ops::similarity::Metric;
-use crate::shader;
 use crate::tensor::DType;
+#[cfg(test)]
+pub(crate) use plan::reachable as reachable_specs;
+use plan::slot;
+pub(crate) use plan::TopkParams;
 
-const SRC: &str = include_str!("../../shaders/topk.wgsl");
 /// Largest supported k.
 pub const MAX_K: usize = 1024;
 
-/// Mirrors `Params` in `shaders/topk.wgsl` (32 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct TopkParams {
-    /// Corpus rows in the chunk (scan) or input list length (select).
-    pub rows: u32,
-    /// Row length in groups of 8 values.
-    pub dv: u32,
-    /// Queries in the dispatch.
-    pub m: u32,
-    /// First query of the dispatch.
-    pub q0: u32,
-    /// Id of the chunk's first row.
-    pub id_base: u32,
-    /// First candidate slot of the chunk.
-    pub slice_base: u32,
-    /// Candidate slots per query in the output list.
-    pub slots: u32,
-    /// log2 of the corpus texture's rows per layer.
-    pub lsh: u32,
-}
-
 /// How the index stores vectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Storage {
     /// 4 bytes per value, exact.
     #[default]
@@ -78,6 +63,7 @@ impl Storage {
 
 /// Index construction options.
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct IndexOptions {
     /// Similarity (cosine normalises vectors on insert and queries on search).
     pub metric: Metric,
@@ -89,8 +75,27 @@ pub struct IndexOptions {
     pub max_chunk_rows: Option<usize>,
 }
 
+impl IndexOptions {
+    /// Options with `metric`.
+    pub fn metric(mut self, metric: Metric) -> Self {
+        self.metric = metric;
+        self
+    }
+    /// Options with `storage`.
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+    /// Options with at most `rows` rows per chunk.
+    pub fn max_chunk_rows(mut self, rows: usize) -> Self {
+        self.max_chunk_rows = Some(rows);
+        self
+    }
+}
+
 /// Rows of the corpus as a texture of `layers` layers of `1 << lsh` lines,
 /// one row per line.
+#[derive(Debug)]
 struct Chunk {
     texture: TrackedTexture,
     view: wgpu::TextureView,
@@ -102,6 +107,7 @@ struct Chunk {
 }
 
 /// A flat (brute-force) exact index of `dim`-dimensional vectors.
+#[derive(Debug)]
 pub struct FlatIndex {
     ctx: Context,
     dim: usize,
@@ -469,7 +475,7 @@ impl FlatIndex {
             qhost.extend_from_slice(&q);
             qhost.extend(std::iter::repeat_n(0.0, dp - self.dim));
         }
-        let plan = Plan::new(&self.ctx, kk, m, dp)?;
+        let plan = SearchPlan::new(self.ctx.profile(), kk, m, dp)?;
         let mut scores = Vec::with_capacity(m * kk);
         let mut ids = Vec::with_capacity(m * kk);
         // Query batches small enough that their candidate lists fit one binding.
@@ -496,56 +502,32 @@ impl FlatIndex {
         })
     }
 
+    /// The plan a search of `m` queries for the top `k` would run.
+    ///
+    /// Errors: `k` out of range ([`Error::InvalidArgument`]); a query or `k`
+    /// this adapter's limits cannot serve ([`Error::Unsupported`]).
+    pub fn plan(&self, m: usize, k: usize) -> Result<SearchPlan> {
+        if k == 0 || k > MAX_K {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                detail: format!("k must be in 1..={MAX_K}, got {k}"),
+            });
+        }
+        SearchPlan::new(self.ctx.profile(), k, m.max(1), padded(self.dim))
+    }
+
     fn search_batch(
         &self,
-        plan: &Plan,
+        plan: &SearchPlan,
         qhost: &[f32],
         m: usize,
         slices: usize,
     ) -> Result<(Vec<f32>, Vec<u32>)> {
         let ctx = &self.ctx;
         let dv = padded(self.dim) / 8;
-        let storage = match self.opts.storage {
-            Storage::F32 => "STORE_F32",
-            Storage::F16 => "STORE_F16",
-            Storage::Int8 => "STORE_I8",
-        };
-        let (kind, entry, l, rpl) = match plan.scan {
-            Scan::Sort => ("KIND_SCAN", "scan", 1, 1),
-            Scan::Lists { l, rpl } => ("KIND_SCAN_LISTS", "scan_lists", l as u32, rpl as u32),
-        };
         let qb = plan.qb as usize;
-        let consts = [
-            ("QB", plan.qb),
-            ("SL", plan.sl as u32),
-            ("KP", plan.kp as u32),
-            ("L", l),
-            ("LM1", l - 1),
-            ("RPL", rpl),
-            ("RB", LIST_RB),
-            ("QN", (qb * 2 * dv) as u32),
-        ];
-        let mut defines = vec![kind, storage];
-        if plan.sg {
-            defines.push("SG");
-        }
-        let key = format!("scan:{consts:?}:{}", defines.join(","));
-        let scan = ctx.pipeline(("topk", key), || {
-            (
-                shader::expand_full(SRC, DType::F32, &defines, &consts),
-                entry,
-                vec![],
-            )
-        })?;
-        let sel_consts = [("QB", 1), ("SL", plan.sl as u32), ("KP", plan.kp as u32)];
-        let key = format!("select:{sel_consts:?}");
-        let select = ctx.pipeline(("topk", key), || {
-            (
-                shader::expand_full(SRC, DType::F32, &["KIND_SELECT"], &sel_consts),
-                "select_topk",
-                vec![],
-            )
-        })?;
+        let scan = ctx.pipeline(&plan.scan_spec(self.opts.storage, dv))?;
+        let select = ctx.pipeline(&plan.select_spec())?;
         let mut slots = slices * plan.slice_slots();
         let max = ctx.info().limits.max_compute_workgroups_per_dimension as usize;
         // Query blocks of qb rows, each at an aligned offset of one uniform
@@ -591,22 +573,23 @@ impl FlatIndex {
                         lsh: self.layer_shift(),
                     };
                     let ubuf = ctx.uniform(&p);
+                    let query_block = Bind::Buffer {
+                        buffer: &qbuf,
+                        offset: (blk * stride) as u64,
+                        size: block as u64,
+                    };
                     let mut binds = vec![
-                        Bind::Buffer {
-                            buffer: &qbuf,
-                            offset: (blk * stride) as u64,
-                            size: block as u64,
-                        },
-                        Bind::texture(&c.view),
-                        Bind::whole(&list),
+                        (slot::QUERIES, query_block),
+                        (slot::CORPUS, Bind::texture(&c.view)),
+                        (slot::CANDIDATES, Bind::whole(&list)),
                     ];
                     if let Some(s) = &c.scales {
-                        binds.push(Bind::whole(s));
+                        binds.push((slot::ROW_SCALE, Bind::whole(s)));
                     }
                     // Slices over x (a chunk's slices fit the per-dimension
                     // limit: rows_per_chunk).
                     let gx = nsl.min(max) as u32;
-                    ctx.encode3(&mut enc, &scan, &ubuf, &binds, (gx, 1, 1));
+                    ctx.dispatch(&mut enc, &scan, &ubuf, &binds, (gx, 1, 1));
                 }
                 slice_base += nsl;
                 id_base += c.rows;
@@ -622,11 +605,14 @@ impl FlatIndex {
                     ..Default::default()
                 };
                 let ubuf = ctx.uniform(&p);
-                ctx.encode3(
+                ctx.dispatch(
                     &mut enc,
                     &select,
                     &ubuf,
-                    &[Bind::whole(&list), Bind::whole(&out)],
+                    &[
+                        (slot::LIST_IN, Bind::whole(&list)),
+                        (slot::LIST_OUT, Bind::whole(&out)),
+                    ],
                     (chunks as u32, m as u32, 1),
                 );
                 list = out;
@@ -646,119 +632,5 @@ impl FlatIndex {
         let scores = raw.iter().step_by(2).map(|&b| f32::from_bits(b)).collect();
         let ids = raw.iter().skip(1).step_by(2).copied().collect();
         Ok((scores, ids))
-    }
-}
-
-/// Largest k served by the register-list scan; larger k sorts in workgroup memory.
-const LIST_MAX_K: usize = 16;
-/// Rows an invocation of the register-list scan scores at once: one query load
-/// then feeds this many rows (query loads were the scan's bottleneck).
-const LIST_RB: u32 = 8;
-
-/// How a scan workgroup keeps its candidates.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Scan {
-    /// Scores a slice of `sl` rows into workgroup memory and sorts them.
-    Sort,
-    /// Each invocation keeps its best `l` per query in registers over `rpl` rows.
-    Lists { l: usize, rpl: usize },
-}
-
-/// Slice length, kept candidates and query block for one search.
-struct Plan {
-    /// List entries a select workgroup sorts (and rows a `Sort` scan slice
-    /// holds): a power of two ≥ 2·kp.
-    sl: usize,
-    /// Candidates kept per select chunk: k rounded up to a power of two.
-    kp: usize,
-    /// Queries per scan workgroup.
-    qb: u32,
-    scan: Scan,
-    /// Subgroups of at least 8 lanes: the list scan merges lists by groups of 8.
-    sg: bool,
-}
-
-impl Plan {
-    /// Plan for `m` queries of `dp` (padded) values, top `k`.
-    fn new(ctx: &Context, k: usize, m: usize, dp: usize) -> Result<Plan> {
-        // Query blocks are uniform-buffer windows.
-        let ubo = ctx.info().limits.max_uniform_buffer_binding_size as usize;
-        let qmax = ubo / (dp * 4);
-        if qmax == 0 {
-            return Err(Error::Unsupported {
-                op: OP,
-                detail: format!(
-                    "a query of {dp} values takes {} bytes; the adapter's uniform bindings hold {ubo}",
-                    dp * 4
-                ),
-            });
-        }
-        let kp = k.next_power_of_two();
-        let sl = (2 * kp).max(256);
-        let mem = ctx.info().limits.max_compute_workgroup_storage_size as usize;
-        let per_query = sl * 8;
-        if per_query > mem {
-            return Err(Error::Unsupported {
-                op: OP,
-                detail: format!(
-                    "k = {k} needs {per_query} bytes of workgroup memory; the adapter has {mem}"
-                ),
-            });
-        }
-        if k <= LIST_MAX_K {
-            // Many rows per invocation amortise the final lists; a CPU adapter
-            // has few cores to fill, a GPU wants more workgroups.
-            let rpl = if ctx.info().is_cpu() { 128 } else { 16 };
-            let qb = m.next_power_of_two().min(16).min(qmax) as u32;
-            return Ok(Plan {
-                sl,
-                kp,
-                qb,
-                scan: Scan::Lists { l: k, rpl },
-                sg: ctx.info().has_subgroups_of(8),
-            });
-        }
-        // More queries per workgroup read the corpus fewer times; bounded by
-        // workgroup memory and by the queries there are.
-        let qb = (mem / per_query)
-            .min(8)
-            .min(m.next_power_of_two())
-            .min(qmax)
-            .max(1) as u32;
-        Ok(Plan {
-            sl,
-            kp,
-            qb,
-            scan: Scan::Sort,
-            sg: false,
-        })
-    }
-
-    /// Corpus rows one scan workgroup covers.
-    fn slice_rows(&self) -> usize {
-        match self.scan {
-            Scan::Sort => self.sl,
-            Scan::Lists { rpl, .. } => 64 * rpl,
-        }
-    }
-
-    /// Candidates one scan workgroup writes per query.
-    fn slice_slots(&self) -> usize {
-        match self.scan {
-            Scan::Sort => self.kp,
-            // With subgroups, each 8 lanes' lists are merged into one.
-            Scan::Lists { l, .. } if self.sg => 8 * l,
-            Scan::Lists { l, .. } => 64 * l,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn params_layout_matches_wgsl() {
-        assert_eq!(std::mem::size_of::<TopkParams>(), 32);
     }
 }

@@ -1,0 +1,430 @@
+//! The GPU context, in layers: opening the instance, adapter, device and queue
+//! (this file), the [`DeviceProfile`] that planners decide from, device memory
+//! accounting ([`memory`]), the pipeline cache with background compiles
+//! ([`pipelines`]), the GPU timer ([`timer`]), the one readback path
+//! ([`readback`]) and the dispatch helpers ([`dispatch`]). Nothing here knows
+//! tensors or ops.
+
+mod dispatch;
+mod memory;
+mod pipelines;
+mod profile;
+mod readback;
+mod timer;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, GpuErrorKind, Result};
+
+pub(crate) use dispatch::Bind;
+pub use memory::MemoryStats;
+pub(crate) use memory::{Tracked, TrackedTexture};
+pub(crate) use pipelines::Spec;
+pub use profile::DeviceProfile;
+
+/// Options for opening a [`Context`]. The default picks the best adapter on any
+/// backend; the standard wgpu variables `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
+/// `WGPU_POWER_PREF` apply where the matching field is left unset.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ContextOptions {
+    /// Restrict to these backends (e.g. `wgpu::Backends::VULKAN`). `None`: `WGPU_BACKEND` or all.
+    pub backends: Option<wgpu::Backends>,
+    /// Prefer low-power (integrated) or high-performance (discrete) adapters.
+    /// `None`: `WGPU_POWER_PREF`, else high performance.
+    pub power_preference: Option<wgpu::PowerPreference>,
+    /// Case-insensitive substring of the adapter name. `None`: `WGPU_ADAPTER_NAME`, else any.
+    pub adapter_name: Option<String>,
+    /// Optional features to leave off even where the adapter has them (for testing
+    /// fallbacks, e.g. `wgpu::Features::SHADER_F16`).
+    pub disable_features: wgpu::Features,
+    /// Compile the fastest form of every kernel before its first use. Off (the
+    /// default), a kernel whose fastest form compiles for seconds on this
+    /// adapter (attention's [`FlashSchedule::Rows`](crate::ops::attention::FlashSchedule::Rows))
+    /// first runs a form that compiles quickly while the fast one compiles on
+    /// a background thread, and switches once it is ready; results are the
+    /// same either way. Tests set it so that each call runs a known kernel.
+    pub wait_for_best_kernels: bool,
+    /// Limits to request instead of the adapter's own (each within the
+    /// adapter's): a smaller storage binding or workgroup memory, for example,
+    /// to exercise the paths that split large work on small test data.
+    pub limits: Option<wgpu::Limits>,
+}
+
+impl ContextOptions {
+    /// Options restricted to one backend.
+    pub fn with_backend(mut self, backends: wgpu::Backends) -> Self {
+        self.backends = Some(backends);
+        self
+    }
+
+    /// Options that leave `features` disabled.
+    pub fn without_features(mut self, features: wgpu::Features) -> Self {
+        self.disable_features |= features;
+        self
+    }
+
+    /// Options that compile every kernel's best form before its first use
+    /// (see [`ContextOptions::wait_for_best_kernels`]).
+    pub fn wait_for_best_kernels(mut self, wait: bool) -> Self {
+        self.wait_for_best_kernels = wait;
+        self
+    }
+
+    /// Options that request `limits` instead of the adapter's own.
+    pub fn with_limits(mut self, limits: wgpu::Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+}
+
+/// Optional wgpu features flashdot's kernels can use.
+pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+/// What the context runs on: adapter identity, features in use and key limits.
+#[derive(Debug, Clone)]
+pub struct ContextInfo {
+    /// Adapter name as the driver reports it (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)").
+    pub name: String,
+    /// Backend (Vulkan, Metal, Dx12, Gl).
+    pub backend: wgpu::Backend,
+    /// Discrete, integrated, virtual, CPU or other.
+    pub device_type: wgpu::DeviceType,
+    /// Driver name.
+    pub driver: String,
+    /// Driver version/details.
+    pub driver_info: String,
+    /// Optional features enabled on the device (subset of [`OPTIONAL_FEATURES`]).
+    pub features: wgpu::Features,
+    /// Smallest and largest subgroup size the adapter may use.
+    pub subgroup_size: (u32, u32),
+    /// The device's limits (the adapter's own, not wgpu's defaults).
+    pub limits: wgpu::Limits,
+}
+
+impl ContextInfo {
+    /// Whether f16 storage and arithmetic (`SHADER_F16`) is enabled.
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+    /// Whether subgroup operations (`SUBGROUP`) are enabled.
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// Whether subgroup operations are enabled and every subgroup has at
+    /// least `lanes` lanes (kernels that share values among groups of lanes).
+    pub fn has_subgroups_of(&self, lanes: u32) -> bool {
+        self.has_subgroups() && self.subgroup_size.0 >= lanes
+    }
+    /// Whether GPU timestamp queries are enabled.
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+    /// Whether this is a software (CPU) adapter such as lavapipe or WARP.
+    pub fn is_cpu(&self) -> bool {
+        self.device_type == wgpu::DeviceType::Cpu
+    }
+}
+
+impl fmt::Display for ContextInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.limits;
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        writeln!(f, "adapter:        {}", self.name)?;
+        writeln!(f, "backend:        {:?}", self.backend)?;
+        writeln!(f, "device type:    {:?}", self.device_type)?;
+        writeln!(f, "driver:         {} ({})", self.driver, self.driver_info)?;
+        let mut feats = Vec::new();
+        if self.has_f16() {
+            feats.push("SHADER_F16");
+        }
+        if self.has_subgroups() {
+            feats.push("SUBGROUP");
+        }
+        if self.has_timestamps() {
+            feats.push("TIMESTAMP_QUERY");
+        }
+        let feats = if feats.is_empty() {
+            "(none)".to_string()
+        } else {
+            feats.join(", ")
+        };
+        writeln!(f, "features:       {feats}")?;
+        writeln!(
+            f,
+            "subgroup size:  {}..={}",
+            self.subgroup_size.0, self.subgroup_size.1
+        )?;
+        writeln!(
+            f,
+            "max storage binding:   {:.0} MiB",
+            mib(l.max_storage_buffer_binding_size)
+        )?;
+        writeln!(
+            f,
+            "max buffer size:       {:.0} MiB",
+            mib(l.max_buffer_size)
+        )?;
+        writeln!(
+            f,
+            "workgroup memory:      {} KiB",
+            l.max_compute_workgroup_storage_size / 1024
+        )?;
+        writeln!(
+            f,
+            "workgroup invocations: {} (x {}, y {}, z {})",
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_size_x,
+            l.max_compute_workgroup_size_y,
+            l.max_compute_workgroup_size_z
+        )?;
+        writeln!(
+            f,
+            "workgroups per dim:    {}",
+            l.max_compute_workgroups_per_dimension
+        )?;
+        write!(
+            f,
+            "storage offset align:  {} B",
+            l.min_storage_buffer_offset_alignment
+        )
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: ContextInfo,
+    profile: DeviceProfile,
+    cache: pipelines::PipelineCache,
+    wait_for_best: bool,
+    lost: Arc<Mutex<Option<String>>>,
+    memory: Arc<memory::MemCounter>,
+    timer: Mutex<Option<timer::GpuTimer>>,
+    _adapter: wgpu::Adapter,
+    _instance: wgpu::Instance,
+}
+
+/// An open GPU device with its queue and pipeline cache.
+///
+/// Cheap to clone (an `Arc` inside) and `Send + Sync`: several threads may run
+/// operations on one context at once.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .finish()
+    }
+}
+
+fn type_rank(t: wgpu::DeviceType, pref: wgpu::PowerPreference) -> u32 {
+    use wgpu::DeviceType::*;
+    match (t, pref) {
+        (IntegratedGpu, wgpu::PowerPreference::LowPower) => 0,
+        (DiscreteGpu, wgpu::PowerPreference::LowPower) => 1,
+        (DiscreteGpu, _) => 0,
+        (IntegratedGpu, _) => 1,
+        (VirtualGpu, _) => 2,
+        (Other, _) => 3,
+        (Cpu, _) => 4,
+    }
+}
+
+impl Context {
+    /// Opens the best adapter (discrete GPU, then integrated, then anything else,
+    /// software adapters last) with default options. Blocks until the device is ready.
+    ///
+    /// Errors: [`Error::NoAdapter`] when no adapter is reachable (the message says how
+    /// to install lavapipe), [`Error::RequestDevice`] when the device cannot be opened.
+    pub fn new() -> Result<Self> {
+        Self::with_options(ContextOptions::default())
+    }
+
+    /// Blocking [`Context::new_async`] with explicit options.
+    pub fn with_options(options: ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    /// Opens a context asynchronously. See [`ContextOptions`] for adapter selection.
+    pub async fn new_async(options: ContextOptions) -> Result<Self> {
+        let backends = options
+            .backends
+            .or_else(wgpu::Backends::from_env)
+            .unwrap_or(wgpu::Backends::all());
+        let pref = options
+            .power_preference
+            .or_else(wgpu::PowerPreference::from_env)
+            .unwrap_or(wgpu::PowerPreference::HighPerformance);
+        let name_filter = options
+            .adapter_name
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+            .map(|s| s.to_lowercase());
+
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        desc.flags = wgpu::InstanceFlags::from_build_config().with_env();
+        let instance = wgpu::Instance::new(desc);
+
+        let mut adapters = instance.enumerate_adapters(backends).await;
+        adapters.retain(|a| {
+            let info = a.get_info();
+            name_filter
+                .as_ref()
+                .is_none_or(|n| info.name.to_lowercase().contains(n))
+        });
+        // Stable sort keeps the enumeration order among equals (backend priority).
+        adapters.sort_by_key(|a| type_rank(a.get_info().device_type, pref));
+        let adapter = adapters
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NoAdapter {
+                details: format!(
+                    "backends {backends:?}{}",
+                    name_filter
+                        .map(|n| format!(", name containing '{n}'"))
+                        .unwrap_or_default()
+                ),
+            })?;
+        Self::from_adapter(instance, adapter, &options).await
+    }
+
+    async fn from_adapter(
+        instance: wgpu::Instance,
+        adapter: wgpu::Adapter,
+        options: &ContextOptions,
+    ) -> Result<Self> {
+        let ainfo = adapter.get_info();
+        let features = adapter.features() & OPTIONAL_FEATURES & !options.disable_features;
+        let limits = options.limits.clone().unwrap_or_else(|| adapter.limits());
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("flashdot"),
+                required_features: features,
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: ainfo.name.clone(),
+                message: e.to_string(),
+            })?;
+        let lost = Arc::new(Mutex::new(None));
+        {
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                *lost.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("{reason:?}: {msg}"));
+            });
+        }
+        // Errors outside our scopes should not exist; if one does, log it rather
+        // than let wgpu's default handler panic in the caller's process.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            log::error!("flashdot: uncaptured wgpu error: {e}");
+        }));
+        let info = ContextInfo {
+            name: ainfo.name.clone(),
+            backend: ainfo.backend,
+            device_type: ainfo.device_type,
+            driver: ainfo.driver.clone(),
+            driver_info: ainfo.driver_info.clone(),
+            features,
+            subgroup_size: (ainfo.subgroup_min_size, ainfo.subgroup_max_size),
+            limits: device.limits(),
+        };
+        Ok(Context {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                profile: DeviceProfile::from_info(&info),
+                info,
+                cache: Default::default(),
+                wait_for_best: options.wait_for_best_kernels,
+                lost,
+                memory: Arc::default(),
+                timer: Mutex::new(None),
+                _adapter: adapter,
+                _instance: instance,
+            }),
+        })
+    }
+
+    /// Adapter name, backend, device type, driver, features in use and key limits.
+    pub fn info(&self) -> &ContextInfo {
+        &self.inner.info
+    }
+
+    /// What the planners decide from: device type, features, limits and the
+    /// policy derived from them.
+    pub fn profile(&self) -> &DeviceProfile {
+        &self.inner.profile
+    }
+
+    /// The underlying wgpu device (for interop).
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The underlying wgpu queue (for interop).
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// Fails with [`Error::DeviceLost`] once the device-lost callback has fired.
+    pub fn check_alive(&self) -> Result<()> {
+        match &*self.inner.lost.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(msg) => Err(Error::DeviceLost(msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside validation, out-of-memory and internal error scopes and turns
+    /// whatever wgpu reports into an [`Error::Gpu`] tagged with `op`.
+    pub(crate) fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_alive()?;
+        let dev = &self.inner.device;
+        let internal = dev.push_error_scope(wgpu::ErrorFilter::Internal);
+        let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let errs = [
+            (
+                GpuErrorKind::Validation,
+                pollster::block_on(validation.pop()),
+            ),
+            (GpuErrorKind::OutOfMemory, pollster::block_on(oom.pop())),
+            (GpuErrorKind::Internal, pollster::block_on(internal.pop())),
+        ];
+        self.check_alive()?;
+        for (kind, e) in errs {
+            if let Some(e) = e {
+                return Err(Error::Gpu {
+                    op,
+                    kind,
+                    message: e.to_string(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(e.to_string()))?;
+        self.check_alive()
+    }
+}

@@ -1,0 +1,164 @@
+//! K and V as 2-D array textures of vec4 texels, for the kernels that read
+//! them by texel fetch (the rows schedule, split-KV with texel reads).
+
+use std::sync::Arc;
+
+use super::plan::{slot, AttentionKernel, AttentionParams, AttentionSpec};
+use super::Dims;
+use crate::context::{Bind, Context, DeviceProfile, Tracked, TrackedTexture};
+use crate::error::Result;
+use crate::tensor::{DType, Tensor};
+use crate::texels::{vec4_format, vec4_texture, TexelGrid};
+
+/// How K and V become textures: with head dims multiples of 4 their buffers
+/// are copied as they are (f32 or f16 texels, no shader pass); otherwise a
+/// pack kernel first writes them as zero-padded f32 vec4 rows. Either way a
+/// texture holds the tensor's vec4s in order, laid out by `grid`.
+#[derive(Debug, Clone)]
+pub(crate) struct KvTextures {
+    pub grid: TexelGrid,
+    pub pack: bool,
+    /// Texels (vec4s) of K and of V.
+    pub texels: [u64; 2],
+}
+
+impl KvTextures {
+    /// `None` if the textures or the pack pass exceed the adapter's limits.
+    pub fn new(profile: &DeviceProfile, dims: &Dims) -> Option<KvTextures> {
+        let pack = !(dims.d.is_multiple_of(4) && dims.dv.is_multiple_of(4));
+        let rows = (dims.b * dims.hkv * dims.sk) as u64;
+        let texels = [
+            rows * dims.d.div_ceil(4) as u64,
+            rows * dims.dv.div_ceil(4) as u64,
+        ];
+        // Long tensors span layers (16 MiB of f32 each) within the tests'
+        // sizes, so that every copy shape (whole layers, whole lines, a partial
+        // line) is exercised.
+        let grid = TexelGrid::new(profile, &texels)?;
+        let w4 = dims.d.max(dims.dv).div_ceil(4);
+        let max_groups = profile.max_workgroups_per_dim as usize;
+        let fits = !pack
+            || (texels
+                .iter()
+                .all(|&n| n * 16 <= profile.max_storage_binding)
+                && (dims.sk * w4).div_ceil(64) <= max_groups
+                && dims.b * dims.hkv <= max_groups);
+        fits.then_some(KvTextures { grid, pack, texels })
+    }
+
+    /// Sets the texture addressing in `p` (after [`params`](super::plan::params)).
+    pub fn set_params(&self, p: &mut AttentionParams, dims: &Dims) {
+        p.lsh = self.grid.lsh;
+        p.wsh = self.grid.wsh;
+        let (d4, dv4) = (dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32);
+        let (sk, hkv) = (dims.sk as u32, dims.hkv as u32);
+        if self.pack {
+            (p.kt_sb, p.kt_sh, p.kt_ss) = (hkv * sk * d4, sk * d4, d4);
+            (p.vt_sb, p.vt_sh, p.vt_ss) = (hkv * sk * dv4, sk * dv4, dv4);
+        } else {
+            (p.kt_sb, p.kt_sh, p.kt_ss) = (p.k_sb / 4, p.k_sh / 4, p.k_ss / 4);
+            (p.vt_sb, p.vt_sh, p.vt_ss) = (p.v_sb / 4, p.v_sh / 4, p.v_ss / 4);
+        }
+    }
+
+    /// The pack kernels' specs (none when the buffers are copied as they are),
+    /// for a call whose main kernel is `main`.
+    pub fn pack_specs(&self, main: &AttentionSpec) -> Vec<AttentionSpec> {
+        if !self.pack {
+            return vec![];
+        }
+        let w4 = |dim| match main.kernel {
+            AttentionKernel::Rows { d4, dv4, .. } | AttentionKernel::Split { d4, dv4, .. } => {
+                if dim {
+                    d4
+                } else {
+                    dv4
+                }
+            }
+            _ => 0,
+        };
+        [true, false]
+            .map(|k| AttentionSpec {
+                kernel: AttentionKernel::Pack { w4: w4(k), k },
+                lse: false,
+                ..main.clone()
+            })
+            .to_vec()
+    }
+}
+
+/// K and V as the textures of [`KvTextures`]. Holds the textures (and any
+/// pack staging buffers) until the work that reads them is submitted.
+pub(crate) struct KvTexels {
+    pub views: [wgpu::TextureView; 2],
+    _textures: [TrackedTexture; 2],
+    _staging: Vec<Tracked>,
+}
+
+impl KvTexels {
+    /// Encodes the making of the textures into `enc`: buffer-to-texture
+    /// copies, after the pack passes when `packs` is given (which
+    /// [`KvTextures::pack`] asks for). The pack writes a buffer rather than a
+    /// storage texture: lavapipe's timestamps stop bracketing later passes
+    /// after storage-texture writes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        packs: &[Arc<wgpu::ComputePipeline>],
+        ubuf: &wgpu::Buffer,
+        [k, v]: [&Tensor; 2],
+        dims: &Dims,
+        geo: &KvTextures,
+    ) -> Result<KvTexels> {
+        let w4s = [dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32];
+        // The pack pass writes f32.
+        let format = vec4_format(if geo.pack { DType::F32 } else { k.dtype() });
+        let mut staging = Vec::new();
+        let mut make = |i: usize, src: &Tensor| {
+            let packed = packs.get(i).map(|pack| {
+                let buf = ctx.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("attention K/V pack staging"),
+                    size: (geo.texels[i] * 16).max(16),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                let input = if i == 0 { slot::K } else { slot::V };
+                ctx.dispatch(
+                    enc,
+                    pack,
+                    ubuf,
+                    &[
+                        (input, Bind::whole(src.buffer())),
+                        (slot::PACKED, Bind::whole(&buf)),
+                    ],
+                    (
+                        (dims.sk * w4s[i] as usize).div_ceil(64) as u32,
+                        (dims.b * dims.hkv) as u32,
+                        1,
+                    ),
+                );
+                buf
+            });
+            let src_buf: &wgpu::Buffer = packed.as_deref().unwrap_or(src.buffer());
+            let made = vec4_texture(
+                ctx,
+                enc,
+                src_buf,
+                geo.texels[i],
+                format,
+                geo.grid,
+                "attention K/V texels",
+            );
+            staging.extend(packed);
+            made
+        };
+        let (kview, ktex) = make(0, k);
+        let (vview, vtex) = make(1, v);
+        Ok(KvTexels {
+            views: [kview, vview],
+            _textures: [ktex, vtex],
+            _staging: staging,
+        })
+    }
+}

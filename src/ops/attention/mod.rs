@@ -1,0 +1,534 @@
+//! Scaled-dot-product attention, `O = softmax(Q·Kᵀ·scale + bias + mask)·V`, as
+//! PyTorch's `scaled_dot_product_attention` and FlashAttention define it.
+//! Kernel source: `shaders/attention.wgsl`.
+//!
+//! Shapes (layout [`Layout::Bhsd`]): q `[batch, heads_q, seq_q, d]`,
+//! k `[batch, heads_kv, seq_k, d]`, v `[batch, heads_kv, seq_k, d_v]`,
+//! out `[batch, heads_q, seq_q, d_v]`; [`Layout::Bshd`] swaps the seq and head axes
+//! of all four. `heads_q` must be a multiple of `heads_kv` (GQA / MQA): query head
+//! `h` reads kv head `h / (heads_q / heads_kv)`. `d`, `d_v` from 1 to 256.
+//!
+//! Masking: keys at or past `kv_len[b]` are masked; causal masking in either
+//! convention ([`Causal`]); an additive f32 bias `[batch|1, heads_q|1, seq_q, seq_k]`.
+//! **A query row whose keys are all masked outputs zeros** (not NaN, as PyTorch
+//! would), and its log-sum-exp is −∞.
+
+mod flash;
+mod kv_texels;
+mod naive;
+mod plan;
+mod split_kv;
+
+pub use plan::AttentionPlan;
+
+use crate::context::{Context, Tracked};
+use crate::error::{Error, Result};
+use crate::tensor::{shape_str, DType, Tensor};
+#[cfg(test)]
+pub(crate) use plan::reachable as reachable_specs;
+#[cfg(test)]
+pub(crate) use plan::AttentionParams;
+use plan::Launch;
+/// Largest supported head dim.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Memory layout of q, k, v and out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// `[batch, heads, seq, dim]` (PyTorch SDPA's).
+    #[default]
+    Bhsd,
+    /// `[batch, seq, heads, dim]`, what a linear projection produces.
+    Bshd,
+}
+
+/// Causal masking convention. The two differ only when `seq_q != seq_k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Causal {
+    /// No causal mask.
+    #[default]
+    None,
+    /// PyTorch `is_causal=True`: query `i` sees keys `j <= i`.
+    TopLeft,
+    /// FlashAttention 2: query `i` sees keys `j <= i + seq_k - seq_q`; the last query
+    /// sees every key, which is what decoding with a KV cache needs.
+    BottomRight,
+}
+
+/// Attention kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttentionVariant {
+    /// Baseline: materialises S = Q·Kᵀ with the matmul kernel, a masked softmax,
+    /// then P·V. Fails with [`Error::TooLarge`] when S exceeds one storage binding.
+    Naive,
+    /// Fused flash attention: K/V tiles in workgroup memory, online softmax,
+    /// the score matrix never exists in device memory; fully masked causal
+    /// tiles are skipped.
+    Flash,
+    /// Flash-decoding: keys split across invocations, partial outputs merged
+    /// with log-sum-exp weights in a second pass. For few queries, many keys.
+    SplitKv,
+    /// SplitKv for `seq_q <= 8` and `seq_k >= 512`, else Flash. The default.
+    Auto,
+}
+
+impl AttentionVariant {
+    /// Every variant (tests and benchmarks loop over these).
+    pub const ALL: [AttentionVariant; 4] = [
+        AttentionVariant::Naive,
+        AttentionVariant::Flash,
+        AttentionVariant::SplitKv,
+        AttentionVariant::Auto,
+    ];
+}
+
+/// How the [`AttentionVariant::Flash`] kernel is organised. All are fused (online
+/// softmax, no score matrix in device memory) and skip fully masked causal keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FlashSchedule {
+    /// One query row per invocation; K/V tiles staged in workgroup memory and
+    /// shared by the workgroup's rows. The GPU default.
+    Tiles,
+    /// A workgroup owns 4 rows and its invocations split the keys, each K/V
+    /// vector feeding all 4 rows; partial softmaxes are merged in workgroup
+    /// memory at the end. No barrier in the main loop: the CPU-adapter default
+    /// below 64 query rows.
+    /// Needs `64·(8 + 4·d_v)` bytes of workgroup memory (d_v ≤ 124 on 32 KiB);
+    /// larger d_v runs `Tiles`.
+    KeySplit,
+    /// Both products as register-blocked tiles: a workgroup of 8 invocations is
+    /// split into groups of 2–8 (more for larger d_v), each owning 16 query rows;
+    /// per tile every invocation scores 16 keys against its group's rows (each K
+    /// load feeds 16 rows), the tile's row maxima and probabilities go through
+    /// workgroup memory, and every invocation then accumulates its own output
+    /// columns (each V load feeds 16 rows, each probability up to 8 column
+    /// vec4s). Loads per FLOP are those of the tiled matmul: the CPU-adapter
+    /// default for seq_q ≥ 64. Large unrolled blocks: the first compile on
+    /// lavapipe takes seconds (Mesa caches it on disk).
+    Blocks,
+    /// Every invocation owns up to 8 query rows (fewer for head dims over 64)
+    /// with their Q and O in registers and streams every key it may see itself;
+    /// K and V are first copied into 2-D array textures (`K` and `V` bytes
+    /// again: a plain buffer-to-texture copy when d and d_v are multiples of 4,
+    /// else a pack pass into f32 first) and read as texel fetches. No workgroup
+    /// memory and no barrier: for adapters where storage and workgroup loads
+    /// are per-lane loops and a barrier is a context switch, while texel
+    /// fetches are vectorised gathers (CPU adapters: their default for
+    /// seq_q ≥ 64). Needs the textures to fit the adapter's texture limits (K's
+    /// elements / 4 / 2^20 layers with 1024-texel lines), else `Blocks` runs.
+    Rows,
+}
+
+impl FlashSchedule {
+    /// All schedules.
+    pub const ALL: [FlashSchedule; 4] = [
+        FlashSchedule::Tiles,
+        FlashSchedule::KeySplit,
+        FlashSchedule::Blocks,
+        FlashSchedule::Rows,
+    ];
+}
+
+/// Where the [`AttentionVariant::SplitKv`] kernel reads K and V from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KvReads {
+    /// The storage buffers as given, one key per step. The GPU default.
+    Buffers,
+    /// 2-D array textures K and V are first copied into (as for
+    /// [`FlashSchedule::Rows`]: `K` and `V` bytes again), 8 keys per
+    /// online-softmax step. For adapters where a storage load at a per-lane
+    /// address is a per-lane loop and a texel fetch a vectorised gather (CPU
+    /// adapters: their default). Needs the textures to fit the adapter's
+    /// limits, else `Buffers` runs.
+    Texels,
+}
+
+impl KvReads {
+    /// Both sources.
+    pub const ALL: [KvReads; 2] = [KvReads::Buffers, KvReads::Texels];
+}
+
+/// Options of [`attention`].
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct AttentionOptions<'a> {
+    /// Layout of all four tensors.
+    pub layout: Layout,
+    /// Causal masking convention.
+    pub causal: Causal,
+    /// Score scale; `None` is `1/√d`.
+    pub scale: Option<f32>,
+    /// Per-batch key lengths (`[batch]`): keys at or past `kv_len[b]` are masked.
+    pub kv_len: Option<&'a [u32]>,
+    /// Additive f32 bias `[batch|1, heads_q|1, seq_q, seq_k]` (−∞ entries mask).
+    pub bias: Option<&'a Tensor>,
+    /// Also return the log-sum-exp of each query row's scores, `[batch, heads_q, seq_q]` f32.
+    pub return_lse: bool,
+    /// Kernel (`None`: Auto).
+    pub variant: Option<AttentionVariant>,
+    /// Flash schedule (`None`: chosen by the adapter's device type).
+    pub flash_schedule: Option<FlashSchedule>,
+    /// Split-KV source of K and V (`None`: chosen by the adapter's device type).
+    pub split_kv_reads: Option<KvReads>,
+}
+
+impl<'a> AttentionOptions<'a> {
+    /// Options with `layout` for all four tensors.
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+    /// Options with causal masking `causal`.
+    pub fn causal(mut self, causal: Causal) -> Self {
+        self.causal = causal;
+        self
+    }
+    /// Options with score scale `scale` (default `1/√d`).
+    pub fn scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+    /// Options with per-batch key lengths.
+    pub fn kv_len(mut self, kv_len: &'a [u32]) -> Self {
+        self.kv_len = Some(kv_len);
+        self
+    }
+    /// Options with an additive bias.
+    pub fn bias(mut self, bias: &'a Tensor) -> Self {
+        self.bias = Some(bias);
+        self
+    }
+    /// Options that return the log-sum-exp (or not).
+    pub fn return_lse(mut self, lse: bool) -> Self {
+        self.return_lse = lse;
+        self
+    }
+    /// Options forcing `variant`.
+    pub fn variant(mut self, variant: AttentionVariant) -> Self {
+        self.variant = Some(variant);
+        self
+    }
+    /// Options forcing the flash schedule.
+    pub fn flash_schedule(mut self, schedule: FlashSchedule) -> Self {
+        self.flash_schedule = Some(schedule);
+        self
+    }
+    /// Options forcing split-KV's source of K and V.
+    pub fn split_kv_reads(mut self, reads: KvReads) -> Self {
+        self.split_kv_reads = Some(reads);
+        self
+    }
+}
+
+/// Result of [`attention`].
+#[derive(Debug, Clone)]
+pub struct AttentionOutput {
+    /// `[batch, heads_q, seq_q, d_v]` (or `[batch, seq_q, heads_q, d_v]`), the dtype of q.
+    pub out: Tensor,
+    /// `[batch, heads_q, seq_q]` f32 when requested.
+    pub lse: Option<Tensor>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dims {
+    b: usize,
+    hq: usize,
+    hkv: usize,
+    sq: usize,
+    sk: usize,
+    d: usize,
+    dv: usize,
+}
+
+impl Dims {
+    fn out_shape(&self, layout: Layout) -> Vec<usize> {
+        match layout {
+            Layout::Bhsd => vec![self.b, self.hq, self.sq, self.dv],
+            Layout::Bshd => vec![self.b, self.sq, self.hq, self.dv],
+        }
+    }
+}
+
+pub(crate) const OP: &str = "attention";
+
+fn check(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOptions) -> Result<Dims> {
+    let shapes = || {
+        format!(
+            "q {}, k {}, v {} ({:?} layout)",
+            shape_str(q.shape()),
+            shape_str(k.shape()),
+            shape_str(v.shape()),
+            o.layout
+        )
+    };
+    let bad = |why: String| Error::Shape {
+        op: OP,
+        detail: format!("{}: {why}", shapes()),
+    };
+    if q.shape().len() != 4 || k.shape().len() != 4 || v.shape().len() != 4 {
+        return Err(bad("all three must be 4-D".into()));
+    }
+    let split = |s: &[usize]| match o.layout {
+        Layout::Bhsd => (s[0], s[1], s[2], s[3]),
+        Layout::Bshd => (s[0], s[2], s[1], s[3]),
+    };
+    let (b, hq, sq, d) = split(q.shape());
+    let (bk, hkv, sk, dk) = split(k.shape());
+    let (bv, hv, skv, dv) = split(v.shape());
+    if b != bk || b != bv {
+        return Err(bad("batch sizes differ".into()));
+    }
+    if hkv != hv || sk != skv {
+        return Err(bad("k and v must have the same heads and seq_k".into()));
+    }
+    if d != dk {
+        return Err(bad(format!("q's head dim {d} differs from k's {dk}")));
+    }
+    if hkv == 0 && hq > 0 || hkv > 0 && hq % hkv != 0 {
+        return Err(bad(format!(
+            "heads_q {hq} must be a multiple of heads_kv {hkv} (GQA/MQA)"
+        )));
+    }
+    if q.dtype() != k.dtype() || q.dtype() != v.dtype() || q.dtype() == DType::U32 {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            detail: format!(
+                "q, k, v are {}, {}, {}; all must be f32 or all f16",
+                q.dtype(),
+                k.dtype(),
+                v.dtype()
+            ),
+        });
+    }
+    if d == 0 || d > MAX_HEAD_DIM || dv > MAX_HEAD_DIM {
+        return Err(Error::Unsupported {
+            op: OP,
+            detail: format!("head dims d={d}, d_v={dv}: supported are 1..={MAX_HEAD_DIM}"),
+        });
+    }
+    if let Some(kl) = o.kv_len {
+        if kl.len() != b {
+            return Err(bad(format!(
+                "kv_len has {} entries for batch {b}",
+                kl.len()
+            )));
+        }
+    }
+    if let Some(s) = o.scale {
+        if !s.is_finite() {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                detail: format!("scale must be finite, got {s}"),
+            });
+        }
+    }
+    if let Some(bias) = o.bias {
+        let s = bias.shape();
+        let ok = s.len() == 4
+            && (s[0] == b || s[0] == 1)
+            && (s[1] == hq || s[1] == 1)
+            && s[2] == sq
+            && s[3] == sk
+            && bias.dtype() == DType::F32;
+        if !ok {
+            return Err(bad(format!(
+                "bias is {} {}, expected f32 [{b}|1, {hq}|1, {sq}, {sk}]",
+                bias.dtype(),
+                shape_str(s)
+            )));
+        }
+    }
+    Ok(Dims {
+        b,
+        hq,
+        hkv,
+        sq,
+        sk,
+        d,
+        dv,
+    })
+}
+
+/// Runs attention and returns the output (and the log-sum-exp if asked).
+///
+/// Errors: [`Error::Shape`] naming all three shapes; [`Error::Unsupported`] for head
+/// dims over 256 or beyond the adapter's workgroup memory; [`Error::TooLarge`] for
+/// the naive kernel's score matrix or a tensor past one storage binding.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+) -> Result<AttentionOutput> {
+    let dims = check(q, k, v, opts)?;
+    let ctx = q.context();
+    let out = Tensor::empty(ctx, &dims.out_shape(opts.layout), q.dtype())?;
+    let lse = if opts.return_lse {
+        Some(Tensor::empty(ctx, &[dims.b, dims.hq, dims.sq], DType::F32)?)
+    } else {
+        None
+    };
+    attention_into(q, k, v, opts, &out, lse.as_ref())?;
+    Ok(AttentionOutput { out, lse })
+}
+
+/// [`attention`] writing into `out` (and `lse`, `[batch, heads_q, seq_q]` f32, if given).
+pub fn attention_into(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+    out: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<()> {
+    let dims = check(q, k, v, opts)?;
+    let ctx = q.context();
+    if out.shape() != dims.out_shape(opts.layout).as_slice() || out.dtype() != q.dtype() {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!(
+                "out is {} {}, expected {} {}",
+                out.dtype(),
+                shape_str(out.shape()),
+                q.dtype(),
+                shape_str(&dims.out_shape(opts.layout))
+            ),
+        });
+    }
+    if let Some(l) = lse {
+        if l.shape() != [dims.b, dims.hq, dims.sq] || l.dtype() != DType::F32 {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!(
+                    "lse is {} {}, expected f32 [{}, {}, {}]",
+                    l.dtype(),
+                    shape_str(l.shape()),
+                    dims.b,
+                    dims.hq,
+                    dims.sq
+                ),
+            });
+        }
+    }
+    if out.is_empty() && lse.is_none_or(|l| l.is_empty()) {
+        return Ok(());
+    }
+    for (name, t) in [("q", q), ("k", k), ("v", v), ("out", out)] {
+        if t.bytes() > ctx.max_binding() {
+            return Err(Error::TooLarge {
+                op: OP,
+                what: format!("tensor {name} {}", shape_str(t.shape())),
+                size: t.bytes(),
+                limit: ctx.max_binding(),
+            });
+        }
+    }
+    let plan = plan::plan_for(ctx.profile(), &dims, opts, q.dtype(), lse.is_some())?;
+    let io = Inputs {
+        q,
+        k,
+        v,
+        bias: opts.bias,
+    };
+    let p = plan::params(&dims, opts);
+    match &plan.launch {
+        Launch::Empty => {
+            // No keys: every row is fully masked, so zeros and an LSE of −∞.
+            zero_fill(out)?;
+            if let Some(l) = lse {
+                l.write(&vec![f32::NEG_INFINITY; l.len()])?;
+            }
+            Ok(())
+        }
+        Launch::Naive => naive::run(ctx, &io, opts, &dims, &p, out, lse),
+        Launch::Flash { spec, row_block } => {
+            let kvlen = kvlen_buffer(ctx, &dims, opts);
+            flash::run(ctx, &io, &dims, spec, *row_block, &p, &kvlen, out, lse)
+        }
+        Launch::Rows { best, quick, kv } => {
+            let kvlen = kvlen_buffer(ctx, &dims, opts);
+            flash::run_rows(
+                ctx,
+                &io,
+                &dims,
+                best,
+                quick.as_ref(),
+                kv,
+                &p,
+                &kvlen,
+                out,
+                lse,
+            )
+        }
+        Launch::SplitKv {
+            split,
+            merge,
+            kv,
+            nsplit,
+            chunk,
+        } => {
+            let kvlen = kvlen_buffer(ctx, &dims, opts);
+            split_kv::run(
+                ctx,
+                &io,
+                &dims,
+                (split, merge),
+                kv.as_ref(),
+                (*nsplit, *chunk),
+                &p,
+                &kvlen,
+                out,
+                lse,
+            )
+        }
+    }
+}
+
+/// The plan an [`attention`] call with these operands and options would run:
+/// the variant, the flash schedule or split-KV source, and why.
+///
+/// Errors: as [`attention`], before anything runs; a forced variant,
+/// schedule or source that cannot serve the call is [`Error::Unsupported`].
+pub fn plan(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<AttentionPlan> {
+    let dims = check(q, k, v, opts)?;
+    plan::plan_for(
+        q.context().profile(),
+        &dims,
+        opts,
+        q.dtype(),
+        opts.return_lse,
+    )
+}
+
+/// The operands of a call.
+pub(crate) struct Inputs<'a> {
+    q: &'a Tensor,
+    k: &'a Tensor,
+    v: &'a Tensor,
+    bias: Option<&'a Tensor>,
+}
+
+fn zero_fill(t: &Tensor) -> Result<()> {
+    let ctx = t.context();
+    ctx.scoped(OP, || {
+        let mut enc = ctx.encoder();
+        enc.clear_buffer(t.buffer(), 0, None);
+        ctx.submit(enc);
+        Ok(())
+    })
+}
+
+fn kvlen_buffer(ctx: &Context, dims: &Dims, opts: &AttentionOptions) -> Tracked {
+    let lens: Vec<u32> = match opts.kv_len {
+        Some(l) => l.to_vec(),
+        None => vec![dims.sk as u32; dims.b],
+    };
+    ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("kv_len"),
+        contents: bytemuck::cast_slice(&lens),
+        usage: wgpu::BufferUsages::STORAGE,
+    })
+}

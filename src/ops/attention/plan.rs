@@ -1,0 +1,757 @@
+//! The attention planner: the kernel specs of `shaders/attention.wgsl` (the
+//! pipeline-cache keys and the only input to the WGSL), the params they read,
+//! and the one function that turns a call into an [`AttentionPlan`] from the
+//! device profile, the shapes and the options.
+
+use std::fmt;
+
+use super::kv_texels::KvTextures;
+use super::{AttentionOptions, AttentionVariant, Causal, Dims, FlashSchedule, KvReads, Layout, OP};
+use crate::context::{DeviceProfile, Spec};
+use crate::error::{Error, Result};
+use crate::shader;
+use crate::tensor::DType;
+
+const SRC: &str = include_str!("../../../shaders/attention.wgsl");
+/// Keys per online-softmax chunk inside a staged tile (named registers).
+const SK: u32 = 8;
+
+crate::params! {
+    /// Mirrors `Params` in `shaders/attention.wgsl`. Strides are in elements
+    /// (batch, head, seq); texture strides in texels.
+    pub(crate) struct AttentionParams {
+        b: u32, hq: u32, hkv: u32, sq: u32,
+        sk: u32, d: u32, dv: u32, group: u32,
+        q_sb: u32, q_sh: u32, q_ss: u32, _p0: u32,
+        k_sb: u32, k_sh: u32, k_ss: u32, _p1: u32,
+        v_sb: u32, v_sh: u32, v_ss: u32, _p2: u32,
+        o_sb: u32, o_sh: u32, o_ss: u32, _p3: u32,
+        /// Bias strides (0 where broadcast).
+        bias_sb: u32, bias_sh: u32,
+        /// 0/1, and the diagonal's offset (key j visible to query i iff j ≤ i + off).
+        causal: u32, causal_off: i32,
+        scale: f32,
+        /// Split-KV: number of key splits and keys per split.
+        nsplit: u32, chunk: u32,
+        /// log2 of the lines per layer of the K/V textures.
+        lsh: u32,
+        kt_sb: u32, kt_sh: u32, kt_ss: u32,
+        /// log2 of the texels per line of the K/V textures.
+        wsh: u32,
+        vt_sb: u32, vt_sh: u32, vt_ss: u32, _p4: u32,
+    }
+}
+
+/// Binding slots of `shaders/attention.wgsl` (0 is the params).
+pub(crate) mod slot {
+    pub const Q: u32 = 1;
+    pub const K: u32 = 2;
+    pub const V: u32 = 3;
+    /// The output (split-KV: its partial outputs).
+    pub const OUT: u32 = 4;
+    pub const KV_LEN: u32 = 5;
+    pub const BIAS: u32 = 6;
+    /// Per-row statistics: the LSE, or split-KV's partial (max, sum).
+    pub const STATS: u32 = 7;
+    /// The pack pass's output.
+    pub const PACKED: u32 = 8;
+    pub const K_TEXELS: u32 = 9;
+    pub const V_TEXELS: u32 = 10;
+    /// Merge: split-KV's partial outputs and statistics; softmax: scores in
+    /// and probabilities out; permute: source and destination.
+    pub const IN1: u32 = 1;
+    pub const IN2: u32 = 2;
+}
+
+crate::defines! {
+    /// Defines of `shaders/attention.wgsl`.
+    pub(crate) enum AttentionDefine {
+        HasInputs = "HAS_INPUTS",
+        Masks = "MASKS",
+        Vec = "VEC",
+        Bias = "BIAS",
+        OutF16 = "OUT_F16",
+        OutDirect = "OUT_DIRECT",
+        Lse = "LSE",
+        KvTex = "KV_TEX",
+        Sg = "SG",
+        PackK = "PACK_K",
+        KindFlash = "KIND_FLASH",
+        KindKeySplit = "KIND_KEYSPLIT",
+        KindBlocks = "KIND_BLOCKS",
+        KindRows = "KIND_ROWS",
+        KindPack = "KIND_PACK",
+        KindSplit = "KIND_SPLIT",
+        KindMerge = "KIND_MERGE",
+        KindSoftmax = "KIND_SOFTMAX",
+        KindPermute = "KIND_PERMUTE",
+    }
+}
+
+/// An attention kernel with its compile-time constants (`d4`, `dv4`: vec4s
+/// per row of Q/K and of V/O).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum AttentionKernel {
+    /// Flash, tiles schedule: `bq` rows per workgroup, `bkv` keys per tile.
+    Tiles {
+        d4: u32,
+        dv4: u32,
+        bq: u32,
+        bkv: u32,
+    },
+    /// Flash, key-split schedule: `tm` rows per workgroup, `kc` keys a chunk.
+    KeySplit { d4: u32, dv4: u32, tm: u32, kc: u32 },
+    /// Flash, blocks schedule: groups of `hg` of `wg` invocations.
+    Blocks { hg: u32 },
+    /// Flash, rows schedule: `tm` rows per invocation; `sg`: subgroup sharing.
+    Rows {
+        d4: u32,
+        dv4: u32,
+        tm: u32,
+        sg: bool,
+    },
+    /// K (`k`) or V rows packed into f32 vec4 rows of `w4` for the textures.
+    Pack { w4: u32, k: bool },
+    /// Split-KV partials; `tex`: K/V read as texels.
+    Split { d4: u32, dv4: u32, tex: bool },
+    /// Split-KV merge.
+    Merge { d4: u32, dv4: u32 },
+    /// The naive kernel's masked softmax.
+    Softmax,
+    /// `[B, X, Y, D] -> [B, Y, X, D]`.
+    Permute,
+}
+
+/// One attention kernel specialisation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct AttentionSpec {
+    pub kernel: AttentionKernel,
+    pub dtype: DType,
+    /// d and d_v multiples of 4: Q, K, V read as vec4.
+    pub vec: bool,
+    pub bias: bool,
+    pub lse: bool,
+}
+
+impl Spec for AttentionSpec {
+    fn family(&self) -> &'static str {
+        "attention"
+    }
+    fn entry(&self) -> &'static str {
+        match self.kernel {
+            AttentionKernel::Tiles { .. } => "flash",
+            AttentionKernel::KeySplit { .. } => "flash_keysplit",
+            AttentionKernel::Blocks { .. } => "flash_blocks",
+            AttentionKernel::Rows { .. } => "flash_rows",
+            AttentionKernel::Pack { .. } => "pack",
+            AttentionKernel::Split { .. } => "split_kv",
+            AttentionKernel::Merge { .. } => "merge",
+            AttentionKernel::Softmax => "softmax",
+            AttentionKernel::Permute => "permute",
+        }
+    }
+    fn source(&self) -> Result<String> {
+        use AttentionDefine as D;
+        let f16 = self.dtype == DType::F16;
+        // The kernels that read q, k, v: inputs, masks and the element forms.
+        let mut d = vec![D::HasInputs, D::Masks];
+        for (on, def) in [(self.vec, D::Vec), (self.bias, D::Bias), (f16, D::OutF16)] {
+            if on {
+                d.push(def);
+            }
+        }
+        let direct = |d: &mut Vec<D>, kind| {
+            d.extend([kind, D::OutDirect]);
+            if self.lse {
+                d.push(D::Lse);
+            }
+        };
+        let consts: Vec<(&str, u32)> = match self.kernel {
+            AttentionKernel::Tiles { d4, dv4, bq, bkv } => {
+                direct(&mut d, D::KindFlash);
+                vec![
+                    ("D4", d4),
+                    ("DV4", dv4),
+                    ("BQ", bq),
+                    ("BKV", bkv),
+                    ("SK", SK),
+                ]
+            }
+            AttentionKernel::KeySplit { d4, dv4, tm, kc } => {
+                direct(&mut d, D::KindKeySplit);
+                vec![("D4", d4), ("DV4", dv4), ("TM", tm), ("KC", kc)]
+            }
+            AttentionKernel::Blocks { hg } => {
+                direct(&mut d, D::KindBlocks);
+                // 8 invocations in groups of hg, 16 rows a group, 16 keys per
+                // invocation per tile, up to NV output vec4s per row each.
+                vec![
+                    ("WG", 8),
+                    ("HG", hg),
+                    ("TM", 16),
+                    ("KB", 16),
+                    ("NV", 8),
+                    ("TM4", 4),
+                ]
+            }
+            AttentionKernel::Rows { d4, dv4, tm, sg } => {
+                direct(&mut d, D::KindRows);
+                d.push(D::KvTex);
+                if sg {
+                    d.push(D::Sg);
+                }
+                vec![
+                    ("WG", 64),
+                    ("TM", tm),
+                    ("D4", d4),
+                    ("DV4", dv4),
+                    ("KB", 8),
+                    ("KF", d4.div_ceil(8)),
+                    ("VF", dv4.div_ceil(8)),
+                ]
+            }
+            AttentionKernel::Pack { w4, k } => {
+                d.push(D::KindPack);
+                if k {
+                    d.push(D::PackK);
+                }
+                vec![("W4", w4)]
+            }
+            AttentionKernel::Split { d4, dv4, tex } => {
+                d.push(D::KindSplit);
+                if tex {
+                    d.push(D::KvTex);
+                }
+                vec![("D4", d4), ("DV4", dv4), ("KB", 8)]
+            }
+            AttentionKernel::Merge { d4, dv4 } => {
+                d = vec![];
+                if f16 {
+                    d.push(D::OutF16);
+                }
+                direct(&mut d, D::KindMerge);
+                vec![("D4", d4), ("DV4", dv4)]
+            }
+            AttentionKernel::Softmax => {
+                d = vec![D::KindSoftmax, D::Masks];
+                if self.bias {
+                    d.push(D::Bias);
+                }
+                if self.lse {
+                    d.push(D::Lse);
+                }
+                vec![]
+            }
+            AttentionKernel::Permute => {
+                d = vec![D::KindPermute];
+                vec![]
+            }
+        };
+        shader::render(self, SRC, self.dtype, false, &d, &consts)
+    }
+}
+
+/// How the fused kernels run a call (after the variant and schedule are
+/// resolved).
+#[derive(Debug, Clone)]
+pub(crate) enum Launch {
+    /// No keys or no value columns: zeros and an LSE of −∞.
+    Empty,
+    Naive,
+    /// One flash kernel over (row blocks, batch × heads), rows per block.
+    Flash {
+        spec: AttentionSpec,
+        row_block: u32,
+    },
+    /// The rows schedule: its best form, the one-row stand-in (when the
+    /// best may compile in the background), the K/V textures.
+    Rows {
+        best: AttentionSpec,
+        quick: Option<AttentionSpec>,
+        kv: KvTextures,
+    },
+    /// Split-KV: partials then merge, `nsplit` splits of `chunk` keys.
+    SplitKv {
+        split: AttentionSpec,
+        merge: AttentionSpec,
+        kv: Option<KvTextures>,
+        nsplit: usize,
+        chunk: usize,
+    },
+}
+
+/// What an attention call will run: the variant, the flash schedule or
+/// split-KV source, and why. From [`plan`](super::plan).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AttentionPlan {
+    /// The kernel that runs: `Naive`, `Flash` or `SplitKv` (never `Auto`).
+    pub variant: AttentionVariant,
+    /// The flash schedule, when `variant` is `Flash`.
+    pub schedule: Option<FlashSchedule>,
+    /// Where split-KV reads K and V from, when `variant` is `SplitKv`.
+    pub kv_reads: Option<KvReads>,
+    /// Why this kernel.
+    pub reason: String,
+    pub(crate) launch: Launch,
+}
+
+impl fmt::Display for AttentionPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attention: {:?}", self.variant)?;
+        if let Some(s) = self.schedule {
+            write!(f, " {s:?}")?;
+        }
+        if let Some(r) = self.kv_reads {
+            write!(f, " reading {r:?}")?;
+        }
+        write!(f, " ({})", self.reason)
+    }
+}
+
+/// Rows per invocation of the rows schedule: as many as keep Q and O near
+/// 128 vec4s (the shader size, and so the compile time, stays about
+/// constant), at most 8.
+fn rows_tm(d4: u32, dv4: u32) -> u32 {
+    (128 / d4.max(dv4)).clamp(1, 8)
+}
+
+/// Group size of the blocks schedule: each invocation owns at most 8 output
+/// vec4s per row, so groups grow with d_v.
+fn blocks_hg(dv4: u32) -> u32 {
+    match dv4 {
+        0..=16 => 2,
+        17..=32 => 4,
+        _ => 8,
+    }
+}
+
+/// Resolves a call into a plan from the profile, shapes and options.
+pub(crate) fn plan_for(
+    profile: &DeviceProfile,
+    dims: &Dims,
+    opts: &AttentionOptions,
+    dtype: DType,
+    lse: bool,
+) -> Result<AttentionPlan> {
+    let unsupported = |detail: String| Error::Unsupported { op: OP, detail };
+    let (d4, dv4) = (dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32);
+    let spec = |kernel| AttentionSpec {
+        kernel,
+        dtype,
+        vec: dims.d.is_multiple_of(4) && dims.dv.is_multiple_of(4),
+        bias: opts.bias.is_some(),
+        lse,
+    };
+    let (variant, why) = match opts.variant.unwrap_or(AttentionVariant::Auto) {
+        AttentionVariant::Auto if dims.sq <= 8 && dims.sk >= 512 => {
+            (AttentionVariant::SplitKv, "few queries over many keys")
+        }
+        AttentionVariant::Auto => (AttentionVariant::Flash, "the default"),
+        v => (v, "forced by the caller"),
+    };
+    let plan = |variant, schedule, kv_reads, reason: String, launch| AttentionPlan {
+        variant,
+        schedule,
+        kv_reads,
+        reason,
+        launch,
+    };
+    if dims.sk == 0 || dims.dv == 0 {
+        return Ok(plan(
+            variant,
+            None,
+            None,
+            "no keys: zeros".into(),
+            Launch::Empty,
+        ));
+    }
+    let max_groups = profile.max_workgroups_per_dim as usize;
+    let rows = dims.b * dims.hq;
+    match variant {
+        AttentionVariant::Naive => {
+            let score_bytes = (dims.b * dims.hq * dims.sq * dims.sk) as u64 * 4;
+            if score_bytes > profile.max_storage_binding {
+                return Err(Error::TooLarge {
+                    op: OP,
+                    what: format!(
+                        "the naive kernel's score matrix [{}, {}, {}, {}] f32",
+                        dims.b, dims.hq, dims.sq, dims.sk
+                    ),
+                    size: score_bytes,
+                    limit: profile.max_storage_binding,
+                });
+            }
+            Ok(plan(variant, None, None, why.into(), Launch::Naive))
+        }
+        AttentionVariant::Flash => {
+            if rows > max_groups {
+                return Err(Error::TooLarge {
+                    op: OP,
+                    what: "batch × heads workgroups".into(),
+                    size: rows as u64,
+                    limit: max_groups as u64,
+                });
+            }
+            let (sched, reason) = match opts.flash_schedule {
+                Some(s) => (s, "schedule forced by the caller".to_string()),
+                None if !profile.texel_reads => (FlashSchedule::Tiles, "the GPU default".into()),
+                None if dims.sq >= 64 => (
+                    FlashSchedule::Rows,
+                    "texel reads preferred, 64+ query rows".into(),
+                ),
+                None => (
+                    FlashSchedule::KeySplit,
+                    "barrier-free, fewer than 64 query rows".into(),
+                ),
+            };
+            let chosen = opts.flash_schedule.is_none();
+            let reason = format!("{why}; {reason}");
+            // The key-split merge holds 64 partial outputs in workgroup memory.
+            let merge_bytes = 64 * (8 + dv4 * 16);
+            let sched = match sched {
+                FlashSchedule::KeySplit if merge_bytes > profile.workgroup_memory => {
+                    if !chosen {
+                        return Err(unsupported(format!(
+                            "the KeySplit schedule needs {merge_bytes} bytes of workgroup memory \
+                             at d_v = {}; the adapter has {}",
+                            dims.dv, profile.workgroup_memory
+                        )));
+                    }
+                    FlashSchedule::Tiles
+                }
+                FlashSchedule::Rows => match KvTextures::new(profile, dims) {
+                    Some(kv) => {
+                        let tm = rows_tm(d4, dv4);
+                        let sg = profile.subgroups_of_8;
+                        let best = spec(AttentionKernel::Rows { d4, dv4, tm, sg });
+                        // The one-row form serves while the best compiles, on calls
+                        // small enough that its slower run beats waiting for the
+                        // compile (README: break-even near 2e10 units of work).
+                        let work =
+                            (dims.b * dims.hq * dims.sq * dims.sk * (dims.d + dims.dv)) as f64;
+                        let quick = (work <= 2.0e10 && tm > 1)
+                            .then(|| spec(AttentionKernel::Rows { d4, dv4, tm: 1, sg }));
+                        return Ok(plan(
+                            variant,
+                            Some(FlashSchedule::Rows),
+                            None,
+                            reason,
+                            Launch::Rows { best, quick, kv },
+                        ));
+                    }
+                    None if !chosen => {
+                        return Err(unsupported(format!(
+                            "the Rows schedule copies K and V ({} and {} vec4s) into textures, \
+                             which exceed this adapter's texture or dispatch limits",
+                            dims.b * dims.hkv * dims.sk * d4 as usize,
+                            dims.b * dims.hkv * dims.sk * dv4 as usize
+                        )))
+                    }
+                    None => FlashSchedule::Blocks,
+                },
+                s => s,
+            };
+            let (kernel, row_block) = match sched {
+                FlashSchedule::Blocks => {
+                    let hg = blocks_hg(dv4);
+                    (AttentionKernel::Blocks { hg }, 16 * (8 / hg))
+                }
+                FlashSchedule::KeySplit => {
+                    // Rows per workgroup and keys per chunk.
+                    (
+                        AttentionKernel::KeySplit {
+                            d4,
+                            dv4,
+                            tm: 4,
+                            kc: 2,
+                        },
+                        4,
+                    )
+                }
+                _ => {
+                    // Rows per workgroup: the K/V tile is shared by more rows
+                    // when seq_q allows; keys per tile: as many as workgroup
+                    // memory holds (≤ 64).
+                    let bq = dims.sq.next_power_of_two().clamp(8, 64) as u32;
+                    let per_key = (d4 + dv4) * 16;
+                    let mem = profile.workgroup_memory;
+                    let bkv = (mem / per_key).min(64) / SK * SK;
+                    if bkv == 0 || bq > profile.max_invocations {
+                        return Err(unsupported(format!(
+                            "head dims d={}, d_v={} need {} bytes of workgroup memory per \
+                             {SK}-key tile; the adapter has {mem}",
+                            dims.d,
+                            dims.dv,
+                            per_key * SK
+                        )));
+                    }
+                    (AttentionKernel::Tiles { d4, dv4, bq, bkv }, bq)
+                }
+            };
+            Ok(plan(
+                variant,
+                Some(sched),
+                None,
+                reason,
+                Launch::Flash {
+                    spec: spec(kernel),
+                    row_block,
+                },
+            ))
+        }
+        _ => {
+            let (want, reason) = match opts.split_kv_reads {
+                Some(r) => (r, "source forced by the caller"),
+                None if profile.texel_reads => (KvReads::Texels, "texel reads preferred"),
+                None => (KvReads::Buffers, "the GPU default"),
+            };
+            let kv =
+                match want {
+                    KvReads::Texels => match KvTextures::new(profile, dims) {
+                        Some(kv) => Some(kv),
+                        None if opts.split_kv_reads.is_some() => return Err(unsupported(
+                            "split-KV Texels: K and V exceed this adapter's texture or dispatch \
+                             limits"
+                                .into(),
+                        )),
+                        None => None,
+                    },
+                    KvReads::Buffers => None,
+                };
+            // Enough splits to give every core work for one query, each long
+            // enough that the merge pass stays small; whole 8-key steps.
+            let chunk = dims.sk.div_ceil(256).max(32).next_multiple_of(8);
+            let nsplit = dims.sk.div_ceil(chunk);
+            let nrows = rows * dims.sq;
+            if nrows > max_groups {
+                return Err(Error::TooLarge {
+                    op: OP,
+                    what: "batch × heads × seq_q workgroups of the split-KV kernel".into(),
+                    size: nrows as u64,
+                    limit: max_groups as u64,
+                });
+            }
+            let reads = if kv.is_some() {
+                KvReads::Texels
+            } else {
+                KvReads::Buffers
+            };
+            let mut split = spec(AttentionKernel::Split {
+                d4,
+                dv4,
+                tex: kv.is_some(),
+            });
+            split.lse = false;
+            Ok(plan(
+                variant,
+                None,
+                Some(reads),
+                format!("{why}; {reason}"),
+                Launch::SplitKv {
+                    split,
+                    // The merge reads no inputs: only the dtype and LSE matter.
+                    merge: AttentionSpec {
+                        vec: false,
+                        bias: false,
+                        ..spec(AttentionKernel::Merge { d4, dv4 })
+                    },
+                    kv,
+                    nsplit,
+                    chunk,
+                },
+            ))
+        }
+    }
+}
+
+/// The uniform params of a call (texture addressing is set by
+/// [`KvTextures::set_params`], split counts by the split-KV launcher).
+pub(crate) fn params(dims: &Dims, opts: &AttentionOptions) -> AttentionParams {
+    let l = opts.layout;
+    let (bias_sb, bias_sh) = match opts.bias {
+        Some(bias) => {
+            let s = bias.shape();
+            let sh = if s[1] == 1 { 0 } else { dims.sq * dims.sk };
+            let sb = if s[0] == 1 {
+                0
+            } else {
+                s[1] * dims.sq * dims.sk
+            };
+            (sb as u32, sh as u32)
+        }
+        None => (0, 0),
+    };
+    let (causal, off) = match opts.causal {
+        Causal::None => (0u32, 0i64),
+        Causal::TopLeft => (1, 0),
+        Causal::BottomRight => (1, dims.sk as i64 - dims.sq as i64),
+    };
+    let strides = |heads: usize, seq: usize, dim: usize| -> [u32; 3] {
+        let s = match l {
+            Layout::Bhsd => [heads * seq * dim, seq * dim, dim],
+            Layout::Bshd => [seq * heads * dim, dim, heads * dim],
+        };
+        s.map(|x| x as u32)
+    };
+    let [q_sb, q_sh, q_ss] = strides(dims.hq, dims.sq, dims.d);
+    let [k_sb, k_sh, k_ss] = strides(dims.hkv, dims.sk, dims.d);
+    let [v_sb, v_sh, v_ss] = strides(dims.hkv, dims.sk, dims.dv);
+    let [o_sb, o_sh, o_ss] = strides(dims.hq, dims.sq, dims.dv);
+    AttentionParams {
+        b: dims.b as u32,
+        hq: dims.hq as u32,
+        hkv: dims.hkv as u32,
+        sq: dims.sq as u32,
+        sk: dims.sk as u32,
+        d: dims.d as u32,
+        dv: dims.dv as u32,
+        group: (dims.hq / dims.hkv.max(1)) as u32,
+        q_sb,
+        q_sh,
+        q_ss,
+        k_sb,
+        k_sh,
+        k_ss,
+        v_sb,
+        v_sh,
+        v_ss,
+        o_sb,
+        o_sh,
+        o_ss,
+        bias_sb,
+        bias_sh,
+        causal,
+        causal_off: off.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+        scale: opts.scale.unwrap_or(1.0 / (dims.d as f32).sqrt()),
+        ..Default::default()
+    }
+}
+
+/// Every spec the planner can produce (for the WGSL validation test): every
+/// kernel with each flag combination it is planned with, both dtypes, at the
+/// head dims that bound each code shape (1, 2, 3 vec4s; the rows schedule's
+/// tm steps; 64 vec4s = d 256), with d = d_v and d ≠ d_v.
+#[cfg(test)]
+pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<AttentionSpec> {
+    let mut out = std::collections::HashSet::new();
+    let heads: &[(usize, usize)] = &[
+        (1, 1),
+        (4, 4),
+        (3, 5),
+        (8, 12),
+        (59, 37),
+        (64, 64),
+        (80, 80),
+        (128, 128),
+        (256, 256),
+        (256, 1),
+    ];
+    for p in profiles {
+        for &(d, dv) in heads {
+            for (sq, sk) in [(1, 1024), (7, 63), (64, 64), (100, 10)] {
+                let dims = Dims {
+                    b: 1,
+                    hq: 2,
+                    hkv: 1,
+                    sq,
+                    sk,
+                    d,
+                    dv,
+                };
+                for dtype in [DType::F32, DType::F16] {
+                    for lse in [false, true] {
+                        for variant in AttentionVariant::ALL {
+                            let scheds: Vec<Option<FlashSchedule>> = match variant {
+                                AttentionVariant::Flash => std::iter::once(None)
+                                    .chain(FlashSchedule::ALL.map(Some))
+                                    .collect(),
+                                _ => vec![None],
+                            };
+                            let reads: Vec<Option<KvReads>> = match variant {
+                                AttentionVariant::SplitKv => {
+                                    vec![None, Some(KvReads::Buffers), Some(KvReads::Texels)]
+                                }
+                                _ => vec![None],
+                            };
+                            for &flash_schedule in &scheds {
+                                for &split_kv_reads in &reads {
+                                    for bias in [false, true] {
+                                        let opts = AttentionOptions {
+                                            variant: Some(variant),
+                                            flash_schedule,
+                                            split_kv_reads,
+                                            ..Default::default()
+                                        };
+                                        let Ok(plan) = plan_for(p, &dims, &opts, dtype, lse) else {
+                                            continue;
+                                        };
+                                        let mut specs = plan.specs(&dims, dtype);
+                                        for s in &mut specs {
+                                            // The bias flag as a bias tensor would set it.
+                                            if s.kernel != AttentionKernel::Permute {
+                                                s.bias = bias;
+                                            }
+                                        }
+                                        out.extend(specs);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+impl AttentionPlan {
+    /// The attention kernels the plan runs (the naive variant's two
+    /// matmuls are matmul specs, not listed).
+    #[cfg(test)]
+    pub(crate) fn specs(&self, dims: &Dims, dtype: DType) -> Vec<AttentionSpec> {
+        let _ = dims;
+        match &self.launch {
+            Launch::Empty => vec![],
+            Launch::Naive => {
+                let soft = AttentionSpec {
+                    kernel: AttentionKernel::Softmax,
+                    dtype,
+                    vec: false,
+                    bias: false,
+                    lse: false,
+                };
+                let mut v = vec![
+                    soft.clone(),
+                    AttentionSpec {
+                        lse: true,
+                        ..soft.clone()
+                    },
+                    AttentionSpec {
+                        kernel: AttentionKernel::Permute,
+                        ..soft
+                    },
+                ];
+                v.dedup();
+                v
+            }
+            Launch::Flash { spec, .. } => vec![spec.clone()],
+            Launch::Rows { best, quick, kv } => {
+                let mut v = vec![best.clone()];
+                v.extend(quick.clone());
+                v.extend(kv.pack_specs(best));
+                v
+            }
+            Launch::SplitKv {
+                split, merge, kv, ..
+            } => {
+                let mut v = vec![split.clone(), merge.clone()];
+                if let Some(kv) = kv {
+                    v.extend(kv.pack_specs(split));
+                }
+                v
+            }
+        }
+    }
+}

@@ -1,0 +1,719 @@
+//! The matmul planner: tile configurations, the kernel spec (pipeline-cache key
+//! and the only input to `shaders/matmul.wgsl`), and the one function that turns
+//! a call into a [`MatmulPlan`] from the device profile and the shapes.
+
+use std::fmt;
+
+use super::{Activation, MatmulOptions, MatmulVariant, Problem};
+use crate::context::{DeviceProfile, Spec};
+use crate::error::{Error, Result};
+use crate::shader;
+use crate::tensor::DType;
+use crate::texels::TexelGrid;
+
+const SRC: &str = include_str!("../../../shaders/matmul.wgsl");
+
+crate::params! {
+    /// Mirrors `Params` in `shaders/matmul.wgsl`.
+    pub(crate) struct MatmulParams {
+        /// Rows of C.
+        m: u32,
+        /// Columns of C.
+        n: u32,
+        /// Reduction length.
+        k: u32,
+        /// Scale applied to A·B before the bias.
+        alpha: f32,
+    }
+}
+
+/// Binding slots of `shaders/matmul.wgsl` (0 is the params).
+pub(crate) mod slot {
+    /// A (a buffer, or a texture for the texel kernel).
+    pub const A: u32 = 1;
+    /// B (likewise).
+    pub const B: u32 = 2;
+    /// Per-batch element offsets of A and B.
+    pub const OFFSETS: u32 = 3;
+    pub const OUT: u32 = 4;
+    pub const BIAS: u32 = 5;
+}
+
+crate::defines! {
+    /// Defines of `shaders/matmul.wgsl`.
+    pub(crate) enum MatmulDefine {
+        TransA = "TRANS_A",
+        TransB = "TRANS_B",
+        Bias = "BIAS",
+        ActRelu = "ACT_RELU",
+        ActGeluTanh = "ACT_GELU_TANH",
+        ActGeluErf = "ACT_GELU_ERF",
+        ActSilu = "ACT_SILU",
+        OutF16 = "OUT_F16",
+        Aligned = "ALIGNED",
+        KindBroadcast = "KIND_BROADCAST",
+        KindVec4 = "KIND_VEC4",
+        KindShared = "KIND_SHARED",
+        Texel = "TEXEL",
+        Sg = "SG",
+    }
+}
+
+/// How a tiled kernel is organised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TileConfig {
+    /// No workgroup memory, no barriers: a workgroup of `wg` invocations owns `tm`
+    /// rows (read as uniform broadcasts) and `wg·tn` columns (coalesced); each
+    /// invocation keeps `tm·tn` accumulators in registers.
+    Broadcast {
+        /// Invocations per workgroup.
+        wg: u32,
+        /// Rows per workgroup (and per invocation).
+        tm: u32,
+        /// Columns per invocation, strided by `wg`.
+        tn: u32,
+    },
+    /// Like `Broadcast`, with vec4 loads: A along K, B along N (or along K when B
+    /// is transposed). Serves `k % 4 == 0` (and `n % 4 == 0` unless B is
+    /// transposed) with A not transposed; forced on other shapes it is
+    /// [`Error::Unsupported`].
+    Vec4 {
+        /// Invocations per workgroup.
+        wg: u32,
+        /// Rows per workgroup.
+        tm: u32,
+        /// Column groups per invocation: vec4 groups (B [K, N]) or single
+        /// columns (B transposed).
+        tn: u32,
+    },
+    /// The `Vec4` scheme with A and B first copied into 2-D array textures and
+    /// read by texel fetches (for devices whose profile prefers texel reads);
+    /// with subgroups of 8 or more lanes each row of A is fetched once per 8
+    /// invocations and shared by subgroup broadcast. Costs a device copy of A
+    /// and B for the call. Serves A not transposed, `k % 4 == 0`, `n % 4 == 0`
+    /// unless B is transposed, and textures within the adapter's limits;
+    /// forced on other shapes it is [`Error::Unsupported`].
+    Texel {
+        /// Invocations per workgroup (at least 8).
+        wg: u32,
+        /// Rows per workgroup.
+        tm: u32,
+        /// Columns per invocation (a multiple of 4), strided by `wg` (in
+        /// groups of 4 adjacent columns when B is not transposed).
+        tn: u32,
+    },
+    /// A and B tiles staged in workgroup memory per `bk`-slice of K; a `wx × wy`
+    /// workgroup computes a `(wy·tm) × (wx·4)` tile, each invocation `tm` rows ×
+    /// 4 columns in vec4 registers.
+    Shared {
+        /// Workgroup width.
+        wx: u32,
+        /// Workgroup height.
+        wy: u32,
+        /// Rows per invocation.
+        tm: u32,
+        /// K-slice staged per step.
+        bk: u32,
+    },
+}
+
+/// The texel kernel's configuration: 32 × 8 outputs an invocation, the most
+/// accumulators that still compile in about 2 s on a software adapter.
+const TEXEL: TileConfig = TileConfig::Texel {
+    wg: 8,
+    tm: 32,
+    tn: 8,
+};
+
+impl TileConfig {
+    /// The configurations the autotuner tries (filtered by the adapter's limits).
+    pub const CANDIDATES: [TileConfig; 7] = [
+        TEXEL,
+        TileConfig::Vec4 {
+            wg: 8,
+            tm: 24,
+            tn: 2,
+        },
+        TileConfig::Vec4 {
+            wg: 16,
+            tm: 16,
+            tn: 2,
+        },
+        TileConfig::Vec4 {
+            wg: 64,
+            tm: 8,
+            tn: 1,
+        },
+        TileConfig::Broadcast {
+            wg: 64,
+            tm: 8,
+            tn: 4,
+        },
+        TileConfig::Shared {
+            wx: 16,
+            wy: 16,
+            tm: 4,
+            bk: 16,
+        },
+        TileConfig::Shared {
+            wx: 16,
+            wy: 8,
+            tm: 8,
+            bk: 16,
+        },
+    ];
+
+    /// The shortlist the autotuner times on this device: the fitting
+    /// candidates of the kernel kinds that suit its profile (barrier-free
+    /// vec4 kernels where texel reads are preferred, shared-memory tiles and
+    /// the vec4 kernel elsewhere). Every candidate is a pipeline build, which
+    /// takes seconds on a software adapter: pruning keeps a first call short.
+    pub fn candidates(profile: &DeviceProfile) -> Vec<TileConfig> {
+        let cpu = profile.texel_reads;
+        TileConfig::CANDIDATES
+            .iter()
+            .copied()
+            .filter(|c| c.fits(profile))
+            .filter(|c| match c {
+                TileConfig::Vec4 { wg, .. } => !cpu || *wg <= 16,
+                TileConfig::Texel { .. } => cpu,
+                TileConfig::Broadcast { .. } => false,
+                TileConfig::Shared { .. } => !cpu,
+            })
+            .collect()
+    }
+
+    /// Rows and columns of C one workgroup computes.
+    pub fn tile(self) -> (u32, u32) {
+        match self {
+            TileConfig::Broadcast { wg, tm, tn } => (tm, wg * tn),
+            TileConfig::Vec4 { wg, tm, tn } => (tm, wg * tn * 4),
+            TileConfig::Texel { wg, tm, tn } => (tm, wg * tn),
+            TileConfig::Shared { wx, wy, tm, .. } => (wy * tm, wx * 4),
+        }
+    }
+
+    fn workgroup_bytes(self) -> u32 {
+        match self {
+            TileConfig::Broadcast { .. } | TileConfig::Vec4 { .. } | TileConfig::Texel { .. } => 0,
+            TileConfig::Shared { bk, .. } => {
+                let (bm, bn) = self.tile();
+                4 * bk * (bm + bn)
+            }
+        }
+    }
+
+    /// Why this configuration cannot run on `profile` at all, if it cannot.
+    fn misfit(self, profile: &DeviceProfile) -> Option<String> {
+        let (wx, wy) = match self {
+            TileConfig::Broadcast { wg, .. }
+            | TileConfig::Vec4 { wg, .. }
+            | TileConfig::Texel { wg, .. } => (wg, 1),
+            TileConfig::Shared { wx, wy, .. } => (wx, wy),
+        };
+        if let TileConfig::Texel { wg, tn, .. } = self {
+            if wg < 8 || !tn.is_multiple_of(4) {
+                return Some(format!(
+                    "{self}: the texel kernel needs wg ≥ 8 and tn a multiple of 4"
+                ));
+            }
+        }
+        if !profile.fits_workgroup(wx, wy) {
+            return Some(format!(
+                "{self}: a {wx}×{wy} workgroup exceeds the adapter's limits ({} invocations, {:?})",
+                profile.max_invocations, profile.max_workgroup_size
+            ));
+        }
+        if self.workgroup_bytes() > profile.workgroup_memory {
+            return Some(format!(
+                "{self}: needs {} bytes of workgroup memory, the adapter has {}",
+                self.workgroup_bytes(),
+                profile.workgroup_memory
+            ));
+        }
+        None
+    }
+
+    /// Whether the adapter's limits allow this configuration.
+    pub fn fits(self, profile: &DeviceProfile) -> bool {
+        self.misfit(profile).is_none()
+    }
+
+    /// The configuration chosen without timing, from the device profile:
+    /// the texel kernel where the profile prefers texel reads, else
+    /// [`TileConfig::buffer_heuristic`]. (Shapes the texel kernel does not
+    /// take run the buffer pick: see [`plan`](super::plan).)
+    pub fn heuristic(profile: &DeviceProfile) -> TileConfig {
+        if profile.texel_reads && TEXEL.fits(profile) {
+            TEXEL
+        } else {
+            TileConfig::buffer_heuristic(profile)
+        }
+    }
+
+    /// The pick among the kernels that read storage buffers: the barrier-free
+    /// vec4 broadcast kernel where the profile prefers barrier-free kernels,
+    /// shared-memory tiling elsewhere.
+    pub fn buffer_heuristic(profile: &DeviceProfile) -> TileConfig {
+        let pick = if profile.texel_reads {
+            // 8 invocations keep each workgroup's strip of B at 64 columns,
+            // which stays in a core's L2 at K = 2048.
+            TileConfig::Vec4 {
+                wg: 8,
+                tm: 24,
+                tn: 2,
+            }
+        } else {
+            TileConfig::Shared {
+                wx: 16,
+                wy: 16,
+                tm: 4,
+                bk: 16,
+            }
+        };
+        if pick.fits(profile) {
+            pick
+        } else {
+            TileConfig::Broadcast {
+                wg: 32,
+                tm: 4,
+                tn: 1,
+            }
+        }
+    }
+}
+
+impl fmt::Display for TileConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TileConfig::Broadcast { wg, tm, tn } => write!(f, "broadcast wg{wg} {tm}x{tn}"),
+            TileConfig::Vec4 { wg, tm, tn } => write!(f, "vec4 wg{wg} {tm}x{tn}"),
+            TileConfig::Texel { wg, tm, tn } => write!(f, "texel wg{wg} {tm}x{tn}"),
+            TileConfig::Shared { wx, wy, tm, bk } => {
+                write!(f, "shared {wx}x{wy} tm{tm} bk{bk}")
+            }
+        }
+    }
+}
+
+/// The kernel of a [`MatmulSpec`], with its compile-time tile constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum MatmulKernel {
+    Naive,
+    Broadcast {
+        wg: u32,
+        tm: u32,
+        tn: u32,
+    },
+    Vec4 {
+        wg: u32,
+        tm: u32,
+        tn: u32,
+    },
+    /// `tn` in the kernel's units (vec4 column groups unless B is transposed);
+    /// `wsh`, `lsh`: the texture layout; `sg`: rows of A shared by subgroup
+    /// broadcast.
+    Texel {
+        wg: u32,
+        tm: u32,
+        tn: u32,
+        wsh: u32,
+        lsh: u32,
+        sg: bool,
+    },
+    Shared {
+        wx: u32,
+        wy: u32,
+        tm: u32,
+        bk: u32,
+    },
+}
+
+/// One matmul kernel specialisation: the pipeline-cache key and the only
+/// input to its WGSL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct MatmulSpec {
+    pub kernel: MatmulKernel,
+    pub dtype: DType,
+    pub out_f16: bool,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub bias: bool,
+    pub act: Activation,
+    /// m and n (and k for `Shared`) are tile multiples: no edge checks.
+    pub aligned: bool,
+}
+
+impl Spec for MatmulSpec {
+    fn family(&self) -> &'static str {
+        "matmul"
+    }
+    fn entry(&self) -> &'static str {
+        match self.kernel {
+            MatmulKernel::Naive => "mm_naive",
+            MatmulKernel::Broadcast { .. } => "mm_broadcast",
+            MatmulKernel::Vec4 { .. } | MatmulKernel::Texel { .. } => "mm_vec4",
+            MatmulKernel::Shared { .. } => "mm_shared",
+        }
+    }
+    fn source(&self) -> Result<String> {
+        use MatmulDefine as D;
+        let mut d = Vec::new();
+        for (on, def) in [
+            (self.trans_a, D::TransA),
+            (self.trans_b, D::TransB),
+            (self.bias, D::Bias),
+            (self.out_f16, D::OutF16),
+            (self.aligned, D::Aligned),
+        ] {
+            if on {
+                d.push(def);
+            }
+        }
+        d.extend(match self.act {
+            Activation::None => None,
+            Activation::Relu => Some(D::ActRelu),
+            Activation::GeluTanh => Some(D::ActGeluTanh),
+            Activation::GeluErf => Some(D::ActGeluErf),
+            Activation::Silu => Some(D::ActSilu),
+        });
+        let consts: Vec<(&str, u32)> = match self.kernel {
+            MatmulKernel::Naive => vec![],
+            MatmulKernel::Broadcast { wg, tm, tn } => {
+                d.push(D::KindBroadcast);
+                vec![("WG", wg), ("TM", tm), ("TN", tn)]
+            }
+            MatmulKernel::Vec4 { wg, tm, tn } => {
+                d.push(D::KindVec4);
+                vec![("WG", wg), ("TM", tm), ("TN", tn)]
+            }
+            MatmulKernel::Texel {
+                wg,
+                tm,
+                tn,
+                wsh,
+                lsh,
+                sg,
+            } => {
+                d.extend([D::KindVec4, D::Texel]);
+                let mut c = vec![
+                    ("WG", wg),
+                    ("TM", tm),
+                    ("TN", tn),
+                    ("WSH", wsh),
+                    ("LSH", lsh),
+                ];
+                if sg {
+                    d.push(D::Sg);
+                    c.push(("TMF", tm.div_ceil(8)));
+                }
+                c
+            }
+            MatmulKernel::Shared { wx, wy, tm, bk } => {
+                d.push(D::KindShared);
+                vec![("WX", wx), ("WY", wy), ("TM", tm), ("BK", bk)]
+            }
+        };
+        // f16 output needs `enable f16` even for f32 inputs.
+        shader::render(self, SRC, self.dtype, self.out_f16, &d, &consts)
+    }
+}
+
+/// What a matmul or linear call will run: the kernel and configuration, the
+/// workgroup grid, and why. From [`plan`](super::plan).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MatmulPlan {
+    /// The kernel that runs: `Naive` or `Tiled` with the configuration used.
+    pub kernel: MatmulVariant,
+    /// Why this kernel.
+    pub reason: String,
+    /// Workgroups (x, y, batches).
+    pub groups: (u32, u32, u32),
+    pub(crate) spec: MatmulSpec,
+    /// The texture layout of A and B for the texel kernel.
+    pub(crate) texels: Option<TexelGrid>,
+}
+
+impl fmt::Display for MatmulPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "matmul: {} ({}), {:?} workgroups{}",
+            self.kernel,
+            self.reason,
+            self.groups,
+            if self.spec.aligned {
+                ", tile-aligned"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Whether the vec4 kernels read this problem (A along K, B along N or K).
+fn vec4_shaped(p: &Problem, opts: &MatmulOptions) -> bool {
+    !opts.trans_a && p.k.is_multiple_of(4) && (opts.trans_b || p.n.is_multiple_of(4))
+}
+
+fn texel_grid(profile: &DeviceProfile, p: &Problem, opts: &MatmulOptions) -> Option<TexelGrid> {
+    vec4_shaped(p, opts)
+        .then(|| TexelGrid::new(profile, &[p.a_len as u64 / 4, p.b_len as u64 / 4]))
+        .flatten()
+}
+
+/// The tile configuration to run for `variant`, or why it cannot serve.
+fn choose(
+    op: &'static str,
+    profile: &DeviceProfile,
+    p: &Problem,
+    opts: &MatmulOptions,
+    variant: MatmulVariant,
+) -> Result<(Option<TileConfig>, String, Option<TexelGrid>)> {
+    let unsupported = |detail: String| Error::Unsupported { op, detail };
+    match variant {
+        MatmulVariant::Naive => Ok((None, "forced by the caller".into(), None)),
+        MatmulVariant::Tiled(c) => {
+            if let Some(why) = c.misfit(profile) {
+                return Err(unsupported(why));
+            }
+            let shape_why = || {
+                format!(
+                    "{c} reads A along k and B along n as vec4s: it needs A not transposed, \
+                     k = {} a multiple of 4 and n = {} a multiple of 4 unless B is transposed",
+                    p.k, p.n
+                )
+            };
+            match c {
+                TileConfig::Texel { .. } => {
+                    if !vec4_shaped(p, opts) {
+                        return Err(unsupported(shape_why()));
+                    }
+                    let grid = texel_grid(profile, p, opts).ok_or_else(|| {
+                        unsupported(format!(
+                            "{c}: A ({} values) or B ({} values) exceeds the adapter's texture \
+                             limits ({} texels a side, {} layers)",
+                            p.a_len, p.b_len, profile.max_texture_2d, profile.max_texture_layers
+                        ))
+                    })?;
+                    Ok((Some(c), "forced by the caller".into(), Some(grid)))
+                }
+                TileConfig::Vec4 { .. } if !vec4_shaped(p, opts) => Err(unsupported(shape_why())),
+                _ => Ok((Some(c), "forced by the caller".into(), None)),
+            }
+        }
+        MatmulVariant::Auto | MatmulVariant::Autotune => {
+            let pick = TileConfig::heuristic(profile);
+            if let TileConfig::Texel { .. } = pick {
+                if let Some(grid) = texel_grid(profile, p, opts) {
+                    return Ok((
+                        Some(pick),
+                        "texel reads preferred by this device profile".into(),
+                        Some(grid),
+                    ));
+                }
+            }
+            let pick = TileConfig::buffer_heuristic(profile);
+            Ok(match pick {
+                TileConfig::Vec4 { wg, tm, tn } if !vec4_shaped(p, opts) => (
+                    Some(TileConfig::Broadcast { wg, tm, tn }),
+                    "barrier-free kernel; shape not vec4-readable".into(),
+                    None,
+                ),
+                TileConfig::Vec4 { .. } => (
+                    Some(pick),
+                    if profile.texel_reads {
+                        "barrier-free kernel; texel kernel cannot take this shape".into()
+                    } else {
+                        "barrier-free vec4 kernel".into()
+                    },
+                    None,
+                ),
+                _ => (Some(pick), "device default".into(), None),
+            })
+        }
+    }
+}
+
+/// Resolves a call into a plan: the device profile, the problem and the
+/// options are all it reads. `variant` replaces `opts.variant` (the
+/// autotuner's pick).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_for(
+    op: &'static str,
+    profile: &DeviceProfile,
+    p: &Problem,
+    opts: &MatmulOptions,
+    variant: MatmulVariant,
+    dtype: DType,
+    bias: bool,
+    act: Activation,
+) -> Result<MatmulPlan> {
+    let (config, reason, texels) = choose(op, profile, p, opts, variant)?;
+    let (kernel, (gx, gy)) = match config {
+        None => (MatmulKernel::Naive, (p.n.div_ceil(8), p.m.div_ceil(8))),
+        Some(c) => {
+            let (bm, bn) = match c {
+                TileConfig::Vec4 { wg, tm, tn } if opts.trans_b => (tm, wg * tn),
+                c => c.tile(),
+            };
+            let (cols, rows) = (p.n.div_ceil(bn as usize), p.m.div_ceil(bm as usize));
+            let kernel = match c {
+                TileConfig::Broadcast { wg, tm, tn } => MatmulKernel::Broadcast { wg, tm, tn },
+                TileConfig::Vec4 { wg, tm, tn } => MatmulKernel::Vec4 { wg, tm, tn },
+                TileConfig::Texel { wg, tm, tn } => {
+                    let grid = texels.ok_or_else(|| Error::Unsupported {
+                        op,
+                        detail: "texel kernel without a texture layout".into(),
+                    })?;
+                    MatmulKernel::Texel {
+                        wg,
+                        tm,
+                        // The kernel counts vec4 column groups unless B is transposed.
+                        tn: if opts.trans_b { tn } else { tn / 4 },
+                        wsh: grid.wsh,
+                        lsh: grid.lsh,
+                        sg: profile.subgroups_of_8,
+                    }
+                }
+                TileConfig::Shared { wx, wy, tm, bk } => MatmulKernel::Shared { wx, wy, tm, bk },
+            };
+            // The vec4 kernels put row tiles on x.
+            let grid = match kernel {
+                MatmulKernel::Vec4 { .. } | MatmulKernel::Texel { .. } => (rows, cols),
+                _ => (cols, rows),
+            };
+            (kernel, grid)
+        }
+    };
+    let aligned = match config {
+        None => false,
+        Some(c) => {
+            let (bm, bn) = match c {
+                TileConfig::Vec4 { wg, tm, tn } if opts.trans_b => (tm, wg * tn),
+                c => c.tile(),
+            };
+            p.m.is_multiple_of(bm as usize)
+                && p.n.is_multiple_of(bn as usize)
+                && !matches!(c, TileConfig::Shared { bk, .. } if !p.k.is_multiple_of(bk as usize))
+        }
+    };
+    let nbatch = p.offsets.len() / 2;
+    let max = profile.max_workgroups_per_dim as usize;
+    for (what, g) in [("column tiles", gx), ("row tiles", gy), ("batches", nbatch)] {
+        if g > max {
+            return Err(Error::TooLarge {
+                op,
+                what: format!("workgroups over {what}"),
+                size: g as u64,
+                limit: max as u64,
+            });
+        }
+    }
+    Ok(MatmulPlan {
+        kernel: config.map_or(MatmulVariant::Naive, MatmulVariant::Tiled),
+        reason,
+        groups: (gx as u32, gy as u32, nbatch as u32),
+        spec: MatmulSpec {
+            kernel,
+            dtype,
+            out_f16: opts.out_dtype == DType::F16,
+            trans_a: opts.trans_a,
+            trans_b: opts.trans_b,
+            bias,
+            act,
+            aligned,
+        },
+        texels,
+    })
+}
+
+/// Every spec the planner can produce on any device profile (for the WGSL
+/// validation test): each kernel and tile configuration with every flag
+/// the planner sets, both storage types and both output types.
+#[cfg(test)]
+pub(crate) fn reachable() -> Vec<MatmulSpec> {
+    let mut kernels = vec![MatmulKernel::Naive];
+    for c in TileConfig::CANDIDATES
+        .into_iter()
+        .chain([TileConfig::Broadcast {
+            wg: 32,
+            tm: 4,
+            tn: 1,
+        }])
+    {
+        match c {
+            TileConfig::Broadcast { wg, tm, tn } => {
+                kernels.push(MatmulKernel::Broadcast { wg, tm, tn })
+            }
+            TileConfig::Vec4 { wg, tm, tn } => {
+                kernels.push(MatmulKernel::Vec4 { wg, tm, tn });
+                // Auto's fallback when the shape is not vec4-readable.
+                kernels.push(MatmulKernel::Broadcast { wg, tm, tn });
+            }
+            TileConfig::Texel { wg, tm, tn } => {
+                for sg in [false, true] {
+                    for tn in [tn, tn / 4] {
+                        // Layouts: 1024-texel lines and layers, and a small
+                        // adapter's 32-texel ones.
+                        for (wsh, lsh) in [(10, 10), (5, 5)] {
+                            kernels.push(MatmulKernel::Texel {
+                                wg,
+                                tm,
+                                tn,
+                                wsh,
+                                lsh,
+                                sg,
+                            });
+                        }
+                    }
+                }
+            }
+            TileConfig::Shared { wx, wy, tm, bk } => {
+                kernels.push(MatmulKernel::Shared { wx, wy, tm, bk })
+            }
+        }
+    }
+    let mut v = Vec::new();
+    for kernel in kernels {
+        for dtype in [DType::F32, DType::F16] {
+            for out_f16 in [false, true] {
+                for (trans_a, trans_b) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
+                    // The texel and vec4 kernels never read A transposed, and
+                    // the texel kernel's tn counts vec4 groups unless B is.
+                    match kernel {
+                        MatmulKernel::Texel { .. } | MatmulKernel::Vec4 { .. } if trans_a => {
+                            continue
+                        }
+                        MatmulKernel::Texel { tn, .. } if (tn == 8) != trans_b => continue,
+                        _ => {}
+                    }
+                    for bias in [false, true] {
+                        for act in Activation::ALL {
+                            for aligned in [false, true] {
+                                if aligned && kernel == MatmulKernel::Naive {
+                                    continue;
+                                }
+                                v.push(MatmulSpec {
+                                    kernel,
+                                    dtype,
+                                    out_f16,
+                                    trans_a,
+                                    trans_b,
+                                    bias,
+                                    act,
+                                    aligned,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    v
+}

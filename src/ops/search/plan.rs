@@ -1,0 +1,326 @@
+//! The search planner: how a batch of queries is scanned (slice length,
+//! candidates kept, queries per workgroup, the scan kind), the kernel specs of
+//! `shaders/topk.wgsl`, and the params they read.
+
+use std::fmt;
+
+use super::Storage;
+use crate::context::{DeviceProfile, Spec};
+use crate::error::{Error, Result};
+use crate::shader;
+use crate::tensor::DType;
+
+const SRC: &str = include_str!("../../../shaders/topk.wgsl");
+const OP: &str = "search";
+
+crate::params! {
+    /// Mirrors `Params` in `shaders/topk.wgsl`.
+    pub(crate) struct TopkParams {
+        /// Corpus rows in the chunk (scan) or input list length (select).
+        rows: u32,
+        /// Row length in groups of 8 values.
+        dv: u32,
+        /// Queries in the dispatch.
+        m: u32,
+        /// First query of the dispatch.
+        q0: u32,
+        /// Id of the chunk's first row.
+        id_base: u32,
+        /// First candidate slot of the chunk.
+        slice_base: u32,
+        /// Candidate slots per query in the output list.
+        slots: u32,
+        /// log2 of the corpus texture's rows per layer.
+        lsh: u32,
+    }
+}
+
+/// Binding slots of `shaders/topk.wgsl` (0 is the params).
+pub(crate) mod slot {
+    /// Scan: the query block (uniform).
+    pub const QUERIES: u32 = 1;
+    /// Scan: the corpus chunk (texture).
+    pub const CORPUS: u32 = 2;
+    /// Scan: the candidate list written.
+    pub const CANDIDATES: u32 = 3;
+    /// Scan: per-row int8 scales.
+    pub const ROW_SCALE: u32 = 4;
+    /// Select: the list read.
+    pub const LIST_IN: u32 = 1;
+    /// Select: the list written.
+    pub const LIST_OUT: u32 = 2;
+}
+
+crate::defines! {
+    /// Defines of `shaders/topk.wgsl`.
+    pub(crate) enum TopkDefine {
+        KindScan = "KIND_SCAN",
+        KindScanLists = "KIND_SCAN_LISTS",
+        KindSelect = "KIND_SELECT",
+        StoreF32 = "STORE_F32",
+        StoreF16 = "STORE_F16",
+        StoreI8 = "STORE_I8",
+        Sg = "SG",
+    }
+}
+
+/// Largest k served by the register-list scan; larger k sorts in workgroup memory.
+const LIST_MAX_K: usize = 16;
+/// Rows an invocation of the register-list scan scores at once: one query load
+/// then feeds this many rows (query loads were the scan's bottleneck).
+const LIST_RB: u32 = 8;
+
+/// How a scan workgroup keeps its candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Scan {
+    /// Scores a slice of `sl` rows into workgroup memory and sorts them.
+    Sort,
+    /// Each invocation keeps its best `l` per query in registers over `rpl` rows.
+    Lists {
+        /// Entries per list (k).
+        l: usize,
+        /// Rows per invocation.
+        rpl: usize,
+    },
+}
+
+/// A topk kernel specialisation: the pipeline-cache key and the only input to
+/// its WGSL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum TopkSpec {
+    /// Fused scoring and partial top-k of a query block over a corpus slice.
+    Scan {
+        storage: Storage,
+        scan: Scan,
+        /// Queries per workgroup.
+        qb: u32,
+        sl: u32,
+        kp: u32,
+        /// Row length in groups of 8 values (sizes the query block).
+        dv: u32,
+        sg: bool,
+    },
+    /// Reduces candidate lists `sl` entries at a time to `kp`.
+    Select { sl: u32, kp: u32 },
+}
+
+impl Spec for TopkSpec {
+    fn family(&self) -> &'static str {
+        "topk"
+    }
+    fn entry(&self) -> &'static str {
+        match self {
+            TopkSpec::Scan {
+                scan: Scan::Sort, ..
+            } => "scan",
+            TopkSpec::Scan { .. } => "scan_lists",
+            TopkSpec::Select { .. } => "select_topk",
+        }
+    }
+    fn source(&self) -> Result<String> {
+        use TopkDefine as D;
+        match *self {
+            TopkSpec::Scan {
+                storage,
+                scan,
+                qb,
+                sl,
+                kp,
+                dv,
+                sg,
+            } => {
+                let (kind, l, rpl) = match scan {
+                    Scan::Sort => (D::KindScan, 1, 1),
+                    Scan::Lists { l, rpl } => (D::KindScanLists, l as u32, rpl as u32),
+                };
+                let store = match storage {
+                    Storage::F32 => D::StoreF32,
+                    Storage::F16 => D::StoreF16,
+                    Storage::Int8 => D::StoreI8,
+                };
+                let mut defines = vec![kind, store];
+                if sg {
+                    defines.push(D::Sg);
+                }
+                let consts = [
+                    ("QB", qb),
+                    ("SL", sl),
+                    ("KP", kp),
+                    ("L", l),
+                    ("LM1", l - 1),
+                    ("RPL", rpl),
+                    ("RB", LIST_RB),
+                    ("QN", qb * 2 * dv),
+                ];
+                shader::render(self, SRC, DType::F32, false, &defines, &consts)
+            }
+            TopkSpec::Select { sl, kp } => {
+                let consts = [("QB", 1), ("SL", sl), ("KP", kp)];
+                shader::render(self, SRC, DType::F32, false, &[D::KindSelect], &consts)
+            }
+        }
+    }
+}
+
+/// How a search runs: slice length, kept candidates, query block and scan
+/// kind. From [`FlatIndex::plan`](super::FlatIndex::plan).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SearchPlan {
+    /// List entries a select workgroup sorts (and rows a `Sort` scan slice
+    /// holds): a power of two ≥ 2·kp.
+    pub sl: usize,
+    /// Candidates kept per select chunk: k rounded up to a power of two.
+    pub kp: usize,
+    /// Queries per scan workgroup.
+    pub qb: u32,
+    /// The scan kernel.
+    pub scan: Scan,
+    /// Subgroups of at least 8 lanes: the list scan merges lists by groups of 8.
+    pub sg: bool,
+    /// Why this scan.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for SearchPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "search: {:?} scan ({}), {} queries per workgroup, select {} of {}{}",
+            self.scan,
+            self.reason,
+            self.qb,
+            self.kp,
+            self.sl,
+            if self.sg { ", subgroup merge" } else { "" }
+        )
+    }
+}
+
+impl SearchPlan {
+    /// Plan for `m` queries of `dp` (padded) values, top `k`.
+    pub(crate) fn new(
+        profile: &DeviceProfile,
+        k: usize,
+        m: usize,
+        dp: usize,
+    ) -> Result<SearchPlan> {
+        // Query blocks are uniform-buffer windows.
+        let ubo = profile.max_uniform_binding as usize;
+        let qmax = ubo / (dp * 4);
+        if qmax == 0 {
+            return Err(Error::Unsupported {
+                op: OP,
+                detail: format!(
+                    "a query of {dp} values takes {} bytes; the adapter's uniform bindings hold {ubo}",
+                    dp * 4
+                ),
+            });
+        }
+        let kp = k.next_power_of_two();
+        let sl = (2 * kp).max(256);
+        let mem = profile.workgroup_memory as usize;
+        let per_query = sl * 8;
+        if per_query > mem {
+            return Err(Error::Unsupported {
+                op: OP,
+                detail: format!(
+                    "k = {k} needs {per_query} bytes of workgroup memory; the adapter has {mem}"
+                ),
+            });
+        }
+        if k <= LIST_MAX_K {
+            // Many rows per invocation amortise the final lists; a software
+            // adapter has few cores to fill, a GPU wants more workgroups.
+            let rpl = if profile.texel_reads { 128 } else { 16 };
+            let qb = m.next_power_of_two().min(16).min(qmax) as u32;
+            return Ok(SearchPlan {
+                sl,
+                kp,
+                qb,
+                scan: Scan::Lists { l: k, rpl },
+                sg: profile.subgroups_of_8,
+                reason: "k ≤ 16: candidate lists in registers",
+            });
+        }
+        // More queries per workgroup read the corpus fewer times; bounded by
+        // workgroup memory and by the queries there are.
+        let qb = (mem / per_query)
+            .min(8)
+            .min(m.next_power_of_two())
+            .min(qmax)
+            .max(1) as u32;
+        Ok(SearchPlan {
+            sl,
+            kp,
+            qb,
+            scan: Scan::Sort,
+            sg: false,
+            reason: "k > 16: slices sorted in workgroup memory",
+        })
+    }
+
+    /// Corpus rows one scan workgroup covers.
+    pub(crate) fn slice_rows(&self) -> usize {
+        match self.scan {
+            Scan::Sort => self.sl,
+            Scan::Lists { rpl, .. } => 64 * rpl,
+        }
+    }
+
+    /// Candidates one scan workgroup writes per query.
+    pub(crate) fn slice_slots(&self) -> usize {
+        match self.scan {
+            Scan::Sort => self.kp,
+            // With subgroups, each 8 lanes' lists are merged into one.
+            Scan::Lists { l, .. } if self.sg => 8 * l,
+            Scan::Lists { l, .. } => 64 * l,
+        }
+    }
+
+    /// The scan kernel's spec for `storage` and rows of `dv` groups of 8.
+    pub(crate) fn scan_spec(&self, storage: Storage, dv: usize) -> TopkSpec {
+        TopkSpec::Scan {
+            storage,
+            scan: self.scan,
+            qb: self.qb,
+            sl: self.sl as u32,
+            kp: self.kp as u32,
+            dv: dv as u32,
+            sg: self.sg,
+        }
+    }
+
+    /// The select kernel's spec.
+    pub(crate) fn select_spec(&self) -> TopkSpec {
+        TopkSpec::Select {
+            sl: self.sl as u32,
+            kp: self.kp as u32,
+        }
+    }
+}
+
+/// Every spec the planner can produce on the device profiles given (for the
+/// WGSL validation test): each k class, query block, storage and scan, for
+/// rows of 8 and of 768 values.
+#[cfg(test)]
+pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<TopkSpec> {
+    let mut v = std::collections::HashSet::new();
+    for p in profiles {
+        for k in (1..=16).chain([17, 32, 64, 100, 256, 512, 1024]) {
+            for m in [1, 2, 3, 5, 9, 16, 100] {
+                for dp in [8, 768] {
+                    let Ok(plan) = SearchPlan::new(p, k, m, dp) else {
+                        continue;
+                    };
+                    for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+                        v.insert(plan.scan_spec(storage, dp / 8));
+                    }
+                    v.insert(plan.select_spec());
+                }
+            }
+        }
+    }
+    v.into_iter().collect()
+}
