@@ -1,7 +1,7 @@
 //! Tensors copied into 2-D array textures of vec4 texels, for the kernels that
 //! read their operands by `textureLoad`: on CPU adapters a texel fetch is a
-//! vectorised gather, while a storage-buffer load is a per-lane loop (lavapipe
-//! on a Zen-1 host: 10-35x slower kernels).
+//! vectorised gather, while a storage-buffer load is a per-lane loop (the
+//! README gives the measurements).
 
 use crate::context::{Context, DeviceProfile, TrackedTexture};
 use crate::tensor::DType;

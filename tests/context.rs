@@ -130,3 +130,27 @@ fn gpu_timer_measures_passes() {
         assert_eq!(t, None);
     }
 }
+
+/// `FLASHDOT_DUMP_WGSL=dir` writes each generated shader, its spec on the
+/// first line, as the pipeline is built.
+#[test]
+fn dump_wgsl_writes_generated_shaders() {
+    let dir = std::env::temp_dir().join(format!("flashdot-dump-{}", std::process::id()));
+    std::env::set_var("FLASHDOT_DUMP_WGSL", &dir);
+    // A fresh context: its pipeline cache is empty, so the kernel is built.
+    let fresh = Context::with_options(ContextOptions::default())
+        .unwrap_or_else(|e| panic!("flashdot tests need a GPU adapter: {e}"));
+    let a = Tensor::from_slice(&fresh, &[1.0f32, 2.0, 3.0], &[1, 3]).unwrap();
+    let cos = flashdot::ops::similarity::cosine(&a, &a).unwrap();
+    std::env::remove_var("FLASHDOT_DUMP_WGSL");
+    let cos = cos.to_vec::<f32>().unwrap()[0];
+    assert!((cos - 1.0).abs() < 1e-6, "{cos}");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    let dumped = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap())
+        .find(|s| s.starts_with("// SimilaritySpec"))
+        .expect("a similarity shader in the dump folder");
+    assert!(dumped.contains("fn cosine"), "{dumped}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

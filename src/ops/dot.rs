@@ -1,6 +1,6 @@
 //! Batched dot products: `a [.., d]`, `b [.., d]` -> `[..]` with
 //! `out[i] = Σ_j a[i, j] · b[i, j]`. f32 or f16 inputs, f32 accumulation and output.
-//! Kernel source: `shaders/dot.wgsl`.
+//! Kernel source: `ops/dot.wgsl`.
 
 use std::fmt;
 
@@ -9,11 +9,11 @@ use crate::error::{Error, Result};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
 
-const SRC: &str = include_str!("../../shaders/dot.wgsl");
+const SRC: &str = include_str!("dot.wgsl");
 const WG: u32 = 64;
 
 crate::params! {
-    /// Mirrors `Params` in `shaders/dot.wgsl`.
+    /// Mirrors `Params` in `ops/dot.wgsl`.
     pub(crate) struct DotParams {
         /// Rows in this window.
         rows: u32,
@@ -31,7 +31,7 @@ crate::params! {
     }
 }
 
-/// Binding slots of `shaders/dot.wgsl` (0 is the params).
+/// Binding slots of `ops/dot.wgsl` (0 is the params).
 mod slot {
     pub const A: u32 = 1;
     pub const B: u32 = 2;
@@ -39,7 +39,7 @@ mod slot {
 }
 
 crate::defines! {
-    /// Defines of `shaders/dot.wgsl`.
+    /// Defines of `ops/dot.wgsl`.
     pub(crate) enum DotDefine {
         Vec4 = "VEC4",
         Subgroup = "SUBGROUP",

@@ -1,5 +1,5 @@
 //! Similarity: L2 normalisation, row-wise cosine similarity and the all-pairs
-//! score matrix. Kernel source: `shaders/similarity.wgsl` (the score matrix
+//! score matrix. Kernel source: `ops/similarity.wgsl` (the score matrix
 //! runs on the matmul kernels).
 //!
 //! **An all-zero row normalises to zero, and its cosine with anything is 0**
@@ -11,10 +11,10 @@ use crate::ops::matmul::{self, MatmulOptions};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
 
-const SRC: &str = include_str!("../../shaders/similarity.wgsl");
+const SRC: &str = include_str!("similarity.wgsl");
 
 crate::params! {
-    /// Mirrors `Params` in `shaders/similarity.wgsl`.
+    /// Mirrors `Params` in `ops/similarity.wgsl`.
     pub(crate) struct SimilarityParams {
         /// Rows.
         rows: u32,
@@ -25,13 +25,13 @@ crate::params! {
     }
 }
 
-/// Binding slots of `shaders/similarity.wgsl`: inputs from 1, the output last.
+/// Binding slots of `ops/similarity.wgsl`: inputs from 1, the output last.
 mod slot {
     pub const FIRST_INPUT: u32 = 1;
 }
 
 crate::defines! {
-    /// Defines of `shaders/similarity.wgsl`: which kernel.
+    /// Defines of `ops/similarity.wgsl`: which kernel.
     pub(crate) enum SimilarityKernel {
         Normalize = "KIND_NORMALIZE",
         Cosine = "KIND_COSINE",

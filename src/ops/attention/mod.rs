@@ -1,6 +1,6 @@
 //! Scaled-dot-product attention, `O = softmax(Q·Kᵀ·scale + bias + mask)·V`, as
 //! PyTorch's `scaled_dot_product_attention` and FlashAttention define it.
-//! Kernel source: `shaders/attention.wgsl`.
+//! Kernel source: the `.wgsl` files beside the launchers.
 //!
 //! Shapes (layout [`Layout::Bhsd`]): q `[batch, heads_q, seq_q, d]`,
 //! k `[batch, heads_kv, seq_k, d]`, v `[batch, heads_kv, seq_k, d_v]`,
@@ -93,10 +93,11 @@ pub enum FlashSchedule {
     Tiles,
     /// A workgroup owns 4 rows and its invocations split the keys, each K/V
     /// vector feeding all 4 rows; partial softmaxes are merged in workgroup
-    /// memory at the end. No barrier in the main loop: the CPU-adapter default
-    /// below 64 query rows.
-    /// Needs `64·(8 + 4·d_v)` bytes of workgroup memory (d_v ≤ 124 on 32 KiB);
-    /// larger d_v runs `Tiles`.
+    /// memory at the end. No barrier in the main loop: the default below 64
+    /// query rows where the device profile prefers barrier-free kernels.
+    /// Needs `64·(8 + 4·d_v)` bytes of workgroup memory (d_v ≤ 124 on 32 KiB):
+    /// forced beyond that it is [`Error::Unsupported`]; chosen by the
+    /// planner, `Tiles` runs instead.
     KeySplit,
     /// Both products as register-blocked tiles: a workgroup of 8 invocations is
     /// split into groups of 2–8 (more for larger d_v), each owning 16 query rows;
@@ -104,9 +105,9 @@ pub enum FlashSchedule {
     /// load feeds 16 rows), the tile's row maxima and probabilities go through
     /// workgroup memory, and every invocation then accumulates its own output
     /// columns (each V load feeds 16 rows, each probability up to 8 column
-    /// vec4s). Loads per FLOP are those of the tiled matmul: the CPU-adapter
-    /// default for seq_q ≥ 64. Large unrolled blocks: the first compile on
-    /// lavapipe takes seconds (Mesa caches it on disk).
+    /// vec4s). Loads per FLOP are those of the tiled matmul. Large unrolled
+    /// blocks: the first compile on a software adapter takes seconds. Needs
+    /// 8.5 KiB of workgroup memory.
     Blocks,
     /// Every invocation owns up to 8 query rows (fewer for head dims over 64)
     /// with their Q and O in registers and streams every key it may see itself;
@@ -115,9 +116,11 @@ pub enum FlashSchedule {
     /// else a pack pass into f32 first) and read as texel fetches. No workgroup
     /// memory and no barrier: for adapters where storage and workgroup loads
     /// are per-lane loops and a barrier is a context switch, while texel
-    /// fetches are vectorised gathers (CPU adapters: their default for
-    /// seq_q ≥ 64). Needs the textures to fit the adapter's texture limits (K's
-    /// elements / 4 / 2^20 layers with 1024-texel lines), else `Blocks` runs.
+    /// fetches are vectorised gathers (the default for seq_q ≥ 64 where the
+    /// device profile prefers texel reads). Needs the textures to fit the
+    /// adapter's texture limits (K's elements / 4 / 2^20 layers with
+    /// 1024-texel lines): forced beyond that it is [`Error::Unsupported`];
+    /// chosen by the planner, `Blocks` runs instead.
     Rows,
 }
 
@@ -140,9 +143,10 @@ pub enum KvReads {
     /// 2-D array textures K and V are first copied into (as for
     /// [`FlashSchedule::Rows`]: `K` and `V` bytes again), 8 keys per
     /// online-softmax step. For adapters where a storage load at a per-lane
-    /// address is a per-lane loop and a texel fetch a vectorised gather (CPU
-    /// adapters: their default). Needs the textures to fit the adapter's
-    /// limits, else `Buffers` runs.
+    /// address is a per-lane loop and a texel fetch a vectorised gather (the
+    /// default where the device profile prefers texel reads). Needs the
+    /// textures to fit the adapter's limits: forced beyond them it is
+    /// [`Error::Unsupported`]; chosen by the planner, `Buffers` runs instead.
     Texels,
 }
 

@@ -1,4 +1,4 @@
-//! The attention planner: the kernel specs of `shaders/attention.wgsl` (the
+//! The attention planner: the kernel specs of the attention WGSL (the
 //! pipeline-cache keys and the only input to the WGSL), the params they read,
 //! and the one function that turns a call into an [`AttentionPlan`] from the
 //! device profile, the shapes and the options.
@@ -12,12 +12,18 @@ use crate::error::{Error, Result};
 use crate::shader;
 use crate::tensor::DType;
 
-const SRC: &str = include_str!("../../../shaders/attention.wgsl");
+/// What every attention kernel shares (params, bindings, loads, masks).
+const COMMON: &str = include_str!("common.wgsl");
+/// The pack pass and the K/V texel loads.
+const KV_TEXELS: &str = include_str!("kv_texels.wgsl");
+const FLASH: &str = include_str!("flash.wgsl");
+const SPLIT_KV: &str = include_str!("split_kv.wgsl");
+const NAIVE: &str = include_str!("naive.wgsl");
 /// Keys per online-softmax chunk inside a staged tile (named registers).
 const SK: u32 = 8;
 
 crate::params! {
-    /// Mirrors `Params` in `shaders/attention.wgsl`. Strides are in elements
+    /// Mirrors `Params` in `common.wgsl`. Strides are in elements
     /// (batch, head, seq); texture strides in texels.
     pub(crate) struct AttentionParams {
         b: u32, hq: u32, hkv: u32, sq: u32,
@@ -42,7 +48,7 @@ crate::params! {
     }
 }
 
-/// Binding slots of `shaders/attention.wgsl` (0 is the params).
+/// Binding slots of the attention WGSL (0 is the params).
 pub(crate) mod slot {
     pub const Q: u32 = 1;
     pub const K: u32 = 2;
@@ -64,7 +70,7 @@ pub(crate) mod slot {
 }
 
 crate::defines! {
-    /// Defines of `shaders/attention.wgsl`.
+    /// Defines of the attention WGSL.
     pub(crate) enum AttentionDefine {
         HasInputs = "HAS_INPUTS",
         Masks = "MASKS",
@@ -247,7 +253,19 @@ impl Spec for AttentionSpec {
                 vec![]
             }
         };
-        shader::render(self, SRC, self.dtype, false, &d, &consts)
+        // The kernel's own file after the shared part (WGSL declarations may
+        // come in any order).
+        let own = match self.kernel {
+            AttentionKernel::Tiles { .. }
+            | AttentionKernel::KeySplit { .. }
+            | AttentionKernel::Blocks { .. }
+            | AttentionKernel::Rows { .. } => FLASH,
+            AttentionKernel::Pack { .. } => "",
+            AttentionKernel::Split { .. } | AttentionKernel::Merge { .. } => SPLIT_KV,
+            AttentionKernel::Softmax | AttentionKernel::Permute => NAIVE,
+        };
+        let src = [COMMON, KV_TEXELS, own].concat();
+        shader::render(self, &src, self.dtype, false, &d, &consts)
     }
 }
 
@@ -315,6 +333,10 @@ impl fmt::Display for AttentionPlan {
 fn rows_tm(d4: u32, dv4: u32) -> u32 {
     (128 / d4.max(dv4)).clamp(1, 8)
 }
+
+/// Workgroup memory of the blocks schedule: its tile of probabilities
+/// (8 invocations × 16 keys × 4 vec4s) and row maxima (8 × 16 f32).
+const BLOCKS_WORKGROUP_BYTES: u32 = 8 * 16 * 4 * 16 + 8 * 16 * 4;
 
 /// Group size of the blocks schedule: each invocation owns at most 8 output
 /// vec4s per row, so groups grow with d_v.
@@ -454,6 +476,13 @@ pub(crate) fn plan_for(
             };
             let (kernel, row_block) = match sched {
                 FlashSchedule::Blocks => {
+                    if BLOCKS_WORKGROUP_BYTES > profile.workgroup_memory {
+                        return Err(unsupported(format!(
+                            "the Blocks schedule needs {BLOCKS_WORKGROUP_BYTES} bytes of workgroup \
+                             memory; the adapter has {}",
+                            profile.workgroup_memory
+                        )));
+                    }
                     let hg = blocks_hg(dv4);
                     (AttentionKernel::Blocks { hg }, 16 * (8 / hg))
                 }

@@ -1,5 +1,5 @@
 //! Batched matrix multiplication and the linear layer, with bias and activation
-//! fused into the kernel's epilogue. Kernel source: `shaders/matmul.wgsl`.
+//! fused into the kernel's epilogue. Kernel source: `matmul.wgsl`.
 //!
 //! `matmul(a [.., m, k], b [.., k, n]) -> [.., m, n]`; leading dimensions
 //! broadcast NumPy-style; either operand may be read transposed (a flag, not a

@@ -1,5 +1,5 @@
 //! The matmul planner: tile configurations, the kernel spec (pipeline-cache key
-//! and the only input to `shaders/matmul.wgsl`), and the one function that turns
+//! and the only input to `matmul.wgsl`), and the one function that turns
 //! a call into a [`MatmulPlan`] from the device profile and the shapes.
 
 use std::fmt;
@@ -11,10 +11,10 @@ use crate::shader;
 use crate::tensor::DType;
 use crate::texels::TexelGrid;
 
-const SRC: &str = include_str!("../../../shaders/matmul.wgsl");
+const SRC: &str = include_str!("matmul.wgsl");
 
 crate::params! {
-    /// Mirrors `Params` in `shaders/matmul.wgsl`.
+    /// Mirrors `Params` in `matmul.wgsl`.
     pub(crate) struct MatmulParams {
         /// Rows of C.
         m: u32,
@@ -27,7 +27,7 @@ crate::params! {
     }
 }
 
-/// Binding slots of `shaders/matmul.wgsl` (0 is the params).
+/// Binding slots of `matmul.wgsl` (0 is the params).
 pub(crate) mod slot {
     /// A (a buffer, or a texture for the texel kernel).
     pub const A: u32 = 1;
@@ -40,7 +40,7 @@ pub(crate) mod slot {
 }
 
 crate::defines! {
-    /// Defines of `shaders/matmul.wgsl`.
+    /// Defines of `matmul.wgsl`.
     pub(crate) enum MatmulDefine {
         TransA = "TRANS_A",
         TransB = "TRANS_B",

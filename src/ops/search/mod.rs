@@ -1,5 +1,5 @@
 //! Exact top-k search over a flat index, in the spirit of FAISS's `IndexFlatIP`.
-//! Kernel source: `shaders/topk.wgsl`.
+//! Kernel source: `topk.wgsl`.
 //!
 //! The corpus lives in as many 2-D array textures ("chunks") as the adapter's
 //! limits require, each scanned in turn: textures because texel fetches are

@@ -1,6 +1,6 @@
 //! The search planner: how a batch of queries is scanned (slice length,
 //! candidates kept, queries per workgroup, the scan kind), the kernel specs of
-//! `shaders/topk.wgsl`, and the params they read.
+//! `topk.wgsl`, and the params they read.
 
 use std::fmt;
 
@@ -10,11 +10,11 @@ use crate::error::{Error, Result};
 use crate::shader;
 use crate::tensor::DType;
 
-const SRC: &str = include_str!("../../../shaders/topk.wgsl");
+const SRC: &str = include_str!("topk.wgsl");
 const OP: &str = "search";
 
 crate::params! {
-    /// Mirrors `Params` in `shaders/topk.wgsl`.
+    /// Mirrors `Params` in `topk.wgsl`.
     pub(crate) struct TopkParams {
         /// Corpus rows in the chunk (scan) or input list length (select).
         rows: u32,
@@ -35,7 +35,7 @@ crate::params! {
     }
 }
 
-/// Binding slots of `shaders/topk.wgsl` (0 is the params).
+/// Binding slots of `topk.wgsl` (0 is the params).
 pub(crate) mod slot {
     /// Scan: the query block (uniform).
     pub const QUERIES: u32 = 1;
@@ -52,7 +52,7 @@ pub(crate) mod slot {
 }
 
 crate::defines! {
-    /// Defines of `shaders/topk.wgsl`.
+    /// Defines of `topk.wgsl`.
     pub(crate) enum TopkDefine {
         KindScan = "KIND_SCAN",
         KindScanLists = "KIND_SCAN_LISTS",
