@@ -41,7 +41,7 @@ pub struct ContextOptions {
     pub disable_features: wgpu::Features,
     /// Compile the fastest form of every kernel before its first use. Off (the
     /// default), a kernel whose fastest form compiles for seconds on this
-    /// adapter (attention's [`FlashSchedule::Rows`](crate::ops::attention::FlashSchedule::Rows))
+    /// adapter (attention's `Rows` schedule)
     /// first runs a form that compiles quickly while the fast one compiles on
     /// a background thread, and switches once it is ready; results are the
     /// same either way. Tests set it so that each call runs a known kernel.

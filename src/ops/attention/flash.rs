@@ -2,7 +2,7 @@
 //! schedule, or the rows schedule after its K/V textures are made.
 
 use super::kv_texels::{KvTexels, KvTextures};
-use super::plan::{slot, AttentionParams, AttentionSpec};
+use super::spec::{slot, AttentionParams, AttentionSpec};
 use super::{Dims, Inputs, OP};
 use crate::context::{Bind, Context, Tracked};
 use crate::error::Result;
@@ -88,7 +88,7 @@ pub(super) fn run_rows(
         None => (ctx.pipeline(best)?, best),
     };
     let tm = match spec.kernel {
-        super::plan::AttentionKernel::Rows { tm, .. } => tm,
+        super::spec::AttentionKernel::Rows { tm, .. } => tm,
         _ => 1,
     };
     let packs = kv

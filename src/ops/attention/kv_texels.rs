@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::plan::{slot, AttentionKernel, AttentionParams, AttentionSpec};
+use super::spec::{slot, AttentionKernel, AttentionParams, AttentionSpec};
 use super::Dims;
 use crate::context::{Bind, Context, DeviceProfile, Tracked, TrackedTexture};
 use crate::error::Result;

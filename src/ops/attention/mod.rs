@@ -17,6 +17,7 @@ mod flash;
 mod kv_texels;
 mod naive;
 mod plan;
+mod spec;
 mod split_kv;
 
 pub use plan::AttentionPlan;
@@ -26,9 +27,9 @@ use crate::error::{Error, Result};
 use crate::tensor::{shape_str, DType, Tensor};
 #[cfg(test)]
 pub(crate) use plan::reachable as reachable_specs;
-#[cfg(test)]
-pub(crate) use plan::AttentionParams;
 use plan::Launch;
+#[cfg(test)]
+pub(crate) use spec::AttentionParams;
 /// Largest supported head dim.
 pub const MAX_HEAD_DIM: usize = 256;
 

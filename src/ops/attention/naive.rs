@@ -1,7 +1,7 @@
 //! The baseline: S = Q·Kᵀ·scale on the matmul kernels, a masked softmax
 //! kernel, then P·V on the matmul kernels; permutes for the [b, s, h, d] layout.
 
-use super::plan::{slot, AttentionKernel, AttentionParams, AttentionSpec};
+use super::spec::{slot, AttentionKernel, AttentionParams, AttentionSpec};
 use super::{kvlen_buffer, AttentionOptions, Dims, Inputs, Layout, OP};
 use crate::context::{Bind, Context};
 use crate::error::Result;

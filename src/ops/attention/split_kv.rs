@@ -3,7 +3,7 @@
 
 use super::flash::common_binds;
 use super::kv_texels::{KvTexels, KvTextures};
-use super::plan::{slot, AttentionParams, AttentionSpec};
+use super::spec::{slot, AttentionParams, AttentionSpec};
 use super::{Dims, Inputs, OP};
 use crate::context::{Bind, Context, Tracked};
 use crate::error::{Error, Result};

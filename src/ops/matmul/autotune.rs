@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use super::plan::{plan_for, MatmulPlan, TileConfig};
+use super::plan::{plan_for, MatmulPlan};
+use super::tiles::TileConfig;
 use super::{launch, problem, Activation, MatmulOptions, MatmulVariant, Problem};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

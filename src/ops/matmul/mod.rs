@@ -8,9 +8,11 @@
 
 mod autotune;
 mod plan;
+mod tiles;
 
 pub use autotune::tuned_config;
-pub use plan::{MatmulPlan, TileConfig};
+pub use plan::MatmulPlan;
+pub use tiles::TileConfig;
 
 use crate::context::{Bind, Context};
 use crate::error::{Error, Result};

@@ -1,0 +1,265 @@
+//! The attention kernel specs (the pipeline-cache keys and the only input to
+//! the WGSL: `common.wgsl`, `kv_texels.wgsl` and each kernel's own file), the
+//! params they read and their binding slots.
+
+use crate::context::Spec;
+use crate::error::Result;
+use crate::shader;
+use crate::tensor::DType;
+
+/// What every attention kernel shares (params, bindings, loads, masks).
+const COMMON: &str = include_str!("common.wgsl");
+/// The pack pass and the K/V texel loads.
+const KV_TEXELS: &str = include_str!("kv_texels.wgsl");
+const FLASH: &str = include_str!("flash.wgsl");
+const SPLIT_KV: &str = include_str!("split_kv.wgsl");
+const NAIVE: &str = include_str!("naive.wgsl");
+/// Keys per online-softmax chunk inside a staged tile (named registers).
+pub(super) const SK: u32 = 8;
+
+crate::params! {
+    /// Mirrors `Params` in `common.wgsl`. Strides are in elements
+    /// (batch, head, seq); texture strides in texels.
+    pub(crate) struct AttentionParams {
+        b: u32, hq: u32, hkv: u32, sq: u32,
+        sk: u32, d: u32, dv: u32, group: u32,
+        q_sb: u32, q_sh: u32, q_ss: u32, _p0: u32,
+        k_sb: u32, k_sh: u32, k_ss: u32, _p1: u32,
+        v_sb: u32, v_sh: u32, v_ss: u32, _p2: u32,
+        o_sb: u32, o_sh: u32, o_ss: u32, _p3: u32,
+        /// Bias strides (0 where broadcast).
+        bias_sb: u32, bias_sh: u32,
+        /// 0/1, and the diagonal's offset (key j visible to query i iff j ≤ i + off).
+        causal: u32, causal_off: i32,
+        scale: f32,
+        /// Split-KV: number of key splits and keys per split.
+        nsplit: u32, chunk: u32,
+        /// log2 of the lines per layer of the K/V textures.
+        lsh: u32,
+        kt_sb: u32, kt_sh: u32, kt_ss: u32,
+        /// log2 of the texels per line of the K/V textures.
+        wsh: u32,
+        vt_sb: u32, vt_sh: u32, vt_ss: u32, _p4: u32,
+    }
+}
+
+/// Binding slots of the attention WGSL (0 is the params).
+pub(crate) mod slot {
+    pub const Q: u32 = 1;
+    pub const K: u32 = 2;
+    pub const V: u32 = 3;
+    /// The output (split-KV: its partial outputs).
+    pub const OUT: u32 = 4;
+    pub const KV_LEN: u32 = 5;
+    pub const BIAS: u32 = 6;
+    /// Per-row statistics: the LSE, or split-KV's partial (max, sum).
+    pub const STATS: u32 = 7;
+    /// The pack pass's output.
+    pub const PACKED: u32 = 8;
+    pub const K_TEXELS: u32 = 9;
+    pub const V_TEXELS: u32 = 10;
+    /// Merge: split-KV's partial outputs and statistics; softmax: scores in
+    /// and probabilities out; permute: source and destination.
+    pub const IN1: u32 = 1;
+    pub const IN2: u32 = 2;
+}
+
+crate::defines! {
+    /// Defines of the attention WGSL.
+    pub(crate) enum AttentionDefine {
+        HasInputs = "HAS_INPUTS",
+        Masks = "MASKS",
+        Vec = "VEC",
+        Bias = "BIAS",
+        OutF16 = "OUT_F16",
+        OutDirect = "OUT_DIRECT",
+        Lse = "LSE",
+        KvTex = "KV_TEX",
+        Sg = "SG",
+        PackK = "PACK_K",
+        KindFlash = "KIND_FLASH",
+        KindKeySplit = "KIND_KEYSPLIT",
+        KindBlocks = "KIND_BLOCKS",
+        KindRows = "KIND_ROWS",
+        KindPack = "KIND_PACK",
+        KindSplit = "KIND_SPLIT",
+        KindMerge = "KIND_MERGE",
+        KindSoftmax = "KIND_SOFTMAX",
+        KindPermute = "KIND_PERMUTE",
+    }
+}
+
+/// An attention kernel with its compile-time constants (`d4`, `dv4`: vec4s
+/// per row of Q/K and of V/O).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum AttentionKernel {
+    /// Flash, tiles schedule: `bq` rows per workgroup, `bkv` keys per tile.
+    Tiles {
+        d4: u32,
+        dv4: u32,
+        bq: u32,
+        bkv: u32,
+    },
+    /// Flash, key-split schedule: `tm` rows per workgroup, `kc` keys a chunk.
+    KeySplit { d4: u32, dv4: u32, tm: u32, kc: u32 },
+    /// Flash, blocks schedule: groups of `hg` of `wg` invocations.
+    Blocks { hg: u32 },
+    /// Flash, rows schedule: `tm` rows per invocation; `sg`: subgroup sharing.
+    Rows {
+        d4: u32,
+        dv4: u32,
+        tm: u32,
+        sg: bool,
+    },
+    /// K (`k`) or V rows packed into f32 vec4 rows of `w4` for the textures.
+    Pack { w4: u32, k: bool },
+    /// Split-KV partials; `tex`: K/V read as texels.
+    Split { d4: u32, dv4: u32, tex: bool },
+    /// Split-KV merge.
+    Merge { d4: u32, dv4: u32 },
+    /// The naive kernel's masked softmax.
+    Softmax,
+    /// `[B, X, Y, D] -> [B, Y, X, D]`.
+    Permute,
+}
+
+/// One attention kernel specialisation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct AttentionSpec {
+    pub kernel: AttentionKernel,
+    pub dtype: DType,
+    /// d and d_v multiples of 4: Q, K, V read as vec4.
+    pub vec: bool,
+    pub bias: bool,
+    pub lse: bool,
+}
+
+impl Spec for AttentionSpec {
+    fn family(&self) -> &'static str {
+        "attention"
+    }
+    fn entry(&self) -> &'static str {
+        match self.kernel {
+            AttentionKernel::Tiles { .. } => "flash",
+            AttentionKernel::KeySplit { .. } => "flash_keysplit",
+            AttentionKernel::Blocks { .. } => "flash_blocks",
+            AttentionKernel::Rows { .. } => "flash_rows",
+            AttentionKernel::Pack { .. } => "pack",
+            AttentionKernel::Split { .. } => "split_kv",
+            AttentionKernel::Merge { .. } => "merge",
+            AttentionKernel::Softmax => "softmax",
+            AttentionKernel::Permute => "permute",
+        }
+    }
+    fn source(&self) -> Result<String> {
+        use AttentionDefine as D;
+        let f16 = self.dtype == DType::F16;
+        // The kernels that read q, k, v: inputs, masks and the element forms.
+        let mut d = vec![D::HasInputs, D::Masks];
+        for (on, def) in [(self.vec, D::Vec), (self.bias, D::Bias), (f16, D::OutF16)] {
+            if on {
+                d.push(def);
+            }
+        }
+        let direct = |d: &mut Vec<D>, kind| {
+            d.extend([kind, D::OutDirect]);
+            if self.lse {
+                d.push(D::Lse);
+            }
+        };
+        let consts: Vec<(&str, u32)> = match self.kernel {
+            AttentionKernel::Tiles { d4, dv4, bq, bkv } => {
+                direct(&mut d, D::KindFlash);
+                vec![
+                    ("D4", d4),
+                    ("DV4", dv4),
+                    ("BQ", bq),
+                    ("BKV", bkv),
+                    ("SK", SK),
+                ]
+            }
+            AttentionKernel::KeySplit { d4, dv4, tm, kc } => {
+                direct(&mut d, D::KindKeySplit);
+                vec![("D4", d4), ("DV4", dv4), ("TM", tm), ("KC", kc)]
+            }
+            AttentionKernel::Blocks { hg } => {
+                direct(&mut d, D::KindBlocks);
+                // 8 invocations in groups of hg, 16 rows a group, 16 keys per
+                // invocation per tile, up to NV output vec4s per row each.
+                vec![
+                    ("WG", 8),
+                    ("HG", hg),
+                    ("TM", 16),
+                    ("KB", 16),
+                    ("NV", 8),
+                    ("TM4", 4),
+                ]
+            }
+            AttentionKernel::Rows { d4, dv4, tm, sg } => {
+                direct(&mut d, D::KindRows);
+                d.push(D::KvTex);
+                if sg {
+                    d.push(D::Sg);
+                }
+                vec![
+                    ("WG", 64),
+                    ("TM", tm),
+                    ("D4", d4),
+                    ("DV4", dv4),
+                    ("KB", 8),
+                    ("KF", d4.div_ceil(8)),
+                    ("VF", dv4.div_ceil(8)),
+                ]
+            }
+            AttentionKernel::Pack { w4, k } => {
+                d.push(D::KindPack);
+                if k {
+                    d.push(D::PackK);
+                }
+                vec![("W4", w4)]
+            }
+            AttentionKernel::Split { d4, dv4, tex } => {
+                d.push(D::KindSplit);
+                if tex {
+                    d.push(D::KvTex);
+                }
+                vec![("D4", d4), ("DV4", dv4), ("KB", 8)]
+            }
+            AttentionKernel::Merge { d4, dv4 } => {
+                d = vec![];
+                if f16 {
+                    d.push(D::OutF16);
+                }
+                direct(&mut d, D::KindMerge);
+                vec![("D4", d4), ("DV4", dv4)]
+            }
+            AttentionKernel::Softmax => {
+                d = vec![D::KindSoftmax, D::Masks];
+                if self.bias {
+                    d.push(D::Bias);
+                }
+                if self.lse {
+                    d.push(D::Lse);
+                }
+                vec![]
+            }
+            AttentionKernel::Permute => {
+                d = vec![D::KindPermute];
+                vec![]
+            }
+        };
+        // The kernel's own file after the shared part (WGSL declarations may
+        // come in any order).
+        let own = match self.kernel {
+            AttentionKernel::Tiles { .. }
+            | AttentionKernel::KeySplit { .. }
+            | AttentionKernel::Blocks { .. }
+            | AttentionKernel::Rows { .. } => FLASH,
+            AttentionKernel::Pack { .. } => "",
+            AttentionKernel::Split { .. } | AttentionKernel::Merge { .. } => SPLIT_KV,
+            AttentionKernel::Softmax | AttentionKernel::Permute => NAIVE,
+        };
+        let src = [COMMON, KV_TEXELS, own].concat();
+        shader::render(self, &src, self.dtype, false, &d, &consts)
+    }
+}
