@@ -120,19 +120,21 @@ fn incremental_add_matches_single_add() {
     assert_eq!(got.ids, want, "FLASHDOT_SEED={}", seed());
 }
 
-/// Recall@10 of `storage` against the f32 index on 100,000 × 768 Gaussian
+/// Recall@10 of `storage` against the f32 index on `n` × 768 Gaussian
 /// vectors (cosine, so normalised) where each of the 20 queries has ten planted
 /// near-duplicates in the corpus: the true top-10 is well separated from the rest,
 /// as in real embedding search, so reduced precision should not lose it.
-fn recall(storage: Storage) -> f64 {
+fn recall(storage: Storage, n: usize) -> f64 {
     let ctx = ctx();
-    let (n, d, m, k) = (100_000, 768, 20, 10);
+    let (d, m, k) = (768, 20, 10);
     let mut r = rng("recall corpus");
     let mut corpus = gaussian(&mut r, n * d);
     let bases: Vec<Vec<f32>> = (0..m).map(|_| gaussian(&mut r, d)).collect();
+    // Planted rows spread over the corpus (every 401st row when it is large).
+    let stride = (n / (m * 10 + 1)).min(401);
     for (qi, base) in bases.iter().enumerate() {
         for dup in 0..10 {
-            let row = 97 + (qi * 10 + dup) * 401;
+            let row = 97 + (qi * 10 + dup) * stride;
             for t in 0..d {
                 corpus[row * d + t] = base[t] + 0.3 * r.random_range(-1.0f32..1.0);
             }
@@ -163,7 +165,7 @@ fn recall(storage: Storage) -> f64 {
         let mut e = exact.ids[q * k..(q + 1) * k].to_vec();
         e.sort();
         let planted: Vec<u32> = (0..10)
-            .map(|dup| (97 + (q * 10 + dup) * 401) as u32)
+            .map(|dup| (97 + (q * 10 + dup) * stride) as u32)
             .collect();
         assert_eq!(
             e, planted,
@@ -184,8 +186,18 @@ fn recall(storage: Storage) -> f64 {
 
 #[test]
 fn recall_f16_and_int8() {
+    recall_f16_and_int8_at(20_000);
+}
+
+#[test]
+#[ignore = "long tier: cargo test --release -- --ignored"]
+fn recall_f16_and_int8_large() {
+    recall_f16_and_int8_at(100_000);
+}
+
+fn recall_f16_and_int8_at(n: usize) {
     for s in [Storage::F16, Storage::Int8] {
-        let rc = recall(s);
+        let rc = recall(s, n);
         assert!(
             rc >= 0.99,
             "{s:?} recall@10 {rc} < 0.99 (FLASHDOT_SEED={})",

@@ -10,17 +10,20 @@ use super::{launch, problem, Activation, MatmulOptions, MatmulVariant, Problem};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Shape class for the autotuner cache: dtype, transposes, and each of m, n, k
-/// rounded up to a power of two.
+/// Shape class for the autotuner cache: dtype, transposes, each of m, n, k
+/// rounded up to a power of two, and whether k and n are multiples of 4
+/// (which decides the kernels that can serve the shape at all).
 fn shape_class(a: &Tensor, opts: &MatmulOptions, p: &Problem) -> String {
     format!(
-        "matmul:{}:{}{}:{}x{}x{}",
+        "matmul:{}:{}{}:{}x{}x{}:{}{}",
         a.dtype(),
         opts.trans_a as u8,
         opts.trans_b as u8,
         p.m.next_power_of_two(),
         p.n.next_power_of_two(),
-        p.k.next_power_of_two()
+        p.k.next_power_of_two(),
+        p.k.is_multiple_of(4) as u8,
+        p.n.is_multiple_of(4) as u8,
     )
 }
 

@@ -191,14 +191,14 @@ impl FlatIndex {
     }
 
     fn rows_per_chunk(&self) -> usize {
-        let lim = &self.ctx.info().limits;
+        let lim = self.ctx.profile();
         // A chunk no larger than one storage binding (a size every adapter
         // allocates at once), within the texture limits, and of at most 65,535
         // slices of 256 rows so that its slices fit one dispatch dimension.
-        let lines = 1usize << lim.max_texture_dimension_2d.max(1).ilog2();
+        let lines = 1usize << lim.max_texture_2d.max(1).ilog2();
         let cap = (self.ctx.max_binding() as usize / self.row_bytes())
             .min(65535 * 256)
-            .min(lines * lim.max_texture_array_layers.max(1) as usize)
+            .min(lines * lim.max_texture_layers.max(1) as usize)
             .max(1);
         let per = self.opts.max_chunk_rows.map_or(cap, |m| m.clamp(1, cap));
         // Whole layers when there are several, so none is left part empty.
@@ -212,13 +212,7 @@ impl FlatIndex {
     /// log2 of the lines per texture layer: a power of two (row → layer and line
     /// by shift and mask), no more than the texture limit or than a chunk needs.
     fn layer_shift(&self) -> u32 {
-        let max = self
-            .ctx
-            .info()
-            .limits
-            .max_texture_dimension_2d
-            .max(1)
-            .ilog2();
+        let max = self.ctx.profile().max_texture_2d.max(1).ilog2();
         self.rows_per_chunk().next_power_of_two().ilog2().min(max)
     }
 
@@ -235,7 +229,7 @@ impl FlatIndex {
                 ),
             });
         }
-        let width = self.ctx.info().limits.max_texture_dimension_2d as usize;
+        let width = self.ctx.profile().max_texture_2d as usize;
         if self.row_texels() > width {
             return Err(Error::Unsupported {
                 op: OP,
@@ -529,11 +523,11 @@ impl FlatIndex {
         let scan = ctx.pipeline(&plan.scan_spec(self.opts.storage, dv))?;
         let select = ctx.pipeline(&plan.select_spec())?;
         let mut slots = slices * plan.slice_slots();
-        let max = ctx.info().limits.max_compute_workgroups_per_dimension as usize;
+        let max = ctx.profile().max_workgroups_per_dim as usize;
         // Query blocks of qb rows, each at an aligned offset of one uniform
         // buffer (a scan dispatch binds one block); the last block is padded.
         let block = qb * 8 * dv * 4;
-        let align = ctx.info().limits.min_uniform_buffer_offset_alignment as usize;
+        let align = ctx.profile().uniform_offset_alignment as usize;
         let stride = block.next_multiple_of(align.max(16));
         let qblocks = m.div_ceil(qb);
         let mut qbytes = vec![0u8; qblocks * stride];
