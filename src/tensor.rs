@@ -33,15 +33,27 @@ impl Element for u32 {
 pub struct Tensor {
     pub(crate) ctx: Context,
     pub(crate) buffer: std::sync::Arc<crate::context::Tracked>,
+    /// Byte offset of the first element in `buffer` (an app's buffer may hold
+    /// the tensor anywhere at an aligned offset).
+    offset: u64,
     shape: Vec<usize>,
     dtype: DType,
 }
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({:?}, {})", self.shape, self.dtype)
+        write!(f, "Tensor({:?}, {})", self.shape, self.dtype)?;
+        if self.offset > 0 {
+            write!(f, " at byte {}", self.offset)?;
+        }
+        Ok(())
     }
 }
+
+/// The usages every tensor buffer has: kernels bind it, copies read and write it.
+pub const TENSOR_USAGES: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
 
 /// `[2, 3]`-style rendering used in error messages.
 pub(crate) fn shape_str(shape: &[usize]) -> String {
@@ -68,6 +80,16 @@ impl Tensor {
     }
 
     fn alloc(ctx: &Context, shape: &[usize], dtype: DType, op: &'static str) -> Result<Self> {
+        Self::alloc_with(ctx, shape, dtype, wgpu::BufferUsages::empty(), op)
+    }
+
+    fn alloc_with(
+        ctx: &Context,
+        shape: &[usize],
+        dtype: DType,
+        usage: wgpu::BufferUsages,
+        op: &'static str,
+    ) -> Result<Self> {
         Self::check_dtype(ctx, dtype, op)?;
         let len: usize = shape.iter().product();
         let bytes = padded_bytes(len, dtype);
@@ -84,15 +106,86 @@ impl Tensor {
             Ok(ctx.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(op),
                 size: bytes,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
+                usage: TENSOR_USAGES | usage,
                 mapped_at_creation: false,
             }))
         })?;
         Ok(Tensor {
             ctx: ctx.clone(),
             buffer: std::sync::Arc::new(buffer),
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype,
+        })
+    }
+
+    /// A tensor of zeros whose buffer also has `usage` (e.g. `VERTEX`,
+    /// `INDEX`, `UNIFORM`, `INDIRECT`), so that an app can draw from results.
+    /// Errors: as [`Tensor::zeros`]; [`Error::Gpu`] if wgpu refuses the
+    /// combination of usages.
+    pub fn zeros_with_usage(
+        ctx: &Context,
+        shape: &[usize],
+        dtype: DType,
+        usage: wgpu::BufferUsages,
+    ) -> Result<Self> {
+        Self::alloc_with(ctx, shape, dtype, usage, "Tensor::zeros_with_usage")
+    }
+
+    /// Wraps an app's buffer without a copy: the tensor's elements start at
+    /// byte `offset` of `buffer`, row-major. The buffer must be of this
+    /// context's device, have [`TENSOR_USAGES`] (`STORAGE | COPY_SRC |
+    /// COPY_DST`), and hold the tensor's bytes (rounded up to 4, at least
+    /// 16) from `offset`, a multiple of the adapter's storage offset
+    /// alignment. Writes by flashdot ops are visible to the app's later
+    /// submissions and the other way round (queue order).
+    ///
+    /// Errors: [`Error::InvalidArgument`] naming the missing usage, the
+    /// misaligned offset or the sizes; [`Error::Unsupported`] for f16 without
+    /// `SHADER_F16`.
+    pub fn from_buffer(
+        ctx: &Context,
+        buffer: wgpu::Buffer,
+        offset: u64,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Self> {
+        const OP: &str = "Tensor::from_buffer";
+        Self::check_dtype(ctx, dtype, OP)?;
+        let bad = |detail: String| Err(Error::InvalidArgument { op: OP, detail });
+        let missing = TENSOR_USAGES - buffer.usage();
+        if !missing.is_empty() {
+            return bad(format!(
+                "the buffer's usages {:?} lack {missing:?} (tensors need STORAGE | COPY_SRC | COPY_DST)",
+                buffer.usage()
+            ));
+        }
+        let align = ctx.profile().storage_offset_alignment.max(4) as u64;
+        if !offset.is_multiple_of(align) {
+            return bad(format!(
+                "offset {offset} is not a multiple of the adapter's storage offset alignment {align}"
+            ));
+        }
+        let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let bytes = len.and_then(|l| (l as u64).checked_mul(dtype.size()));
+        let Some(bytes) = bytes else {
+            return bad(format!("shape {} overflows", shape_str(shape)));
+        };
+        let need = (bytes.div_ceil(4) * 4).max(16);
+        if offset
+            .checked_add(need)
+            .is_none_or(|end| end > buffer.size())
+        {
+            return bad(format!(
+                "a {dtype} tensor of shape {} needs {need} bytes from offset {offset}; the buffer has {}",
+                shape_str(shape),
+                buffer.size()
+            ));
+        }
+        Ok(Tensor {
+            ctx: ctx.clone(),
+            buffer: std::sync::Arc::new(crate::context::Tracked::foreign(buffer)),
+            offset,
             shape: shape.to_vec(),
             dtype,
         })
@@ -147,19 +240,41 @@ impl Tensor {
             });
         }
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        self.ctx.scoped("Tensor::write", || {
-            let whole = bytes.len() / 4 * 4;
-            if whole > 0 {
-                self.ctx
-                    .queue()
-                    .write_buffer(&self.buffer, 0, &bytes[..whole]);
+        let ctx = &self.ctx;
+        // Copies work in 4-byte units: a last partial word is padded with zeros.
+        let whole = bytes.len() / 4 * 4;
+        let tail = (whole < bytes.len()).then(|| {
+            let mut w = [0u8; 4];
+            w[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            w
+        });
+        ctx.scoped("Tensor::write", || {
+            if ctx.is_recording() {
+                // In order with the recorded ops: a copy from a staging buffer
+                // (a queue write would land before all of them).
+                let mut contents = bytes[..whole].to_vec();
+                contents.extend(tail.iter().flatten());
+                if contents.is_empty() {
+                    return Ok(());
+                }
+                let staging = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("Tensor::write staging"),
+                    contents: &contents,
+                    usage: wgpu::BufferUsages::COPY_SRC,
+                });
+                let mut enc = ctx.encoder();
+                let n = contents.len() as u64;
+                enc.copy_buffer_to_buffer(&staging, 0, &self.buffer, self.offset, n);
+                ctx.submit(enc);
+                return Ok(());
             }
-            if whole < bytes.len() {
-                let mut tail = [0u8; 4];
-                tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-                self.ctx
-                    .queue()
-                    .write_buffer(&self.buffer, whole as u64, &tail);
+            if whole > 0 {
+                ctx.queue()
+                    .write_buffer(&self.buffer, self.offset, &bytes[..whole]);
+            }
+            if let Some(w) = tail {
+                ctx.queue()
+                    .write_buffer(&self.buffer, self.offset + whole as u64, &w);
             }
             Ok(())
         })
@@ -189,7 +304,8 @@ impl Tensor {
     pub fn context(&self) -> &Context {
         &self.ctx
     }
-    /// The underlying buffer (padded to a multiple of 4 bytes).
+    /// The underlying buffer; the tensor's bytes start at [`Tensor::offset`]
+    /// (padded to a multiple of 4 bytes).
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }
@@ -239,37 +355,75 @@ impl Tensor {
             return Ok(Vec::new());
         }
         let bytes = padded_bytes(self.len(), self.dtype);
-        let ctx = &self.ctx;
-        let staging = ctx.scoped("Tensor::to_vec", || {
-            let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let mut enc = ctx.device().create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, bytes);
-            ctx.queue().submit([enc.finish()]);
-            Ok(staging)
-        })?;
-        let slice = staging.slice(..);
-        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        ctx.synchronize()?;
-        match rx.receive().await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(Error::Readback(e.to_string())),
-            None => return Err(Error::Readback("map callback dropped".into())),
-        }
-        let data = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        let mut out: Vec<T> = bytemuck::pod_collect_to_vec(&data[..]);
+        let raw = self
+            .ctx
+            .read_buffer("Tensor::to_vec", &self.buffer, self.offset, bytes)
+            .await?;
+        let mut out: Vec<T> = bytemuck::pod_collect_to_vec(&raw);
         out.truncate(self.len());
-        drop(data);
-        staging.unmap();
         Ok(out)
+    }
+
+    /// The tensor's bytes in its buffer: padded to 4, at least 16.
+    pub(crate) fn padded_bytes(&self) -> u64 {
+        padded_bytes(self.len(), self.dtype)
+    }
+
+    /// Byte offset of the first element in [`Tensor::buffer`].
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The binding of the tensor's bytes (padded to 4, at least 16) for a kernel.
+    pub(crate) fn bind(&self) -> crate::context::Bind<'_> {
+        crate::context::Bind::Buffer {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: padded_bytes(self.len(), self.dtype),
+        }
+    }
+
+    /// Fails if an output shares its buffer with an input: wgpu does not let
+    /// one dispatch read and write a buffer (at any ranges).
+    pub(crate) fn disjoint(
+        op: &'static str,
+        outputs: &[(&str, &Tensor)],
+        inputs: &[(&str, &Tensor)],
+    ) -> Result<()> {
+        for (o, ot) in outputs {
+            for (i, it) in inputs {
+                if ot.buffer() == it.buffer() {
+                    return Err(Error::InvalidArgument {
+                        op,
+                        detail: format!(
+                            "{o} and {i} share one buffer, which a dispatch cannot both read \
+                             and write: give {o} a buffer of its own"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails unless every tensor lives on `self`'s context: wgpu objects of
+    /// two devices cannot meet in one dispatch.
+    pub(crate) fn same_context(op: &'static str, tensors: &[(&str, &Tensor)]) -> Result<()> {
+        let Some((first, t0)) = tensors.first() else {
+            return Ok(());
+        };
+        for (name, t) in &tensors[1..] {
+            if !std::sync::Arc::ptr_eq(&t.ctx.inner, &t0.ctx.inner) {
+                return Err(Error::InvalidArgument {
+                    op,
+                    detail: format!(
+                        "{first} is on context {:?} and {name} on another, {:?}: tensors of \
+                         one call must share a context",
+                        t0.ctx, t.ctx
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }

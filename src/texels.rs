@@ -47,15 +47,16 @@ impl TexelGrid {
     }
 }
 
-/// Encodes into `enc` a copy of the first `texels` vec4s of `src` (from byte 0,
-/// in `format`: see [`vec4_format`]) into a new 2-D array texture laid out by
+/// Encodes into `enc` a copy of the first `texels` vec4s of `src` (from byte
+/// `src_offset`, a multiple of the texel size, in `format`: see [`vec4_format`])
+/// into a new 2-D array texture laid out by
 /// `grid`, and returns its view (and the texture, to keep alive until the
 /// work that reads it is submitted). Plain buffer-to-texture copies: whole
 /// layers, then whole lines, then the last partial line.
 pub(crate) fn vec4_texture(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
-    src: &wgpu::Buffer,
+    (src, src_offset): (&wgpu::Buffer, u64),
     texels: u64,
     format: wgpu::TextureFormat,
     grid: TexelGrid,
@@ -86,7 +87,7 @@ pub(crate) fn vec4_texture(
             wgpu::TexelCopyBufferInfo {
                 buffer: src,
                 layout: wgpu::TexelCopyBufferLayout {
-                    offset,
+                    offset: src_offset + offset,
                     bytes_per_row: Some(row as u32),
                     rows_per_image: Some(lpl as u32),
                 },

@@ -13,6 +13,7 @@ impl Context {
     /// Creates a uniform buffer holding `params`.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, params: &T) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
+        self.inner.memory.count();
         self.inner
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -183,9 +184,12 @@ impl Context {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
     }
 
-    /// Submits recorded work.
-    pub(crate) fn submit(&self, enc: wgpu::CommandEncoder) {
-        self.inner.queue.submit([enc.finish()]);
+    /// Submits encoded work (inside [`Context::record`], keeps it for the
+    /// recording's one submission). Returns the submission's index.
+    pub(crate) fn submit(&self, enc: wgpu::CommandEncoder) -> Option<wgpu::SubmissionIndex> {
+        let enc = self.take_for_recording(enc)?;
+        let index = self.inner.queue.submit([enc.finish()]);
         self.start_background_compiles();
+        Some(index)
     }
 }

@@ -14,19 +14,34 @@ pub struct MemoryStats {
     pub live_bytes: u64,
     /// Most bytes alive at once since the context opened or [`Context::reset_peak_memory`].
     pub peak_bytes: u64,
+    /// Buffers and textures created since the context opened, parameter
+    /// blocks included: their growth over a call is what the call allocates.
+    pub buffers_created: u64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct MemCounter {
     live: AtomicU64,
     peak: AtomicU64,
+    created: AtomicU64,
 }
 
 /// A buffer whose bytes count in the context's [`MemoryStats`] while it lives.
 #[derive(Debug)]
 pub(crate) struct Tracked {
     buffer: wgpu::Buffer,
-    counter: Arc<MemCounter>,
+    /// `None` for a buffer the app owns ([`Tensor::from_buffer`](crate::Tensor::from_buffer)).
+    counter: Option<Arc<MemCounter>>,
+}
+
+impl Tracked {
+    /// An app's buffer: not flashdot's memory, not counted.
+    pub(crate) fn foreign(buffer: wgpu::Buffer) -> Tracked {
+        Tracked {
+            buffer,
+            counter: None,
+        }
+    }
 }
 
 impl std::ops::Deref for Tracked {
@@ -38,9 +53,9 @@ impl std::ops::Deref for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        self.counter
-            .live
-            .fetch_sub(self.buffer.size(), Ordering::Relaxed);
+        if let Some(c) = &self.counter {
+            c.live.fetch_sub(self.buffer.size(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -73,7 +88,13 @@ impl TrackedTexture {
 }
 
 impl MemCounter {
+    /// Counts a buffer whose bytes are not tracked (a parameter block).
+    pub(crate) fn count(&self) {
+        self.created.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn add(&self, bytes: u64) {
+        self.created.fetch_add(1, Ordering::Relaxed);
         let live = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(live, Ordering::Relaxed);
     }
@@ -86,6 +107,7 @@ impl Context {
         MemoryStats {
             live_bytes: m.live.load(Ordering::Relaxed),
             peak_bytes: m.peak.load(Ordering::Relaxed),
+            buffers_created: m.created.load(Ordering::Relaxed),
         }
     }
 
@@ -100,7 +122,7 @@ impl Context {
         self.inner.memory.add(buffer.size());
         Tracked {
             buffer,
-            counter: self.inner.memory.clone(),
+            counter: Some(self.inner.memory.clone()),
         }
     }
 

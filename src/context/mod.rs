@@ -10,6 +10,7 @@ mod memory;
 mod pipelines;
 mod profile;
 mod readback;
+mod record;
 mod timer;
 
 use std::fmt;
@@ -205,8 +206,11 @@ pub(crate) struct Inner {
     lost: Arc<Mutex<Option<String>>>,
     memory: Arc<memory::MemCounter>,
     timer: Mutex<Option<timer::GpuTimer>>,
+    /// Command buffers of a [`Context::record`] scope, submitted together.
+    recording: Mutex<Option<record::Recording>>,
     _adapter: wgpu::Adapter,
-    _instance: wgpu::Instance,
+    /// The instance a context opened itself (none for an app's device).
+    _instance: Option<wgpu::Instance>,
 }
 
 /// An open GPU device with its queue and pipeline cache.
@@ -333,31 +337,76 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             log::error!("flashdot: uncaptured wgpu error: {e}");
         }));
+        Ok(Self::assemble(
+            &adapter,
+            device,
+            queue,
+            lost,
+            options.wait_for_best_kernels,
+            Some(instance),
+        ))
+    }
+
+    /// A context on an app's own device and queue (a renderer's, an engine's):
+    /// flashdot's tensors and ops then live on the device the app already
+    /// drives, with no copy through the host. `adapter` is the one `device`
+    /// was requested from.
+    ///
+    /// The device is used with the features and limits it was created with:
+    /// flashdot plans around what is missing (f16 tensors without
+    /// `SHADER_F16` are [`Error::Unsupported`], kernels that need subgroups
+    /// or more workgroup memory are not planned). The app's device-lost and
+    /// uncaptured-error handlers are left alone: flashdot catches its own
+    /// errors with error scopes, and reports a lost device through the
+    /// errors of its calls (a poll that fails is [`Error::DeviceLost`]), not
+    /// through a callback of its own. Kernels are compiled before their first
+    /// use (no background compiles on the app's device).
+    pub fn from_wgpu(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Context {
+        Self::assemble(
+            adapter,
+            device,
+            queue,
+            Arc::new(Mutex::new(None)),
+            true,
+            None,
+        )
+    }
+
+    fn assemble(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        lost: Arc<Mutex<Option<String>>>,
+        wait_for_best: bool,
+        instance: Option<wgpu::Instance>,
+    ) -> Context {
+        let ainfo = adapter.get_info();
         let info = ContextInfo {
             name: ainfo.name.clone(),
             backend: ainfo.backend,
             device_type: ainfo.device_type,
             driver: ainfo.driver.clone(),
             driver_info: ainfo.driver_info.clone(),
-            features,
+            features: device.features() & OPTIONAL_FEATURES,
             subgroup_size: (ainfo.subgroup_min_size, ainfo.subgroup_max_size),
             limits: device.limits(),
         };
-        Ok(Context {
+        Context {
             inner: Arc::new(Inner {
                 device,
                 queue,
                 profile: DeviceProfile::from_info(&info),
                 info,
                 cache: Default::default(),
-                wait_for_best: options.wait_for_best_kernels,
+                wait_for_best,
                 lost,
                 memory: Arc::default(),
                 timer: Mutex::new(None),
-                _adapter: adapter,
+                recording: Mutex::new(None),
+                _adapter: adapter.clone(),
                 _instance: instance,
             }),
-        })
+        }
     }
 
     /// Adapter name, backend, device type, driver, features in use and key limits.
@@ -420,7 +469,11 @@ impl Context {
     }
 
     /// Blocks until all submitted work has finished.
+    ///
+    /// Errors: [`Error::DeviceLost`]; [`Error::InvalidArgument`] inside
+    /// [`Context::record`] (the recorded work is not submitted yet).
     pub fn synchronize(&self) -> Result<()> {
+        self.not_recording("Context::synchronize")?;
         self.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())

@@ -5,18 +5,21 @@ use super::Context;
 use crate::error::{Error, Result};
 
 impl Context {
-    /// Reads the first `bytes` bytes (a multiple of 4) of `src` back to the
-    /// host; `op` names the caller in errors.
+    /// Reads `bytes` bytes (a multiple of 4) of `src` from byte `offset` back
+    /// to the host, waiting for its own copy only; `op` names the caller in
+    /// errors. Inside [`Context::record`] it is an error.
     pub(crate) async fn read_buffer(
         &self,
         op: &'static str,
         src: &wgpu::Buffer,
+        offset: u64,
         bytes: u64,
     ) -> Result<Vec<u8>> {
+        self.not_recording(op)?;
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.scoped(op, || {
+        let (staging, index) = self.scoped(op, || {
             let staging = self.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
                 size: bytes,
@@ -24,16 +27,25 @@ impl Context {
                 mapped_at_creation: false,
             });
             let mut enc = self.encoder();
-            enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
-            self.queue().submit([enc.finish()]);
-            Ok(staging)
+            enc.copy_buffer_to_buffer(src, offset, &staging, 0, bytes);
+            let index = self.queue().submit([enc.finish()]);
+            Ok((staging, index))
         })?;
         let slice = staging.slice(..);
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.synchronize()?;
+        // Wait for this copy (and what was submitted before it), not for work
+        // other threads submit meanwhile.
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::DeviceLost(e.to_string()))?;
+        self.check_alive()?;
         match rx.receive().await {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::Readback(e.to_string())),

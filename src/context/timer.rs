@@ -66,7 +66,7 @@ impl Context {
             self.submit(enc);
             Ok(())
         })?;
-        let raw = pollster::block_on(self.read_buffer("gpu timer", &resolve, bytes))?;
+        let raw = pollster::block_on(self.read_buffer("gpu timer", &resolve, 0, bytes))?;
         let ticks: Vec<u64> = raw
             .chunks_exact(8)
             .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))

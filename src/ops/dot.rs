@@ -218,6 +218,7 @@ pub fn plan(a: &Tensor, b: &Tensor, variant: DotVariant) -> Result<DotPlan> {
 }
 
 fn out_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
+    Tensor::same_context(op, &[("a", a), ("b", b)])?;
     if a.shape() != b.shape() || a.shape().is_empty() {
         return Err(Error::Shape {
             op,
@@ -260,6 +261,8 @@ pub fn dot_with(a: &Tensor, b: &Tensor, variant: DotVariant) -> Result<Tensor> {
 pub fn dot_into(a: &Tensor, b: &Tensor, variant: DotVariant, out: &Tensor) -> Result<()> {
     const OP: &str = "dot";
     let shape = out_shape(OP, a, b)?;
+    Tensor::same_context(OP, &[("a", a), ("out", out)])?;
+    Tensor::disjoint(OP, &[("out", out)], &[("a", a), ("b", b)])?;
     if out.shape() != shape.as_slice() || out.dtype() != DType::F32 {
         return Err(Error::Shape {
             op: OP,
@@ -287,9 +290,12 @@ pub fn dot_into(a: &Tensor, b: &Tensor, variant: DotVariant, out: &Tensor) -> Re
         while r0 < n {
             let rows = plan.rows_per_window.min(n - r0);
             let (first, count) = ((r0 * d) as u64, (rows * d) as u64);
-            let wa = ctx.window(a.buffer().size(), eb, first, count);
-            let wb = ctx.window(b.buffer().size(), eb, first, count);
-            let wo = ctx.window(out.buffer().size(), 4, r0 as u64, rows as u64);
+            // Windows count from the start of each buffer; a tensor's own
+            // offset is aligned, so a whole number of elements.
+            let at = |t: &Tensor, e: u64| t.offset() / e;
+            let wa = ctx.window(a.buffer().size(), eb, at(a, eb) + first, count);
+            let wb = ctx.window(b.buffer().size(), eb, at(b, eb) + first, count);
+            let wo = ctx.window(out.buffer().size(), 4, at(out, 4) + r0 as u64, rows as u64);
             let (Some(wa), Some(wb), Some(wo)) = (wa, wb, wo) else {
                 return Err(Error::TooLarge {
                     op: OP,

@@ -132,7 +132,7 @@ fn run(
     ctx.scoped(op, || {
         let ubuf = ctx.uniform(&p);
         let b: Vec<(u32, Bind)> = (slot::FIRST_INPUT..)
-            .zip(binds.iter().map(|t| Bind::whole(t.buffer())))
+            .zip(binds.iter().map(|t| t.bind()))
             .collect();
         let mut enc = ctx.encoder();
         let (gx, gy) = ctx.grid((rows as u32).div_ceil(64));
@@ -154,6 +154,8 @@ pub fn normalize(x: &Tensor) -> Result<Tensor> {
 pub fn normalize_into(x: &Tensor, out: &Tensor) -> Result<()> {
     const OP: &str = "normalize";
     let (n, d) = rows_of(OP, x)?;
+    Tensor::same_context(OP, &[("x", x), ("out", out)])?;
+    Tensor::disjoint(OP, &[("out", out)], &[("x", x)])?;
     if out.shape() != x.shape() || out.dtype() != x.dtype() {
         return Err(Error::Shape {
             op: OP,
@@ -177,7 +179,8 @@ pub fn normalize_in_place(x: &Tensor) -> Result<()> {
     let ctx = x.context();
     ctx.scoped("normalize", || {
         let mut enc = ctx.encoder();
-        enc.copy_buffer_to_buffer(tmp.buffer(), 0, x.buffer(), 0, x.buffer().size());
+        let n = x.padded_bytes();
+        enc.copy_buffer_to_buffer(tmp.buffer(), tmp.offset(), x.buffer(), x.offset(), n);
         ctx.submit(enc);
         Ok(())
     })
@@ -198,6 +201,8 @@ pub fn cosine(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn cosine_into(a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
     const OP: &str = "cosine";
     let (n, d) = rows_of(OP, a)?;
+    Tensor::same_context(OP, &[("a", a), ("b", b), ("out", out)])?;
+    Tensor::disjoint(OP, &[("out", out)], &[("a", a), ("b", b)])?;
     if a.shape() != b.shape() || a.dtype() != b.dtype() {
         return Err(Error::Shape {
             op: OP,

@@ -12,20 +12,20 @@ use crate::tensor::Tensor;
 /// the per-row statistics (`stats`: the LSE, or split-KV's partial (max, sum)).
 pub(super) fn common_binds<'a>(
     io: &Inputs<'a>,
-    out: &'a wgpu::Buffer,
+    out: Bind<'a>,
     kvlen: &'a Tracked,
-    stats: Option<&'a wgpu::Buffer>,
+    stats: Option<Bind<'a>>,
 ) -> Vec<(u32, Bind<'a>)> {
     let mut binds = vec![
-        (slot::Q, Bind::whole(io.q.buffer())),
-        (slot::OUT, Bind::whole(out)),
+        (slot::Q, io.q.bind()),
+        (slot::OUT, out),
         (slot::KV_LEN, Bind::whole(kvlen)),
     ];
     if let Some(b) = io.bias {
-        binds.push((slot::BIAS, Bind::whole(b.buffer())));
+        binds.push((slot::BIAS, b.bind()));
     }
     if let Some(s) = stats {
-        binds.push((slot::STATS, Bind::whole(s)));
+        binds.push((slot::STATS, s));
     }
     binds
 }
@@ -47,11 +47,8 @@ pub(super) fn run(
     let pipe = ctx.pipeline(spec)?;
     ctx.scoped(OP, || {
         let ubuf = ctx.uniform(p);
-        let mut binds = common_binds(io, out.buffer(), kvlen, lse.map(|l| l.buffer()));
-        binds.extend([
-            (slot::K, Bind::whole(io.k.buffer())),
-            (slot::V, Bind::whole(io.v.buffer())),
-        ]);
+        let mut binds = common_binds(io, out.bind(), kvlen, lse.map(|l| l.bind()));
+        binds.extend([(slot::K, io.k.bind()), (slot::V, io.v.bind())]);
         let mut enc = ctx.encoder();
         let groups = (
             dims.sq.div_ceil(row_block as usize) as u32,
@@ -102,7 +99,7 @@ pub(super) fn run_rows(
         let ubuf = ctx.uniform(&p);
         let mut enc = ctx.encoder();
         let tex = KvTexels::encode(ctx, &mut enc, &packs, &ubuf, [io.k, io.v], dims, kv)?;
-        let mut binds = common_binds(io, out.buffer(), kvlen, lse.map(|l| l.buffer()));
+        let mut binds = common_binds(io, out.bind(), kvlen, lse.map(|l| l.bind()));
         binds.extend([
             (slot::K_TEXELS, Bind::texture(&tex.views[0])),
             (slot::V_TEXELS, Bind::texture(&tex.views[1])),

@@ -128,10 +128,7 @@ impl KvTexels {
                     enc,
                     pack,
                     ubuf,
-                    &[
-                        (input, Bind::whole(src.buffer())),
-                        (slot::PACKED, Bind::whole(&buf)),
-                    ],
+                    &[(input, src.bind()), (slot::PACKED, Bind::whole(&buf))],
                     (
                         (dims.sk * w4s[i] as usize).div_ceil(64) as u32,
                         (dims.b * dims.hkv) as u32,
@@ -140,11 +137,14 @@ impl KvTexels {
                 );
                 buf
             });
-            let src_buf: &wgpu::Buffer = packed.as_deref().unwrap_or(src.buffer());
+            let (src_buf, src_offset) = match &packed {
+                Some(p) => (&**p, 0),
+                None => (src.buffer(), src.offset()),
+            };
             let made = vec4_texture(
                 ctx,
                 enc,
-                src_buf,
+                (src_buf, src_offset),
                 geo.texels[i],
                 format,
                 geo.grid,

@@ -260,6 +260,9 @@ impl Dims {
 pub(crate) const OP: &str = "attention";
 
 fn check(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOptions) -> Result<Dims> {
+    let mut operands = vec![("q", q), ("k", k), ("v", v)];
+    operands.extend(o.bias.map(|t| ("bias", t)));
+    Tensor::same_context(OP, &operands)?;
     let shapes = || {
         format!(
             "q {}, k {}, v {} ({:?} layout)",
@@ -390,6 +393,13 @@ pub fn attention_into(
     lse: Option<&Tensor>,
 ) -> Result<()> {
     let dims = check(q, k, v, opts)?;
+    let mut outputs = vec![("out", out)];
+    outputs.extend(lse.map(|t| ("lse", t)));
+    let mut inputs = vec![("q", q), ("k", k), ("v", v)];
+    inputs.extend(opts.bias.map(|t| ("bias", t)));
+    Tensor::disjoint(OP, &outputs, &inputs)?;
+    outputs.push(("q", q));
+    Tensor::same_context(OP, &outputs)?;
     let ctx = q.context();
     if out.shape() != dims.out_shape(opts.layout).as_slice() || out.dtype() != q.dtype() {
         return Err(Error::Shape {
@@ -520,7 +530,7 @@ fn zero_fill(t: &Tensor) -> Result<()> {
     let ctx = t.context();
     ctx.scoped(OP, || {
         let mut enc = ctx.encoder();
-        enc.clear_buffer(t.buffer(), 0, None);
+        enc.clear_buffer(t.buffer(), t.offset(), Some(t.padded_bytes()));
         ctx.submit(enc);
         Ok(())
     })

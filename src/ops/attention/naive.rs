@@ -56,15 +56,15 @@ pub(super) fn run(
     ctx.scoped(OP, || {
         let ubuf = ctx.uniform(p);
         let mut binds = vec![
-            (slot::IN1, Bind::whole(s.buffer())),
-            (slot::IN2, Bind::whole(probs.buffer())),
+            (slot::IN1, s.bind()),
+            (slot::IN2, probs.bind()),
             (slot::KV_LEN, Bind::whole(&kvlen)),
         ];
         if let Some(b) = io.bias {
-            binds.push((slot::BIAS, Bind::whole(b.buffer())));
+            binds.push((slot::BIAS, b.bind()));
         }
         if let Some(l) = lse {
-            binds.push((slot::STATS, Bind::whole(l.buffer())));
+            binds.push((slot::STATS, l.bind()));
         }
         let (gx, gy) = ctx.grid((dims.b * dims.hq * dims.sq) as u32);
         let mut enc = ctx.encoder();
@@ -92,7 +92,8 @@ fn copy(src: &Tensor, dst: &Tensor) -> Result<()> {
     let ctx = src.context();
     ctx.scoped(OP, || {
         let mut enc = ctx.encoder();
-        enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, dst.buffer().size());
+        let n = dst.padded_bytes();
+        enc.copy_buffer_to_buffer(src.buffer(), src.offset(), dst.buffer(), dst.offset(), n);
         ctx.submit(enc);
         Ok(())
     })
@@ -129,10 +130,7 @@ fn permute(t: &Tensor, b: usize, x: usize, y: usize, d: usize) -> Result<Tensor>
             &mut enc,
             &pipe,
             &ubuf,
-            &[
-                (slot::IN1, Bind::whole(t.buffer())),
-                (slot::IN2, Bind::whole(out.buffer())),
-            ],
+            &[(slot::IN1, t.bind()), (slot::IN2, out.bind())],
             (gx, gy, 1),
         );
         ctx.submit(enc);

@@ -70,26 +70,23 @@ pub(super) fn run(
         let tex = kv
             .map(|g| KvTexels::encode(ctx, &mut enc, &packs, &ubuf, [io.k, io.v], dims, g))
             .transpose()?;
-        let mut binds = common_binds(io, &part_o, kvlen, Some(&part_ml));
+        let mut binds = common_binds(io, Bind::whole(&part_o), kvlen, Some(Bind::whole(&part_ml)));
         match &tex {
             Some(t) => binds.extend([
                 (slot::K_TEXELS, Bind::texture(&t.views[0])),
                 (slot::V_TEXELS, Bind::texture(&t.views[1])),
             ]),
-            None => binds.extend([
-                (slot::K, Bind::whole(io.k.buffer())),
-                (slot::V, Bind::whole(io.v.buffer())),
-            ]),
+            None => binds.extend([(slot::K, io.k.bind()), (slot::V, io.v.bind())]),
         }
         let groups = (nsplit.div_ceil(64) as u32, nrows as u32, 1);
         ctx.dispatch(&mut enc, &pipe1, &ubuf, &binds, groups);
         let mut binds = vec![
             (slot::IN1, Bind::whole(&part_o)),
             (slot::IN2, Bind::whole(&part_ml)),
-            (slot::OUT, Bind::whole(out.buffer())),
+            (slot::OUT, out.bind()),
         ];
         if let Some(l) = lse {
-            binds.push((slot::STATS, Bind::whole(l.buffer())));
+            binds.push((slot::STATS, l.bind()));
         }
         let (gx, gy) = ctx.grid((nrows * dv4 as usize).div_ceil(64) as u32);
         ctx.dispatch(&mut enc, &pipe2, &ubuf, &binds, (gx, gy, 1));

@@ -57,6 +57,10 @@ pub(super) fn autotune(
 ) -> Result<MatmulPlan> {
     let ctx = a.context();
     let profile = ctx.profile();
+    if cached(a, opts, p).is_none() {
+        // Tuning times candidates now, which a recording would defer.
+        ctx.not_recording("matmul autotune")?;
+    }
     let full = |v: MatmulVariant| plan_for(op, profile, p, opts, v, a.dtype(), bias.is_some(), act);
     if let Some(v) = cached(a, opts, p) {
         return full(v);

@@ -341,6 +341,13 @@ fn gemm(
     opts: &MatmulOptions,
     out: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let mut operands = vec![("a", a), ("b", b)];
+    operands.extend(bias.map(|t| ("bias", t)));
+    if let Some(o) = out {
+        Tensor::disjoint(op, &[("out", o)], &operands)?;
+        operands.push(("out", o));
+    }
+    Tensor::same_context(op, &operands)?;
     let ctx = a.context();
     if a.dtype() != b.dtype() || a.dtype() == DType::U32 {
         return Err(Error::InvalidArgument {
@@ -488,7 +495,7 @@ fn launch(
                 vec4_texture(
                     ctx,
                     &mut enc,
-                    t.buffer(),
+                    (t.buffer(), t.offset()),
                     n,
                     format,
                     grid,
@@ -500,15 +507,12 @@ fn launch(
             Some([(av, _), (bv, _)]) => {
                 vec![(slot::A, Bind::texture(av)), (slot::B, Bind::texture(bv))]
             }
-            None => vec![
-                (slot::A, Bind::whole(a.buffer())),
-                (slot::B, Bind::whole(b.buffer())),
-            ],
+            None => vec![(slot::A, a.bind()), (slot::B, b.bind())],
         };
         binds.push((slot::OFFSETS, Bind::whole(&offs)));
-        binds.push((slot::OUT, Bind::whole(out.buffer())));
+        binds.push((slot::OUT, out.bind()));
         if let Some(bias) = bias {
-            binds.push((slot::BIAS, Bind::whole(bias.buffer())));
+            binds.push((slot::BIAS, bias.bind()));
         }
         ctx.dispatch(&mut enc, &pipeline, &ubuf, &binds, plan.groups);
         ctx.submit(enc);

@@ -618,7 +618,7 @@ impl FlatIndex {
         let t = crate::Tensor::zeros(ctx, &[m * slots * 2], DType::U32)?;
         ctx.scoped(OP, || {
             let mut enc = ctx.encoder();
-            enc.copy_buffer_to_buffer(&result, 0, t.buffer(), 0, (m * slots * 8) as u64);
+            enc.copy_buffer_to_buffer(&result, 0, t.buffer(), t.offset(), (m * slots * 8) as u64);
             ctx.submit(enc);
             Ok(())
         })?;

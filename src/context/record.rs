@@ -1,0 +1,124 @@
+//! Recording: the ops a thread runs inside [`Context::record`] are encoded as
+//! usual but submitted together, in order, as one submission when the scope
+//! ends, instead of one submission each.
+
+use std::thread::ThreadId;
+
+use super::Context;
+use crate::error::{Error, Result};
+
+/// The command buffers one thread records on a context.
+#[derive(Debug)]
+pub(crate) struct Recording {
+    thread: ThreadId,
+    buffers: Vec<wgpu::CommandBuffer>,
+}
+
+impl Context {
+    /// Runs `f` with every flashdot op it calls on this thread recorded
+    /// rather than submitted, then submits all of them in one submission (one
+    /// `queue.submit`, in call order) and returns `f`'s result. Other threads'
+    /// ops on the context are not captured.
+    ///
+    /// Results are readable after `record` returns: a readback inside the
+    /// scope (`Tensor::to_vec`, a host search, the autotuner's timing, a
+    /// `synchronize`) is [`Error::InvalidArgument`]. Host writes
+    /// (`Tensor::write`) inside the scope are recorded in order with the ops.
+    /// A nested `record` joins the outer one.
+    ///
+    /// Errors: `f`'s error (then nothing recorded is submitted);
+    /// [`Error::InvalidArgument`] if another thread is recording on this
+    /// context; [`Error::Gpu`] if the submission fails.
+    pub fn record<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let me = std::thread::current().id();
+        {
+            let mut rec = self.lock_recording();
+            match &*rec {
+                Some(r) if r.thread == me => {
+                    drop(rec);
+                    return f();
+                }
+                Some(_) => {
+                    return Err(Error::InvalidArgument {
+                        op: "Context::record",
+                        detail: "another thread is recording on this context".into(),
+                    })
+                }
+                None => {
+                    *rec = Some(Recording {
+                        thread: me,
+                        buffers: Vec::new(),
+                    })
+                }
+            }
+        }
+        let out = f();
+        let buffers = self
+            .lock_recording()
+            .take()
+            .map(|r| r.buffers)
+            .unwrap_or_default();
+        let out = out?;
+        self.scoped("Context::record", || {
+            self.inner.queue.submit(buffers);
+            Ok(())
+        })?;
+        self.start_background_compiles();
+        Ok(out)
+    }
+
+    fn lock_recording(&self) -> std::sync::MutexGuard<'_, Option<Recording>> {
+        self.inner
+            .recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this thread is inside [`Context::record`] on this context.
+    pub(crate) fn is_recording(&self) -> bool {
+        let me = std::thread::current().id();
+        self.lock_recording()
+            .as_ref()
+            .is_some_and(|r| r.thread == me)
+    }
+
+    /// Fails inside a recording: `what` needs the recorded work to have run.
+    pub(crate) fn not_recording(&self, what: &'static str) -> Result<()> {
+        if self.is_recording() {
+            return Err(Error::InvalidArgument {
+                op: what,
+                detail: "inside Context::record, which runs the recorded work when it ends: \
+                         read results (or time, tune, synchronize) after the recording"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Keeps `enc` for the recording of this thread, if there is one;
+    /// returns it otherwise.
+    pub(super) fn take_for_recording(
+        &self,
+        enc: wgpu::CommandEncoder,
+    ) -> Option<wgpu::CommandEncoder> {
+        let me = std::thread::current().id();
+        let mut rec = self.lock_recording();
+        match rec.as_mut() {
+            Some(r) if r.thread == me => {
+                r.buffers.push(enc.finish());
+                None
+            }
+            _ => Some(enc),
+        }
+    }
+}
+
+impl Context {
+    /// Submits an app's own encoder in order with flashdot's work: inside
+    /// [`Context::record`] it joins the recording (submitted when the scope
+    /// ends, after the ops recorded before it); otherwise it is submitted now
+    /// and its submission index returned.
+    pub fn submit_encoder(&self, enc: wgpu::CommandEncoder) -> Option<wgpu::SubmissionIndex> {
+        self.submit(enc)
+    }
+}

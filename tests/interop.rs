@@ -1,0 +1,255 @@
+//! flashdot inside a wgpu app: a context on the app's device, tensors on the
+//! app's buffers, ops recorded into one submission, contexts kept apart.
+
+mod common;
+
+use common::*;
+use flashdot::ops::attention::{attention, AttentionOptions, Causal, Layout};
+use flashdot::ops::dot::{dot, dot_into, DotVariant};
+use flashdot::ops::matmul::{linear, matmul, matmul_into, Activation, MatmulOptions};
+use flashdot::ops::similarity::{normalize, normalize_into};
+use flashdot::tensor::TENSOR_USAGES;
+use flashdot::{reference, verify, wgpu, Context, DType, Error, Tensor};
+
+/// An app's own device: what the adapter offers minus `drop`.
+fn app_device(drop: wgpu::Features) -> (wgpu::Adapter, wgpu::Device, wgpu::Queue) {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+        .unwrap_or_else(|e| panic!("flashdot tests need a GPU adapter: {e}"));
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_features: adapter.features() & !drop,
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .expect("the app's device");
+    (adapter, device, queue)
+}
+
+#[test]
+fn app_device_without_f16_plans_around_it() {
+    let (adapter, device, queue) = app_device(wgpu::Features::SHADER_F16);
+    let ctx = Context::from_wgpu(&adapter, device, queue);
+    assert!(!ctx.info().has_f16() && !ctx.profile().f16);
+    let e = Tensor::zeros(&ctx, &[4, 4], DType::F16).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    // f32 work runs on the app's device.
+    let a = Tensor::from_slice(&ctx, &[1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+    assert_eq!(
+        matmul(&a, &a).unwrap().to_vec::<f32>().unwrap(),
+        vec![7.0, 10.0, 15.0, 22.0]
+    );
+}
+
+#[test]
+fn app_buffers_wrapped_with_checks() {
+    let (adapter, device, queue) = app_device(wgpu::Features::empty());
+    let ctx = Context::from_wgpu(&adapter, device.clone(), queue.clone());
+    let align = ctx.profile().storage_offset_alignment as u64;
+    let buffer = |usage, size| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("app"),
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let no_copy = buffer(wgpu::BufferUsages::STORAGE, 1024);
+    let e = Tensor::from_buffer(&ctx, no_copy, 0, &[16], DType::F32).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains("COPY_SRC"),
+        "{e}"
+    );
+    let e =
+        Tensor::from_buffer(&ctx, buffer(TENSOR_USAGES, 4096), 4, &[16], DType::F32).unwrap_err();
+    assert!(e.to_string().contains("alignment"), "{e}");
+    let e = Tensor::from_buffer(&ctx, buffer(TENSOR_USAGES, 64), 0, &[17], DType::F32).unwrap_err();
+    assert!(e.to_string().contains("68 bytes"), "{e}");
+
+    // Operands at an aligned offset of one app buffer, the output at another:
+    // kernels bind the tensor's own range, copies start at its offset.
+    let (m, k, n) = (5, 8, 12);
+    let mut rng = rng("app buffer offsets");
+    let (a, b) = (uniform(&mut rng, m * k), uniform(&mut rng, k * n));
+    let up = |x: u64| x.div_ceil(align) * align;
+    let (off_a, off_b) = (align, up(align + 4 * (m * k) as u64));
+    let off_c = up(off_b + 4 * (k * n) as u64);
+    let shared = buffer(TENSOR_USAGES, off_c + 4096);
+    queue.write_buffer(&shared, off_a, bytemuck::cast_slice(&a));
+    queue.write_buffer(&shared, off_b, bytemuck::cast_slice(&b));
+    let ta = Tensor::from_buffer(&ctx, shared.clone(), off_a, &[m, k], DType::F32).unwrap();
+    let tb = Tensor::from_buffer(&ctx, shared.clone(), off_b, &[k, n], DType::F32).unwrap();
+    // A dispatch cannot read and write one buffer: an output there is refused.
+    let inside = Tensor::from_buffer(&ctx, shared.clone(), off_c, &[m, n], DType::F32).unwrap();
+    let e = matmul_into(&ta, &tb, &MatmulOptions::default(), &inside).unwrap_err();
+    assert!(e.to_string().contains("out and a share one buffer"), "{e}");
+    let other = buffer(TENSOR_USAGES, 2 * align + 4096);
+    let out = Tensor::from_buffer(&ctx, other, align, &[m, n], DType::F32).unwrap();
+    out.poison().unwrap();
+    for v in flashdot::ops::matmul::MatmulVariant::all(&ctx) {
+        matmul_into(&ta, &tb, &MatmulOptions::default().variant(v), &out).unwrap();
+        let want = reference::matmul::matmul(&a, &b, m, k, n, false, false);
+        check(
+            &verify::compare(&out.to_vec::<f32>().unwrap(), &want),
+            1e-5,
+            &format!("{v}"),
+        );
+    }
+    // The bytes before the operands are untouched by flashdot's writes.
+    let head =
+        Tensor::from_buffer(&ctx, shared.clone(), 0, &[(align / 4) as usize], DType::F32).unwrap();
+    assert_eq!(
+        head.to_vec::<f32>().unwrap(),
+        vec![0.0; (align / 4) as usize]
+    );
+    // Dot over the offset tensors (its row windows start at the offset).
+    let rows = Tensor::from_buffer(&ctx, shared, off_a, &[m, k], DType::F32).unwrap();
+    let want = reference::dot::dot(&a, &a, k);
+    check(
+        &verify::compare(&dot(&rows, &rows).unwrap().to_vec::<f32>().unwrap(), &want),
+        1e-6,
+        "dot",
+    );
+    // A result usable as the app's vertex buffer.
+    let v =
+        Tensor::zeros_with_usage(&ctx, &[3, 4], DType::F32, wgpu::BufferUsages::VERTEX).unwrap();
+    assert!(v
+        .buffer()
+        .usage()
+        .contains(wgpu::BufferUsages::VERTEX | TENSOR_USAGES));
+}
+
+#[test]
+fn tensors_of_two_contexts_are_refused_by_name() {
+    let (one, two) = (ctx(), Context::new().expect("a second context"));
+    let a = Tensor::zeros(&one, &[4, 8], DType::F32).unwrap();
+    let b = Tensor::zeros(&two, &[4, 8], DType::F32).unwrap();
+    let e = dot(&a, &b).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert!(
+        e.to_string().contains("a is on context") && e.to_string().contains("b on another"),
+        "{e}"
+    );
+    let e = matmul(&a, &Tensor::zeros(&two, &[8, 2], DType::F32).unwrap()).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    let q = Tensor::zeros(&one, &[1, 1, 2, 8], DType::F32).unwrap();
+    let k = Tensor::zeros(&two, &[1, 1, 2, 8], DType::F32).unwrap();
+    let e = attention(&q, &k, &k, &AttentionOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("k on another"), "{e}");
+    let out = Tensor::zeros(&two, &[4, 8], DType::F32).unwrap();
+    let e = normalize_into(&a, &out).unwrap_err();
+    assert!(e.to_string().contains("out on another"), "{e}");
+    let out = Tensor::zeros(&two, &[4], DType::F32).unwrap();
+    assert!(dot_into(&a, &a, DotVariant::Auto, &out).is_err());
+}
+
+/// linear → normalize → dot → attention recorded into one submission; every
+/// intermediate checked against the CPU reference after the scope.
+#[test]
+fn recorded_chain_matches_the_reference() {
+    let ctx = ctx();
+    let (rows, inp, hidden) = (33, 24, 16);
+    let mut rng = rng("recorded chain");
+    let x = uniform(&mut rng, rows * inp);
+    let w = uniform(&mut rng, hidden * inp);
+    let bias = uniform(&mut rng, hidden);
+    let (tx, tw, tb) = (
+        Tensor::from_slice(&ctx, &x, &[rows, inp]).unwrap(),
+        Tensor::from_slice(&ctx, &w, &[hidden, inp]).unwrap(),
+        Tensor::from_slice(&ctx, &bias, &[hidden]).unwrap(),
+    );
+    let submitted_before = ctx.memory_stats().buffers_created;
+    let (y, unit, dots, att) = ctx
+        .record(|| {
+            let y = linear(&tx, &tw, Some(&tb), Activation::GeluTanh)?;
+            // Inside the scope nothing has run yet: readbacks are refused.
+            let e = y.to_vec::<f32>().unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+            assert!(ctx.synchronize().is_err());
+            let unit = normalize(&y)?;
+            let dots = dot(&unit, &y)?;
+            // A host write in the scope lands in order with the ops.
+            let scratch = Tensor::zeros(&ctx, &[rows, hidden], DType::F32)?;
+            scratch.write(&vec![0.5f32; rows * hidden])?;
+            let q = y.reshape(&[1, rows, 1, hidden])?;
+            let kv = scratch.reshape(&[1, rows, 1, hidden])?;
+            let opts = AttentionOptions::default()
+                .layout(Layout::Bshd)
+                .causal(Causal::TopLeft);
+            let att = attention(&q, &kv, &q, &opts)?.out;
+            Ok((y, unit, dots, att))
+        })
+        .unwrap();
+    assert!(ctx.memory_stats().buffers_created > submitted_before);
+    let want_y = reference::matmul::linear(
+        &x,
+        &w,
+        Some(&bias),
+        Activation::GeluTanh,
+        1.0,
+        rows,
+        inp,
+        hidden,
+    );
+    let got_y = y.to_vec::<f32>().unwrap();
+    check(&verify::compare(&got_y, &want_y), 1e-5, "linear");
+    let want_unit = reference::similarity::normalize(&got_y, hidden);
+    let got_unit = unit.to_vec::<f32>().unwrap();
+    check(&verify::compare(&got_unit, &want_unit), 1e-5, "normalize");
+    let want_dots = reference::dot::dot(&got_unit, &got_y, hidden);
+    check(
+        &verify::compare(&dots.to_vec::<f32>().unwrap(), &want_dots),
+        1e-5,
+        "dot",
+    );
+    let (want_att, _) = reference::attention::attention(&reference::attention::AttentionRef {
+        q: &got_y,
+        k: &vec![0.5f32; rows * hidden],
+        v: &got_y,
+        dims: [1, 1, 1, rows, rows, hidden, hidden],
+        layout: Layout::Bshd,
+        causal: Causal::TopLeft,
+        scale: None,
+        kv_len: None,
+        bias: None,
+    });
+    check(
+        &verify::compare(&att.to_vec::<f32>().unwrap(), &want_att),
+        1e-5,
+        "attention",
+    );
+    // A failing op inside the scope submits nothing and returns its error.
+    let e = ctx.record(|| matmul(&tx, &tx).map(|_| ())).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+}
+
+/// One thread's long matmul and another's small readbacks on one context:
+/// both correct; the small thread's wait is printed (a measurement, not an
+/// assertion: the readback waits for its own submission, not the device).
+#[test]
+fn small_readback_beside_a_long_matmul() {
+    let ctx = ctx();
+    let n = 512;
+    let big = Tensor::from_slice(&ctx, &vec![1.0f32; n * n], &[n, n]).unwrap();
+    let small = Tensor::from_slice(&ctx, &[1.0f32, 2.0, 3.0], &[1, 3]).unwrap();
+    std::thread::scope(|s| {
+        let long = s.spawn(|| {
+            let t = std::time::Instant::now();
+            for _ in 0..4 {
+                let c = matmul(&big, &big).unwrap();
+                assert_eq!(c.to_vec::<f32>().unwrap()[0], n as f32);
+            }
+            t.elapsed()
+        });
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let t = std::time::Instant::now();
+            assert_eq!(
+                dot(&small, &small).unwrap().to_vec::<f32>().unwrap(),
+                vec![14.0]
+            );
+            waits.push(t.elapsed());
+        }
+        let long = long.join().unwrap();
+        eprintln!("4 long 512³ matmuls: {long:?}; small dot + readback waits: {waits:?}");
+    });
+}
