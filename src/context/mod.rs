@@ -1,8 +1,8 @@
 //! The GPU context, in layers: opening the instance, adapter, device and queue
 //! (this file), the [`DeviceProfile`] that planners decide from, device memory
-//! accounting ([`memory`]), the pipeline cache with background compiles
-//! ([`pipelines`]), the GPU timer ([`timer`]), the one readback path
-//! ([`readback`]) and the dispatch helpers ([`dispatch`]). Nothing here knows
+//! accounting (`memory`), the pipeline cache with background compiles
+//! (`pipelines`), the GPU timer (`timer`), the one readback path
+//! (`readback`) and the dispatch helpers (`dispatch`). Nothing here knows
 //! tensors or ops.
 
 mod dispatch;

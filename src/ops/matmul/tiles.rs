@@ -24,7 +24,7 @@ pub enum TileConfig {
     /// Like `Broadcast`, with vec4 loads: A along K, B along N (or along K when B
     /// is transposed). Serves `k % 4 == 0` (and `n % 4 == 0` unless B is
     /// transposed) with A not transposed; forced on other shapes it is
-    /// [`Error::Unsupported`].
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
     Vec4 {
         /// Invocations per workgroup.
         wg: u32,
@@ -40,7 +40,7 @@ pub enum TileConfig {
     /// invocations and shared by subgroup broadcast. Costs a device copy of A
     /// and B for the call. Serves A not transposed, `k % 4 == 0`, `n % 4 == 0`
     /// unless B is transposed, and textures within the adapter's limits;
-    /// forced on other shapes it is [`Error::Unsupported`].
+    /// forced on other shapes it is [`Error::Unsupported`](crate::Error::Unsupported).
     Texel {
         /// Invocations per workgroup (at least 8).
         wg: u32,
