@@ -280,6 +280,112 @@ impl Tensor {
         })
     }
 
+    /// The byte range of `n` elements starting at the element addressed by
+    /// the leading coordinates `at` (a prefix of the shape; the rest are 0).
+    fn range_at(&self, op: &'static str, at: &[usize], n: usize) -> Result<(u64, u64)> {
+        let bad = |detail: String| Error::Shape { op, detail };
+        if at.len() > self.shape.len() || at.iter().zip(&self.shape).any(|(&i, &d)| i >= d) {
+            return Err(bad(format!(
+                "position {at:?} is outside shape {}",
+                shape_str(&self.shape)
+            )));
+        }
+        let mut first = 0usize;
+        let mut stride = self.len();
+        for (&i, &d) in at.iter().zip(&self.shape) {
+            stride /= d;
+            first += i * stride;
+        }
+        if first + n > self.len() {
+            return Err(bad(format!(
+                "{n} elements from position {at:?} run past the end of shape {}",
+                shape_str(&self.shape)
+            )));
+        }
+        let es = self.dtype.size();
+        let (start, bytes) = (first as u64 * es, n as u64 * es);
+        if !start.is_multiple_of(4) || !bytes.is_multiple_of(4) {
+            return Err(Error::InvalidArgument {
+                op,
+                detail: format!(
+                    "{n} {} elements at element {first}: partial writes move whole 4-byte words",
+                    self.dtype
+                ),
+            });
+        }
+        Ok((self.offset + start, bytes))
+    }
+
+    /// Overwrites `data.len()` consecutive elements starting at the element
+    /// whose leading coordinates are `at` (a KV-cache append: `at = [b, t]`
+    /// of a `[batch, capacity, heads, dim]` cache and one token's `heads·dim`
+    /// values), in queue order with the ops (recorded in order inside
+    /// [`Context::record`]).
+    ///
+    /// Errors: [`Error::Shape`] for a position outside the shape or a run
+    /// past its end, a dtype that is not the tensor's; [`Error::InvalidArgument`]
+    /// when the run does not start and end on 4-byte words (f16 runs of odd
+    /// length or at odd positions).
+    pub fn write_at<T: Element>(&self, at: &[usize], data: &[T]) -> Result<()> {
+        const OP: &str = "Tensor::write_at";
+        if T::DTYPE != self.dtype {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!("{} data written into a {} tensor", T::DTYPE, self.dtype),
+            });
+        }
+        let (start, bytes) = self.range_at(OP, at, data.len())?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        let ctx = &self.ctx;
+        ctx.scoped(OP, || {
+            let contents: &[u8] = bytemuck::cast_slice(data);
+            if ctx.is_recording() {
+                let staging = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("Tensor::write_at staging"),
+                    contents,
+                    usage: wgpu::BufferUsages::COPY_SRC,
+                });
+                let mut enc = ctx.encoder();
+                enc.copy_buffer_to_buffer(&staging, 0, &self.buffer, start, bytes);
+                ctx.submit(enc);
+            } else {
+                ctx.queue().write_buffer(&self.buffer, start, contents);
+            }
+            Ok(())
+        })
+    }
+
+    /// Copies all of `src`'s elements, on the device, into consecutive
+    /// elements of this tensor starting at leading coordinates `at` (a new
+    /// token's K or V rows appended to a cache without a host round trip).
+    ///
+    /// Errors: as [`Tensor::write_at`]; [`Error::InvalidArgument`] for
+    /// tensors of two contexts or one buffer.
+    pub fn copy_at(&self, at: &[usize], src: &Tensor) -> Result<()> {
+        const OP: &str = "Tensor::copy_at";
+        Tensor::same_context(OP, &[("self", self), ("src", src)])?;
+        Tensor::disjoint(OP, &[("self", self)], &[("src", src)])?;
+        if src.dtype != self.dtype {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!("a {} tensor copied into a {} tensor", src.dtype, self.dtype),
+            });
+        }
+        let (start, bytes) = self.range_at(OP, at, src.len())?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        let ctx = &self.ctx;
+        ctx.scoped(OP, || {
+            let mut enc = ctx.encoder();
+            enc.copy_buffer_to_buffer(&src.buffer, src.offset, &self.buffer, start, bytes);
+            ctx.submit(enc);
+            Ok(())
+        })
+    }
+
     /// Shape (row-major).
     pub fn shape(&self) -> &[usize] {
         &self.shape

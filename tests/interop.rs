@@ -253,3 +253,66 @@ fn small_readback_beside_a_long_matmul() {
         eprintln!("4 long 512³ matmuls: {long:?}; small dot + readback waits: {waits:?}");
     });
 }
+
+/// A KV cache filled token by token, from the host (`write_at`) and from
+/// device tensors (`copy_at`), inside and outside a recording; attention over
+/// the filled part equals attention over the same keys given whole.
+#[test]
+fn kv_cache_appends_then_attention() {
+    let ctx = ctx();
+    let (cap, h, d, t) = (16, 2, 8, 5);
+    let mut rng = rng("kv cache appends");
+    let k = uniform(&mut rng, t * h * d);
+    let v = uniform(&mut rng, t * h * d);
+    let q = uniform(&mut rng, h * d);
+    let kc = Tensor::zeros(&ctx, &[1, cap, h, d], DType::F32).unwrap();
+    let vc = Tensor::zeros(&ctx, &[1, cap, h, d], DType::F32).unwrap();
+    let row = |x: &[f32], i: usize| x[i * h * d..(i + 1) * h * d].to_vec();
+    for i in 0..t {
+        if i % 2 == 0 {
+            kc.write_at(&[0, i], &row(&k, i)).unwrap();
+            let dev = Tensor::from_slice(&ctx, &row(&v, i), &[h, d]).unwrap();
+            ctx.record(|| vc.copy_at(&[0, i], &dev)).unwrap();
+        } else {
+            ctx.record(|| kc.write_at(&[0, i], &row(&k, i))).unwrap();
+            let dev = Tensor::from_slice(&ctx, &row(&v, i), &[1, 1, h, d]).unwrap();
+            vc.copy_at(&[0, i], &dev).unwrap();
+        }
+    }
+    let gq = Tensor::from_slice(&ctx, &q, &[1, 1, h, d]).unwrap();
+    let lens = [t as u32];
+    let opts = AttentionOptions::default()
+        .layout(Layout::Bshd)
+        .kv_len(&lens);
+    let got = attention(&gq, &kc, &vc, &opts)
+        .unwrap()
+        .out
+        .to_vec::<f32>()
+        .unwrap();
+    let (want, _) = reference::attention::attention(&reference::attention::AttentionRef {
+        q: &q,
+        k: &k,
+        v: &v,
+        dims: [1, h, h, 1, t, d, d],
+        layout: Layout::Bshd,
+        causal: Causal::None,
+        scale: None,
+        kv_len: None,
+        bias: None,
+    });
+    check(&verify::compare(&got, &want), 1e-5, "cache");
+    // Outside the shape, past its end, or half words: refused.
+    assert!(matches!(
+        kc.write_at(&[0, cap], &row(&k, 0)),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        kc.write_at(&[0, cap - 1], &k),
+        Err(Error::Shape { .. })
+    ));
+    if ctx.info().has_f16() {
+        let hc = Tensor::zeros(&ctx, &[4, 3], DType::F16).unwrap();
+        let e = hc.write_at(&[1], &[flashdot::f16::ONE; 3]).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    }
+}
