@@ -85,6 +85,21 @@ impl DeviceProfile {
         }
     }
 
+    /// `Ok` if `n` workgroups fit one dispatch dimension; else
+    /// [`Error::TooLarge`](crate::Error::TooLarge) naming `what` for `op`.
+    pub(crate) fn check_groups(&self, op: &'static str, what: &str, n: usize) -> crate::Result<()> {
+        let limit = self.max_workgroups_per_dim as u64;
+        if n as u64 > limit {
+            return Err(crate::Error::TooLarge {
+                op,
+                what: what.to_string(),
+                size: n as u64,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether a workgroup of `size` invocations (x, y) fits.
     pub fn fits_workgroup(&self, x: u32, y: u32) -> bool {
         x <= self.max_workgroup_size[0]

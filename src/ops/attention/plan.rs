@@ -130,7 +130,6 @@ pub(crate) fn plan_for(
             Launch::Empty,
         ));
     }
-    let max_groups = profile.max_workgroups_per_dim as usize;
     let rows = dims.b * dims.hq;
     match variant {
         AttentionVariant::Naive => {
@@ -149,14 +148,7 @@ pub(crate) fn plan_for(
             Ok(plan(variant, None, None, why.into(), Launch::Naive))
         }
         AttentionVariant::Flash => {
-            if rows > max_groups {
-                return Err(Error::TooLarge {
-                    op: OP,
-                    what: "batch × heads workgroups".into(),
-                    size: rows as u64,
-                    limit: max_groups as u64,
-                });
-            }
+            profile.check_groups(OP, "batch × heads workgroups", rows)?;
             let (sched, reason) = match opts.flash_schedule {
                 Some(s) => (s, "schedule forced by the caller".to_string()),
                 None if !profile.texel_reads => (FlashSchedule::Tiles, "the GPU default".into()),
@@ -295,14 +287,8 @@ pub(crate) fn plan_for(
             let chunk = dims.sk.div_ceil(256).max(32).next_multiple_of(8);
             let nsplit = dims.sk.div_ceil(chunk);
             let nrows = rows * dims.sq;
-            if nrows > max_groups {
-                return Err(Error::TooLarge {
-                    op: OP,
-                    what: "batch × heads × seq_q workgroups of the split-KV kernel".into(),
-                    size: nrows as u64,
-                    limit: max_groups as u64,
-                });
-            }
+            let what = "batch × heads × seq_q workgroups of the split-KV kernel";
+            profile.check_groups(OP, what, nrows)?;
             let reads = if kv.is_some() {
                 KvReads::Texels
             } else {

@@ -364,16 +364,8 @@ pub(crate) fn plan_for(
         }
     };
     let nbatch = p.offsets.len() / 2;
-    let max = profile.max_workgroups_per_dim as usize;
     for (what, g) in [("column tiles", gx), ("row tiles", gy), ("batches", nbatch)] {
-        if g > max {
-            return Err(Error::TooLarge {
-                op,
-                what: format!("workgroups over {what}"),
-                size: g as u64,
-                limit: max as u64,
-            });
-        }
+        profile.check_groups(op, &format!("workgroups over {what}"), g)?;
     }
     Ok(MatmulPlan {
         kernel: config.map_or(MatmulVariant::Naive, MatmulVariant::Tiled),
