@@ -60,6 +60,11 @@ pub(crate) fn shape_str(shape: &[usize]) -> String {
     format!("{shape:?}")
 }
 
+/// Elements of `shape`, `None` if the product overflows.
+pub(crate) fn checked_len(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
 fn padded_bytes(len: usize, dtype: DType) -> u64 {
     // Bindings and copies work in 4-byte units; an empty tensor still gets a
     // 16-byte buffer so that it can be bound as any array, vec4 ones included.
@@ -91,9 +96,12 @@ impl Tensor {
         op: &'static str,
     ) -> Result<Self> {
         Self::check_dtype(ctx, dtype, op)?;
-        let len: usize = shape.iter().product();
-        let bytes = padded_bytes(len, dtype);
         let limit = ctx.info().limits.max_buffer_size;
+        // Sizes are checked before anything is computed from them: a shape
+        // whose element or byte count overflows is too large, not wrapped.
+        let bytes = checked_len(shape)
+            .and_then(|len| (len as u64).checked_mul(dtype.size()))
+            .map_or(u64::MAX, |b| (b.div_ceil(4) * 4).max(16));
         if bytes > limit {
             return Err(Error::TooLarge {
                 op,
@@ -166,7 +174,7 @@ impl Tensor {
                 "offset {offset} is not a multiple of the adapter's storage offset alignment {align}"
             ));
         }
-        let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let len = checked_len(shape);
         let bytes = len.and_then(|l| (l as u64).checked_mul(dtype.size()));
         let Some(bytes) = bytes else {
             return bad(format!("shape {} overflows", shape_str(shape)));
@@ -195,20 +203,20 @@ impl Tensor {
     /// `data.len()` is not the product of `shape`; [`Error::Unsupported`] for f16
     /// without `SHADER_F16`; [`Error::TooLarge`] past the adapter's max buffer size.
     pub fn from_slice<T: Element>(ctx: &Context, data: &[T], shape: &[usize]) -> Result<Self> {
-        let len: usize = shape.iter().product();
-        if data.len() != len {
+        let len = checked_len(shape);
+        if len != Some(data.len()) {
             return Err(Error::Shape {
                 op: "Tensor::from_slice",
                 detail: format!(
                     "{} elements given for shape {} ({} elements)",
                     data.len(),
                     shape_str(shape),
-                    len
+                    len.map_or("more than usize::MAX".into(), |l| l.to_string())
                 ),
             });
         }
         let t = Self::alloc(ctx, shape, T::DTYPE, "Tensor::from_slice")?;
-        if len > 0 {
+        if !data.is_empty() {
             t.write(data)?;
         }
         Ok(t)
@@ -418,7 +426,7 @@ impl Tensor {
 
     /// Same data, new shape with the same element count (no copy).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        if shape.iter().product::<usize>() != self.len() {
+        if checked_len(shape) != Some(self.len()) {
             return Err(Error::Shape {
                 op: "Tensor::reshape",
                 detail: format!(

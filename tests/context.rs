@@ -154,3 +154,19 @@ fn dump_wgsl_writes_generated_shaders() {
     assert!(dumped.contains("fn cosine"), "{dumped}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Shapes whose element or byte count overflows are `TooLarge` (or a shape
+/// mismatch), never wrapped into a small allocation.
+#[test]
+fn overflowing_shapes_are_errors() {
+    let ctx = ctx();
+    let e = Tensor::zeros(&ctx, &[1 << 62], DType::F32).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    let e = Tensor::zeros(&ctx, &[1 << 40, 1 << 40], DType::F16).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    let e = Tensor::from_slice::<f32>(&ctx, &[], &[1 << 62, 4]).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let t = Tensor::zeros(&ctx, &[4], DType::F32).unwrap();
+    let e = t.reshape(&[1 << 32, 1 << 32, 2]).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+}

@@ -140,17 +140,23 @@ fn forced_choices_that_cannot_serve_are_unsupported() {
         assert!(why.contains("multiple of 4"), "{why}");
         unsupported(matmul::matmul_with(&a, &b, &o), &format!("{c} call"));
     }
-    // A workgroup over the adapter's limits.
-    let big = TileConfig::Broadcast {
-        wg: 1 << 20,
+    // A workgroup over the adapter's limits (a valid configuration otherwise).
+    let big = TileConfig::Shared {
+        wx: 64,
+        wy: 64,
         tm: 1,
-        tn: 1,
+        bk: 1,
     };
-    let o = MatmulOptions::default().variant(MatmulVariant::Tiled(big));
-    unsupported(
-        matmul::matmul_with(&zeros(&ctx, &[4, 4]), &zeros(&ctx, &[4, 4]), &o),
-        "huge wg",
+    assert!(
+        64 * 64 > ctx.profile().max_invocations,
+        "adapter allows 4096 invocations"
     );
+    let o = MatmulOptions::default().variant(MatmulVariant::Tiled(big));
+    let why = unsupported(
+        matmul::matmul_with(&zeros(&ctx, &[4, 4]), &zeros(&ctx, &[4, 4]), &o),
+        "wide wg",
+    );
+    assert!(why.contains("workgroup"), "{why}");
     // Attention: the key-split merge at d_v 256 needs 66 KiB of workgroup
     // memory (this adapter's limit is checked, not assumed).
     let (q, kv) = (zeros(&ctx, &[1, 1, 4, 256]), zeros(&ctx, &[1, 1, 9, 256]));
@@ -220,4 +226,58 @@ fn forced_choices_that_cannot_serve_are_unsupported() {
     };
     let o = MatmulOptions::default().variant(MatmulVariant::Tiled(shared));
     unsupported(matmul::matmul_with(&a, &b, &o), "shared tiles in 4 KiB");
+}
+
+/// Tile configurations with a field of 0 (or past what the kernels unroll)
+/// are `InvalidArgument` naming the field, before any pipeline is built.
+#[test]
+fn degenerate_tile_configs_are_invalid_arguments() {
+    let ctx = ctx();
+    let (a, b) = (zeros(&ctx, &[4, 4]), zeros(&ctx, &[4, 4]));
+    for (c, field) in [
+        (
+            TileConfig::Shared {
+                wx: 0,
+                wy: 8,
+                tm: 4,
+                bk: 16,
+            },
+            "wx = 0",
+        ),
+        (
+            TileConfig::Broadcast {
+                wg: 64,
+                tm: 0,
+                tn: 4,
+            },
+            "tm = 0",
+        ),
+        (
+            TileConfig::Vec4 {
+                wg: 8,
+                tm: 4,
+                tn: 0,
+            },
+            "tn = 0",
+        ),
+        (
+            TileConfig::Texel {
+                wg: 8,
+                tm: 1000,
+                tn: 8,
+            },
+            "tm = 1000",
+        ),
+    ] {
+        let o = MatmulOptions::default().variant(MatmulVariant::Tiled(c));
+        let e = matmul::matmul_with(&a, &b, &o).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains(field),
+            "{e}"
+        );
+    }
+    // A dim no texture line holds is refused at construction (it used to
+    // divide by zero on the first add).
+    let e = FlatIndex::new(&ctx, 1 << 62, IndexOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
 }

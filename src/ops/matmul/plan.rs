@@ -239,6 +239,9 @@ fn choose(
     match variant {
         MatmulVariant::Naive => Ok((None, "forced by the caller".into(), None)),
         MatmulVariant::Tiled(c) => {
+            if let Some(detail) = c.invalid() {
+                return Err(Error::InvalidArgument { op, detail });
+            }
             if let Some(why) = c.misfit(profile) {
                 return Err(unsupported(why));
             }

@@ -151,8 +151,33 @@ impl TileConfig {
         }
     }
 
+    /// Why this configuration is not a configuration at all (a field of 0,
+    /// or past the sizes the kernels unroll), if it is not.
+    pub(super) fn invalid(self) -> Option<String> {
+        let fields: &[(&str, u32, u32)] = match self {
+            TileConfig::Broadcast { wg, tm, tn }
+            | TileConfig::Vec4 { wg, tm, tn }
+            | TileConfig::Texel { wg, tm, tn } => {
+                &[("wg", wg, 1024), ("tm", tm, 64), ("tn", tn, 64)]
+            }
+            TileConfig::Shared { wx, wy, tm, bk } => &[
+                ("wx", wx, 1024),
+                ("wy", wy, 1024),
+                ("tm", tm, 64),
+                ("bk", bk, 64),
+            ],
+        };
+        fields
+            .iter()
+            .find(|&&(_, v, max)| v == 0 || v > max)
+            .map(|&(name, v, max)| format!("{self}: {name} = {v}, expected 1..={max}"))
+    }
+
     /// Why this configuration cannot run on `profile` at all, if it cannot.
     pub(super) fn misfit(self, profile: &DeviceProfile) -> Option<String> {
+        if let Some(why) = self.invalid() {
+            return Some(why);
+        }
         let (wx, wy) = match self {
             TileConfig::Broadcast { wg, .. }
             | TileConfig::Vec4 { wg, .. }

@@ -143,12 +143,32 @@ fn normalized(x: &[f32]) -> Vec<f32> {
 }
 
 impl FlatIndex {
-    /// An empty index of `dim`-dimensional vectors. Errors: `dim == 0`.
+    /// An empty index of `dim`-dimensional vectors.
+    ///
+    /// Errors: `dim == 0` ([`Error::InvalidArgument`]); a row wider than the
+    /// adapter's textures hold ([`Error::Unsupported`]).
     pub fn new(ctx: &Context, dim: usize, opts: IndexOptions) -> Result<Self> {
         if dim == 0 {
             return Err(Error::InvalidArgument {
                 op: OP,
                 detail: "dim must be at least 1".into(),
+            });
+        }
+        // A stored row is one texture line: checked before any size is
+        // computed from `dim` (a huge dim would overflow them).
+        let (_, texel_bytes) = opts.storage.texel();
+        let max_dim = ctx.profile().max_texture_2d as usize * texel_bytes
+            / opts.storage.bytes_per_value()
+            / 8
+            * 8;
+        if dim > max_dim {
+            return Err(Error::Unsupported {
+                op: OP,
+                detail: format!(
+                    "rows of dim {dim} exceed one texture line of this adapter \
+                     ({max_dim} values of {:?} storage)",
+                    opts.storage
+                ),
             });
         }
         Ok(FlatIndex {
@@ -226,17 +246,6 @@ impl FlatIndex {
                     "{} values are not whole rows of dim {}",
                     data.len(),
                     self.dim
-                ),
-            });
-        }
-        let width = self.ctx.profile().max_texture_2d as usize;
-        if self.row_texels() > width {
-            return Err(Error::Unsupported {
-                op: OP,
-                detail: format!(
-                    "rows of dim {} take {} texels; the adapter's textures are at most {width} wide",
-                    self.dim,
-                    self.row_texels()
                 ),
             });
         }
