@@ -70,7 +70,7 @@ pub(crate) fn vec4_texture(
         size: wgpu::Extent3d {
             width: w as u32,
             height: lines.min(lpl) as u32,
-            depth_or_array_layers: lines.div_ceil(lpl) as u32,
+            depth_or_array_layers: (lines.div_ceil(lpl) as u32).max(ctx.profile().min_array_layers),
         },
         mip_level_count: 1,
         sample_count: 1,

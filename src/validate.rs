@@ -41,6 +41,7 @@ pub(crate) fn profiles() -> Vec<DeviceProfile> {
         storage_offset_alignment: 256,
         uniform_offset_alignment: 256,
         texel_reads: false,
+        min_array_layers: 1,
     };
     let cpu = DeviceProfile {
         device_type: wgpu::DeviceType::Cpu,

@@ -52,6 +52,9 @@ pub struct DeviceProfile {
     /// a vectorised gather, a storage load a per-lane loop and a barrier a
     /// switch between SIMD slices (the README gives the measurements).
     pub texel_reads: bool,
+    /// The backend views a 2-D array texture of one layer as a plain 2-D
+    /// texture (wgpu's GL backend), so array textures get at least two.
+    pub min_array_layers: u32,
 }
 
 impl DeviceProfile {
@@ -82,6 +85,11 @@ impl DeviceProfile {
             storage_offset_alignment: l.min_storage_buffer_offset_alignment,
             uniform_offset_alignment: l.min_uniform_buffer_offset_alignment,
             texel_reads: info.device_type == wgpu::DeviceType::Cpu,
+            min_array_layers: if info.backend == wgpu::Backend::Gl {
+                2
+            } else {
+                1
+            },
         }
     }
 

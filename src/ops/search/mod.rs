@@ -341,7 +341,7 @@ impl FlatIndex {
                 size: wgpu::Extent3d {
                     width,
                     height: height as u32,
-                    depth_or_array_layers: layers as u32,
+                    depth_or_array_layers: (layers as u32).max(ctx.profile().min_array_layers),
                 },
                 mip_level_count: 1,
                 sample_count: 1,
