@@ -127,3 +127,18 @@ fn dot_empty_returns_empty() {
     dot_into(&a, &a, DotVariant::Auto, &out).unwrap();
     assert_eq!(out.to_vec::<f32>().unwrap(), vec![0.0; 5]);
 }
+
+/// One-element rows through every kernel: bindings stay at least 16 bytes
+/// (wgpu's minimum for the vec4-capable arrays), windows included.
+#[test]
+fn one_element_rows_every_variant() {
+    for n in [1, 2, 5] {
+        for dtype in [DType::F32, DType::F16] {
+            let (a, _) = upload(&vec![3.0f32; n], &[n, 1], dtype);
+            for v in DotVariant::ALL {
+                let got = dot_with(&a, &a, v).unwrap().to_vec::<f32>().unwrap();
+                assert_eq!(got, vec![9.0; n], "{v:?} n={n} {dtype}");
+            }
+        }
+    }
+}

@@ -261,10 +261,14 @@ impl Context {
 
     /// Opens a context asynchronously. See [`ContextOptions`] for adapter selection.
     pub async fn new_async(options: ContextOptions) -> Result<Self> {
-        let backends = options
-            .backends
-            .or_else(wgpu::Backends::from_env)
-            .unwrap_or(wgpu::Backends::all());
+        // Unless a backend is named, the primary backends (Vulkan, Metal,
+        // DX12) are probed first and GL only when they offer no adapter:
+        // probing GL through EGL prints warnings on headless machines that
+        // have a Vulkan driver.
+        let tries = match options.backends.or_else(wgpu::Backends::from_env) {
+            Some(b) => vec![b],
+            None => vec![wgpu::Backends::PRIMARY, wgpu::Backends::SECONDARY],
+        };
         let pref = options
             .power_preference
             .or_else(wgpu::PowerPreference::from_env)
@@ -274,33 +278,33 @@ impl Context {
             .clone()
             .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
             .map(|s| s.to_lowercase());
-
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = backends;
-        desc.flags = wgpu::InstanceFlags::from_build_config().with_env();
-        let instance = wgpu::Instance::new(desc);
-
-        let mut adapters = instance.enumerate_adapters(backends).await;
-        adapters.retain(|a| {
-            let info = a.get_info();
-            name_filter
-                .as_ref()
-                .is_none_or(|n| info.name.to_lowercase().contains(n))
-        });
-        // Stable sort keeps the enumeration order among equals (backend priority).
-        adapters.sort_by_key(|a| type_rank(a.get_info().device_type, pref));
-        let adapter = adapters
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::NoAdapter {
-                details: format!(
-                    "backends {backends:?}{}",
-                    name_filter
-                        .map(|n| format!(", name containing '{n}'"))
-                        .unwrap_or_default()
-                ),
-            })?;
-        Self::from_adapter(instance, adapter, &options).await
+        for &backends in &tries {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+            desc.backends = backends;
+            desc.flags = wgpu::InstanceFlags::from_build_config().with_env();
+            let instance = wgpu::Instance::new(desc);
+            let mut adapters = instance.enumerate_adapters(backends).await;
+            adapters.retain(|a| {
+                let info = a.get_info();
+                name_filter
+                    .as_ref()
+                    .is_none_or(|n| info.name.to_lowercase().contains(n))
+            });
+            // Stable sort keeps the enumeration order among equals (backend priority).
+            adapters.sort_by_key(|a| type_rank(a.get_info().device_type, pref));
+            if let Some(adapter) = adapters.into_iter().next() {
+                return Self::from_adapter(instance, adapter, &options).await;
+            }
+        }
+        let searched = tries.iter().fold(wgpu::Backends::empty(), |a, &b| a | b);
+        Err(Error::NoAdapter {
+            details: format!(
+                "backends {searched:?}{}",
+                name_filter
+                    .map(|n| format!(", name containing '{n}'"))
+                    .unwrap_or_default()
+            ),
+        })
     }
 
     async fn from_adapter(
