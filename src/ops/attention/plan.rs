@@ -443,7 +443,7 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<AttentionSpec> {
                                         let Ok(plan) = plan_for(p, &dims, &opts, dtype, lse) else {
                                             continue;
                                         };
-                                        let mut specs = plan.specs(&dims, dtype);
+                                        let mut specs = plan.specs(dtype);
                                         for s in &mut specs {
                                             // The bias flag as a bias tensor would set it.
                                             if s.kernel != AttentionKernel::Permute {
@@ -467,8 +467,7 @@ impl AttentionPlan {
     /// The attention kernels the plan runs (the naive variant's two
     /// matmuls are matmul specs, not listed).
     #[cfg(test)]
-    pub(crate) fn specs(&self, dims: &Dims, dtype: DType) -> Vec<AttentionSpec> {
-        let _ = dims;
+    pub(crate) fn specs(&self, dtype: DType) -> Vec<AttentionSpec> {
         match &self.launch {
             Launch::Empty => vec![],
             Launch::Naive => {
