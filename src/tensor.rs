@@ -248,41 +248,41 @@ impl Tensor {
             });
         }
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let ctx = &self.ctx;
         // Copies work in 4-byte units: a last partial word is padded with zeros.
         let whole = bytes.len() / 4 * 4;
-        let tail = (whole < bytes.len()).then(|| {
-            let mut w = [0u8; 4];
-            w[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-            w
-        });
-        ctx.scoped("Tensor::write", || {
+        let mut tail = [0u8; 4];
+        tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+        let tail = &tail[..(bytes.len() - whole).div_ceil(4) * 4];
+        self.write_words("Tensor::write", self.offset, &[&bytes[..whole], tail])
+    }
+
+    /// Writes `parts` (each a whole number of 4-byte words) one after the
+    /// other into the buffer from byte `start`, in queue order: inside
+    /// [`Context::record`] as a copy from a staging buffer recorded with the
+    /// ops (a queue write would land before all of them), else as queue writes.
+    fn write_words(&self, op: &'static str, start: u64, parts: &[&[u8]]) -> Result<()> {
+        let ctx = &self.ctx;
+        ctx.scoped(op, || {
             if ctx.is_recording() {
-                // In order with the recorded ops: a copy from a staging buffer
-                // (a queue write would land before all of them).
-                let mut contents = bytes[..whole].to_vec();
-                contents.extend(tail.iter().flatten());
+                let contents = parts.concat();
                 if contents.is_empty() {
                     return Ok(());
                 }
                 let staging = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("Tensor::write staging"),
+                    label: Some("tensor write staging"),
                     contents: &contents,
                     usage: wgpu::BufferUsages::COPY_SRC,
                 });
                 let mut enc = ctx.encoder();
                 let n = contents.len() as u64;
-                enc.copy_buffer_to_buffer(&staging, 0, &self.buffer, self.offset, n);
+                enc.copy_buffer_to_buffer(&staging, 0, &self.buffer, start, n);
                 ctx.submit(enc);
                 return Ok(());
             }
-            if whole > 0 {
-                ctx.queue()
-                    .write_buffer(&self.buffer, self.offset, &bytes[..whole]);
-            }
-            if let Some(w) = tail {
-                ctx.queue()
-                    .write_buffer(&self.buffer, self.offset + whole as u64, &w);
+            let mut at = start;
+            for part in parts.iter().filter(|p| !p.is_empty()) {
+                ctx.queue().write_buffer(&self.buffer, at, part);
+                at += part.len() as u64;
             }
             Ok(())
         })
@@ -342,27 +342,8 @@ impl Tensor {
                 detail: format!("{} data written into a {} tensor", T::DTYPE, self.dtype),
             });
         }
-        let (start, bytes) = self.range_at(OP, at, data.len())?;
-        if bytes == 0 {
-            return Ok(());
-        }
-        let ctx = &self.ctx;
-        ctx.scoped(OP, || {
-            let contents: &[u8] = bytemuck::cast_slice(data);
-            if ctx.is_recording() {
-                let staging = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("Tensor::write_at staging"),
-                    contents,
-                    usage: wgpu::BufferUsages::COPY_SRC,
-                });
-                let mut enc = ctx.encoder();
-                enc.copy_buffer_to_buffer(&staging, 0, &self.buffer, start, bytes);
-                ctx.submit(enc);
-            } else {
-                ctx.queue().write_buffer(&self.buffer, start, contents);
-            }
-            Ok(())
-        })
+        let (start, _) = self.range_at(OP, at, data.len())?;
+        self.write_words(OP, start, &[bytemuck::cast_slice(data)])
     }
 
     /// Copies all of `src`'s elements, on the device, into consecutive
