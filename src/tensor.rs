@@ -5,7 +5,7 @@ use std::fmt;
 
 use half::f16;
 
-use crate::context::Context;
+use crate::context::{Context, Wait};
 pub use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -37,6 +37,9 @@ pub struct Tensor {
     /// the tensor anywhere at an aligned offset).
     offset: u64,
     shape: Vec<usize>,
+    /// Element strides of a strided view ([`Tensor::narrow`]); `None` for a
+    /// row-major contiguous tensor.
+    strides: Option<Vec<usize>>,
     dtype: DType,
 }
 
@@ -123,6 +126,7 @@ impl Tensor {
             buffer: std::sync::Arc::new(buffer),
             offset: 0,
             shape: shape.to_vec(),
+            strides: None,
             dtype,
         })
     }
@@ -192,9 +196,10 @@ impl Tensor {
         }
         Ok(Tensor {
             ctx: ctx.clone(),
-            buffer: std::sync::Arc::new(crate::context::Tracked::foreign(buffer)),
+            buffer: std::sync::Arc::new(ctx.foreign(buffer)),
             offset,
             shape: shape.to_vec(),
+            strides: None,
             dtype,
         })
     }
@@ -261,6 +266,7 @@ impl Tensor {
     /// [`Context::record`] as a copy from a staging buffer recorded with the
     /// ops (a queue write would land before all of them), else as queue writes.
     fn write_words(&self, op: &'static str, start: u64, parts: &[&[u8]]) -> Result<()> {
+        self.require_contiguous(op)?;
         let ctx = &self.ctx;
         ctx.scoped(op, || {
             if ctx.is_recording() {
@@ -362,6 +368,8 @@ impl Tensor {
                 detail: format!("a {} tensor copied into a {} tensor", src.dtype, self.dtype),
             });
         }
+        self.require_contiguous(OP)?;
+        let src = &src.contiguous()?;
         let (start, bytes) = self.range_at(OP, at, src.len())?;
         if bytes == 0 {
             return Ok(());
@@ -407,6 +415,16 @@ impl Tensor {
 
     /// Same data, new shape with the same element count (no copy).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.strides.is_some() {
+            return Err(Error::InvalidArgument {
+                op: "Tensor::reshape",
+                detail: format!(
+                    "a strided view of shape {} cannot be reshaped without a copy: call \
+                     contiguous() first",
+                    shape_str(&self.shape)
+                ),
+            });
+        }
         if checked_len(shape) != Some(self.len()) {
             return Err(Error::Shape {
                 op: "Tensor::reshape",
@@ -432,14 +450,28 @@ impl Tensor {
         }
     }
 
-    /// Reads the tensor back to the host (blocking). `T` must match the dtype.
+    /// Reads the tensor back to the host, blocking until its copy (and the
+    /// work submitted before it) has run; work other threads submit later is
+    /// not waited for. `T` must match the dtype.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a dtype mismatch or inside
+    /// [`Context::record`]; [`Error::DeviceLost`]; [`Error::Readback`].
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        pollster::block_on(self.to_vec_async())
+        pollster::block_on(self.read(Wait::Here))
     }
 
-    /// Reads the tensor back to the host. On native backends the device is polled
-    /// until the copy completes.
+    /// Reads the tensor back to the host without blocking the awaiting
+    /// thread: a context's poller thread waits for the copy and the future
+    /// wakes when the data is mapped. Errors as [`Tensor::to_vec`].
     pub async fn to_vec_async<T: Element>(&self) -> Result<Vec<T>> {
+        self.read(Wait::Poller).await
+    }
+
+    async fn read<T: Element>(&self, wait: Wait) -> Result<Vec<T>> {
+        if !self.is_dense() {
+            let dense = self.contiguous()?;
+            return Box::pin(dense.read(wait)).await;
+        }
         if T::DTYPE != self.dtype {
             return Err(Error::InvalidArgument {
                 op: "Tensor::to_vec",
@@ -452,7 +484,7 @@ impl Tensor {
         let bytes = padded_bytes(self.len(), self.dtype);
         let raw = self
             .ctx
-            .read_buffer("Tensor::to_vec", &self.buffer, self.offset, bytes)
+            .read_buffer("Tensor::to_vec", &self.buffer, self.offset, bytes, wait)
             .await?;
         let mut out: Vec<T> = bytemuck::pod_collect_to_vec(&raw);
         out.truncate(self.len());
@@ -467,6 +499,130 @@ impl Tensor {
     /// Byte offset of the first element in [`Tensor::buffer`].
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// A view of `len` indices of dimension `dim` from `start`, sharing this
+    /// tensor's buffer (no copy): `narrow(2, h, h)` of a `[batch, seq, 3·h]`
+    /// fused QKV projection is its K part. The view is contiguous when the
+    /// dimensions outside `dim` allow it (always for `dim` 0), otherwise
+    /// strided.
+    ///
+    /// Strided views, and contiguous ones that do not start at the adapter's
+    /// storage offset alignment, are read by [`attention`](crate::ops::attention::attention)
+    /// and [`Tensor::to_vec`] through one gather copy; other ops take them after
+    /// [`Tensor::contiguous`] and return [`Error::InvalidArgument`] saying so.
+    /// Writes ([`Tensor::write`], `write_at`, `copy_at`) need a contiguous
+    /// view.
+    ///
+    /// Errors: [`Error::Shape`] if `dim` is not a dimension or
+    /// `start + len` passes its size.
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+        let Some(&size) = self.shape.get(dim) else {
+            return Err(Error::Shape {
+                op: "Tensor::narrow",
+                detail: format!("dim {dim} of a tensor of shape {}", shape_str(&self.shape)),
+            });
+        };
+        if start.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::Shape {
+                op: "Tensor::narrow",
+                detail: format!(
+                    "{len} indices from {start} of dim {dim}, which has {size} (shape {})",
+                    shape_str(&self.shape)
+                ),
+            });
+        }
+        let strides = self.strides();
+        let mut shape = self.shape.clone();
+        shape[dim] = len;
+        let mut t = self.clone();
+        t.offset = self.offset + (start * strides[dim]) as u64 * self.dtype.size();
+        t.strides = (contiguous_strides(&shape) != strides
+            && shape.iter().product::<usize>() > 0
+            && !same_layout(&shape, &strides))
+        .then_some(strides);
+        t.shape = shape;
+        Ok(t)
+    }
+
+    /// Element strides (row-major for a contiguous tensor).
+    pub fn strides(&self) -> Vec<usize> {
+        self.strides
+            .clone()
+            .unwrap_or_else(|| contiguous_strides(&self.shape))
+    }
+
+    /// Whether the elements are stored row-major without gaps (a view of
+    /// [`Tensor::narrow`] may not be).
+    pub fn is_contiguous(&self) -> bool {
+        self.strides.is_none()
+    }
+
+    /// Contiguous, starting on the adapter's storage offset alignment, and
+    /// ending within its buffer: what kernels bind directly.
+    pub(crate) fn is_dense(&self) -> bool {
+        let align = self.ctx.profile().storage_offset_alignment.max(4) as u64;
+        self.strides.is_none()
+            && self.offset.is_multiple_of(align)
+            && self.offset + padded_bytes(self.len(), self.dtype) <= self.buffer.size()
+    }
+
+    /// This tensor if kernels can bind it directly ([`Tensor::is_contiguous`]
+    /// and aligned), else a contiguous copy made on the device.
+    ///
+    /// Errors: [`Error::TooLarge`] for a view whose span exceeds one storage
+    /// binding; [`Error::DeviceLost`], [`Error::Gpu`].
+    pub fn contiguous(&self) -> Result<Tensor> {
+        if self.is_dense() {
+            return Ok(self.clone());
+        }
+        let out = Tensor::empty(&self.ctx, &self.shape, self.dtype)?;
+        crate::ops::gather::gather_into(self, &self.strides(), &out)?;
+        Ok(out)
+    }
+
+    /// Writes address elements row-major from the offset: strided views
+    /// cannot take them.
+    fn require_contiguous(&self, op: &'static str) -> Result<()> {
+        match &self.strides {
+            None => Ok(()),
+            Some(st) => Err(Error::InvalidArgument {
+                op,
+                detail: format!(
+                    "writing into a strided view (shape {}, strides {st:?}): write into the \
+                     tensor it views, or into a contiguous one",
+                    shape_str(&self.shape)
+                ),
+            }),
+        }
+    }
+
+    /// Fails unless kernels can bind the tensor directly, saying how to get
+    /// such a tensor.
+    pub(crate) fn require_dense(op: &'static str, name: &str, t: &Tensor) -> Result<()> {
+        if t.is_dense() {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument {
+            op,
+            detail: format!(
+                "{name} is a {} view (shape {}, strides {:?}, byte offset {}) that this op \
+                 cannot bind directly: pass {name}.contiguous(){}",
+                if t.strides.is_some() {
+                    "strided"
+                } else {
+                    "misaligned"
+                },
+                shape_str(&t.shape),
+                t.strides(),
+                t.offset,
+                if t.strides.is_some() {
+                    ""
+                } else {
+                    ", or narrow at an aligned row"
+                }
+            ),
+        })
     }
 
     /// The binding of the tensor's bytes (padded to 4, at least 16) for a kernel.
@@ -503,7 +659,12 @@ impl Tensor {
 
     /// Fails unless every tensor lives on `self`'s context: wgpu objects of
     /// two devices cannot meet in one dispatch.
+    /// Every op checks its tensors here, so it also rejects views that the
+    /// kernels cannot bind ([`Tensor::require_dense`]).
     pub(crate) fn same_context(op: &'static str, tensors: &[(&str, &Tensor)]) -> Result<()> {
+        for (name, t) in tensors {
+            Tensor::require_dense(op, name, t)?;
+        }
         let Some((first, t0)) = tensors.first() else {
             return Ok(());
         };
@@ -521,4 +682,23 @@ impl Tensor {
         }
         Ok(())
     }
+}
+
+/// Row-major strides of `shape`.
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Whether `strides` address `shape` row-major without gaps (size-1 dims may
+/// have any stride).
+fn same_layout(shape: &[usize], strides: &[usize]) -> bool {
+    let want = contiguous_strides(shape);
+    shape
+        .iter()
+        .zip(strides.iter().zip(&want))
+        .all(|(&n, (&s, &w))| n == 1 || s == w)
 }

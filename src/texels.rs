@@ -3,7 +3,9 @@
 //! vectorised gather, while a storage-buffer load is a per-lane loop (the
 //! README gives the measurements).
 
-use crate::context::{Context, DeviceProfile, TrackedTexture};
+use std::collections::HashMap;
+
+use crate::context::{BindCache, Context, DeviceProfile, TrackedTexture};
 use crate::tensor::DType;
 
 /// The texture format whose texels are a vec4 of `dtype` as stored in a
@@ -49,10 +51,15 @@ impl TexelGrid {
 
 /// Encodes into `enc` a copy of the first `texels` vec4s of `src` (from byte
 /// `src_offset`, a multiple of the texel size, in `format`: see [`vec4_format`])
-/// into a new 2-D array texture laid out by
-/// `grid`, and returns its view (and the texture, to keep alive until the
-/// work that reads it is submitted). Plain buffer-to-texture copies: whole
-/// layers, then whole lines, then the last partial line.
+/// into a 2-D array texture laid out by `grid`, and returns it (keep it
+/// alive until the work that reads it is encoded). Plain buffer-to-texture
+/// copies: whole layers, then whole lines, then the last partial line.
+///
+/// Textures come from the context's pool and go back to it when dropped:
+/// the copy and the reads that follow are commands in one stream, so the
+/// next user's copy is ordered after them. A pooled texture is only reused
+/// for the same texel count, so the part past the copied texels is never
+/// written and stays zero as created.
 pub(crate) fn vec4_texture(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -61,24 +68,38 @@ pub(crate) fn vec4_texture(
     format: wgpu::TextureFormat,
     grid: TexelGrid,
     label: &str,
-) -> (wgpu::TextureView, TrackedTexture) {
+) -> PooledTexels {
     let texel_bytes = format.block_copy_size(None).unwrap_or(16) as u64;
     let (w, lpl) = (1u64 << grid.wsh, 1u64 << grid.lsh);
     let lines = texels.div_ceil(w).max(1);
-    let texture = ctx.create_texture(&wgpu::TextureDescriptor {
-        label: Some(label),
-        size: wgpu::Extent3d {
-            width: w as u32,
-            height: lines.min(lpl) as u32,
-            depth_or_array_layers: (lines.div_ceil(lpl) as u32).max(ctx.profile().min_array_layers),
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
+    let key = PoolKey {
         format,
-        usage: wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::TEXTURE_BINDING,
-        view_formats: &[],
+        grid: (grid.wsh, grid.lsh),
+        texels,
+    };
+    let pooled = ctx.texel_pool().take(&key).unwrap_or_else(|| {
+        let texture = ctx.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width: w as u32,
+                height: lines.min(lpl) as u32,
+                depth_or_array_layers: (lines.div_ceil(lpl) as u32)
+                    .max(ctx.profile().min_array_layers),
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage: wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        });
+        let view = texture.create_view(&wgpu::TextureViewDescriptor {
+            dimension: Some(wgpu::TextureViewDimension::D2Array),
+            ..Default::default()
+        });
+        (texture, view)
     });
+    let texture = &pooled.0;
     let row = w * texel_bytes;
     let (full_lines, rem) = (texels / w, texels % w);
     let (full_layers, part) = (full_lines / lpl, full_lines % lpl);
@@ -93,7 +114,7 @@ pub(crate) fn vec4_texture(
                 },
             },
             wgpu::TexelCopyTextureInfo {
-                texture: &texture,
+                texture,
                 mip_level: 0,
                 origin: wgpu::Origin3d {
                     x: 0,
@@ -118,9 +139,96 @@ pub(crate) fn vec4_texture(
     if rem > 0 {
         copy(full_lines * row, [part, full_layers], [rem, 1, 1]);
     }
-    let view = texture.create_view(&wgpu::TextureViewDescriptor {
-        dimension: Some(wgpu::TextureViewDimension::D2Array),
-        ..Default::default()
-    });
-    (view, texture)
+    PooledTexels {
+        entry: Some(pooled),
+        key,
+        pool: ctx.texel_pool(),
+    }
+}
+
+/// What a pooled texture can be reused for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct PoolKey {
+    format: wgpu::TextureFormat,
+    grid: (u32, u32),
+    texels: u64,
+}
+
+/// Pooled bytes, and the textures (with their views) by what they fit.
+type Free = (
+    u64,
+    HashMap<PoolKey, Vec<(TrackedTexture, wgpu::TextureView)>>,
+);
+
+/// Texel textures kept for reuse, at most [`POOL_BYTES`] in all.
+#[derive(Debug)]
+pub(crate) struct TexelPool {
+    free: std::sync::Mutex<Free>,
+    /// Bind groups of a texture the pool lets go are dropped with it.
+    binds: std::sync::Arc<BindCache>,
+}
+
+/// The pool keeps textures up to this many bytes in all (larger working sets
+/// allocate per call, where the copy dwarfs the allocation anyway).
+const POOL_BYTES: u64 = 64 << 20;
+
+impl TexelPool {
+    pub(crate) fn new(binds: std::sync::Arc<BindCache>) -> TexelPool {
+        TexelPool {
+            free: Default::default(),
+            binds,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Free> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self, key: &PoolKey) -> Option<(TrackedTexture, wgpu::TextureView)> {
+        let mut g = self.lock();
+        let e = g.1.get_mut(key)?.pop()?;
+        g.0 -= e.0.bytes();
+        Some(e)
+    }
+
+    fn give(&self, key: PoolKey, e: (TrackedTexture, wgpu::TextureView)) {
+        let mut g = self.lock();
+        if g.0 + e.0.bytes() <= POOL_BYTES {
+            g.0 += e.0.bytes();
+            g.1.entry(key).or_default().push(e);
+        } else {
+            drop(g);
+            self.binds.purge_view(&e.1);
+        }
+    }
+
+    /// Frees every pooled texture.
+    pub(crate) fn clear(&self) {
+        let free = std::mem::take(&mut *self.lock());
+        for (_, v) in free.1.values().flatten() {
+            self.binds.purge_view(v);
+        }
+    }
+}
+
+/// A texel texture borrowed from the context's pool; returns to it on drop.
+pub(crate) struct PooledTexels {
+    entry: Option<(TrackedTexture, wgpu::TextureView)>,
+    key: PoolKey,
+    pool: std::sync::Arc<TexelPool>,
+}
+
+impl PooledTexels {
+    /// The texture's 2-D array view.
+    pub(crate) fn view(&self) -> &wgpu::TextureView {
+        &self.entry.as_ref().expect("present until drop").1
+    }
+}
+
+impl Drop for PooledTexels {
+    fn drop(&mut self) {
+        if let Some(e) = self.entry.take() {
+            self.pool.give(self.key, e);
+        }
+    }
 }

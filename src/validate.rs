@@ -15,7 +15,7 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 use crate::context::{DeviceProfile, Spec};
-use crate::ops::{attention, dot, matmul, search, similarity};
+use crate::ops::{attention, dot, gather, matmul, search, similarity};
 use crate::shader::Params;
 
 /// Device profiles that span what the planners branch on: a discrete GPU
@@ -102,6 +102,7 @@ fn all_kernels() -> Vec<Kernel> {
     let mut v: Vec<Kernel> = Vec::new();
     v.extend(dot::DotSpec::reachable().iter().map(kernel));
     v.extend(similarity::SimilaritySpec::reachable().iter().map(kernel));
+    v.extend(gather::GatherSpec::reachable().iter().map(kernel));
     v.extend(matmul::reachable_specs().iter().map(kernel));
     v.extend(search::reachable_specs(&p).iter().map(kernel));
     v.extend(attention::reachable_specs(&p).iter().map(kernel));
@@ -327,6 +328,7 @@ fn mirrors<P: Params>(src: crate::Result<String>) {
 fn params_structs_mirror_their_wgsl() {
     mirrors::<dot::DotParams>(dot::DotSpec::reachable()[0].source());
     mirrors::<similarity::SimilarityParams>(similarity::SimilaritySpec::reachable()[0].source());
+    mirrors::<gather::GatherParams>(gather::GatherSpec::reachable()[0].source());
     mirrors::<matmul::MatmulParams>(matmul::reachable_specs()[0].source());
     mirrors::<search::TopkParams>(search::reachable_specs(&profiles())[0].source());
     mirrors::<attention::AttentionParams>(attention::reachable_specs(&profiles())[0].source());

@@ -316,3 +316,276 @@ fn kv_cache_appends_then_attention() {
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
     }
 }
+
+/// The `h` heads of part `part` (0 Q, 1 K, 2 V) of a `[b, s, 3·h·d]` fused
+/// projection, as a contiguous `[b, s, h, d]` host array.
+fn qkv_part(x: &[f32], (b, s, h, d): (usize, usize, usize, usize), part: usize) -> Vec<f32> {
+    let row = 3 * h * d;
+    (0..b * s)
+        .flat_map(|r| x[r * row + part * h * d..r * row + (part + 1) * h * d].to_vec())
+        .collect()
+}
+
+/// Q, K and V as views of one fused projection (no host split): attention
+/// equals the reference on the split arrays, for f32 and f16, odd head dims,
+/// seq_q ≠ seq_k; views read back as the elements they address.
+#[test]
+fn attention_on_views_of_a_fused_qkv() {
+    let ctx = ctx();
+    let mut rng = rng("fused qkv views");
+    for &(b, s, h, d, dtype) in &[
+        (2, 7, 3, 5, DType::F32),
+        (1, 33, 2, 16, DType::F32),
+        (2, 9, 3, 8, DType::F16),
+    ] {
+        if dtype == DType::F16 && !ctx.info().has_f16() {
+            continue;
+        }
+        let x = uniform(&mut rng, b * s * 3 * h * d);
+        let (qkv, x) = upload_to(&ctx, &x, &[b, s, 3 * h * d], dtype);
+        let heads = qkv.reshape(&[b, s, 3 * h, d]).unwrap();
+        let [q, k, v] = [0, 1, 2].map(|p| heads.narrow(2, p * h, h).unwrap());
+        assert!(!k.is_contiguous());
+        assert_eq!(k.strides(), vec![s * 3 * h * d, 3 * h * d, d, 1]);
+        let want_k = qkv_part(&x, (b, s, h, d), 1);
+        check(
+            &verify::compare(
+                &read(&k),
+                &want_k.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            ),
+            0.0,
+            "K view read back",
+        );
+        // Queries: the last 4 rows only (seq_q < seq_k), a view of a view.
+        let sq = 4.min(s);
+        let q = q.narrow(1, s - sq, sq).unwrap();
+        let opts = AttentionOptions::default()
+            .layout(Layout::Bshd)
+            .causal(Causal::BottomRight);
+        let out = attention(&q, &k, &v, &opts).unwrap().out;
+        let qh: Vec<f32> = qkv_part(&x, (b, s, h, d), 0)
+            .chunks(s * h * d)
+            .flat_map(|bq| bq[(s - sq) * h * d..].to_vec())
+            .collect();
+        let (want, _) = reference::attention::attention(&reference::attention::AttentionRef {
+            q: &qh,
+            k: &want_k,
+            v: &qkv_part(&x, (b, s, h, d), 2),
+            dims: [b, h, h, sq, s, d, d],
+            layout: Layout::Bshd,
+            causal: Causal::BottomRight,
+            scale: None,
+            kv_len: None,
+            bias: None,
+        });
+        let tol = if dtype == DType::F16 { 5e-3 } else { 1e-5 };
+        check(
+            &verify::compare(&read(&out), &want),
+            tol,
+            &format!("attention on views b={b} s={s} h={h} d={d} {dtype}"),
+        );
+    }
+}
+
+/// Views: dim-0 narrows stay contiguous (aligned ones without a copy),
+/// strided ones are refused by ops that need contiguity (with the way out in
+/// the message) and by writes; bad narrows are shape errors.
+#[test]
+fn views_contiguity_and_errors() {
+    let ctx = ctx();
+    let x: Vec<f32> = (0..64 * 8).map(|i| i as f32).collect();
+    let t = Tensor::from_slice(&ctx, &x, &[64, 8]).unwrap();
+    let rows = t.narrow(0, 32, 16).unwrap();
+    assert!(rows.is_contiguous());
+    assert_eq!(rows.to_vec::<f32>().unwrap(), x[32 * 8..48 * 8].to_vec());
+    let odd = t.narrow(0, 3, 5).unwrap();
+    assert_eq!(odd.to_vec::<f32>().unwrap(), x[3 * 8..8 * 8].to_vec());
+    let d = dot(&odd, &odd.contiguous().unwrap()).map(|_| ());
+    let align = ctx.profile().storage_offset_alignment.max(4) as u64;
+    if odd.offset().is_multiple_of(align) {
+        d.unwrap();
+    } else {
+        let e = d.unwrap_err();
+        assert!(e.to_string().contains("contiguous()"), "{e}");
+    }
+    let cols = t.narrow(1, 2, 3).unwrap();
+    assert!(!cols.is_contiguous());
+    let want: Vec<f32> = (0..64)
+        .flat_map(|r| x[r * 8 + 2..r * 8 + 5].to_vec())
+        .collect();
+    assert_eq!(cols.to_vec::<f32>().unwrap(), want);
+    assert_eq!(cols.contiguous().unwrap().to_vec::<f32>().unwrap(), want);
+    let e = matmul(&cols, &t.narrow(0, 0, 3).unwrap()).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains("contiguous()"),
+        "{e}"
+    );
+    let e = cols.write(&vec![0.0f32; 64 * 3]).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert!(matches!(
+        cols.reshape(&[192]),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(t.narrow(2, 0, 1), Err(Error::Shape { .. })));
+    assert!(matches!(t.narrow(1, 7, 2), Err(Error::Shape { .. })));
+    assert!(matches!(
+        t.narrow(1, usize::MAX, 2),
+        Err(Error::Shape { .. })
+    ));
+    // An empty view reads back empty.
+    assert!(t
+        .narrow(1, 8, 0)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap()
+        .is_empty());
+}
+
+/// 300 different matmuls recorded in one submission (more parameter blocks
+/// than the arena's first buffer holds, so it grows mid-recording): every
+/// result matches the reference, so no op read another's parameters.
+#[test]
+fn long_recording_keeps_every_ops_parameters() {
+    let ctx = ctx();
+    let mut rng = rng("long recording");
+    let (inp, outd) = (8, 8);
+    let w = uniform(&mut rng, inp * outd);
+    let tw = Tensor::from_slice(&ctx, &w, &[inp, outd]).unwrap();
+    let xs: Vec<Vec<f32>> = (0..300)
+        .map(|i| uniform(&mut rng, (1 + i % 13) * inp))
+        .collect();
+    let txs: Vec<Tensor> = xs
+        .iter()
+        .map(|x| Tensor::from_slice(&ctx, x, &[x.len() / inp, inp]).unwrap())
+        .collect();
+    let outs = ctx
+        .record(|| {
+            txs.iter()
+                .map(|x| matmul(x, &tw))
+                .collect::<flashdot::Result<Vec<_>>>()
+        })
+        .unwrap();
+    for (i, (x, o)) in xs.iter().zip(&outs).enumerate() {
+        let want = reference::matmul::matmul(x, &w, x.len() / inp, inp, outd, false, false);
+        check(
+            &verify::compare(&o.to_vec::<f32>().unwrap(), &want),
+            1e-5,
+            &format!("op {i}"),
+        );
+    }
+}
+
+/// Steady state: repeated `_into` calls (matmul on texels or buffers, dot,
+/// flash attention) create no buffer or texture once warm.
+#[test]
+fn steady_state_calls_create_no_buffers() {
+    // A context of its own: other tests' work in flight on the shared one
+    // may rightly make the parameter arena take another chunk.
+    let ctx = Context::new().unwrap_or_else(|e| panic!("{e}"));
+    let a = Tensor::from_slice(&ctx, &vec![0.5f32; 64 * 64], &[64, 64]).unwrap();
+    let c = Tensor::zeros(&ctx, &[64, 64], DType::F32).unwrap();
+    let x = Tensor::from_slice(&ctx, &vec![0.5f32; 768], &[1, 768]).unwrap();
+    let d = Tensor::zeros(&ctx, &[1], DType::F32).unwrap();
+    let q = Tensor::from_slice(&ctx, &vec![0.1f32; 4 * 32 * 64], &[1, 4, 32, 64]).unwrap();
+    let o = Tensor::zeros(&ctx, &[1, 4, 32, 64], DType::F32).unwrap();
+    let opts = AttentionOptions::default();
+    let calls = || -> flashdot::Result<()> {
+        matmul_into(&a, &a, &MatmulOptions::default(), &c)?;
+        dot_into(&x, &x, DotVariant::Auto, &d)?;
+        flashdot::ops::attention::attention_into(&q, &q, &q, &opts, &o, None)?;
+        Ok(())
+    };
+    for _ in 0..3 {
+        calls().unwrap();
+        ctx.record(calls).unwrap();
+    }
+    ctx.synchronize().unwrap();
+    let before = ctx.memory_stats().buffers_created;
+    for _ in 0..5 {
+        calls().unwrap();
+        ctx.record(calls).unwrap();
+    }
+    ctx.synchronize().unwrap();
+    assert_eq!(ctx.memory_stats().buffers_created, before);
+    assert_eq!(c.to_vec::<f32>().unwrap()[0], 16.0);
+}
+
+/// `to_vec_async` does not block: polled by hand, it returns `Pending` or
+/// the data, and once pending it is woken (by the context's poller thread)
+/// and then yields the data.
+#[test]
+fn async_readback_wakes_instead_of_blocking() {
+    use std::future::Future;
+    use std::sync::mpsc;
+    use std::task::{Context as TaskCx, Poll, Wake, Waker};
+    struct Chan(std::sync::Mutex<mpsc::Sender<()>>);
+    impl Wake for Chan {
+        fn wake(self: std::sync::Arc<Self>) {
+            let _ = self.0.lock().unwrap().send(());
+        }
+    }
+    let ctx = ctx();
+    let n = 256;
+    let big = Tensor::from_slice(&ctx, &vec![1.0f32; n * n], &[n, n]).unwrap();
+    let c = matmul(&big, &big).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let waker = Waker::from(std::sync::Arc::new(Chan(std::sync::Mutex::new(tx))));
+    let mut fut = Box::pin(c.to_vec_async::<f32>());
+    let mut cx = TaskCx::from_waker(&waker);
+    let mut polls = 0;
+    let got = loop {
+        polls += 1;
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => break r.unwrap(),
+            Poll::Pending => rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the poller wakes the future"),
+        }
+    };
+    assert_eq!(got.len(), n * n);
+    assert!(got.iter().all(|&v| v == n as f32));
+    eprintln!("async readback ready after {polls} polls");
+}
+
+/// Four threads recording on one context at once, each chain verified: the
+/// recordings and the parameter arena's chunks do not mix threads' work.
+#[test]
+fn threads_record_at_once() {
+    let ctx = ctx();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let ctx = ctx.clone();
+            s.spawn(move || {
+                let mut rng = rng(&format!("recording thread {t}"));
+                for i in 0..25 {
+                    let (m, k, n) = (1 + (i * 7 + t) % 19, 1 + (i * 3) % 11, 1 + (i + t) % 9);
+                    let a = uniform(&mut rng, m * k);
+                    let b = uniform(&mut rng, k * n);
+                    let ta = Tensor::from_slice(&ctx, &a, &[m, k]).unwrap();
+                    let tb = Tensor::from_slice(&ctx, &b, &[k, n]).unwrap();
+                    let (c, d) = ctx
+                        .record(|| {
+                            let c = matmul(&ta, &tb)?;
+                            let d = dot(&c, &c)?;
+                            Ok((c, d))
+                        })
+                        .unwrap();
+                    let want = reference::matmul::matmul(&a, &b, m, k, n, false, false);
+                    let got = c.to_vec::<f32>().unwrap();
+                    check(
+                        &verify::compare(&got, &want),
+                        1e-5,
+                        &format!("thread {t} op {i}"),
+                    );
+                    let want_d = reference::dot::dot(&got, &got, n);
+                    let tol = dot_tolerance(&got, &got, n, &want_d);
+                    check(
+                        &verify::compare(&d.to_vec::<f32>().unwrap(), &want_d),
+                        tol,
+                        &format!("thread {t} dot {i}"),
+                    );
+                }
+            });
+        }
+    });
+}

@@ -2,25 +2,13 @@
 //! named slots, one compute pass per dispatch (timed while a GPU timer runs),
 //! the command encoder and submit.
 
+use super::bindcache::{Key, Res};
 use super::timer::TIMER_PASSES;
 use super::Context;
 
 impl Context {
     pub(crate) fn max_binding(&self) -> u64 {
         self.inner.info.limits.max_storage_buffer_binding_size
-    }
-
-    /// Creates a uniform buffer holding `params`.
-    pub(crate) fn uniform<T: bytemuck::Pod>(&self, params: &T) -> wgpu::Buffer {
-        use wgpu::util::DeviceExt;
-        self.inner.memory.count();
-        self.inner
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::bytes_of(params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
     }
 
     /// Splits `groups` workgroups over x and y so that neither exceeds the
@@ -89,6 +77,9 @@ pub(crate) enum Bind<'a> {
         size: u64,
     },
     Texture(&'a wgpu::TextureView),
+    /// A texture of the texel pool (its bind groups can be cached: the pool
+    /// purges them when it frees the texture).
+    Pooled(&'a wgpu::TextureView),
 }
 
 impl<'a> Bind<'a> {
@@ -112,6 +103,10 @@ impl<'a> Bind<'a> {
     pub fn texture(view: &'a wgpu::TextureView) -> Self {
         Bind::Texture(view)
     }
+    /// A pooled texel texture.
+    pub fn pooled(t: &'a crate::texels::PooledTexels) -> Self {
+        Bind::Pooled(t.view())
+    }
 }
 
 impl Context {
@@ -123,40 +118,63 @@ impl Context {
         &self,
         enc: &mut wgpu::CommandEncoder,
         pipeline: &wgpu::ComputePipeline,
-        params: &wgpu::Buffer,
+        params: &super::Param<'_>,
         binds: &[(u32, Bind<'_>)],
         groups: (u32, u32, u32),
     ) {
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: params.as_entire_binding(),
-        }];
-        for &(slot, ref b) in binds {
-            let resource = match *b {
+        let first = [(0, params.bind())];
+        let all = || first.iter().chain(binds);
+        let make = || {
+            let entries: Vec<_> = all()
+                .map(|&(slot, ref b)| wgpu::BindGroupEntry {
+                    binding: slot,
+                    resource: match *b {
+                        Bind::Buffer {
+                            buffer,
+                            offset,
+                            size,
+                        } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer,
+                            offset,
+                            size: std::num::NonZeroU64::new(size),
+                        }),
+                        Bind::Texture(view) | Bind::Pooled(view) => {
+                            wgpu::BindingResource::TextureView(view)
+                        }
+                    },
+                })
+                .collect();
+            self.inner
+                .device
+                .create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &entries,
+                })
+        };
+        // Every buffer flashdot binds is one it wraps (purged when freed), so
+        // only textures outside the pool make a group uncacheable.
+        let key: Option<Vec<(u32, Res)>> = all()
+            .map(|&(slot, ref b)| match *b {
                 Bind::Buffer {
                     buffer,
                     offset,
                     size,
-                } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer,
-                    offset,
-                    size: std::num::NonZeroU64::new(size),
-                }),
-                Bind::Texture(view) => wgpu::BindingResource::TextureView(view),
-            };
-            entries.push(wgpu::BindGroupEntry {
-                binding: slot,
-                resource,
-            });
-        }
-        let bg = self
-            .inner
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            });
+                } => Some((slot, Res::Buffer(buffer.clone(), offset, size))),
+                Bind::Pooled(view) => Some((slot, Res::View(view.clone()))),
+                Bind::Texture(_) => None,
+            })
+            .collect();
+        let bg = match key {
+            Some(entries) => self.inner.binds.get_or(
+                Key {
+                    pipeline: pipeline.clone(),
+                    entries,
+                },
+                make,
+            ),
+            None => make(),
+        };
         let mut timer = self.inner.timer.lock().unwrap_or_else(|e| e.into_inner());
         let writes = timer.as_mut().and_then(|t| {
             (t.used + 2 <= 2 * TIMER_PASSES).then(|| {
@@ -177,19 +195,79 @@ impl Context {
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
     }
 
-    /// A fresh command encoder.
-    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
-        self.inner
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+    /// Submits command buffers after writing the staged parameters they read.
+    pub(crate) fn queue_submit(
+        &self,
+        buffers: impl IntoIterator<Item = wgpu::CommandBuffer>,
+    ) -> wgpu::SubmissionIndex {
+        self.flush_params();
+        self.inner.queue.submit(buffers)
+    }
+
+    /// A fresh command encoder. The parameter regions of the ops it encodes
+    /// stay reserved until it is submitted or dropped.
+    pub(crate) fn encoder(&self) -> Encoder<'_> {
+        Encoder {
+            hold: self.hold_params(),
+            ctx: self,
+            enc: Some(
+                self.inner
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }),
+            ),
+        }
     }
 
     /// Submits encoded work (inside [`Context::record`], keeps it for the
     /// recording's one submission). Returns the submission's index.
-    pub(crate) fn submit(&self, enc: wgpu::CommandEncoder) -> Option<wgpu::SubmissionIndex> {
+    pub(crate) fn submit(&self, mut enc: Encoder<'_>) -> Option<wgpu::SubmissionIndex> {
+        let raw = enc.enc.take().expect("an encoder is submitted once");
+        self.submit_raw(raw)
+        // `enc` drops here, after the submission: its parameter regions may
+        // be reused from now on.
+    }
+
+    pub(super) fn submit_raw(&self, enc: wgpu::CommandEncoder) -> Option<wgpu::SubmissionIndex> {
         let enc = self.take_for_recording(enc)?;
-        let index = self.inner.queue.submit([enc.finish()]);
+        let index = self.queue_submit([enc.finish()]);
         self.start_background_compiles();
         Some(index)
+    }
+}
+
+/// A command encoder that keeps the parameter arena's regions reserved until
+/// it is submitted (or dropped unsubmitted).
+pub(crate) struct Encoder<'a> {
+    ctx: &'a Context,
+    hold: u64,
+    enc: Option<wgpu::CommandEncoder>,
+}
+
+impl Encoder<'_> {
+    /// The encoder, finished (for submissions that bypass [`Context::submit`]).
+    pub(crate) fn finish(mut self) -> wgpu::CommandBuffer {
+        self.enc
+            .take()
+            .expect("an encoder is finished once")
+            .finish()
+    }
+}
+
+impl std::ops::Deref for Encoder<'_> {
+    type Target = wgpu::CommandEncoder;
+    fn deref(&self) -> &wgpu::CommandEncoder {
+        self.enc.as_ref().expect("encoder in use")
+    }
+}
+
+impl std::ops::DerefMut for Encoder<'_> {
+    fn deref_mut(&mut self) -> &mut wgpu::CommandEncoder {
+        self.enc.as_mut().expect("encoder in use")
+    }
+}
+
+impl Drop for Encoder<'_> {
+    fn drop(&mut self) {
+        self.ctx.release_params(self.hold);
     }
 }

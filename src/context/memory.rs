@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::bindcache::BindCache;
 use super::Context;
 
 /// Device memory held in flashdot's buffers (tensors, index chunks, kernel
@@ -32,14 +33,17 @@ pub(crate) struct Tracked {
     buffer: wgpu::Buffer,
     /// `None` for a buffer the app owns ([`Tensor::from_buffer`](crate::Tensor::from_buffer)).
     counter: Option<Arc<MemCounter>>,
+    /// Cached bind groups that use the buffer go when it does.
+    binds: Arc<BindCache>,
 }
 
-impl Tracked {
+impl Context {
     /// An app's buffer: not flashdot's memory, not counted.
-    pub(crate) fn foreign(buffer: wgpu::Buffer) -> Tracked {
+    pub(crate) fn foreign(&self, buffer: wgpu::Buffer) -> Tracked {
         Tracked {
             buffer,
             counter: None,
+            binds: self.inner.binds.clone(),
         }
     }
 }
@@ -53,6 +57,7 @@ impl std::ops::Deref for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
+        self.binds.purge_buffer(&self.buffer);
         if let Some(c) = &self.counter {
             c.live.fetch_sub(self.buffer.size(), Ordering::Relaxed);
         }
@@ -123,6 +128,7 @@ impl Context {
         Tracked {
             buffer,
             counter: Some(self.inner.memory.clone()),
+            binds: self.inner.binds.clone(),
         }
     }
 

@@ -5,6 +5,8 @@
 //! (`readback`) and the dispatch helpers (`dispatch`). Nothing here knows
 //! tensors or ops.
 
+mod arena;
+mod bindcache;
 mod dispatch;
 mod memory;
 mod pipelines;
@@ -18,11 +20,14 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, GpuErrorKind, Result};
 
+pub(crate) use arena::{Param, Table};
+pub(crate) use bindcache::BindCache;
 pub(crate) use dispatch::Bind;
 pub use memory::MemoryStats;
 pub(crate) use memory::{Tracked, TrackedTexture};
 pub(crate) use pipelines::Spec;
 pub use profile::DeviceProfile;
+pub(crate) use readback::Wait;
 
 /// Options for opening a [`Context`]. The default picks the best adapter on any
 /// backend; the standard wgpu variables `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
@@ -205,9 +210,13 @@ pub(crate) struct Inner {
     wait_for_best: bool,
     lost: Arc<Mutex<Option<String>>>,
     memory: Arc<memory::MemCounter>,
+    arena: Mutex<arena::ParamArena>,
+    texels: Arc<crate::texels::TexelPool>,
+    binds: Arc<bindcache::BindCache>,
+    poller: std::sync::OnceLock<readback::Poller>,
     timer: Mutex<Option<timer::GpuTimer>>,
     /// Command buffers of a [`Context::record`] scope, submitted together.
-    recording: Mutex<Option<record::Recording>>,
+    recording: Mutex<record::Recordings>,
     _adapter: wgpu::Adapter,
     /// The instance a context opened itself (none for an app's device).
     _instance: Option<wgpu::Instance>,
@@ -395,6 +404,7 @@ impl Context {
             subgroup_size: (ainfo.subgroup_min_size, ainfo.subgroup_max_size),
             limits: device.limits(),
         };
+        let binds = Arc::new(bindcache::BindCache::default());
         Context {
             inner: Arc::new(Inner {
                 device,
@@ -405,8 +415,12 @@ impl Context {
                 wait_for_best,
                 lost,
                 memory: Arc::default(),
+                arena: arena::ParamArena::new(),
+                texels: Arc::new(crate::texels::TexelPool::new(binds.clone())),
+                binds,
+                poller: Default::default(),
                 timer: Mutex::new(None),
-                recording: Mutex::new(None),
+                recording: Mutex::default(),
                 _adapter: adapter.clone(),
                 _instance: instance,
             }),
@@ -422,6 +436,18 @@ impl Context {
     /// policy derived from them.
     pub fn profile(&self) -> &DeviceProfile {
         &self.inner.profile
+    }
+
+    pub(crate) fn texel_pool(&self) -> Arc<crate::texels::TexelPool> {
+        self.inner.texels.clone()
+    }
+
+    /// Frees the device memory flashdot keeps for reuse between calls (the
+    /// pooled texel copies of operands; tensors and compiled kernels stay).
+    /// Later calls allocate again as needed.
+    pub fn empty_cache(&self) {
+        self.inner.texels.clear();
+        self.inner.binds.clear();
     }
 
     /// The underlying wgpu device (for interop).

@@ -7,18 +7,14 @@ use std::thread::ThreadId;
 use super::Context;
 use crate::error::{Error, Result};
 
-/// The command buffers one thread records on a context.
-#[derive(Debug)]
-pub(crate) struct Recording {
-    thread: ThreadId,
-    buffers: Vec<wgpu::CommandBuffer>,
-}
+/// The command buffers each recording thread has recorded on a context.
+pub(crate) type Recordings = std::collections::HashMap<ThreadId, Vec<wgpu::CommandBuffer>>;
 
 impl Context {
     /// Runs `f` with every flashdot op it calls on this thread recorded
     /// rather than submitted, then submits all of them in one submission (one
     /// `queue.submit`, in call order) and returns `f`'s result. Other threads'
-    /// ops on the context are not captured.
+    /// ops on the context are not captured (they may record their own).
     ///
     /// Results are readable after `record` returns: a readback inside the
     /// scope (`Tensor::to_vec`, a host search, the autotuner's timing, a
@@ -27,47 +23,42 @@ impl Context {
     /// A nested `record` joins the outer one.
     ///
     /// Errors: `f`'s error (then nothing recorded is submitted);
-    /// [`Error::InvalidArgument`] if another thread is recording on this
-    /// context; [`Error::Gpu`] if the submission fails.
+    /// [`Error::Gpu`] if the submission fails.
     pub fn record<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let me = std::thread::current().id();
         {
             let mut rec = self.lock_recording();
-            match &*rec {
-                Some(r) if r.thread == me => {
-                    drop(rec);
-                    return f();
-                }
-                Some(_) => {
-                    return Err(Error::InvalidArgument {
-                        op: "Context::record",
-                        detail: "another thread is recording on this context".into(),
-                    })
-                }
-                None => {
-                    *rec = Some(Recording {
-                        thread: me,
-                        buffers: Vec::new(),
-                    })
-                }
+            if rec.contains_key(&me) {
+                drop(rec);
+                return f();
             }
+            rec.insert(me, Vec::new());
         }
+        let hold = self.hold_params();
         let out = f();
         let buffers = self
             .lock_recording()
-            .take()
-            .map(|r| r.buffers)
+            .get_mut(&me)
+            .map(std::mem::take)
             .unwrap_or_default();
+        let submitted = match &out {
+            Ok(_) => self.scoped("Context::record", || {
+                self.queue_submit(buffers);
+                Ok(())
+            }),
+            Err(_) => Ok(()),
+        };
+        // Only now may the arena reuse the recording's parameter regions, and
+        // only now do this thread's ops submit on their own again.
+        self.release_params(hold);
+        self.lock_recording().remove(&me);
         let out = out?;
-        self.scoped("Context::record", || {
-            self.inner.queue.submit(buffers);
-            Ok(())
-        })?;
+        submitted?;
         self.start_background_compiles();
         Ok(out)
     }
 
-    fn lock_recording(&self) -> std::sync::MutexGuard<'_, Option<Recording>> {
+    fn lock_recording(&self) -> std::sync::MutexGuard<'_, Recordings> {
         self.inner
             .recording
             .lock()
@@ -77,9 +68,7 @@ impl Context {
     /// Whether this thread is inside [`Context::record`] on this context.
     pub(crate) fn is_recording(&self) -> bool {
         let me = std::thread::current().id();
-        self.lock_recording()
-            .as_ref()
-            .is_some_and(|r| r.thread == me)
+        self.lock_recording().contains_key(&me)
     }
 
     /// Fails inside a recording: `what` needs the recorded work to have run.
@@ -103,12 +92,12 @@ impl Context {
     ) -> Option<wgpu::CommandEncoder> {
         let me = std::thread::current().id();
         let mut rec = self.lock_recording();
-        match rec.as_mut() {
-            Some(r) if r.thread == me => {
-                r.buffers.push(enc.finish());
+        match rec.get_mut(&me) {
+            Some(buffers) => {
+                buffers.push(enc.finish());
                 None
             }
-            _ => Some(enc),
+            None => Some(enc),
         }
     }
 }
@@ -119,6 +108,6 @@ impl Context {
     /// ends, after the ops recorded before it); otherwise it is submitted now
     /// and its submission index returned.
     pub fn submit_encoder(&self, enc: wgpu::CommandEncoder) -> Option<wgpu::SubmissionIndex> {
-        self.submit(enc)
+        self.submit_raw(enc)
     }
 }

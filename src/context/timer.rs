@@ -66,7 +66,13 @@ impl Context {
             self.submit(enc);
             Ok(())
         })?;
-        let raw = pollster::block_on(self.read_buffer("gpu timer", &resolve, 0, bytes))?;
+        let raw = pollster::block_on(self.read_buffer(
+            "gpu timer",
+            &resolve,
+            0,
+            bytes,
+            super::Wait::Here,
+        ))?;
         let ticks: Vec<u64> = raw
             .chunks_exact(8)
             .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod dot;
+pub(crate) mod gather;
 pub mod matmul;
 pub mod search;
 pub mod similarity;

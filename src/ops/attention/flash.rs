@@ -4,7 +4,7 @@
 use super::kv_texels::{KvTexels, KvTextures};
 use super::spec::{slot, AttentionParams, AttentionSpec};
 use super::{Dims, Inputs, OP};
-use crate::context::{Bind, Context, Tracked};
+use crate::context::{Bind, Context, Table};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -13,13 +13,13 @@ use crate::tensor::Tensor;
 pub(super) fn common_binds<'a>(
     io: &Inputs<'a>,
     out: Bind<'a>,
-    kvlen: &'a Tracked,
+    kvlen: &'a Table<'a>,
     stats: Option<Bind<'a>>,
 ) -> Vec<(u32, Bind<'a>)> {
     let mut binds = vec![
         (slot::Q, io.q.bind()),
         (slot::OUT, out),
-        (slot::KV_LEN, Bind::whole(kvlen)),
+        (slot::KV_LEN, kvlen.bind()),
     ];
     if let Some(b) = io.bias {
         binds.push((slot::BIAS, b.bind()));
@@ -40,7 +40,7 @@ pub(super) fn run(
     spec: &AttentionSpec,
     row_block: u32,
     p: &AttentionParams,
-    kvlen: &Tracked,
+    kvlen: &Table<'_>,
     out: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
@@ -73,7 +73,7 @@ pub(super) fn run_rows(
     quick: Option<&AttentionSpec>,
     kv: &KvTextures,
     p: &AttentionParams,
-    kvlen: &Tracked,
+    kvlen: &Table<'_>,
     out: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
@@ -101,8 +101,8 @@ pub(super) fn run_rows(
         let tex = KvTexels::encode(ctx, &mut enc, &packs, &ubuf, [io.k, io.v], dims, kv)?;
         let mut binds = common_binds(io, out.bind(), kvlen, lse.map(|l| l.bind()));
         binds.extend([
-            (slot::K_TEXELS, Bind::texture(&tex.views[0])),
-            (slot::V_TEXELS, Bind::texture(&tex.views[1])),
+            (slot::K_TEXELS, Bind::pooled(&tex.textures[0])),
+            (slot::V_TEXELS, Bind::pooled(&tex.textures[1])),
         ]);
         let groups = (
             dims.sq.div_ceil((64 * tm) as usize) as u32,

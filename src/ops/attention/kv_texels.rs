@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use super::spec::{slot, AttentionKernel, AttentionParams, AttentionSpec};
 use super::Dims;
-use crate::context::{Bind, Context, DeviceProfile, Tracked, TrackedTexture};
+use crate::context::{Bind, Context, DeviceProfile, Param, Tracked};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
-use crate::texels::{vec4_format, vec4_texture, TexelGrid};
+use crate::texels::{vec4_format, vec4_texture, PooledTexels, TexelGrid};
 
 /// How K and V become textures: with head dims multiples of 4 their buffers
 /// are copied as they are (f32 or f16 texels, no shader pass); otherwise a
@@ -90,8 +90,7 @@ impl KvTextures {
 /// K and V as the textures of [`KvTextures`]. Holds the textures (and any
 /// pack staging buffers) until the work that reads them is submitted.
 pub(crate) struct KvTexels {
-    pub views: [wgpu::TextureView; 2],
-    _textures: [TrackedTexture; 2],
+    pub textures: [PooledTexels; 2],
     _staging: Vec<Tracked>,
 }
 
@@ -106,7 +105,7 @@ impl KvTexels {
         ctx: &Context,
         enc: &mut wgpu::CommandEncoder,
         packs: &[Arc<wgpu::ComputePipeline>],
-        ubuf: &wgpu::Buffer,
+        ubuf: &Param<'_>,
         [k, v]: [&Tensor; 2],
         dims: &Dims,
         geo: &KvTextures,
@@ -153,11 +152,9 @@ impl KvTexels {
             staging.extend(packed);
             made
         };
-        let (kview, ktex) = make(0, k);
-        let (vview, vtex) = make(1, v);
+        let textures = [make(0, k), make(1, v)];
         Ok(KvTexels {
-            views: [kview, vview],
-            _textures: [ktex, vtex],
+            textures,
             _staging: staging,
         })
     }

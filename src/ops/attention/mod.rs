@@ -22,7 +22,7 @@ mod split_kv;
 
 pub use plan::AttentionPlan;
 
-use crate::context::{Context, Tracked};
+use crate::context::{Context, Table};
 use crate::error::{Error, Result};
 use crate::tensor::{shape_str, DType, Tensor};
 #[cfg(test)]
@@ -371,6 +371,7 @@ pub fn attention(
     v: &Tensor,
     opts: &AttentionOptions,
 ) -> Result<AttentionOutput> {
+    let (q, k, v) = (&q.contiguous()?, &k.contiguous()?, &v.contiguous()?);
     let dims = check(q, k, v, opts)?;
     let ctx = q.context();
     let out = Tensor::empty(ctx, &dims.out_shape(opts.layout), q.dtype())?;
@@ -392,6 +393,9 @@ pub fn attention_into(
     out: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
+    // Q, K and V may be views of one fused projection: strided ones are read
+    // through one gather copy each.
+    let (q, k, v) = (&q.contiguous()?, &k.contiguous()?, &v.contiguous()?);
     let dims = check(q, k, v, opts)?;
     let mut outputs = vec![("out", out)];
     outputs.extend(lse.map(|t| ("lse", t)));
@@ -536,14 +540,9 @@ fn zero_fill(t: &Tensor) -> Result<()> {
     })
 }
 
-fn kvlen_buffer(ctx: &Context, dims: &Dims, opts: &AttentionOptions) -> Tracked {
-    let lens: Vec<u32> = match opts.kv_len {
-        Some(l) => l.to_vec(),
-        None => vec![dims.sk as u32; dims.b],
-    };
-    ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("kv_len"),
-        contents: bytemuck::cast_slice(&lens),
-        usage: wgpu::BufferUsages::STORAGE,
-    })
+fn kvlen_buffer<'c>(ctx: &'c Context, dims: &Dims, opts: &AttentionOptions) -> Table<'c> {
+    match opts.kv_len {
+        Some(l) => ctx.table(l),
+        None => ctx.table(&vec![dims.sk as u32; dims.b]),
+    }
 }

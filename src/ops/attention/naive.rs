@@ -3,7 +3,7 @@
 
 use super::spec::{slot, AttentionKernel, AttentionParams, AttentionSpec};
 use super::{kvlen_buffer, AttentionOptions, Dims, Inputs, Layout, OP};
-use crate::context::{Bind, Context};
+use crate::context::Context;
 use crate::error::Result;
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::tensor::Tensor;
@@ -58,7 +58,7 @@ pub(super) fn run(
         let mut binds = vec![
             (slot::IN1, s.bind()),
             (slot::IN2, probs.bind()),
-            (slot::KV_LEN, Bind::whole(&kvlen)),
+            (slot::KV_LEN, kvlen.bind()),
         ];
         if let Some(b) = io.bias {
             binds.push((slot::BIAS, b.bind()));

@@ -5,7 +5,7 @@ use super::flash::common_binds;
 use super::kv_texels::{KvTexels, KvTextures};
 use super::spec::{slot, AttentionParams, AttentionSpec};
 use super::{Dims, Inputs, OP};
-use crate::context::{Bind, Context, Tracked};
+use crate::context::{Bind, Context, Table, Tracked};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -36,7 +36,7 @@ pub(super) fn run(
     kv: Option<&KvTextures>,
     (nsplit, chunk): (usize, usize),
     p: &AttentionParams,
-    kvlen: &Tracked,
+    kvlen: &Table<'_>,
     out: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
@@ -73,8 +73,8 @@ pub(super) fn run(
         let mut binds = common_binds(io, Bind::whole(&part_o), kvlen, Some(Bind::whole(&part_ml)));
         match &tex {
             Some(t) => binds.extend([
-                (slot::K_TEXELS, Bind::texture(&t.views[0])),
-                (slot::V_TEXELS, Bind::texture(&t.views[1])),
+                (slot::K_TEXELS, Bind::pooled(&t.textures[0])),
+                (slot::V_TEXELS, Bind::pooled(&t.textures[1])),
             ]),
             None => binds.extend([(slot::K, io.k.bind()), (slot::V, io.v.bind())]),
         }

@@ -482,11 +482,7 @@ fn launch(
     };
     ctx.scoped(op, || {
         let ubuf = ctx.uniform(&params);
-        let offs = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("batch offsets"),
-            contents: bytemuck::cast_slice(&p.offsets),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+        let offs = ctx.table(&p.offsets);
         let mut enc = ctx.encoder();
         let format = vec4_format(a.dtype());
         let made = plan.texels.map(|grid| {
@@ -504,12 +500,12 @@ fn launch(
             })
         });
         let mut binds = match &made {
-            Some([(av, _), (bv, _)]) => {
-                vec![(slot::A, Bind::texture(av)), (slot::B, Bind::texture(bv))]
+            Some([at, bt]) => {
+                vec![(slot::A, Bind::pooled(at)), (slot::B, Bind::pooled(bt))]
             }
             None => vec![(slot::A, a.bind()), (slot::B, b.bind())],
         };
-        binds.push((slot::OFFSETS, Bind::whole(&offs)));
+        binds.push((slot::OFFSETS, offs.bind()));
         binds.push((slot::OUT, out.bind()));
         if let Some(bias) = bias {
             binds.push((slot::BIAS, bias.bind()));

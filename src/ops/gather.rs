@@ -1,0 +1,152 @@
+//! Gather: copies a strided view ([`Tensor::narrow`]) into a new contiguous
+//! tensor ([`Tensor::contiguous`]). Kernel source: `ops/gather.wgsl`, on
+//! 32-bit words for every dtype (two f16 elements per word).
+
+use crate::context::{Bind, Spec};
+use crate::error::{Error, Result};
+use crate::shader;
+use crate::tensor::{shape_str, DType, Tensor};
+
+const SRC: &str = include_str!("gather.wgsl");
+const OP: &str = "Tensor::contiguous";
+
+crate::params! {
+    /// Mirrors `Params` in `ops/gather.wgsl`.
+    pub(crate) struct GatherParams {
+        /// Output elements.
+        n: u32,
+        /// The view's first element from the source binding's start.
+        src_off: u32,
+        _p0: u32,
+        _p1: u32,
+        /// The view's shape, padded with leading 1s to 4 dims.
+        shape: [u32; 4],
+        /// Its element strides, innermost last.
+        strides: [u32; 4],
+    }
+}
+
+crate::defines! {
+    /// Defines of `ops/gather.wgsl`.
+    pub(crate) enum GatherDefine {
+        Half = "HALF",
+    }
+}
+
+/// One gather specialisation: 16-bit elements or 32-bit ones.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct GatherSpec {
+    pub half: bool,
+}
+
+impl Spec for GatherSpec {
+    fn family(&self) -> &'static str {
+        "gather"
+    }
+    fn entry(&self) -> &'static str {
+        "gather"
+    }
+    fn source(&self) -> Result<String> {
+        let defines: &[GatherDefine] = if self.half {
+            &[GatherDefine::Half]
+        } else {
+            &[]
+        };
+        shader::render(self, SRC, DType::U32, false, defines, &[])
+    }
+}
+
+impl GatherSpec {
+    #[cfg(test)]
+    pub(crate) fn reachable() -> Vec<GatherSpec> {
+        vec![GatherSpec { half: false }, GatherSpec { half: true }]
+    }
+}
+
+/// Merges dims that are contiguous with each other (and drops size-1 dims), so
+/// that views of up to 4 irregular dims fit the kernel.
+fn collapse(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (&n, &s) in shape.iter().zip(strides) {
+        if n == 1 {
+            continue;
+        }
+        match out.last_mut() {
+            Some((pn, ps)) if *ps == s * n => {
+                *pn *= n;
+                *ps = s;
+            }
+            _ => out.push((n, s)),
+        }
+    }
+    out.into_iter().unzip()
+}
+
+/// Copies the view `src` (shape, element strides, byte offset) into `out`, a
+/// new contiguous tensor of the same shape and dtype.
+pub(crate) fn gather_into(src: &Tensor, strides: &[usize], out: &Tensor) -> Result<()> {
+    let n = src.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let (shape, strides) = collapse(src.shape(), strides);
+    if shape.len() > 4 {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            detail: format!(
+                "a view of shape {} whose strides do not merge into 4 dims",
+                shape_str(src.shape())
+            ),
+        });
+    }
+    let ctx = src.context();
+    let eb = src.dtype().size();
+    let first = src.offset() / eb;
+    let span = shape
+        .iter()
+        .zip(&strides)
+        .map(|(&n, &s)| (n as u64 - 1) * s as u64)
+        .sum::<u64>()
+        + 1;
+    let too_large = |size: u64| Error::TooLarge {
+        op: OP,
+        what: format!("a view of shape {}", shape_str(src.shape())),
+        size,
+        limit: ctx.max_binding(),
+    };
+    // The kernel reads 32-bit words: f16 windows start on a word.
+    let w = ctx
+        .window(src.buffer().size(), eb, first, span)
+        .ok_or_else(|| too_large(span * eb))?;
+    if out.padded_bytes() > ctx.max_binding() {
+        return Err(too_large(out.padded_bytes()));
+    }
+    let pad = 4 - shape.len();
+    let mut p = GatherParams {
+        n: n as u32,
+        src_off: w.elem_offset,
+        ..Default::default()
+    };
+    p.shape = [1; 4];
+    for (i, (&n, &s)) in shape.iter().zip(&strides).enumerate() {
+        p.shape[pad + i] = n as u32;
+        p.strides[pad + i] = s as u32;
+    }
+    let half = src.dtype() == DType::F16;
+    let pipeline = ctx.pipeline(&GatherSpec { half })?;
+    let words = if half { n.div_ceil(2) } else { n };
+    ctx.scoped(OP, || {
+        let ubuf = ctx.uniform(&p);
+        let mut enc = ctx.encoder();
+        let (gx, gy) = ctx.grid((words as u32).div_ceil(256));
+        ctx.dispatch(
+            &mut enc,
+            &pipeline,
+            &ubuf,
+            &[(1, Bind::window(src.buffer(), &w)), (2, out.bind())],
+            (gx, gy, 1),
+        );
+        ctx.submit(enc);
+        Ok(())
+    })
+}
