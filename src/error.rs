@@ -111,4 +111,13 @@ pub enum Error {
     /// Mapping a buffer for readback failed.
     #[error("readback failed: {0}")]
     Readback(String),
+    /// A model file is missing, unreadable or not what its name says
+    /// (feature `models`).
+    #[error("model file {path}: {detail}")]
+    Model {
+        /// The file.
+        path: String,
+        /// What is wrong, and how to fix it where that is known.
+        detail: String,
+    },
 }

@@ -21,6 +21,8 @@
 pub mod context;
 mod dtype;
 pub mod error;
+#[cfg(feature = "models")]
+pub mod models;
 pub mod ops;
 pub mod reference;
 mod shader;

@@ -15,7 +15,7 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 use crate::context::{DeviceProfile, Spec};
-use crate::ops::{attention, dot, gather, matmul, search, similarity};
+use crate::ops::{attention, dot, embedding, gather, matmul, norm, pooling, search, similarity};
 use crate::shader::Params;
 
 /// Device profiles that span what the planners branch on: a discrete GPU
@@ -103,6 +103,9 @@ fn all_kernels() -> Vec<Kernel> {
     v.extend(dot::DotSpec::reachable().iter().map(kernel));
     v.extend(similarity::SimilaritySpec::reachable().iter().map(kernel));
     v.extend(gather::GatherSpec::reachable().iter().map(kernel));
+    v.extend(embedding::EmbeddingSpec::reachable().iter().map(kernel));
+    v.extend(norm::NormSpec::reachable().iter().map(kernel));
+    v.extend(pooling::PoolSpec::reachable().iter().map(kernel));
     v.extend(matmul::reachable_specs().iter().map(kernel));
     v.extend(search::reachable_specs(&p).iter().map(kernel));
     v.extend(attention::reachable_specs(&p).iter().map(kernel));
@@ -329,6 +332,9 @@ fn params_structs_mirror_their_wgsl() {
     mirrors::<dot::DotParams>(dot::DotSpec::reachable()[0].source());
     mirrors::<similarity::SimilarityParams>(similarity::SimilaritySpec::reachable()[0].source());
     mirrors::<gather::GatherParams>(gather::GatherSpec::reachable()[0].source());
+    mirrors::<embedding::EmbeddingParams>(embedding::EmbeddingSpec::reachable()[0].source());
+    mirrors::<norm::NormParams>(norm::NormSpec::reachable()[0].source());
+    mirrors::<pooling::PoolParams>(pooling::PoolSpec::reachable()[0].source());
     mirrors::<matmul::MatmulParams>(matmul::reachable_specs()[0].source());
     mirrors::<search::TopkParams>(search::reachable_specs(&profiles())[0].source());
     mirrors::<attention::AttentionParams>(attention::reachable_specs(&profiles())[0].source());

@@ -3,7 +3,10 @@
 
 pub mod attention;
 pub mod dot;
+pub mod embedding;
 pub(crate) mod gather;
 pub mod matmul;
+pub mod norm;
+pub mod pooling;
 pub mod search;
 pub mod similarity;

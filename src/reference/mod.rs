@@ -2,7 +2,11 @@
 //! Obviously correct, not fast: the ground truth tests, examples and benches check against.
 
 pub mod attention;
+pub mod bert;
 pub mod dot;
+pub mod embedding;
 pub mod matmul;
+pub mod norm;
+pub mod pooling;
 pub mod search;
 pub mod similarity;

@@ -132,6 +132,20 @@ pub struct SearchResult {
 const OP: &str = "search";
 
 /// Row length as stored: the kernels read 8 values per load step.
+/// Rows to append to a chunk: encoded on the host, or f32 rows of a device
+/// tensor from row `first`.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Host {
+        bytes: &'a [u8],
+        scales: &'a [f32],
+    },
+    Device {
+        tensor: &'a crate::Tensor,
+        first: usize,
+    },
+}
+
 fn padded(dim: usize) -> usize {
     dim.div_ceil(8) * 8
 }
@@ -270,8 +284,85 @@ impl FlatIndex {
                 self.encode_row(&row, &mut host, &mut scales);
                 n += 1;
             }
+            let new = Rows::Host {
+                bytes: &host,
+                scales: &scales,
+            };
+            self.chunks.push(self.extend_chunk(last.as_ref(), new, n)?);
+        }
+        self.len = self.chunks.iter().map(|c| c.rows).sum();
+        Ok(())
+    }
+
+    /// Appends the rows of a device tensor `x [n, dim]` f32 (embeddings a
+    /// model produced on the GPU) without a host round trip: cosine indexes
+    /// normalise them on the device, then they are copied into the index's
+    /// storage.
+    ///
+    /// Errors: [`Error::Shape`] unless `x` is f32 `[n, dim]`;
+    /// [`Error::InvalidArgument`] for a tensor of another context (or a
+    /// view that is not contiguous); [`Error::Unsupported`] for f16 or int8
+    /// storage or a `dim` that is not a multiple of 8 (their rows are
+    /// converted or padded on the host: use [`add`](Self::add)).
+    pub fn add_tensor(&mut self, x: &crate::Tensor) -> Result<()> {
+        const ADD: &str = "FlatIndex::add_tensor";
+        if !std::sync::Arc::ptr_eq(&x.context().inner, &self.ctx.inner) {
+            return Err(Error::InvalidArgument {
+                op: ADD,
+                detail: format!(
+                    "x is on context {:?}, the index on another, {:?}",
+                    x.context(),
+                    self.ctx
+                ),
+            });
+        }
+        crate::Tensor::same_context(ADD, &[("x", x)])?;
+        if x.dtype() != DType::F32 || x.shape().len() != 2 || x.shape()[1] != self.dim {
+            return Err(Error::Shape {
+                op: ADD,
+                detail: format!(
+                    "x is {} {}, the index takes f32 [n, {}]",
+                    x.dtype(),
+                    crate::tensor::shape_str(x.shape()),
+                    self.dim
+                ),
+            });
+        }
+        if self.opts.storage != Storage::F32 || !self.dim.is_multiple_of(8) {
+            return Err(Error::Unsupported {
+                op: ADD,
+                detail: format!(
+                    "device rows go into f32 storage of a dim that is a multiple of 8 (this index: \
+                     {:?}, dim {}); read them back and use add()",
+                    self.opts.storage, self.dim
+                ),
+            });
+        }
+        let n = x.shape()[0];
+        if n == 0 {
+            return Ok(());
+        }
+        let src = if self.opts.metric == Metric::Cosine {
+            crate::ops::similarity::normalize(x)?
+        } else {
+            x.clone()
+        };
+        let per = self.rows_per_chunk();
+        let mut done = 0;
+        while done < n {
+            let last = match self.chunks.last() {
+                Some(c) if c.rows < per => self.chunks.pop(),
+                _ => None,
+            };
+            let start_rows = last.as_ref().map_or(0, |c| c.rows);
+            let take = (per - start_rows).min(n - done);
+            let new = Rows::Device {
+                tensor: &src,
+                first: done,
+            };
             self.chunks
-                .push(self.extend_chunk(last.as_ref(), &host, &scales, n)?);
+                .push(self.extend_chunk(last.as_ref(), new, start_rows + take)?);
+            done += take;
         }
         self.len = self.chunks.iter().map(|c| c.rows).sum();
         Ok(())
@@ -314,13 +405,7 @@ impl FlatIndex {
 
     /// A chunk holding `prev`'s rows (copied on the device) followed by the
     /// encoded `host` rows and their `scales`; `rows` counts both.
-    fn extend_chunk(
-        &self,
-        prev: Option<&Chunk>,
-        host: &[u8],
-        scales: &[f32],
-        rows: usize,
-    ) -> Result<Chunk> {
+    fn extend_chunk(&self, prev: Option<&Chunk>, new: Rows<'_>, rows: usize) -> Result<Chunk> {
         let ctx = &self.ctx;
         let lsh = self.layer_shift();
         let lines = 1usize << lsh;
@@ -366,37 +451,80 @@ impl FlatIndex {
                 );
             }
             ctx.submit(enc);
-            // New rows, one write per layer they touch. The queued writes run
-            // after the copy above, which may cover the same layer.
+            // New rows, one write (or copy) per layer they touch. Queued
+            // writes run after the copy above, which may cover the same layer.
             let mut r = old_rows;
+            let mut enc = ctx.encoder();
             while r < rows {
                 let end = rows.min((r / lines + 1) * lines);
-                let src = &host[(r - old_rows) * row_bytes..(end - old_rows) * row_bytes];
-                ctx.queue().write_texture(
-                    wgpu::TexelCopyTextureInfo {
-                        texture: &texture,
-                        mip_level: 0,
-                        origin: wgpu::Origin3d {
-                            x: 0,
-                            y: (r % lines) as u32,
-                            z: (r / lines) as u32,
-                        },
-                        aspect: wgpu::TextureAspect::All,
-                    },
-                    src,
-                    wgpu::TexelCopyBufferLayout {
-                        offset: 0,
-                        bytes_per_row: Some((width as usize * texel_bytes) as u32),
-                        rows_per_image: None,
-                    },
-                    wgpu::Extent3d {
-                        width,
-                        height: (end - r) as u32,
-                        depth_or_array_layers: 1,
-                    },
-                );
+                let origin = wgpu::Origin3d {
+                    x: 0,
+                    y: (r % lines) as u32,
+                    z: (r / lines) as u32,
+                };
+                let layout = |offset: u64| wgpu::TexelCopyBufferLayout {
+                    offset,
+                    bytes_per_row: Some((width as usize * texel_bytes) as u32),
+                    rows_per_image: None,
+                };
+                let extent = |n: usize| wgpu::Extent3d {
+                    width,
+                    height: n as u32,
+                    depth_or_array_layers: 1,
+                };
+                match new {
+                    Rows::Host { bytes, .. } => {
+                        let src = &bytes[(r - old_rows) * row_bytes..(end - old_rows) * row_bytes];
+                        ctx.queue().write_texture(
+                            wgpu::TexelCopyTextureInfo {
+                                texture: &texture,
+                                mip_level: 0,
+                                origin,
+                                aspect: wgpu::TextureAspect::All,
+                            },
+                            src,
+                            layout(0),
+                            extent(end - r),
+                        );
+                    }
+                    Rows::Device { tensor, first } => {
+                        // Buffer rows are the texture's rows (f32, dim a
+                        // multiple of 8): one copy per layer where the row
+                        // pitch meets the copy alignment, else one per row.
+                        let at = |row: usize| {
+                            tensor.offset() + ((first + row - old_rows) * row_bytes) as u64
+                        };
+                        let aligned =
+                            row_bytes.is_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize);
+                        let spans: Vec<(usize, usize)> = if aligned {
+                            vec![(r, end)]
+                        } else {
+                            (r..end).map(|i| (i, i + 1)).collect()
+                        };
+                        for (a, b) in spans {
+                            enc.copy_buffer_to_texture(
+                                wgpu::TexelCopyBufferInfo {
+                                    buffer: tensor.buffer(),
+                                    layout: layout(at(a)),
+                                },
+                                wgpu::TexelCopyTextureInfo {
+                                    texture: &texture,
+                                    mip_level: 0,
+                                    origin: wgpu::Origin3d {
+                                        x: 0,
+                                        y: (a % lines) as u32,
+                                        z: (a / lines) as u32,
+                                    },
+                                    aspect: wgpu::TextureAspect::All,
+                                },
+                                extent(b - a),
+                            );
+                        }
+                    }
+                }
                 r = end;
             }
+            ctx.submit(enc);
             let view = texture.create_view(&wgpu::TextureViewDescriptor {
                 dimension: Some(wgpu::TextureViewDimension::D2Array),
                 ..Default::default()
@@ -404,7 +532,10 @@ impl FlatIndex {
             let scales = (self.opts.storage == Storage::Int8).then(|| {
                 let old = prev.and_then(|c| c.scales.as_ref());
                 let old_size = old.map_or(0, |b| b.size());
-                let new: &[u8] = bytemuck::cast_slice(scales);
+                let new: &[u8] = match new {
+                    Rows::Host { scales, .. } => bytemuck::cast_slice(scales),
+                    Rows::Device { .. } => &[],
+                };
                 let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("index scales"),
                     size: old_size + new.len() as u64,

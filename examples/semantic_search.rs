@@ -1,0 +1,167 @@
+//! Semantic search with all-MiniLM-L6-v2 on flashdot: embeds a real corpus
+//! (the Python documentation and license texts this machine ships, one
+//! sentence per line in `models/corpus.txt`, made by
+//! `scripts/fetch-model.sh`), adds the embeddings to a `FlatIndex` straight
+//! from the device tensor, then answers the queries given on the command
+//! line with the top-k sentences, their scores and timings.
+//!
+//! `cargo run --release --example semantic_search -- "How do I open a file?" "license of the software"`
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::time::Instant;
+
+use clap::Parser;
+use flashdot::models::{default_model_dir, SentenceEncoder};
+use flashdot::ops::search::{FlatIndex, IndexOptions};
+use flashdot::ops::similarity::Metric;
+use flashdot::DType;
+
+#[derive(Parser)]
+#[command(about = "semantic search over a real corpus with all-MiniLM-L6-v2 on flashdot")]
+struct Args {
+    /// Queries (default: three examples).
+    queries: Vec<String>,
+    /// The corpus: one sentence per line.
+    #[arg(long)]
+    corpus: Option<std::path::PathBuf>,
+    /// Use only the first N sentences of the corpus.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Results per query.
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Weights and activations: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// The checkpoint folder (default: models/all-MiniLM-L6-v2, or FLASHDOT_MODEL_DIR).
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// Backend (default: best adapter).
+    #[arg(long, value_enum)]
+    backend: Option<common::Backend>,
+}
+
+fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let dtype = match a.dtype.as_str() {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        other => return Err(format!("--dtype must be f32 or f16, not {other}").into()),
+    };
+    if a.batch == 0 || a.k == 0 {
+        return Err("--batch and --k must be at least 1".into());
+    }
+    let dir = a.model.clone().unwrap_or_else(default_model_dir);
+    let corpus_path = a
+        .corpus
+        .clone()
+        .unwrap_or_else(|| dir.parent().unwrap_or(&dir).join("corpus.txt"));
+    let text = std::fs::read_to_string(&corpus_path).map_err(|e| {
+        format!(
+            "{}: {e} (make it with `bash scripts/fetch-model.sh`, or pass --corpus)",
+            corpus_path.display()
+        )
+    })?;
+    let mut corpus: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(n) = a.limit {
+        corpus.truncate(n);
+    }
+    if corpus.is_empty() {
+        return Err(format!("{}: no sentences", corpus_path.display()).into());
+    }
+    let ctx = common::open(a.backend)?;
+    let t = Instant::now();
+    let enc = SentenceEncoder::load(&ctx, &dir, dtype)?;
+    println!(
+        "model {} ({dtype}) loaded in {:.2} s",
+        dir.display(),
+        t.elapsed().as_secs_f64()
+    );
+
+    // Sentences sorted by length share batches with their peers (little
+    // padding), as sentence-transformers does; ids keep the corpus order.
+    let mut order: Vec<usize> = (0..corpus.len()).collect();
+    order.sort_by_key(|&i| corpus[i].len());
+    let mut index = FlatIndex::new(
+        &ctx,
+        enc.dim(),
+        IndexOptions::default().metric(Metric::Cosine),
+    )?;
+    let mut ids = Vec::with_capacity(corpus.len());
+    let t = Instant::now();
+    let (mut embed_s, mut add_s) = (0.0, 0.0);
+    for (b, chunk) in order.chunks(a.batch).enumerate() {
+        let sentences: Vec<&str> = chunk.iter().map(|&i| corpus[i]).collect();
+        let s = Instant::now();
+        let e = enc.embed(&sentences)?;
+        embed_s += s.elapsed().as_secs_f64();
+        let s = Instant::now();
+        index.add_tensor(&e)?;
+        add_s += s.elapsed().as_secs_f64();
+        ids.extend_from_slice(chunk);
+        let done = (b * a.batch + chunk.len()).min(corpus.len());
+        eprint!(
+            "\rembedding the corpus: {done}/{} sentences, {:.1} s",
+            corpus.len(),
+            t.elapsed().as_secs_f64()
+        );
+        std::io::stderr().flush().ok();
+    }
+    ctx.synchronize()?;
+    let total = t.elapsed().as_secs_f64();
+    eprintln!();
+    println!(
+        "corpus: {} sentences from {} embedded in {total:.2} s ({:.0} sentences/s; encoder calls {embed_s:.2} s, \
+         index adds from the device tensors {add_s:.3} s)",
+        corpus.len(),
+        corpus_path.display(),
+        corpus.len() as f64 / total
+    );
+    let queries: Vec<String> = if a.queries.is_empty() {
+        vec![
+            "How do I open a file for reading?".into(),
+            "What happens when an exception is not handled?".into(),
+            "May I distribute modified copies of the program?".into(),
+        ]
+    } else {
+        a.queries.clone()
+    };
+    for q in &queries {
+        let t = Instant::now();
+        let qe = enc.embed(&[q.as_str()])?.to_vec::<f32>()?;
+        let embed_ms = t.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        let r = index.search(&qe, a.k)?;
+        let search_ms = s.elapsed().as_secs_f64() * 1e3;
+        println!("\nquery: {q}   (embed {embed_ms:.1} ms + search {search_ms:.1} ms)");
+        for (score, id) in r.scores.iter().zip(&r.ids) {
+            let sentence = corpus[ids[*id as usize]];
+            let short: String = sentence.chars().take(110).collect();
+            println!(
+                "  {score:.4}  {short}{}",
+                if short.len() < sentence.len() {
+                    "…"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run(&Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

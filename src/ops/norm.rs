@@ -1,0 +1,168 @@
+//! Layer norm over the last dimension, with an optional fused residual add
+//! (`layer_norm(x + residual)`, a transformer block's post-norm). Kernel
+//! source: `ops/norm.wgsl`.
+
+use crate::context::{Bind, Spec};
+use crate::error::{Error, Result};
+use crate::shader;
+use crate::tensor::{shape_str, DType, Tensor};
+
+const SRC: &str = include_str!("norm.wgsl");
+const OP: &str = "layer_norm";
+
+crate::params! {
+    /// Mirrors `Params` in `ops/norm.wgsl`.
+    pub(crate) struct NormParams {
+        /// Rows and values per row.
+        rows: u32,
+        h: u32,
+        /// Added to the variance.
+        eps: f32,
+        _p0: u32,
+    }
+}
+
+crate::defines! {
+    /// Defines of `ops/norm.wgsl`.
+    pub(crate) enum NormDefine {
+        Residual = "RESIDUAL",
+    }
+}
+
+/// One layer-norm specialisation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct NormSpec {
+    pub dtype: DType,
+    pub residual: bool,
+}
+
+impl Spec for NormSpec {
+    fn family(&self) -> &'static str {
+        "norm"
+    }
+    fn entry(&self) -> &'static str {
+        "layer_norm"
+    }
+    fn source(&self) -> Result<String> {
+        let d: &[NormDefine] = if self.residual {
+            &[NormDefine::Residual]
+        } else {
+            &[]
+        };
+        shader::render(self, SRC, self.dtype, false, d, &[])
+    }
+}
+
+impl NormSpec {
+    #[cfg(test)]
+    pub(crate) fn reachable() -> Vec<NormSpec> {
+        [DType::F32, DType::F16]
+            .into_iter()
+            .flat_map(|dtype| [false, true].map(|residual| NormSpec { dtype, residual }))
+            .collect()
+    }
+}
+
+/// `out = (z − mean(z)) / √(var(z) + eps) · gamma + beta` over the last
+/// dimension `h` of `z = x` (or `x + residual`), for `x` of any shape
+/// `[…, h]`; `gamma` and `beta` are `[h]`; `out` has `x`'s shape. f32 or f16
+/// (statistics in f32).
+///
+/// Errors: [`Error::Shape`] naming the mismatched tensors (residual or out
+/// not `x`'s shape and dtype, gamma/beta not `[h]`, u32 data);
+/// [`Error::InvalidArgument`] for an output that shares a buffer with an
+/// input, tensors of two contexts, or a non-finite or negative `eps`;
+/// [`Error::TooLarge`] past one storage binding.
+pub fn layer_norm_into(
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    let mut ins = vec![("x", x), ("gamma", gamma), ("beta", beta)];
+    ins.extend(residual.map(|r| ("residual", r)));
+    Tensor::disjoint(OP, &[("out", out)], &ins)?;
+    ins.push(("out", out));
+    Tensor::same_context(OP, &ins)?;
+    let bad = |detail: String| Err(Error::Shape { op: OP, detail });
+    let h = x.shape().last().copied().unwrap_or(0);
+    if x.dtype() == DType::U32 || x.shape().is_empty() {
+        return bad(format!(
+            "x must be [.., h] f32 or f16, got {} {}",
+            x.dtype(),
+            shape_str(x.shape())
+        ));
+    }
+    for (name, t) in [("residual", residual), ("out", Some(out))] {
+        if let Some(t) = t {
+            if t.shape() != x.shape() || t.dtype() != x.dtype() {
+                return bad(format!(
+                    "{name} is {} {}, x is {} {}",
+                    t.dtype(),
+                    shape_str(t.shape()),
+                    x.dtype(),
+                    shape_str(x.shape())
+                ));
+            }
+        }
+    }
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        if t.shape() != [h] || t.dtype() != x.dtype() {
+            return bad(format!(
+                "{name} is {} {}, expected {} [{h}] for x {}",
+                t.dtype(),
+                shape_str(t.shape()),
+                x.dtype(),
+                shape_str(x.shape())
+            ));
+        }
+    }
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            detail: format!("eps must be finite and ≥ 0, got {eps}"),
+        });
+    }
+    let ctx = x.context();
+    if x.padded_bytes() > ctx.max_binding() {
+        return Err(Error::TooLarge {
+            op: OP,
+            what: format!("x {}", shape_str(x.shape())),
+            size: x.padded_bytes(),
+            limit: ctx.max_binding(),
+        });
+    }
+    let rows = x.len().checked_div(h).unwrap_or(0);
+    if rows == 0 {
+        return Ok(());
+    }
+    let pipe = ctx.pipeline(&NormSpec {
+        dtype: x.dtype(),
+        residual: residual.is_some(),
+    })?;
+    let p = NormParams {
+        rows: rows as u32,
+        h: h as u32,
+        eps,
+        ..Default::default()
+    };
+    ctx.scoped(OP, || {
+        let ubuf = ctx.uniform(&p);
+        let mut binds: Vec<(u32, Bind)> = vec![
+            (1, x.bind()),
+            (3, gamma.bind()),
+            (4, beta.bind()),
+            (5, out.bind()),
+        ];
+        if let Some(r) = residual {
+            binds.push((2, r.bind()));
+        }
+        let mut enc = ctx.encoder();
+        let (gx, gy) = ctx.grid(rows as u32);
+        ctx.dispatch(&mut enc, &pipe, &ubuf, &binds, (gx, gy, 1));
+        ctx.submit(enc);
+        Ok(())
+    })
+}

@@ -1,0 +1,299 @@
+//! all-MiniLM-L6-v2 end to end: token ids against the reference tokenizer's,
+//! embeddings against the f64 reference encoder (f32 and f16 weights), the
+//! similarity figures sentence-transformers publishes, and batch invariance.
+//! Needs the checkpoint: `bash scripts/fetch-model.sh` (a missing model fails
+//! with that command in the message; it is never skipped).
+#![cfg(feature = "models")]
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::*;
+use flashdot::models::{default_model_dir, SentenceEncoder};
+use flashdot::reference::bert::{self, Weights};
+use flashdot::DType;
+
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+}
+
+fn cases() -> Vec<Case> {
+    let raw = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/minilm_sentences.json"
+    ))
+    .expect("tests/data/minilm_sentences.json");
+    let v: serde_json::Value = serde_json::from_str(&raw).expect("valid JSON");
+    v["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| Case {
+            text: c["text"].as_str().expect("text").to_string(),
+            ids: c["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|i| i.as_u64().expect("id") as u32)
+                .collect(),
+        })
+        .collect()
+}
+
+fn encoder(dtype: DType) -> &'static SentenceEncoder {
+    static F32: OnceLock<SentenceEncoder> = OnceLock::new();
+    static F16: OnceLock<SentenceEncoder> = OnceLock::new();
+    let cell = if dtype == DType::F16 { &F16 } else { &F32 };
+    cell.get_or_init(|| {
+        SentenceEncoder::load(&ctx(), &default_model_dir(), dtype).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// The checkpoint's f32 weights for the reference encoder.
+fn weights() -> &'static Weights {
+    static W: OnceLock<Weights> = OnceLock::new();
+    W.get_or_init(|| {
+        let path = default_model_dir().join("model.safetensors");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+        st.tensors()
+            .into_iter()
+            .filter(|(_, t)| t.dtype() == safetensors::Dtype::F32)
+            .map(|(n, t)| {
+                let v = t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                (n, v)
+            })
+            .collect()
+    })
+}
+
+fn reference_embedding(ids: &[u32]) -> Vec<f64> {
+    let d = encoder(DType::F32).config().dims();
+    bert::encode(weights(), &d, ids, &[ids.len() as u32], ids.len())
+}
+
+fn cosine(a: &[f32], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(&x, y)| x as f64 * y).sum();
+    let na: f64 = a.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn token_ids_match_the_reference_tokenizer() {
+    let enc = encoder(DType::F32);
+    assert_eq!(enc.max_seq_length(), 256);
+    let cases = cases();
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let batch = enc.tokenize(&texts).unwrap();
+    assert_eq!(batch.seq, 256);
+    for (i, c) in cases.iter().enumerate() {
+        let n = batch.lengths[i] as usize;
+        assert_eq!(
+            &batch.ids[i * batch.seq..i * batch.seq + n],
+            c.ids.as_slice(),
+            "sentence {i}: {:?}",
+            c.text
+        );
+        assert!(batch.ids[i * batch.seq + n..(i + 1) * batch.seq]
+            .iter()
+            .all(|&t| t == 0));
+    }
+}
+
+/// Every sentence (lengths 2 to 256 tokens, empty, unicode, numbers, one past
+/// the maximum) embedded in one padded batch, against the f64 reference run
+/// on the sentence alone; f32: max abs error ≤ 1e-5 and 1 − cos ≤ 1e-8;
+/// f16 weights: cos ≥ 0.9995.
+#[test]
+fn embeddings_match_the_reference_encoder() {
+    let cases = cases();
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let want: Vec<Vec<f64>> = cases.iter().map(|c| reference_embedding(&c.ids)).collect();
+    for dtype in [DType::F32, DType::F16] {
+        if dtype == DType::F16 && !ctx().info().has_f16() {
+            continue;
+        }
+        let enc = encoder(dtype);
+        let got = enc.embed(&texts).unwrap();
+        assert_eq!(got.shape(), [cases.len(), 384]);
+        let got = got.to_vec::<f32>().unwrap();
+        let (mut worst_abs, mut worst_cos) = (0.0f64, 1.0f64);
+        for (i, (g, w)) in got.chunks_exact(384).zip(&want).enumerate() {
+            let cos = cosine(g, w);
+            let max_abs = g
+                .iter()
+                .zip(w)
+                .map(|(&a, b)| (a as f64 - b).abs())
+                .fold(0.0, f64::max);
+            (worst_abs, worst_cos) = (worst_abs.max(max_abs), worst_cos.min(cos));
+            let what = format!(
+                "{dtype} sentence {i} ({} tokens) {:?}",
+                cases[i].ids.len(),
+                cases[i].text
+            );
+            if dtype == DType::F32 {
+                assert!(
+                    max_abs <= 1e-5 && 1.0 - cos <= 1e-8,
+                    "{what}: max abs {max_abs:.2e}, 1 - cos {:.2e}",
+                    1.0 - cos
+                );
+            } else {
+                assert!(cos >= 0.9995, "{what}: cos {cos:.6}");
+            }
+        }
+        eprintln!(
+            "{dtype}: {} sentences, worst max abs error {worst_abs:.2e}, worst cos {worst_cos:.9} (1 - cos {:.1e})",
+            cases.len(),
+            1.0 - worst_cos
+        );
+    }
+}
+
+/// Stage by stage on one sentence: the states after the embeddings and after
+/// each layer match the reference's (so a mismatch names its stage).
+#[test]
+fn hidden_states_match_stage_by_stage() {
+    let enc = encoder(DType::F32);
+    let batch = enc.tokenize(&["The weather is lovely today."]).unwrap();
+    let (_, states) = enc.forward(&batch, true).unwrap();
+    let d = enc.config().dims();
+    let w = weights();
+    let mut x = bert::embeddings(w, &d, &batch.ids, batch.seq);
+    for (stage, s) in states.iter().enumerate() {
+        if stage > 0 {
+            x = bert::layer(w, &d, stage - 1, &x, &batch.lengths, batch.seq);
+        }
+        check(
+            &flashdot::verify::compare(&s.to_vec::<f32>().unwrap(), &x),
+            1e-5,
+            &format!("hidden state after stage {stage} (0 = embeddings)"),
+        );
+    }
+}
+
+/// The figures sentence-transformers prints for all-MiniLM-L6-v2, reproduced
+/// to 4 decimals:
+/// - https://sbert.net/docs/sentence_transformer/usage/usage.html (Computing
+///   Embeddings quickstart, `model.similarity(embeddings, embeddings)`);
+/// - https://sbert.net/docs/sentence_transformer/usage/semantic_textual_similarity.html
+///   (two lists of sentences, `model.similarity(embeddings1, embeddings2)`).
+#[test]
+fn published_similarities_reproduced() {
+    let quick = [
+        "The weather is lovely today.",
+        "It's so sunny outside!",
+        "He drove to the stadium.",
+    ];
+    let quick_want = [
+        [1.0000, 0.6660, 0.1046],
+        [0.6660, 1.0000, 0.1411],
+        [0.1046, 0.1411, 1.0000],
+    ];
+    let s1 = [
+        "The new movie is awesome",
+        "The cat sits outside",
+        "A man is playing guitar",
+    ];
+    let s2 = [
+        "The dog plays in the garden",
+        "The new movie is so great",
+        "A woman watches TV",
+    ];
+    let sts_want = [
+        [0.0543, 0.8939, -0.0502],
+        [0.2838, -0.0029, 0.1310],
+        [0.2277, -0.0136, -0.0327],
+    ];
+    let enc = encoder(DType::F32);
+    let sim = |a: &[&str], b: &[&str]| -> Vec<Vec<f64>> {
+        let ea = enc.embed(a).unwrap().to_vec::<f32>().unwrap();
+        let eb = enc.embed(b).unwrap().to_vec::<f32>().unwrap();
+        ea.chunks_exact(384)
+            .map(|x| {
+                eb.chunks_exact(384)
+                    .map(|y| x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum())
+                    .collect()
+            })
+            .collect()
+    };
+    for (name, got, want) in [
+        ("quickstart", sim(&quick, &quick), quick_want),
+        ("STS", sim(&s1, &s2), sts_want),
+    ] {
+        for i in 0..3 {
+            for j in 0..3 {
+                assert_eq!(
+                    format!("{:.4}", got[i][j]),
+                    format!("{:.4}", want[i][j]),
+                    "{name} [{i}][{j}]: {:.6}",
+                    got[i][j]
+                );
+            }
+        }
+    }
+}
+
+/// A sentence's embedding alone and padded in a batch of longer ones agree
+/// to 1e-6.
+#[test]
+fn batch_invariance() {
+    let enc = encoder(DType::F32);
+    let cases = cases();
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let all = enc.embed(&texts).unwrap().to_vec::<f32>().unwrap();
+    for i in [0, 2, 11, 19] {
+        let alone = enc.embed(&[texts[i]]).unwrap().to_vec::<f32>().unwrap();
+        let diff = alone
+            .iter()
+            .zip(&all[i * 384..(i + 1) * 384])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff <= 1e-6,
+            "sentence {i}: alone vs batched differ by {diff:.2e}"
+        );
+    }
+}
+
+#[test]
+fn bad_model_folders_are_clear_errors() {
+    let ctx = ctx();
+    let e = SentenceEncoder::load(&ctx, std::path::Path::new("/nonexistent/model"), DType::F32)
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("config.json") && msg.contains("scripts/fetch-model.sh"),
+        "{msg}"
+    );
+    // A truncated weights file: an error naming it, not a panic.
+    let dir = std::env::temp_dir().join(format!("flashdot-bad-model-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    let src = default_model_dir();
+    for f in [
+        "config.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+        "modules.json",
+        "tokenizer.json",
+    ] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let weights = std::fs::read(src.join("model.safetensors")).unwrap();
+    for cut in [0, 7, 100, weights.len() / 2] {
+        std::fs::write(dir.join("model.safetensors"), &weights[..cut]).unwrap();
+        let e = SentenceEncoder::load(&ctx, &dir, DType::F32).unwrap_err();
+        assert!(
+            matches!(e, flashdot::Error::Model { .. })
+                && e.to_string().contains("model.safetensors"),
+            "cut at {cut}: {e}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
