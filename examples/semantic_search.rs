@@ -103,9 +103,12 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let sentences: Vec<&str> = chunk.iter().map(|&i| corpus[i]).collect();
         let s = Instant::now();
         let e = enc.embed(&sentences)?;
+        // Waits for the forward pass, so that the two steps are timed apart.
+        ctx.synchronize()?;
         embed_s += s.elapsed().as_secs_f64();
         let s = Instant::now();
         index.add_tensor(&e)?;
+        ctx.synchronize()?;
         add_s += s.elapsed().as_secs_f64();
         ids.extend_from_slice(chunk);
         let done = (b * a.batch + chunk.len()).min(corpus.len());

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use flashdot::ops::embedding::{embedding_into, EmbeddingTables};
-use flashdot::ops::norm::layer_norm_into;
+use flashdot::ops::norm::{layer_norm_into, layer_norm_with, NormVariant};
 use flashdot::ops::pooling::mean_pool_into;
 use flashdot::{reference, verify, DType, Error, Tensor};
 use rand::Rng;
@@ -138,14 +138,16 @@ fn layer_norm_with_and_without_residual() {
             let (tb, b) = upload(&uniform(&mut rng, h), &[h], dtype);
             let out = Tensor::zeros(&ctx, &[rows, h], dtype).unwrap();
             for res in [false, true] {
-                out.poison().unwrap();
-                layer_norm_into(&tx, res.then_some(&tr), &tg, &tb, 1e-12, &out).unwrap();
                 let want = reference::norm::layer_norm(&x, res.then_some(&r[..]), &g, &b, 1e-12, h);
-                check(
-                    &verify::compare(&read(&out), &want),
-                    tol(dtype, 1e-5),
-                    &format!("layer norm {dtype} rows={rows} h={h} residual={res}"),
-                );
+                for v in [NormVariant::Auto, NormVariant::Workgroup, NormVariant::Rows] {
+                    out.poison().unwrap();
+                    layer_norm_with(&tx, res.then_some(&tr), &tg, &tb, 1e-12, v, &out).unwrap();
+                    check(
+                        &verify::compare(&read(&out), &want),
+                        tol(dtype, 1e-5),
+                        &format!("layer norm {v:?} {dtype} rows={rows} h={h} residual={res}"),
+                    );
+                }
             }
         }
     }

@@ -5,14 +5,15 @@
 //! residual + layer norm; then masked mean pooling and L2 normalisation.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
 use super::{model_error, read};
 use crate::error::{Error, Result};
-use crate::ops::attention::{attention, AttentionOptions, Layout};
+use crate::ops::attention::{attention_into, AttentionOptions, Layout};
 use crate::ops::embedding::{embedding_into, EmbeddingTables};
-use crate::ops::matmul::{linear_with, Activation, MatmulOptions};
+use crate::ops::matmul::{linear_into, Activation, MatmulOptions};
 use crate::ops::norm::layer_norm_into;
 use crate::ops::pooling::mean_pool_into;
 use crate::ops::similarity::normalize;
@@ -155,6 +156,50 @@ pub struct SentenceEncoder {
     types: Tensor,
     ln: Norm,
     layers: Vec<Layer>,
+    /// The activations of the last batch shape, reused by the next forward
+    /// of that shape (no per-call allocation and zero-fill of ~70 MB at
+    /// 32 × 128). Reuse is safe across calls and threads: every forward's
+    /// writes and reads of it are commands of one submission, and
+    /// submissions run in order.
+    work: Mutex<Option<Arc<Workspace>>>,
+}
+
+/// Activation tensors for batches of `n × seq` tokens.
+#[derive(Debug)]
+struct Workspace {
+    n: usize,
+    seq: usize,
+    emb: Tensor,
+    x: Tensor,
+    x1: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    att: Tensor,
+    a: Tensor,
+    f: Tensor,
+    f2: Tensor,
+}
+
+impl Workspace {
+    fn new(ctx: &Context, c: &BertConfig, dtype: DType, n: usize, seq: usize) -> Result<Workspace> {
+        let (rows, h) = (n * seq, c.hidden_size);
+        let z = |shape: &[usize]| Tensor::empty(ctx, shape, dtype);
+        Ok(Workspace {
+            n,
+            seq,
+            emb: z(&[n, seq, h])?,
+            x: z(&[rows, h])?,
+            x1: z(&[rows, h])?,
+            q: z(&[rows, h])?,
+            k: z(&[rows, h])?,
+            v: z(&[rows, h])?,
+            att: z(&[rows, h])?,
+            a: z(&[rows, h])?,
+            f: z(&[rows, c.intermediate_size])?,
+            f2: z(&[rows, h])?,
+        })
+    }
 }
 
 fn json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -366,6 +411,7 @@ impl SentenceEncoder {
             act,
             normalize,
             tokenizer,
+            work: Mutex::new(None),
         })
     }
 
@@ -476,46 +522,69 @@ impl SentenceEncoder {
             .kv_len(&batch.lengths);
         // Activations stay in the weights' dtype (matmul defaults to f32 out).
         let mm = MatmulOptions::default().out_dtype(self.dtype);
-        let linear = |x: &Tensor, w: &Tensor, b: &Tensor, act| linear_with(x, w, Some(b), act, &mm);
+        let linear = |x: &Tensor, p: &Linear, act, out: &Tensor| {
+            linear_into(x, &p.w, Some(&p.b), act, &mm, out)
+        };
+        let ws = {
+            let mut slot = self.work.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                Some(w) if w.n == n && w.seq == seq => w.clone(),
+                _ => {
+                    let w = Arc::new(Workspace::new(ctx, &self.config, self.dtype, n, seq)?);
+                    *slot = Some(w.clone());
+                    w
+                }
+            }
+        };
+        let w = &*ws;
+        let heads4 = |t: &Tensor| t.reshape(&[n, seq, heads, dh]);
         ctx.record(|| {
             let mut kept = Vec::new();
-            let emb = Tensor::zeros(ctx, &[n, seq, h], self.dtype)?;
+            // A copy of the hidden state (the workspace is overwritten).
+            let keep = |kept: &mut Vec<Tensor>, x: &Tensor| -> Result<()> {
+                if states {
+                    let s = Tensor::zeros(ctx, &[n, seq, h], self.dtype)?;
+                    s.copy_at(&[], x)?;
+                    kept.push(s);
+                }
+                Ok(())
+            };
             let tables = EmbeddingTables {
                 word: &self.word,
                 pos: &self.pos,
                 types: &self.types,
             };
-            embedding_into(&ids, None, tables, &emb)?;
-            let mut x = Tensor::zeros(ctx, &[rows, h], self.dtype)?;
+            embedding_into(&ids, None, tables, &w.emb)?;
             layer_norm_into(
-                &emb.reshape(&[rows, h])?,
+                &w.emb.reshape(&[rows, h])?,
                 None,
                 &self.ln.g,
                 &self.ln.b,
                 eps,
-                &x,
+                &w.x,
             )?;
-            if states {
-                kept.push(x.reshape(&[n, seq, h])?);
-            }
+            keep(&mut kept, &w.x)?;
             for l in &self.layers {
-                let proj = |p: &Linear| -> Result<Tensor> {
-                    linear(&x, &p.w, &p.b, Activation::None)?.reshape(&[n, seq, heads, dh])
-                };
-                let (q, k, v) = (proj(&l.q)?, proj(&l.k)?, proj(&l.v)?);
-                let att = attention(&q, &k, &v, &opts)?.out.reshape(&[rows, h])?;
-                let a = linear(&att, &l.o.w, &l.o.b, Activation::None)?;
-                let x1 = Tensor::zeros(ctx, &[rows, h], self.dtype)?;
-                layer_norm_into(&a, Some(&x), &l.ln1.g, &l.ln1.b, eps, &x1)?;
-                let f = linear(&x1, &l.ff1.w, &l.ff1.b, self.act)?;
-                let f2 = linear(&f, &l.ff2.w, &l.ff2.b, Activation::None)?;
-                let x2 = Tensor::zeros(ctx, &[rows, h], self.dtype)?;
-                layer_norm_into(&f2, Some(&x1), &l.ln2.g, &l.ln2.b, eps, &x2)?;
-                x = x2;
-                if states {
-                    kept.push(x.reshape(&[n, seq, h])?);
-                }
+                linear(&w.x, &l.q, Activation::None, &w.q)?;
+                linear(&w.x, &l.k, Activation::None, &w.k)?;
+                linear(&w.x, &l.v, Activation::None, &w.v)?;
+                let att4 = heads4(&w.att)?;
+                attention_into(
+                    &heads4(&w.q)?,
+                    &heads4(&w.k)?,
+                    &heads4(&w.v)?,
+                    &opts,
+                    &att4,
+                    None,
+                )?;
+                linear(&w.att, &l.o, Activation::None, &w.a)?;
+                layer_norm_into(&w.a, Some(&w.x), &l.ln1.g, &l.ln1.b, eps, &w.x1)?;
+                linear(&w.x1, &l.ff1, self.act, &w.f)?;
+                linear(&w.f, &l.ff2, Activation::None, &w.f2)?;
+                layer_norm_into(&w.f2, Some(&w.x1), &l.ln2.g, &l.ln2.b, eps, &w.x)?;
+                keep(&mut kept, &w.x)?;
             }
+            let x = &w.x;
             let pooled = Tensor::zeros(ctx, &[n, h], DType::F32)?;
             mean_pool_into(&x.reshape(&[n, seq, h])?, &batch.lengths, &pooled)?;
             let out = if self.normalize {

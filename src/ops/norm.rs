@@ -26,7 +26,22 @@ crate::defines! {
     /// Defines of `ops/norm.wgsl`.
     pub(crate) enum NormDefine {
         Residual = "RESIDUAL",
+        Rows = "ROWS",
     }
+}
+
+/// Layer-norm schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NormVariant {
+    /// What the device profile prefers: [`NormVariant::Rows`] where it
+    /// prefers barrier-free kernels (CPU adapters), else
+    /// [`NormVariant::Workgroup`].
+    #[default]
+    Auto,
+    /// A workgroup of 64 per row, reducing in workgroup memory.
+    Workgroup,
+    /// An invocation per row, no barriers.
+    Rows,
 }
 
 /// One layer-norm specialisation.
@@ -34,6 +49,8 @@ crate::defines! {
 pub(crate) struct NormSpec {
     pub dtype: DType,
     pub residual: bool,
+    /// The per-row schedule ([`NormVariant::Rows`]).
+    pub rows: bool,
 }
 
 impl Spec for NormSpec {
@@ -41,15 +58,21 @@ impl Spec for NormSpec {
         "norm"
     }
     fn entry(&self) -> &'static str {
-        "layer_norm"
+        if self.rows {
+            "layer_norm_rows"
+        } else {
+            "layer_norm"
+        }
     }
     fn source(&self) -> Result<String> {
-        let d: &[NormDefine] = if self.residual {
-            &[NormDefine::Residual]
-        } else {
-            &[]
-        };
-        shader::render(self, SRC, self.dtype, false, d, &[])
+        let mut d = Vec::new();
+        if self.residual {
+            d.push(NormDefine::Residual);
+        }
+        if self.rows {
+            d.push(NormDefine::Rows);
+        }
+        shader::render(self, SRC, self.dtype, false, &d, &[])
     }
 }
 
@@ -58,7 +81,15 @@ impl NormSpec {
     pub(crate) fn reachable() -> Vec<NormSpec> {
         [DType::F32, DType::F16]
             .into_iter()
-            .flat_map(|dtype| [false, true].map(|residual| NormSpec { dtype, residual }))
+            .flat_map(|dtype| {
+                [(false, false), (false, true), (true, false), (true, true)].map(
+                    |(residual, rows)| NormSpec {
+                        dtype,
+                        residual,
+                        rows,
+                    },
+                )
+            })
             .collect()
     }
 }
@@ -79,6 +110,21 @@ pub fn layer_norm_into(
     gamma: &Tensor,
     beta: &Tensor,
     eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    layer_norm_with(x, residual, gamma, beta, eps, NormVariant::Auto, out)
+}
+
+/// [`layer_norm_into`] with an explicit schedule (both serve every shape).
+///
+/// Errors: as [`layer_norm_into`].
+pub fn layer_norm_with(
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    variant: NormVariant,
     out: &Tensor,
 ) -> Result<()> {
     let mut ins = vec![("x", x), ("gamma", gamma), ("beta", beta)];
@@ -138,9 +184,15 @@ pub fn layer_norm_into(
     if rows == 0 {
         return Ok(());
     }
+    let rows_kernel = match variant {
+        NormVariant::Auto => ctx.profile().texel_reads,
+        NormVariant::Workgroup => false,
+        NormVariant::Rows => true,
+    };
     let pipe = ctx.pipeline(&NormSpec {
         dtype: x.dtype(),
         residual: residual.is_some(),
+        rows: rows_kernel,
     })?;
     let p = NormParams {
         rows: rows as u32,
@@ -160,7 +212,12 @@ pub fn layer_norm_into(
             binds.push((2, r.bind()));
         }
         let mut enc = ctx.encoder();
-        let (gx, gy) = ctx.grid(rows as u32);
+        let groups = if rows_kernel {
+            (rows as u32).div_ceil(64)
+        } else {
+            rows as u32
+        };
+        let (gx, gy) = ctx.grid(groups);
         ctx.dispatch(&mut enc, &pipe, &ubuf, &binds, (gx, gy, 1));
         ctx.submit(enc);
         Ok(())

@@ -1,8 +1,10 @@
 // Layer norm over rows of h values, with an optional fused residual add:
 // y = (z - mean(z)) / sqrt(var(z) + eps) * gamma + beta, z = x (+ residual).
-// One workgroup per row: each invocation sums a strided slice, a tree in
-// workgroup memory reduces; mean first, then the variance of z - mean (two
-// passes: no cancellation in E[z²] - E[z]²). Accumulates in f32.
+// Mean first, then the variance of z - mean (two passes: no cancellation in
+// E[z²] - E[z]²); accumulates in f32. Two schedules: a workgroup per row
+// (each invocation sums a strided slice, a tree in workgroup memory reduces:
+// GPUs), or an invocation per row (no barriers: CPU adapters, where a
+// barrier switches among the workgroup's SIMD slices).
 
 struct Params {
     rows: u32,
@@ -20,9 +22,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read> beta: array<T>;
 @group(0) @binding(5) var<storage, read_write> y: array<T>;
 
-const WG: u32 = 64u;
-var<workgroup> red: array<f32, 64>;
-
 fn z(i: u32) -> f32 {
 //#if RESIDUAL
     return f32(x[i]) + f32(res[i]);
@@ -30,6 +29,34 @@ fn z(i: u32) -> f32 {
     return f32(x[i]);
 //#endif
 }
+
+//#if ROWS
+@compute @workgroup_size(64)
+fn layer_norm_rows(@builtin(global_invocation_id) gid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.x + gid.y * nwg.x * 64u;
+    if (row >= P.rows) {
+        return;
+    }
+    let base = row * P.h;
+    var s = 0.0;
+    for (var j = 0u; j < P.h; j++) {
+        s += z(base + j);
+    }
+    let mean = s / f32(P.h);
+    var v = 0.0;
+    for (var j = 0u; j < P.h; j++) {
+        let d = z(base + j) - mean;
+        v += d * d;
+    }
+    let inv = inverseSqrt(v / f32(P.h) + P.eps);
+    for (var j = 0u; j < P.h; j++) {
+        y[base + j] = T((z(base + j) - mean) * inv * f32(gamma[j]) + f32(beta[j]));
+    }
+}
+//#else
+const WG: u32 = 64u;
+var<workgroup> red: array<f32, 64>;
 
 // Sum of `v` over the workgroup (every invocation gets it).
 fn workgroup_sum(lid: u32, v: f32) -> f32 {
@@ -70,3 +97,4 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>,
         y[base + j] = T((z(base + j) - mean) * inv * f32(gamma[j]) + f32(beta[j]));
     }
 }
+//#endif
