@@ -65,10 +65,19 @@ fn kernels_only(
         Ok(())
     };
     run()?;
-    ctx.synchronize()?;
-    ctx.start_gpu_timer()?;
+    ctx.finish_background_compiles();
     run()?;
-    ctx.stop_gpu_timer()
+    ctx.synchronize()?;
+    let mut best: Option<Duration> = None;
+    for _ in 0..3 {
+        ctx.start_gpu_timer()?;
+        run()?;
+        best = match (best, ctx.stop_gpu_timer()?) {
+            (Some(b), Some(t)) => Some(b.min(t)),
+            (b, t) => t.or(b),
+        };
+    }
+    Ok(best)
 }
 
 fn bench(c: &mut Criterion) {
@@ -86,15 +95,23 @@ fn bench(c: &mut Criterion) {
             let b = batch(n, s);
             let forward = || enc.embed_batch(&b).and_then(|e| e.to_vec::<f32>()).unwrap();
             forward();
+            // Kernels still compiling on a background thread would share the
+            // CPU with a software adapter's timed runs.
+            ctx.finish_background_compiles();
+            forward();
             let reps = if n > 1 { 3 } else { 20 };
             let t = Instant::now();
             for _ in 0..reps {
                 forward();
             }
             let wall = t.elapsed() / reps;
-            ctx.start_gpu_timer().unwrap();
-            enc.embed_batch(&b).unwrap();
-            let all_gpu = ctx.stop_gpu_timer().unwrap();
+            let all_gpu = (0..3)
+                .filter_map(|_| {
+                    ctx.start_gpu_timer().unwrap();
+                    enc.embed_batch(&b).unwrap();
+                    ctx.stop_gpu_timer().unwrap()
+                })
+                .min();
             let kern = kernels_only(&ctx, &enc, &b).unwrap();
             let ms = |d: Option<Duration>| {
                 d.map_or("n/a".to_string(), |d| {
