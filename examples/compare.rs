@@ -3,7 +3,7 @@
 //! CPU reference, then times them all (warm-up, median of repeats; GPU
 //! timestamp queries where the adapter has them, wall clock around a device sync
 //! otherwise) and prints one table per family with the ratio to the
-//! baseline. `--out DIR` also writes `results.json` (one record per
+//! baseline. `--out DIR` also writes `results.json` (run metadata, then one record per
 //! measurement) and one SVG chart per family (throughput vs size, a line per
 //! variant). `--quick` runs a small sweep.
 
@@ -299,19 +299,68 @@ fn table(recs: &[Record], family: &str) -> String {
     s
 }
 
-fn json(recs: &[Record], adapter: &str) -> String {
-    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-    let mut s = String::from("[\n");
-    for (i, r) in recs.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "  {{\"family\": \"{}\", \"variant\": \"{}\", \"shape\": \"{}\", \"dtype\": \"{}\", \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"throughput\": {:.4}, \"unit\": \"{}\", \"rel_l2\": {:e}, \"timer\": \"{}\", \"adapter\": \"{}\"}}{}",
-            r.family, esc(&r.variant), r.shape, r.dtype, r.median_ms, r.min_ms, r.throughput, r.unit, r.rel_l2, r.timer, esc(adapter),
-            if i + 1 < recs.len() { "," } else { "" }
-        );
+/// A JSON number, or the string "inf", "-inf" or "NaN" for a non-finite
+/// value (JSON numbers cannot be non-finite: a kernel's NaN output must not
+/// make the file invalid).
+fn number(x: f64) -> serde_json::Value {
+    match serde_json::Number::from_f64(x) {
+        Some(n) => serde_json::Value::Number(n),
+        None if x.is_nan() => "NaN".into(),
+        None if x > 0.0 => "inf".into(),
+        None => "-inf".into(),
     }
-    s.push(']');
-    s
+}
+
+/// `results.json`: run metadata and one record per measurement, written by
+/// serde_json.
+fn json(recs: &[Record], ctx: &flashdot::Context, a: &Args) -> String {
+    let info = ctx.info();
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
+        c.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|m| m.trim().to_string())
+    });
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let records: Vec<serde_json::Value> = recs
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "family": r.family,
+                "variant": r.variant,
+                "shape": r.shape,
+                "dtype": r.dtype,
+                "median_ms": number(r.median_ms),
+                "min_ms": number(r.min_ms),
+                "throughput": number(r.throughput),
+                "unit": r.unit,
+                "rel_l2": number(r.rel_l2),
+                "timer": r.timer,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "meta": {
+            "unix_time": unix,
+            "commit": commit,
+            "host_cpu": cpu,
+            "adapter": info.name,
+            "backend": format!("{:?}", info.backend),
+            "driver": format!("{} {}", info.driver, info.driver_info),
+            "repetitions": a.reps,
+            "quick": a.quick,
+        },
+        "records": records,
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 /// Throughput vs size, log-2 x axis, one polyline per variant.
@@ -427,7 +476,7 @@ fn run(a: &Args) -> R<()> {
     if let Some(dir) = &a.out {
         let io = |e: std::io::Error| fail(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::write(dir.join("results.json"), json(&recs, &adapter)).map_err(io)?;
+        std::fs::write(dir.join("results.json"), json(&recs, &ctx, a)).map_err(io)?;
         for f in ["dot", "matmul", "attention", "search"] {
             std::fs::write(dir.join(format!("{f}.svg")), svg(&recs, f, &adapter)).map_err(io)?;
         }

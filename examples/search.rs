@@ -6,8 +6,9 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/vectors.rs"]
+mod vectors;
 
-use std::io::Read;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
@@ -86,83 +87,11 @@ fn synthetic(n: usize, d: usize) -> Vec<f32> {
     out
 }
 
-fn load(path: &std::path::Path) -> Result<(Vec<f32>, usize), String> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let name = path.to_string_lossy();
-    if name.ends_with(".fvecs") {
-        if bytes.len() < 4 {
-            return Err("empty .fvecs file".into());
-        }
-        let d = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-        let rec = 4 + 4 * d;
-        if d == 0 || bytes.len() % rec != 0 {
-            return Err(format!(
-                ".fvecs: size {} is not a multiple of records of dim {d}",
-                bytes.len()
-            ));
-        }
-        let mut out = Vec::with_capacity(bytes.len() / rec * d);
-        for r in bytes.chunks_exact(rec) {
-            out.extend(
-                r[4..]
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            );
-        }
-        Ok((out, d))
-    } else if name.ends_with(".npy") {
-        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-            return Err(".npy: bad magic".into());
-        }
-        let (hlen, hstart) = if bytes[6] == 1 {
-            (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-        } else {
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
-        };
-        let header = String::from_utf8_lossy(&bytes[hstart..hstart + hlen]).to_string();
-        if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
-            return Err(format!(
-                ".npy must be little-endian f32 in C order, header: {header}"
-            ));
-        }
-        let shape = header
-            .split("'shape': (")
-            .nth(1)
-            .and_then(|s| s.split(')').next())
-            .ok_or(".npy: no shape")?;
-        let dims: Vec<usize> = shape
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        if dims.len() != 2 {
-            return Err(format!(".npy: expected a 2-D array, shape ({shape})"));
-        }
-        let data = &bytes[hstart + hlen..];
-        if data.len() != dims[0] * dims[1] * 4 {
-            return Err(".npy: data size does not match the shape".into());
-        }
-        Ok((
-            data.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            dims[1],
-        ))
-    } else {
-        Err("expected a .npy or .fvecs file".into())
-    }
-}
-
 fn run(a: &Args) -> Result<(), String> {
     let ctx = common::open(a.backend).map_err(|e| e.to_string())?;
     let t = Instant::now();
     let (corpus, d) = match &a.path {
-        Some(p) => load(p)?,
+        Some(p) => vectors::load(p)?,
         None => {
             eprintln!("generating {} x {} synthetic corpus...", a.n, a.dim);
             (synthetic(a.n, a.dim), a.dim)

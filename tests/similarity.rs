@@ -115,3 +115,52 @@ fn similarity_shape_errors() {
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     assert_eq!(normalize(&z(&[0, 8])).unwrap().shape(), &[0, 8]);
 }
+
+/// Rows of tiny (1e-30) and huge (1e30) values: their squares under- or
+/// overflow f32, yet they normalise to unit rows and their cosines are right
+/// (rows are scaled by their largest magnitude first). A row of subnormals
+/// normalises to zeros where the adapter flushes subnormals (WGSL allows it)
+/// and to a unit row where it does not: nothing else.
+#[test]
+fn tiny_huge_and_subnormal_rows() {
+    let ctx = ctx();
+    let mut rng = rng("tiny and huge rows");
+    let d = 37;
+    for scale in [1e-30f32, 1e-19, 1e19, 1e30] {
+        let x: Vec<f32> = uniform(&mut rng, 3 * d).iter().map(|v| v * scale).collect();
+        let y: Vec<f32> = uniform(&mut rng, 3 * d).iter().map(|v| v * scale).collect();
+        let tx = Tensor::from_slice(&ctx, &x, &[3, d]).unwrap();
+        let ty = Tensor::from_slice(&ctx, &y, &[3, d]).unwrap();
+        let n = normalize(&tx).unwrap().to_vec::<f32>().unwrap();
+        check(
+            &verify::compare(&n, &reference::similarity::normalize(&x, d)),
+            1e-5,
+            &format!("normalize rows scaled by {scale:e}"),
+        );
+        let c = cosine(&tx, &ty).unwrap().to_vec::<f32>().unwrap();
+        check(
+            &verify::compare(&c, &reference::similarity::cosine(&x, &y, d)),
+            1e-5,
+            &format!("cosine of rows scaled by {scale:e}"),
+        );
+    }
+    let sub: Vec<f32> = (0..d).map(|i| (i as f32 + 1.0) * 1e-42).collect();
+    assert!(sub.iter().all(|v| v.is_subnormal()));
+    let t = Tensor::from_slice(&ctx, &sub, &[1, d]).unwrap();
+    let n = normalize(&t).unwrap().to_vec::<f32>().unwrap();
+    let want = reference::similarity::normalize(&sub, d);
+    let zeros = n.iter().all(|&v| v == 0.0);
+    let unit = verify::compare(&n, &want).passes(1e-3);
+    assert!(
+        zeros || unit,
+        "a subnormal row normalised to neither zeros nor its unit row: {n:?}"
+    );
+    eprintln!(
+        "subnormal row on this adapter: {}",
+        if zeros {
+            "flushed (zeros)"
+        } else {
+            "kept (unit row)"
+        }
+    );
+}

@@ -153,11 +153,25 @@ impl Context {
     }
 
     /// Creates an initialised buffer counted in [`Context::memory_stats`].
+    /// (Not wgpu's `create_buffer_init`, which panics when the mapping fails,
+    /// as it does on a lost device: here the buffer is returned unfilled and
+    /// the caller's error scope reports the invalid buffer.)
     pub(crate) fn create_buffer_init(
         &self,
         desc: &wgpu::util::BufferInitDescriptor<'_>,
     ) -> Tracked {
-        use wgpu::util::DeviceExt;
-        self.track(self.inner.device.create_buffer_init(desc))
+        let len = desc.contents.len() as u64;
+        let size = len.div_ceil(wgpu::COPY_BUFFER_ALIGNMENT).max(1) * wgpu::COPY_BUFFER_ALIGNMENT;
+        let buffer = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: desc.label,
+            size,
+            usage: desc.usage,
+            mapped_at_creation: true,
+        });
+        if let Ok(mut view) = buffer.get_mapped_range_mut(..) {
+            view.slice(..len as usize).copy_from_slice(desc.contents);
+        }
+        buffer.unmap();
+        self.track(buffer)
     }
 }

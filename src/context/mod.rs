@@ -470,7 +470,14 @@ impl Context {
 
     /// Runs `f` inside validation, out-of-memory and internal error scopes and turns
     /// whatever wgpu reports into an [`Error::Gpu`] tagged with `op`.
+    ///
+    /// A destroyed device is only reported to the device-lost callback by a
+    /// poll, so each call first polls (non-blocking, ~0.1 µs): every call
+    /// after `device().destroy()` is [`Error::DeviceLost`], not a validation
+    /// error about invalid objects (contexts made by [`Context::from_wgpu`]
+    /// leave the callback to the app and report [`Error::Gpu`] instead).
     pub(crate) fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _ = self.inner.device.poll(wgpu::PollType::Poll);
         self.check_alive()?;
         let dev = &self.inner.device;
         let internal = dev.push_error_scope(wgpu::ErrorFilter::Internal);
@@ -485,6 +492,9 @@ impl Context {
             (GpuErrorKind::OutOfMemory, pollster::block_on(oom.pop())),
             (GpuErrorKind::Internal, pollster::block_on(internal.pop())),
         ];
+        if errs.iter().any(|(_, e)| e.is_some()) {
+            let _ = self.inner.device.poll(wgpu::PollType::Poll);
+        }
         self.check_alive()?;
         for (kind, e) in errs {
             if let Some(e) = e {

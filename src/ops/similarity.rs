@@ -3,7 +3,12 @@
 //! runs on the matmul kernels).
 //!
 //! **An all-zero row normalises to zero, and its cosine with anything is 0**
-//! (no NaN).
+//! (no NaN). Rows are scaled by their largest magnitude before their norm is
+//! taken (as BLAS `nrm2` does), so rows of tiny (1e-30) or huge (1e30) values
+//! normalise like any other; so do rows of subnormal values (below 1.2e-38)
+//! on adapters that keep subnormals (lavapipe does). WGSL lets an adapter
+//! flush them to zero: there a row of only subnormals normalises to zero, as
+//! an all-zero row does.
 
 use crate::context::{Bind, Spec};
 use crate::error::{Error, Result};
