@@ -5,7 +5,9 @@
 //! and must return `Ok` (then, with finite inputs, match the f64 reference)
 //! or a typed `Error` — never panic. Counts per op and outcome are printed; a
 //! failing case prints a one-line reproduction. The fast tier runs 5,000
-//! cases, the long tier (`--ignored`) 200,000.
+//! cases, the long tier (`--ignored`) 20,000 with every forced kernel and f16
+//! (the issue asks for 200,000 there: at ~8 ms a case on a software adapter
+//! that is 27 minutes, over the CI budget; making cases cheaper is open).
 
 mod common;
 
@@ -543,5 +545,5 @@ fn fuzz_fast_tier() {
 #[test]
 #[ignore = "long tier: cargo test --release -- --ignored"]
 fn fuzz_long_tier() {
-    run(200_000, true);
+    run(20_000, true);
 }
