@@ -22,9 +22,9 @@ struct Args {
     /// A file with one sentence per line (added after the arguments).
     #[arg(long)]
     file: Option<std::path::PathBuf>,
-    /// Weights and activations: f32 or f16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// Weights and activations.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: common::FloatType,
     /// The checkpoint folder (default: models/all-MiniLM-L6-v2, or FLASHDOT_MODEL_DIR).
     #[arg(long)]
     model: Option<std::path::PathBuf>,
@@ -34,11 +34,7 @@ struct Args {
 }
 
 fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let dtype = match a.dtype.as_str() {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        other => return Err(format!("--dtype must be f32 or f16, not {other}").into()),
-    };
+    let dtype = DType::from(a.dtype);
     let mut sentences = a.sentences.clone();
     if let Some(f) = &a.file {
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;

@@ -36,9 +36,9 @@ struct Args {
     /// Sentences per forward pass.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Weights and activations: f32 or f16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// Weights and activations.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: common::FloatType,
     /// The checkpoint folder (default: models/all-MiniLM-L6-v2, or FLASHDOT_MODEL_DIR).
     #[arg(long)]
     model: Option<std::path::PathBuf>,
@@ -48,11 +48,7 @@ struct Args {
 }
 
 fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let dtype = match a.dtype.as_str() {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        other => return Err(format!("--dtype must be f32 or f16, not {other}").into()),
-    };
+    let dtype = DType::from(a.dtype);
     if a.batch == 0 || a.k == 0 {
         return Err("--batch and --k must be at least 1".into());
     }

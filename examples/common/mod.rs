@@ -103,3 +103,19 @@ pub fn data(n: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Float storage accepted by `--dtype`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FloatType {
+    F32,
+    F16,
+}
+
+impl From<FloatType> for flashdot::DType {
+    fn from(t: FloatType) -> flashdot::DType {
+        match t {
+            FloatType::F32 => flashdot::DType::F32,
+            FloatType::F16 => flashdot::DType::F16,
+        }
+    }
+}
