@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
-use super::{model_error, read};
+use super::{guard_tokenizer, model_error, read};
 use crate::error::{Error, Result};
 use crate::ops::attention::{attention_into, AttentionOptions, Layout};
 use crate::ops::embedding::{embedding_into, EmbeddingTables};
@@ -212,6 +212,18 @@ fn load_weights(path: &Path, c: &BertConfig) -> Result<Weights> {
     let bytes = read(path)?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| model_error(path, e))?;
     let (h, f) = (c.hidden_size, c.intermediate_size);
+    // Each layer has 16 tensors: a config claiming more layers than the file
+    // holds is refused before the list of expected names is built from it.
+    if c.num_hidden_layers > st.len() / 16 {
+        return Err(model_error(
+            path,
+            format!(
+                "config.json gives {} layers, but the file holds {} tensors (16 a layer)",
+                c.num_hidden_layers,
+                st.len()
+            ),
+        ));
+    }
     let mut want: Vec<(String, Vec<usize>)> = vec![
         (
             "embeddings.word_embeddings.weight".into(),
@@ -338,8 +350,9 @@ impl SentenceEncoder {
         }
         let normalize = modules.iter().any(|m| m.kind.ends_with("models.Normalize"));
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = tokenizers::Tokenizer::from_bytes(read(&tok_path)?)
-            .map_err(|e| model_error(&tok_path, e))?;
+        let tok_bytes = read(&tok_path)?;
+        let mut tokenizer =
+            guard_tokenizer(&tok_path, || tokenizers::Tokenizer::from_bytes(&tok_bytes))?;
         tokenizer
             .with_truncation(Some(tokenizers::TruncationParams {
                 max_length: sbert.max_seq_length,
@@ -347,6 +360,20 @@ impl SentenceEncoder {
             }))
             .map_err(|e| model_error(&tok_path, e))?;
         tokenizer.with_padding(None);
+        // A tokenizer file can parse yet fail to encode (a special token
+        // missing from its vocabulary): report it at load, not first use.
+        guard_tokenizer(&tok_path, || tokenizer.encode("a test sentence", true))?;
+        // Token ids index the embedding table on the device, unchecked there.
+        let vocab = tokenizer.get_vocab_size(true);
+        if vocab > config.vocab_size {
+            return Err(model_error(
+                &tok_path,
+                format!(
+                    "the tokenizer has {vocab} tokens, more than config.json's vocab_size {}",
+                    config.vocab_size
+                ),
+            ));
+        }
         let w = load_weights(&dir.join("model.safetensors"), &config)?;
         let up = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let v = &w[name];
@@ -458,10 +485,9 @@ impl SentenceEncoder {
                 }
             })
             .collect();
-        let encs = self
-            .tokenizer
-            .encode_batch(texts, true)
-            .map_err(|e| model_error(&self.dir.join("tokenizer.json"), e))?;
+        let encs = guard_tokenizer(&self.dir.join("tokenizer.json"), || {
+            self.tokenizer.encode_batch(texts, true)
+        })?;
         let seq = encs.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
         let mut ids = vec![0u32; encs.len() * seq];
         let mut lengths = Vec::with_capacity(encs.len());

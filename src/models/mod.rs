@@ -41,3 +41,28 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
         )
     })
 }
+
+/// Runs a call into the `tokenizers` crate, turning a panic into a model
+/// error naming `path`: some malformed `tokenizer.json` files panic inside
+/// it rather than returning an error (in its decoder deserialisation, and
+/// in encoding with special tokens missing from the vocabulary), found by
+/// the model-file fuzz test.
+pub(crate) fn guard_tokenizer<T>(
+    path: &Path,
+    f: impl FnOnce() -> std::result::Result<T, tokenizers::Error>,
+) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| model_error(path, e)),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(model_error(
+                path,
+                format!("the tokenizer failed (tokenizers panicked: {msg})"),
+            ))
+        }
+    }
+}
