@@ -68,10 +68,19 @@ pub(crate) fn checked_len(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
+/// The buffer bytes a tensor of `len` elements takes, `None` on overflow.
+/// Bindings and copies work in 4-byte units; an empty tensor still gets a
+/// 16-byte buffer so that it can be bound as any array, vec4 ones included.
+fn checked_padded_bytes(len: usize, dtype: DType) -> Option<u64> {
+    (len as u64)
+        .checked_mul(dtype.size())?
+        .checked_next_multiple_of(4)
+        .map(|b| b.max(16))
+}
+
+/// [`checked_padded_bytes`] of a tensor that exists (its size was checked).
 fn padded_bytes(len: usize, dtype: DType) -> u64 {
-    // Bindings and copies work in 4-byte units; an empty tensor still gets a
-    // 16-byte buffer so that it can be bound as any array, vec4 ones included.
-    ((len as u64 * dtype.size()).div_ceil(4) * 4).max(16)
+    checked_padded_bytes(len, dtype).unwrap_or(u64::MAX)
 }
 
 impl Tensor {
@@ -103,8 +112,8 @@ impl Tensor {
         // Sizes are checked before anything is computed from them: a shape
         // whose element or byte count overflows is too large, not wrapped.
         let bytes = checked_len(shape)
-            .and_then(|len| (len as u64).checked_mul(dtype.size()))
-            .map_or(u64::MAX, |b| (b.div_ceil(4) * 4).max(16));
+            .and_then(|len| checked_padded_bytes(len, dtype))
+            .unwrap_or(u64::MAX);
         if bytes > limit {
             return Err(Error::TooLarge {
                 op,
@@ -178,12 +187,10 @@ impl Tensor {
                 "offset {offset} is not a multiple of the adapter's storage offset alignment {align}"
             ));
         }
-        let len = checked_len(shape);
-        let bytes = len.and_then(|l| (l as u64).checked_mul(dtype.size()));
-        let Some(bytes) = bytes else {
+        let need = checked_len(shape).and_then(|l| checked_padded_bytes(l, dtype));
+        let Some(need) = need else {
             return bad(format!("shape {} overflows", shape_str(shape)));
         };
-        let need = (bytes.div_ceil(4) * 4).max(16);
         if offset
             .checked_add(need)
             .is_none_or(|end| end > buffer.size())

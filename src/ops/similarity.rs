@@ -122,15 +122,25 @@ fn run(
     d: usize,
 ) -> Result<()> {
     let ctx = x.context();
-    if rows == 0 {
+    // Rows of zero length normalise to rows of zero length: nothing to write
+    // (and `rows` may be any size then, as the tensor holds no bytes).
+    if rows == 0 || (kernel == SimilarityKernel::Normalize && d == 0) {
         return Ok(());
     }
+    let Ok(rows32) = u32::try_from(rows) else {
+        return Err(Error::TooLarge {
+            op,
+            what: format!("{rows} rows"),
+            size: rows as u64,
+            limit: u32::MAX as u64,
+        });
+    };
     let pipe = ctx.pipeline(&SimilaritySpec {
         kernel,
         dtype: x.dtype(),
     })?;
     let p = SimilarityParams {
-        rows: rows as u32,
+        rows: rows32,
         d: d as u32,
         ..Default::default()
     };
@@ -140,7 +150,7 @@ fn run(
             .zip(binds.iter().map(|t| t.bind()))
             .collect();
         let mut enc = ctx.encoder();
-        let (gx, gy) = ctx.grid((rows as u32).div_ceil(64));
+        let (gx, gy) = ctx.grid(rows32.div_ceil(64));
         ctx.dispatch(&mut enc, &pipe, &ubuf, &b, (gx, gy, 1));
         ctx.submit(enc);
         Ok(())

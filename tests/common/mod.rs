@@ -140,3 +140,18 @@ pub fn dot_tolerance(a: &[f32], b: &[f32], d: usize, want: &[f64]) -> f64 {
     let bound = 2.0 * (d as f64).sqrt() * u * norm(&abs_sum) / norm(want).max(f64::MIN_POSITIVE);
     bound.max(1e-6)
 }
+
+/// Tolerance (relative L2) for f32 cosines of rows of `d` against their f64
+/// reference `want`: a cosine is the dot product of the unit rows, so
+/// [`dot_tolerance`] of the normalised rows, plus a few roundings of the
+/// norms and the division (4u relative). Where cosines are near 0 (nearly
+/// orthogonal rows), the dot's absolute error dominates the relative one.
+pub fn cosine_tolerance(a: &[f32], b: &[f32], d: usize, want: &[f64]) -> f64 {
+    let unit = |x: &[f32]| -> Vec<f32> {
+        flashdot::reference::similarity::normalize(x, d)
+            .iter()
+            .map(|&v| v as f32)
+            .collect()
+    };
+    dot_tolerance(&unit(a), &unit(b), d, want) + 4.0 * f32::EPSILON as f64 / 2.0
+}
