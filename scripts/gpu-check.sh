@@ -35,6 +35,10 @@ echo "== fast test tier (cargo test --release)"
 t0=$(date +%s)
 cargo test --release 2>&1 | tee "$out/tests.log" | grep -E "^test result|FAILED|panicked" || true
 tests_rc=${PIPESTATUS[0]}
+if [ "$tests_rc" -ne 0 ]; then
+    echo "-- the fast tier failed; the end of $out/tests.log:"
+    tail -n 120 "$out/tests.log"
+fi
 tests_s=$(( $(date +%s) - t0 ))
 passed=$(grep -Eo '[0-9]+ passed' "$out/tests.log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$out/tests.log" | awk '{s+=$1} END {print s+0}')

@@ -374,10 +374,6 @@ fn batch_kv_len_bias_broadcast_and_masked_rows() {
 
 #[test]
 fn f16_inputs() {
-    assert!(
-        ctx().info().has_f16(),
-        "adapter lacks SHADER_F16; f16 cannot be tested here"
-    );
     f16_cases(&[(113, 203, 64, Causal::None, Layout::Bhsd)]);
 }
 
@@ -400,6 +396,9 @@ fn f16_decode_large_head_dim() {
 }
 
 fn f16_cases(cases: &[(usize, usize, usize, Causal, Layout)]) {
+    if !ctx().info().has_f16() {
+        return f16_refused(&ctx());
+    }
     for (i, &(sq, sk, d, causal, layout)) in cases.iter().enumerate() {
         // Two schedules per case: every schedule meets f16.
         let j = (2 * i) % SCHEDS.len();

@@ -26,7 +26,7 @@ fn every_call_after_destroy_is_device_lost() {
     let pending = matmul(&a, &a).unwrap();
     ctx.device().destroy();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    let worker = std::thread::spawn(move || {
         // The transition: calls return errors or Ok (their results are lost
         // with the device), never panic, until the loss is reported.
         let t = std::time::Instant::now();
@@ -79,6 +79,10 @@ fn every_call_after_destroy_is_device_lost() {
     let results = rx
         .recv_timeout(Duration::from_secs(120))
         .expect("calls on a destroyed device returned within 2 minutes");
+    // The worker drops the context's objects after sending: let it finish
+    // before the process exits (on GL, Mesa's EGL teardown at exit racing
+    // a thread still deleting objects aborted with a double free).
+    worker.join().expect("the worker thread ends");
     let bad: Vec<_> = results.iter().filter(|(_, ok, _)| !ok).collect();
     assert!(bad.is_empty(), "not DeviceLost: {bad:#?}");
 }

@@ -56,7 +56,7 @@ fn dot_f32_grid() {
 #[test]
 fn dot_f16_grid() {
     if !ctx().info().has_f16() {
-        panic!("adapter lacks SHADER_F16; f16 cannot be tested here");
+        return f16_refused(&ctx());
     }
     for n in NS {
         for d in DS {
@@ -82,8 +82,9 @@ fn windows_over_small_bindings() {
     let plan = flashdot::ops::dot::plan(&a, &a, DotVariant::Naive).unwrap();
     assert!(plan.rows_per_window < 1009 / 8, "{plan}");
     for (n, d) in [(1009, 768), (1009, 4097), (3000, 3), (257, 64)] {
-        run_case_on(&small, n, d, DType::F32);
-        run_case_on(&small, n, d, DType::F16);
+        for dtype in float_dtypes(&small) {
+            run_case_on(&small, n, d, dtype);
+        }
     }
 }
 
@@ -92,7 +93,7 @@ fn windows_over_small_bindings() {
 #[test]
 #[ignore = "long tier: cargo test --release -- --ignored"]
 fn dot_large_tensors() {
-    for dtype in [DType::F32, DType::F16] {
+    for dtype in float_dtypes(&ctx()) {
         for (n, d) in [(100_003, 768), (20_000, 4097), (100_003, 64)] {
             run_case(n, d, dtype);
         }
@@ -133,7 +134,7 @@ fn dot_empty_returns_empty() {
 #[test]
 fn one_element_rows_every_variant() {
     for n in [1, 2, 5] {
-        for dtype in [DType::F32, DType::F16] {
+        for dtype in float_dtypes(&ctx()) {
             let (a, _) = upload(&vec![3.0f32; n], &[n, 1], dtype);
             for v in DotVariant::ALL {
                 let got = dot_with(&a, &a, v).unwrap().to_vec::<f32>().unwrap();

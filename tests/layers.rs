@@ -13,11 +13,7 @@ use flashdot::{reference, verify, DType, Error, Tensor};
 use rand::Rng;
 
 fn dtypes() -> Vec<DType> {
-    let mut v = vec![DType::F32];
-    if ctx().info().has_f16() {
-        v.push(DType::F16);
-    }
-    v
+    float_dtypes(&ctx())
 }
 
 /// Relative-L2 bound for f32 arithmetic, or for rounding each stored f16 value.

@@ -19,7 +19,7 @@ fn normalize_and_cosine_f32_f16() {
     let ctx = ctx();
     for d in [1, 3, 768, 1000] {
         for n in [1, 3, 127, 1009] {
-            for dtype in [DType::F32, DType::F16] {
+            for dtype in float_dtypes(&ctx) {
                 let case = format!("similarity n={n} d={d} {dtype}");
                 let mut r = rng(&case);
                 let a = with_zero_row(uniform(&mut r, n * d), d);

@@ -34,6 +34,29 @@ pub fn ctx_without_subgroups() -> Context {
     ctx
 }
 
+/// The float dtypes a test runs on `ctx`: f32, and f16 where the adapter
+/// has `SHADER_F16`. Where it has not (the GL backend, some app devices),
+/// f16 is checked to be refused with `Unsupported` instead, and that is
+/// said on stderr: the test still runs every f32 case.
+pub fn float_dtypes(ctx: &Context) -> Vec<flashdot::DType> {
+    if ctx.info().has_f16() {
+        return vec![flashdot::DType::F32, flashdot::DType::F16];
+    }
+    f16_refused(ctx);
+    vec![flashdot::DType::F32]
+}
+
+/// Asserts that `ctx` refuses f16 tensors with `Unsupported` (an adapter
+/// without `SHADER_F16`) and says so.
+pub fn f16_refused(ctx: &Context) {
+    let e = flashdot::Tensor::zeros(ctx, &[2], flashdot::DType::F16).unwrap_err();
+    assert!(
+        matches!(e, flashdot::Error::Unsupported { .. }),
+        "an adapter without SHADER_F16 must refuse f16 with Unsupported: {e}"
+    );
+    eprintln!("f16: Unsupported on this adapter (no SHADER_F16); f16 cases checked to be refused");
+}
+
 /// The seed of CI runs (`CI` set): fixed, so a red CI run replays exactly.
 pub const CI_SEED: u64 = 20261129;
 
