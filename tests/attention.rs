@@ -322,6 +322,85 @@ fn every_head_dim_both_causal_and_layouts() {
     }
 }
 
+/// A KV cache padded to capacity with per-sequence lengths (chunked prefill,
+/// speculative decoding): bottom-right causal masking aligns to each
+/// sequence's own length, so the `seq_q` new queries are its last `seq_q`
+/// positions. First the reference's `kv_len` path is checked against the
+/// reference run on each sequence's unpadded keys alone; then every variant,
+/// schedule and K/V source against the reference, for seq_q 1, 2, 7 and 64
+/// (GQA, odd capacity, a sequence shorter than seq_q whose first rows see
+/// nothing).
+#[test]
+fn padded_cache_bottom_right_aligns_to_each_length() {
+    let (b, hq, hkv, cap, d) = (3, 4, 2, 83, 16);
+    for (i, sq) in [1usize, 2, 7, 64].into_iter().enumerate() {
+        let kv: Vec<u32> = vec![cap as u32, (sq + 5) as u32, (sq as u32).saturating_sub(1)];
+        let mut r = rng(&format!("padded cache sq {sq}"));
+        let q = uniform(&mut r, b * hq * sq * d);
+        let k = uniform(&mut r, b * hkv * cap * d);
+        let v = uniform(&mut r, b * hkv * cap * d);
+        let (padded, _) = reference::attention::attention(&reference::attention::AttentionRef {
+            q: &q,
+            k: &k,
+            v: &v,
+            dims: [b, hq, hkv, sq, cap, d, d],
+            layout: Layout::Bhsd,
+            causal: Causal::BottomRight,
+            scale: None,
+            kv_len: Some(&kv),
+            bias: None,
+        });
+        for bb in 0..b {
+            let n = kv[bb] as usize;
+            // This sequence's keys without the padding: [1, hkv, n, d].
+            let cut = |x: &[f32]| -> Vec<f32> {
+                (0..hkv)
+                    .flat_map(|h| {
+                        let at = (bb * hkv + h) * cap * d;
+                        x[at..at + n * d].to_vec()
+                    })
+                    .collect()
+            };
+            let qb = &q[bb * hq * sq * d..(bb + 1) * hq * sq * d];
+            let (alone, _) = reference::attention::attention(&reference::attention::AttentionRef {
+                q: qb,
+                k: &cut(&k),
+                v: &cut(&v),
+                dims: [1, hq, hkv, sq, n, d, d],
+                layout: Layout::Bhsd,
+                causal: Causal::BottomRight,
+                scale: None,
+                kv_len: None,
+                bias: None,
+            });
+            let got = &padded[bb * hq * sq * d..(bb + 1) * hq * sq * d];
+            check(
+                &verify::compare(got, &alone),
+                1e-12,
+                &format!("reference: padded cache vs sequence {bb} alone, seq_q {sq}"),
+            );
+        }
+        run(&Case {
+            flash: &SCHEDS,
+            split: &SPLITS,
+            auto: i == 0,
+            b,
+            hq,
+            hkv,
+            sq,
+            sk: cap,
+            d,
+            dv: d,
+            layout: Layout::Bhsd,
+            causal: Causal::BottomRight,
+            bias: None,
+            kv_len: Some(kv),
+            dtype: DType::F32,
+            lse: true,
+        });
+    }
+}
+
 #[test]
 fn batch_kv_len_bias_broadcast_and_masked_rows() {
     // Batch 2 with different kv_len, one of them 0 (every row fully masked),

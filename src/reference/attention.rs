@@ -46,8 +46,11 @@ pub fn attention(a: &AttentionRef) -> (Vec<f64>, Vec<f64>) {
                 let end = match a.causal {
                     Causal::None => kvend,
                     Causal::TopLeft => (i + 1).min(kvend),
+                    // Aligned to this sequence's keys: with kv_len, its
+                    // last query sees key kv_len[b] − 1 (FlashAttention's
+                    // convention for a padded KV cache).
                     Causal::BottomRight => {
-                        ((i + 1 + sk) as i64 - sq as i64).clamp(0, kvend as i64) as usize
+                        ((i + 1 + kvend) as i64 - sq as i64).clamp(0, kvend as i64) as usize
                     }
                 };
                 let qo = idx(bb, h, hq, i, sq, d);

@@ -77,13 +77,20 @@ fn ld_v(base: u32, c: u32) -> vec4<f32> {
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
 //#endif
 
-// Exclusive end of the keys query `row` of batch `b` may see.
+// Exclusive end of the keys query `row` of batch `b` may see. Causal 1 is
+// top-left (offset causal_off, 0); causal 2 is bottom-right aligned to the
+// sequence's own key count, so that in a cache padded to capacity the last
+// query sees key kv_len[b] - 1, not key seq_k - 1.
 fn key_end(b: u32, row: u32) -> u32 {
     let kvend = min(P.sk, kvlen[b]);
     if (P.causal == 0u) {
         return kvend;
     }
-    return u32(clamp(i32(row) + P.causal_off + 1, 0, i32(kvend)));
+    var off = P.causal_off;
+    if (P.causal == 2u) {
+        off = i32(kvend) - i32(P.sq);
+    }
+    return u32(clamp(i32(row) + off + 1, 0, i32(kvend)));
 }
 //#endif
 

@@ -52,7 +52,11 @@ pub enum Causal {
     /// PyTorch `is_causal=True`: query `i` sees keys `j <= i`.
     TopLeft,
     /// FlashAttention 2: query `i` sees keys `j <= i + seq_k - seq_q`; the last query
-    /// sees every key, which is what decoding with a KV cache needs.
+    /// sees every key, which is what decoding with a KV cache needs. With
+    /// [`AttentionOptions::kv_len`], the diagonal is aligned to each sequence's
+    /// own length: `j <= i + kv_len[b] - seq_q` (as FlashAttention's
+    /// `flash_attn_with_kvcache` does with `cache_seqlens`), so the `seq_q`
+    /// new queries of a cache padded to capacity are its last `seq_q` positions.
     BottomRight,
 }
 
@@ -166,7 +170,9 @@ pub struct AttentionOptions<'a> {
     pub causal: Causal,
     /// Score scale; `None` is `1/√d`.
     pub scale: Option<f32>,
-    /// Per-batch key lengths (`[batch]`): keys at or past `kv_len[b]` are masked.
+    /// Per-batch key lengths (`[batch]`): keys at or past `kv_len[b]` are
+    /// masked, and [`Causal::BottomRight`] aligns to `kv_len[b]` (a KV cache
+    /// padded to capacity `seq_k`).
     pub kv_len: Option<&'a [u32]>,
     /// Additive f32 bias `[batch|1, heads_q|1, seq_q, seq_k]` (−∞ entries mask).
     pub bias: Option<&'a Tensor>,

@@ -342,7 +342,9 @@ pub(crate) fn params(dims: &Dims, opts: &AttentionOptions) -> AttentionParams {
     let (causal, off) = match opts.causal {
         Causal::None => (0u32, 0i64),
         Causal::TopLeft => (1, 0),
-        Causal::BottomRight => (1, dims.sk as i64 - dims.sq as i64),
+        // The offset is the sequence's key count minus seq_q, taken in the
+        // kernel from kv_len[b] (seq_k without kv_len).
+        Causal::BottomRight => (2, 0),
     };
     let strides = |heads: usize, seq: usize, dim: usize| -> [u32; 3] {
         let s = match l {

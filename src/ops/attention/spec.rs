@@ -29,7 +29,8 @@ crate::params! {
         o_sb: u32, o_sh: u32, o_ss: u32, _p3: u32,
         /// Bias strides (0 where broadcast).
         bias_sb: u32, bias_sh: u32,
-        /// 0/1, and the diagonal's offset (key j visible to query i iff j ≤ i + off).
+        /// 0 none, 1 top-left (key j visible to query i iff j ≤ i + causal_off),
+        /// 2 bottom-right per sequence (off = min(seq_k, kv_len[b]) − seq_q).
         causal: u32, causal_off: i32,
         scale: f32,
         /// Split-KV: number of key splits and keys per split.
