@@ -153,6 +153,14 @@ fn rss() -> u64 {
 #[test]
 fn four_threads_share_one_context() {
     let ctx = ctx();
+    // Compile the kernels first, on this thread: on the GL backend a thread
+    // waiting for wgpu's context lock while another compiles for over 6 s
+    // panics inside wgpu-hal (gfx-rs/wgpu#5299), and a software adapter
+    // under load can take that long. The threads then share warm pipelines.
+    let mut warm = rng("soak warm-up");
+    for i in 0..6 * ROWS.len() * DIMS.len() * 4 {
+        call(&ctx, &mut warm, i);
+    }
     let t = std::time::Instant::now();
     std::thread::scope(|s| {
         for th in 0..4 {
