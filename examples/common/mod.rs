@@ -16,6 +16,14 @@ pub enum Backend {
 
 /// Opens the context (best adapter, or the named backend) and prints it.
 pub fn open(backend: Option<Backend>) -> Result<Context, flashdot::Error> {
+    let ctx = context(backend)?;
+    let i = ctx.info();
+    println!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
+    Ok(ctx)
+}
+
+/// Opens the context (best adapter, or the named backend).
+pub fn context(backend: Option<Backend>) -> Result<Context, flashdot::Error> {
     let mut opts = ContextOptions::default();
     if let Some(b) = backend {
         opts = opts.with_backend(match b {
@@ -25,10 +33,7 @@ pub fn open(backend: Option<Backend>) -> Result<Context, flashdot::Error> {
             Backend::Gl => wgpu::Backends::GL,
         });
     }
-    let ctx = Context::with_options(opts)?;
-    let i = ctx.info();
-    println!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
-    Ok(ctx)
+    Context::with_options(opts)
 }
 
 /// Median and minimum of timed runs.
