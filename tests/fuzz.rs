@@ -509,13 +509,7 @@ fn case(
         Ok(Err(e)) if kind(&e) == "DeviceLost" => Err(format!("device lost: {e}")),
         Ok(Err(Error::InvalidArgument { detail, .. })) if detail == LARGE => Ok("large (not run)"),
         Ok(Err(e)) => Ok(kind(&e)),
-        Err(p) => Err(format!(
-            "panic: {}",
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default()
-        )),
+        Err(p) => Err(format!("panic: {}", panic_message(&*p))),
     };
     (op, outcome)
 }

@@ -169,20 +169,16 @@ fn try_load(ctx: &flashdot::Context, dir: &Path) -> Result<bool, String> {
                 // A tokenizer that fails only on some words fails there.
                 Ok(Err(Error::Model { path, .. })) if path.ends_with("tokenizer.json") => Ok(false),
                 Ok(Err(e)) => Err(format!("a loaded model failed to embed: {e}")),
-                Err(p) => Err(format!("a loaded model panicked in embed: {}", message(p))),
+                Err(p) => Err(format!(
+                    "a loaded model panicked in embed: {}",
+                    panic_message(&*p)
+                )),
             }
         }
         Ok(Err(Error::Model { path, .. })) if Path::new(&path).starts_with(dir) => Ok(false),
         Ok(Err(e)) => Err(format!("expected a Model error naming a file, got {e}")),
-        Err(p) => Err(format!("panic: {}", message(p))),
+        Err(p) => Err(format!("panic: {}", panic_message(&*p))),
     }
-}
-
-fn message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
 }
 
 #[test]

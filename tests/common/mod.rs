@@ -178,3 +178,11 @@ pub fn cosine_tolerance(a: &[f32], b: &[f32], d: usize, want: &[f64]) -> f64 {
     };
     dot_tolerance(&unit(a), &unit(b), d, want) + 4.0 * f32::EPSILON as f64 / 2.0
 }
+
+/// The message of a caught panic (`catch_unwind`'s error), or "".
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
