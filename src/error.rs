@@ -32,14 +32,14 @@ impl std::fmt::Display for GpuErrorKind {
 #[non_exhaustive]
 pub enum Error {
     /// No GPU adapter matched the request.
-    #[error(
-        "no GPU adapter found ({details}). On a machine without a GPU install Mesa's software \
-         Vulkan driver (lavapipe): `apt-get install mesa-vulkan-drivers` on Debian/Ubuntu, \
-         `dnf install mesa-vulkan-drivers` on Fedora; check with `vulkaninfo --summary`"
-    )]
+    #[error("no GPU adapter found ({details}). {hint}")]
     NoAdapter {
         /// What was searched (backends, name filter).
         details: String,
+        /// What to do: with no adapter on any backend, how to install Mesa's
+        /// software driver; when a backend or adapter name narrowed the
+        /// search, the adapters that are present.
+        hint: String,
     },
     /// The adapter was found but refused to open a device.
     #[error("could not open a device on adapter '{adapter}': {message}")]

@@ -178,3 +178,22 @@ fn overflowing_shapes_are_errors() {
     let e = t.reshape(&[1 << 32, 1 << 32, 2]).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
 }
+
+/// No adapter because a name narrowed the search: the error names the
+/// filter and lists the adapters that are present, instead of telling the
+/// user to install a driver they have.
+#[test]
+fn no_adapter_message_fits_the_cause() {
+    let present = ctx().info().name.clone();
+    let e = Context::with_options(
+        ContextOptions::default().with_adapter_name("no-such-adapter-flashdot"),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::NoAdapter { .. }), "{e}");
+    assert!(
+        msg.contains("no-such-adapter-flashdot") && msg.contains(&present),
+        "{msg}"
+    );
+    assert!(!msg.contains("apt-get"), "{msg}");
+}

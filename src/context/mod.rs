@@ -65,6 +65,13 @@ impl ContextOptions {
         self
     }
 
+    /// Options restricted to adapters whose name contains `name`
+    /// (case-insensitive).
+    pub fn with_adapter_name(mut self, name: impl Into<String>) -> Self {
+        self.adapter_name = Some(name.into());
+        self
+    }
+
     /// Options that leave `features` disabled.
     pub fn without_features(mut self, features: wgpu::Features) -> Self {
         self.disable_features |= features;
@@ -274,7 +281,8 @@ impl Context {
         // DX12) are probed first and GL only when they offer no adapter:
         // probing GL through EGL prints warnings on headless machines that
         // have a Vulkan driver.
-        let tries = match options.backends.or_else(wgpu::Backends::from_env) {
+        let forced = options.backends.or_else(wgpu::Backends::from_env);
+        let tries = match forced {
             Some(b) => vec![b],
             None => vec![wgpu::Backends::PRIMARY, wgpu::Backends::SECONDARY],
         };
@@ -306,6 +314,7 @@ impl Context {
             }
         }
         let searched = tries.iter().fold(wgpu::Backends::empty(), |a, &b| a | b);
+        let narrowed = forced.is_some() || name_filter.is_some();
         Err(Error::NoAdapter {
             details: format!(
                 "backends {searched:?}{}",
@@ -313,6 +322,7 @@ impl Context {
                     .map(|n| format!(", name containing '{n}'"))
                     .unwrap_or_default()
             ),
+            hint: no_adapter_hint(narrowed).await,
         })
     }
 
@@ -520,4 +530,35 @@ impl Context {
             .map_err(|e| Error::DeviceLost(e.to_string()))?;
         self.check_alive()
     }
+}
+
+/// What to tell a caller who found no adapter: when a backend or name
+/// narrowed the search and other adapters exist, which ones (the cause is
+/// the filter, not a missing driver); otherwise how to install lavapipe.
+async fn no_adapter_hint(narrowed: bool) -> String {
+    const INSTALL: &str = "On a machine without a GPU install Mesa's software Vulkan driver \
+        (lavapipe): `apt-get install mesa-vulkan-drivers` on Debian/Ubuntu, `dnf install \
+        mesa-vulkan-drivers` on Fedora; check with `vulkaninfo --summary`";
+    if !narrowed {
+        return INSTALL.into();
+    }
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::all();
+    let present: Vec<String> = wgpu::Instance::new(desc)
+        .enumerate_adapters(wgpu::Backends::all())
+        .await
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+        })
+        .collect();
+    if present.is_empty() {
+        return INSTALL.into();
+    }
+    format!(
+        "The search was narrowed (a backend or adapter name, from ContextOptions or \
+         WGPU_BACKEND / WGPU_ADAPTER_NAME); adapters present: {}",
+        present.join(", ")
+    )
 }
