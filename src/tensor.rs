@@ -84,7 +84,7 @@ fn padded_bytes(len: usize, dtype: DType) -> u64 {
 }
 
 impl Tensor {
-    fn check_dtype(ctx: &Context, dtype: DType, op: &'static str) -> Result<()> {
+    pub(crate) fn check_dtype(ctx: &Context, dtype: DType, op: &'static str) -> Result<()> {
         if dtype == DType::F16 && !ctx.info().has_f16() {
             return Err(Error::Unsupported {
                 op,

@@ -254,14 +254,8 @@ pub(crate) struct Problem {
 }
 
 fn problem(op: &'static str, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Problem> {
-    if opts.out_dtype == DType::F16 && !a.context().info().has_f16() {
-        return Err(Error::Unsupported {
-            op,
-            detail: "an f16 output needs the SHADER_F16 feature, which this adapter/context \
-                     does not have"
-                .into(),
-        });
-    }
+    // An f16 output needs f16 tensors: refused here, by the plan too.
+    Tensor::check_dtype(a.context(), opts.out_dtype, op)?;
     let (sa, sb) = (a.shape(), b.shape());
     let bad = |why: &str| Error::Shape {
         op,
