@@ -27,6 +27,69 @@ impl std::fmt::Display for GpuErrorKind {
     }
 }
 
+/// Which limit an [`Error::TooLarge`] ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// The adapter's `max_storage_buffer_binding_size` (bytes): what one kernel
+    /// can read or write through one binding.
+    StorageBinding,
+    /// The adapter's `max_buffer_size` (bytes): one tensor's buffer.
+    BufferSize,
+    /// The adapter's `max_compute_workgroups_per_dimension` (workgroups).
+    Workgroups,
+    /// The kernels index with u32: counts (rows, elements) up to 2³² − 1.
+    U32Index,
+}
+
+impl Limit {
+    /// `size` in this limit's unit, for messages.
+    fn amount(self, size: u64) -> String {
+        match self {
+            Limit::StorageBinding | Limit::BufferSize => bytes(size),
+            Limit::Workgroups => format!("{size} workgroups in one dimension"),
+            Limit::U32Index => format!("{size} indices"),
+        }
+    }
+
+    /// The limit, named, with its value.
+    fn bound(self, limit: u64) -> String {
+        match self {
+            Limit::StorageBinding => format!(
+                "one storage binding holds at most {} on this adapter \
+                 (max_storage_buffer_binding_size); use a smaller shape or split the call",
+                bytes(limit)
+            ),
+            Limit::BufferSize => format!(
+                "one buffer holds at most {} on this adapter (max_buffer_size)",
+                bytes(limit)
+            ),
+            Limit::Workgroups => format!(
+                "the adapter dispatches at most {limit} (max_compute_workgroups_per_dimension)"
+            ),
+            Limit::U32Index => format!("the kernels index with u32 (at most {limit})"),
+        }
+    }
+}
+
+/// A byte count for people: MiB (or GiB, KiB, bytes) with the exact figure
+/// where rounding hides it.
+fn bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let x = n as f64;
+    if n < 1 << 10 {
+        format!("{n} bytes")
+    } else if n < 1 << 20 {
+        format!("{:.1} KiB", x / KIB)
+    } else if n < 1 << 30 {
+        format!("{:.1} MiB", x / (KIB * KIB))
+    } else if n == u64::MAX {
+        "more than 2^64 bytes".into()
+    } else {
+        format!("{:.2} GiB", x / (KIB * KIB * KIB))
+    }
+}
+
 /// Everything that can go wrong in flashdot.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -75,16 +138,19 @@ pub enum Error {
         detail: String,
     },
     /// A size exceeds a device limit and the operation cannot split it.
-    #[error("{op}: {what} needs {size} but the adapter's limit is {limit}")]
+    #[error("{op}: {what} needs {} but {}", kind.amount(*size), kind.bound(*limit))]
     TooLarge {
         /// Operation name.
         op: &'static str,
-        /// Which quantity (e.g. "score matrix bytes").
+        /// What needs the size, with its shape (e.g. "the naive kernel's score matrix
+        /// [1, 12, 2048, 2048] f32").
         what: String,
-        /// Requested size.
+        /// Requested size, in the unit of `kind`.
         size: u64,
-        /// The adapter's limit.
+        /// The limit's value, in the unit of `kind`.
         limit: u64,
+        /// Which limit was exceeded (and so the unit of `size` and `limit`).
+        kind: Limit,
     },
     /// wgpu reported an error inside an operation (caught with an error scope).
     #[error("{op}: GPU {kind}: {message}")]
@@ -120,4 +186,35 @@ pub enum Error {
         /// What is wrong, and how to fix it where that is known.
         detail: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_large_names_the_limit_in_its_unit() {
+        let e = Error::TooLarge {
+            op: "attention",
+            what: "the naive kernel's score matrix [1, 12, 2048, 2048] f32".into(),
+            size: 201_326_592,
+            limit: 134_217_728,
+            kind: Limit::StorageBinding,
+        };
+        assert_eq!(
+            e.to_string(),
+            "attention: the naive kernel's score matrix [1, 12, 2048, 2048] f32 needs 192.0 MiB \
+             but one storage binding holds at most 128.0 MiB on this adapter \
+             (max_storage_buffer_binding_size); use a smaller shape or split the call"
+        );
+        let e = Error::TooLarge {
+            op: "tensor",
+            what: "a f32 tensor of shape [1]".into(),
+            size: u64::MAX,
+            limit: 3 << 30,
+            kind: Limit::BufferSize,
+        };
+        assert!(e.to_string().contains("more than 2^64 bytes"), "{e}");
+        assert!(e.to_string().contains("3.00 GiB"), "{e}");
+    }
 }

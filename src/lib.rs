@@ -33,7 +33,7 @@ mod validate;
 pub mod verify;
 
 pub use context::{Context, ContextInfo, ContextOptions, DeviceProfile, MemoryStats};
-pub use error::{Error, GpuErrorKind, Result};
+pub use error::{Error, GpuErrorKind, Limit, Result};
 pub use half::f16;
 pub use tensor::{DType, Element, Tensor};
 /// The wgpu version flashdot is built on: its types appear in the API.

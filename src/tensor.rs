@@ -120,6 +120,7 @@ impl Tensor {
                 what: format!("a {} tensor of shape {}", dtype, shape_str(shape)),
                 size: bytes,
                 limit,
+                kind: crate::Limit::BufferSize,
             });
         }
         let buffer = ctx.scoped(op, || {

@@ -103,6 +103,7 @@ impl DeviceProfile {
                 what: what.to_string(),
                 size: n as u64,
                 limit,
+                kind: crate::Limit::Workgroups,
             });
         }
         Ok(())

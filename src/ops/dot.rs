@@ -186,6 +186,7 @@ fn plan_for(
             what: format!("one row of {d} {dtype} elements"),
             size: row_bytes,
             limit: cap,
+            kind: crate::Limit::StorageBinding,
         });
     }
     let rows_per_window = rows_cap.min(cap / 4).min(1 << 24).min(n.max(1) as u64) as usize;
@@ -302,6 +303,7 @@ pub fn dot_into(a: &Tensor, b: &Tensor, variant: DotVariant, out: &Tensor) -> Re
                     what: format!("a window of {rows} rows"),
                     size: count * eb,
                     limit: ctx.max_binding(),
+                    kind: crate::Limit::StorageBinding,
                 });
             };
             let params = DotParams {

@@ -156,6 +156,7 @@ pub fn embedding_into(
                 what: format!("{name} {}", shape_str(t.shape())),
                 size: t.padded_bytes(),
                 limit: ctx.max_binding(),
+                kind: crate::Limit::StorageBinding,
             });
         }
     }
@@ -169,6 +170,7 @@ pub fn embedding_into(
             what: "the output's element count".into(),
             size: n as u64,
             limit: u32::MAX as u64,
+            kind: crate::Limit::U32Index,
         });
     }
     let spec = EmbeddingSpec {

@@ -113,6 +113,7 @@ pub(crate) fn gather_into(src: &Tensor, strides: &[usize], out: &Tensor) -> Resu
         what: format!("a view of shape {}", shape_str(src.shape())),
         size,
         limit: ctx.max_binding(),
+        kind: crate::Limit::StorageBinding,
     };
     // The kernel reads 32-bit words: f16 windows start on a word.
     let w = ctx

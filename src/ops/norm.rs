@@ -178,6 +178,7 @@ pub fn layer_norm_with(
             what: format!("x {}", shape_str(x.shape())),
             size: x.padded_bytes(),
             limit: ctx.max_binding(),
+            kind: crate::Limit::StorageBinding,
         });
     }
     let rows = x.len().checked_div(h).unwrap_or(0);

@@ -95,6 +95,7 @@ pub fn mean_pool_into(x: &Tensor, lengths: &[u32], out: &Tensor) -> Result<()> {
             what: format!("x {}", shape_str(s)),
             size: x.padded_bytes(),
             limit: ctx.max_binding(),
+            kind: crate::Limit::StorageBinding,
         });
     }
     if out.is_empty() {

@@ -108,6 +108,7 @@ fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
             what: format!("tensor {}", shape_str(s)),
             size: x.bytes(),
             limit: x.context().max_binding(),
+            kind: crate::Limit::StorageBinding,
         });
     }
     Ok((s[0], s[1]))
@@ -133,6 +134,7 @@ fn run(
             what: format!("{rows} rows"),
             size: rows as u64,
             limit: u32::MAX as u64,
+            kind: crate::Limit::U32Index,
         });
     };
     let pipe = ctx.pipeline(&SimilaritySpec {

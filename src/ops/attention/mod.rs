@@ -448,6 +448,7 @@ pub fn attention_into(
                 what: format!("tensor {name} {}", shape_str(t.shape())),
                 size: t.bytes(),
                 limit: ctx.max_binding(),
+                kind: crate::Limit::StorageBinding,
             });
         }
     }

@@ -143,6 +143,7 @@ pub(crate) fn plan_for(
                     ),
                     size: score_bytes,
                     limit: profile.max_storage_binding,
+                    kind: crate::Limit::StorageBinding,
                 });
             }
             Ok(plan(variant, None, None, why.into(), Launch::Naive))

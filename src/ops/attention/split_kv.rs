@@ -16,6 +16,7 @@ fn scratch(ctx: &Context, bytes: u64, what: &str) -> Result<Tracked> {
             what: what.to_string(),
             size: bytes,
             limit: ctx.max_binding(),
+            kind: crate::Limit::StorageBinding,
         });
     }
     Ok(ctx.create_buffer(&wgpu::BufferDescriptor {

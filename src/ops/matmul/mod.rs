@@ -420,6 +420,7 @@ fn gemm(
                 ),
                 size: t.bytes(),
                 limit: ctx.max_binding(),
+                kind: crate::Limit::StorageBinding,
             });
         }
     }
