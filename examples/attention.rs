@@ -1,5 +1,5 @@
 //! The main demo: transformer-shaped causal self-attention (batch 1, 12 heads,
-//! seq 2048, d 64) through every attention variant — time per call, GFLOP/s, peak
+//! seq 2048, d 64; 8 heads × 1024 on a software adapter) through every attention variant — time per call, GFLOP/s, peak
 //! device memory, error against the CPU reference on sampled rows — then a decode
 //! step (one query over a 16,384-key cache).
 
@@ -16,12 +16,12 @@ struct Args {
     /// Backend (default: best adapter).
     #[arg(long, value_enum)]
     backend: Option<common::Backend>,
-    /// Heads.
-    #[arg(long, default_value_t = 12)]
-    heads: usize,
-    /// Sequence length of the self-attention.
-    #[arg(long, default_value_t = 2048)]
-    seq: usize,
+    /// Heads [default: 12; 8 on a software adapter].
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Sequence length of the self-attention [default: 2048; 1024 on a software adapter].
+    #[arg(long)]
+    seq: Option<usize>,
     /// Head dim.
     #[arg(long, default_value_t = 64)]
     dim: usize,
@@ -42,12 +42,13 @@ struct Args {
 fn run(
     ctx: &Context,
     a: &Args,
+    h: usize,
     sq: usize,
     sk: usize,
     causal: Causal,
     label: &str,
 ) -> flashdot::Result<()> {
-    let (h, d) = (a.heads, a.dim);
+    let d = a.dim;
     let q = common::data(h * sq * d, 1);
     let k = common::data(h * sk * d, 2);
     let v = common::data(h * sk * d, 3);
@@ -90,12 +91,16 @@ fn run(
             None => format!("{var:?}"),
         };
         ctx.reset_peak_memory();
-        let t = match common::time(ctx, a.reps, || {
+        let t = match common::time(ctx, a.reps, &name, || {
             attention_into(&gq, &gk, &gv, &opts, &out, None)
         }) {
             Ok(t) => t,
             Err(e) => {
-                println!("{name:<17} {e}");
+                let hint = match e {
+                    flashdot::Error::TooLarge { .. } => " (--heads or --seq smaller fit)",
+                    _ => "",
+                };
+                println!("{name:<17} cannot run this shape: {e}{hint}");
                 continue;
             }
         };
@@ -168,15 +173,24 @@ fn main() {
         }
     }
     let ctx = common::exit_on_error(common::open(a.backend));
+    let mut sizes = common::Sizes::new(&ctx);
+    let heads = sizes.pick("--heads", a.heads, 12, 8);
+    let seq = sizes.pick("--seq", a.seq, 2048, 1024);
+    sizes.report();
+    if heads == 0 || seq == 0 || a.dim == 0 || a.cache == 0 {
+        eprintln!("error: --heads, --seq, --dim and --cache must be at least 1");
+        std::process::exit(2);
+    }
     let causal = if a.full {
         Causal::None
     } else {
         Causal::BottomRight
     };
-    common::exit_on_error(run(&ctx, &a, a.seq, a.seq, causal, "self-attention"));
+    common::exit_on_error(run(&ctx, &a, heads, seq, seq, causal, "self-attention"));
     common::exit_on_error(run(
         &ctx,
         &a,
+        heads,
         1,
         a.cache,
         Causal::BottomRight,

@@ -18,9 +18,9 @@ struct Args {
     /// Backend (default: best adapter).
     #[arg(long, value_enum)]
     backend: Option<common::Backend>,
-    /// Rows of x.
-    #[arg(long, default_value_t = 4096)]
-    rows: usize,
+    /// Rows of x [default: 4096; 512 on a software adapter].
+    #[arg(long)]
+    rows: Option<usize>,
     /// in_features.
     #[arg(long, default_value_t = 768)]
     inp: usize,
@@ -46,7 +46,15 @@ fn upload(ctx: &Context, x: &[f32], shape: &[usize], dtype: DType) -> flashdot::
 }
 
 fn demo(ctx: &Context, a: &Args) -> flashdot::Result<()> {
-    let (rows, inp, outf) = (a.rows, a.inp, a.out);
+    let mut sizes = common::Sizes::new(ctx);
+    let (rows, inp, outf) = (sizes.pick("--rows", a.rows, 4096, 512), a.inp, a.out);
+    sizes.report();
+    if rows == 0 || inp == 0 || outf == 0 {
+        return Err(flashdot::Error::InvalidArgument {
+            op: "matmul demo",
+            detail: "--rows, --inp and --out must be at least 1".into(),
+        });
+    }
     let x = common::data(rows * inp, 1);
     let w = common::data(outf * inp, 2);
     let bias = common::data(outf, 3);
@@ -55,7 +63,7 @@ fn demo(ctx: &Context, a: &Args) -> flashdot::Result<()> {
     let gb = Tensor::from_slice(ctx, &bias, &[outf])?;
     let out = Tensor::zeros(ctx, &[rows, outf], DType::F32)?;
     // Reference on 64 sampled rows: the full product takes minutes in f64 loops.
-    let sample: Vec<usize> = (0..64).map(|i| i * rows / 64).collect();
+    let sample: Vec<usize> = (0..64.min(rows)).map(|i| i * rows / 64.min(rows)).collect();
     let xs: Vec<f32> = sample
         .iter()
         .flat_map(|&r| x[r * inp..(r + 1) * inp].to_vec())
@@ -66,7 +74,7 @@ fn demo(ctx: &Context, a: &Args) -> flashdot::Result<()> {
         Some(&bias),
         Activation::GeluTanh,
         1.0,
-        64,
+        sample.len(),
         inp,
         outf,
     );
@@ -79,7 +87,7 @@ fn demo(ctx: &Context, a: &Args) -> flashdot::Result<()> {
     let mut naive = None;
     for v in MatmulVariant::all(ctx) {
         let opts = MatmulOptions::default().variant(v);
-        let t = common::time(ctx, a.reps, || {
+        let t = common::time(ctx, a.reps, &v.to_string(), || {
             linear_into(&gx, &gw, Some(&gb), Activation::GeluTanh, &opts, &out)
         })?;
         let got = out.to_vec::<f32>()?;
@@ -129,7 +137,9 @@ fn sweep(a: &Args) -> flashdot::Result<()> {
                 let out = matmul_with(&ta, &tb, &opts)?;
                 ctx.synchronize()?;
                 let first = t0.elapsed().as_secs_f64();
-                let t = common::time(&ctx, a.reps, || matmul_into(&ta, &tb, &opts, &out))?;
+                let t = common::time(&ctx, a.reps, &format!("{m}x{k}x{n}"), || {
+                    matmul_into(&ta, &tb, &opts, &out)
+                })?;
                 let gf = 2.0 * (m * n * k) as f64 / t.median.as_secs_f64() / 1e9;
                 let name = match v {
                     MatmulVariant::Autotune => {

@@ -31,9 +31,9 @@ struct Args {
     /// Backend (default: best adapter).
     #[arg(long, value_enum)]
     backend: Option<common::Backend>,
-    /// Synthetic corpus size.
-    #[arg(long, default_value_t = 500_000)]
-    n: usize,
+    /// Synthetic corpus size [default: 500000; 200000 on a software adapter].
+    #[arg(long)]
+    n: Option<usize>,
     /// Synthetic dimension.
     #[arg(long, default_value_t = 768)]
     dim: usize,
@@ -73,6 +73,7 @@ fn synthetic(n: usize, d: usize) -> Vec<f32> {
     let mut r = Rng(0x5EED);
     let centres: Vec<f32> = (0..2000 * d).map(|_| r.gauss()).collect();
     let mut out = Vec::with_capacity(n * d);
+    let bar = common::progress(n, "generating the corpus");
     for i in 0..n {
         let c = (i * 7919) % 2000;
         let start = out.len();
@@ -80,8 +81,8 @@ fn synthetic(n: usize, d: usize) -> Vec<f32> {
             out.push(centres[c * d + j] + 0.6 * r.gauss());
         }
         normalize(&mut out[start..]);
-        if (i + 1) % 100_000 == 0 {
-            eprintln!("  generated {}/{n}", i + 1);
+        if (i + 1) % 4096 == 0 {
+            bar.set_position(i as u64 + 1);
         }
     }
     out
@@ -91,12 +92,22 @@ fn run(a: &Args) -> Result<(), String> {
     let ctx = common::open(a.backend).map_err(|e| e.to_string())?;
     let t = Instant::now();
     let (corpus, d) = match &a.path {
-        Some(p) => vectors::load(p)?,
+        Some(p) => {
+            let _spin = common::wait(format!("reading {}", p.display()));
+            vectors::load(p)?
+        }
         None => {
-            eprintln!("generating {} x {} synthetic corpus...", a.n, a.dim);
-            (synthetic(a.n, a.dim), a.dim)
+            let mut sizes = common::Sizes::new(&ctx);
+            let n = sizes.pick("--n", a.n, 500_000, 200_000);
+            sizes.report();
+            (synthetic(n, a.dim), a.dim)
         }
     };
+    if corpus.is_empty() || d == 0 || a.k == 0 || a.batch == 0 {
+        return Err(
+            "nothing to search: the corpus, --dim, --k and --batch must not be empty".into(),
+        );
+    }
     let n = corpus.len() / d;
     println!("corpus: {n} x {d} ({:.1} s)", t.elapsed().as_secs_f64());
     let storage = match a.storage {
@@ -113,10 +124,12 @@ fn run(a: &Args) -> Result<(), String> {
             .storage(storage),
     )
     .map_err(|e| e.to_string())?;
-    for (i, part) in corpus.chunks(100_000 * d).enumerate() {
+    let bar = common::progress(n, "indexing");
+    for part in corpus.chunks(50_000 * d) {
         index.add(part).map_err(|e| e.to_string())?;
-        eprintln!("  indexed {}/{n}", ((i + 1) * 100_000).min(n));
+        bar.inc((part.len() / d) as u64);
     }
+    bar.finish_and_clear();
     println!(
         "index: {storage:?}, {:.0} MiB on the device ({:.1} s)",
         index.bytes() as f64 / (1 << 20) as f64,
@@ -137,7 +150,10 @@ fn run(a: &Args) -> Result<(), String> {
         })
         .collect();
     let k = a.k;
-    index.search(&queries[..d], k).map_err(|e| e.to_string())?; // pipelines
+    {
+        let _spin = common::wait("first search (compiles its kernels)");
+        index.search(&queries[..d], k).map_err(|e| e.to_string())?;
+    }
     for (qi, &src) in sources.iter().take(3).enumerate() {
         let t = Instant::now();
         let res = index
@@ -171,6 +187,9 @@ fn run(a: &Args) -> Result<(), String> {
     let m = a.batch;
     // Warm-up: builds the batched kernels (per query-block size) so that
     // their compile is not timed.
+    let spin = common::wait(format!(
+        "batched search of {m} queries (compiles its kernels first)"
+    ));
     index
         .search(&queries[..m.min(64) * d], k)
         .map_err(|e| e.to_string())?;
@@ -179,6 +198,7 @@ fn run(a: &Args) -> Result<(), String> {
         .search(&queries[..m * d], k)
         .map_err(|e| e.to_string())?;
     let bt = t.elapsed().as_secs_f64();
+    spin.finish_and_clear();
     println!(
         "m={m}: {:.1} ms/batch, {:.0} queries/s ({:.1}x m=1)",
         bt * 1e3,
@@ -186,6 +206,7 @@ fn run(a: &Args) -> Result<(), String> {
         m as f64 / bt * one
     );
     // Check query 0 against the CPU reference (cosine = dot of normalised rows).
+    let spin = common::wait("CPU reference and host baselines");
     let qn: Vec<f32> = {
         let mut q = queries[..d].to_vec();
         normalize(&mut q);
@@ -209,6 +230,7 @@ fn run(a: &Args) -> Result<(), String> {
         .zip(&want[0])
         .map(|(g, w)| (*g as f64 - w.0).abs())
         .fold(0.0, f64::max);
+    spin.finish_and_clear();
     println!(
         "CPU reference check, query 0: {overlap}/{k} ids agree, max score error {max_err:.2e}"
     );
