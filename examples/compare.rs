@@ -8,7 +8,9 @@
 //! a scoped-thread scan for dots and search; wall clock against wall clock).
 //! `--out DIR` also writes `results.json` (run metadata, then one record per
 //! measurement) and one SVG chart per family (throughput vs the swept size, a
-//! line per variant and one for the CPU). `--quick` runs a small sweep.
+//! line per variant and one for the CPU). `--quick` runs a small sweep (the
+//! default on a software adapter, where the full one takes minutes and ~9 GB),
+//! `--full` the full one.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -30,9 +32,12 @@ struct Args {
     /// Backend (default: best adapter).
     #[arg(long, value_enum)]
     backend: Option<common::Backend>,
-    /// Small sweep (under a minute on a software adapter).
-    #[arg(long)]
+    /// Small sweep (under a minute on a software adapter) [default on a software adapter].
+    #[arg(long, conflicts_with = "full")]
     quick: bool,
+    /// Full sweep [default on a GPU].
+    #[arg(long)]
+    full: bool,
     /// Folder for results.json and the SVG charts.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -721,6 +726,16 @@ fn svg(recs: &[Record], fam: &Family, meta: &Meta) -> String {
 
 fn run(a: &Args) -> R<()> {
     let ctx = common::open(a.backend)?;
+    let software = ctx.info().device_type == flashdot::wgpu::DeviceType::Cpu;
+    let quick = a.quick || (software && !a.full);
+    if quick && !a.quick {
+        println!("software adapter: the quick sweep (--full for the full one)");
+    }
+    let a = &Args {
+        quick,
+        out: a.out.clone(),
+        ..*a
+    };
     let meta = Meta::new(&ctx);
     let mut recs = Vec::new();
     dot_family(&ctx, a, &mut recs)?;

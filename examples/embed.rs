@@ -55,22 +55,20 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let ctx = common::open(a.backend)?;
     let dir = a.model.clone().unwrap_or_else(default_model_dir);
-    eprintln!(
-        "loading {} ({dtype}) on {} …",
-        dir.display(),
-        ctx.info().name
-    );
+    let spin = common::wait(format!("loading {} ({dtype})", dir.display()));
     let enc = SentenceEncoder::load(&ctx, &dir, dtype)?;
+    spin.finish_and_clear();
     let load = t.elapsed();
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    eprintln!(
-        "embedding {} sentences (first use compiles the kernels) …",
+    let spin = common::wait(format!(
+        "embedding {} sentences (first use compiles the kernels)",
         refs.len()
-    );
+    ));
     let t = Instant::now();
     let batch = enc.tokenize(&refs)?;
     let e = enc.embed_batch(&batch)?.to_vec::<f32>()?;
     let first = t.elapsed();
+    spin.finish_and_clear();
     let t = Instant::now();
     let again = enc.embed_batch(&batch)?.to_vec::<f32>()?;
     let warm = t.elapsed();
