@@ -27,7 +27,7 @@ struct Args {
     #[arg(long)]
     corpus: Option<std::path::PathBuf>,
     /// Embed only N sentences, taken evenly across the corpus [default: all;
-    /// 700 on a software adapter, where all 2,668 take minutes].
+    /// 500 on a software adapter, where all 2,668 take minutes].
     #[arg(long)]
     limit: Option<usize>,
     /// Results per query.
@@ -70,7 +70,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let ctx = common::open(a.backend)?;
     let mut sizes = common::Sizes::new(&ctx);
-    let limit = sizes.pick("--limit", a.limit, usize::MAX, 700);
+    let limit = sizes.pick("--limit", a.limit, usize::MAX, 500);
     sizes.report();
     if limit < corpus.len() {
         // Evenly spaced, so that every part of the corpus keeps its share.
