@@ -33,7 +33,9 @@ cp "$work/info.txt" "$out/adapter.txt"
 
 echo "== fast test tier (cargo test --release)"
 t0=$(date +%s)
-cargo test --release 2>&1 | tee "$out/tests.log" | grep -E "^test result|FAILED|panicked" || true
+# The grep sits in a group so that the pipeline has no `||`: with pipefail,
+# `… | grep … || true` left PIPESTATUS holding `true`'s 0 and hid failures.
+cargo test --release 2>&1 | tee "$out/tests.log" | { grep -E "^test result|FAILED|panicked" || true; }
 tests_rc=${PIPESTATUS[0]}
 if [ "$tests_rc" -ne 0 ]; then
     echo "-- the fast tier failed; the end of $out/tests.log:"

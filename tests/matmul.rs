@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use flashdot::ops::matmul::*;
-use flashdot::{reference, verify, Context, DType, Error, Tensor};
+use flashdot::{reference, verify, Context, DType, Error, Limit, Tensor};
 
 /// Shapes that hurt: ones, primes, tile multiples and not, k ≫ m, n.
 const SHAPES: [(usize, usize, usize); 7] = [
@@ -376,6 +376,14 @@ fn operand_over_binding_limit_is_clear_error() {
     let a = Tensor::zeros(&ctx, &[m, k], DType::F32).unwrap();
     let b = Tensor::zeros(&ctx, &[k, 1], DType::F32).unwrap();
     let e = matmul(&a, &b).unwrap_err();
-    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
-    assert!(e.to_string().contains(&max.to_string()), "{e}");
+    assert!(
+        matches!(e, Error::TooLarge { kind: Limit::StorageBinding, limit, .. } if limit == max as u64),
+        "{e}"
+    );
+    // The message names the limit and gives sizes in MiB.
+    let text = e.to_string();
+    assert!(
+        text.contains("max_storage_buffer_binding_size") && text.contains(" MiB"),
+        "{e}"
+    );
 }
