@@ -373,7 +373,8 @@ fn search_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
                 .sum::<f64>()
                 .sqrt()
                 / want[0].iter().map(|w| w.0 * w.0).sum::<f64>().sqrt();
-            if storage == Storage::F32 && res.ids != want_ids {
+            let got_ids: Vec<u32> = res.ids.iter().map(|&i| i as u32).collect();
+            if storage == Storage::F32 && got_ids != want_ids {
                 return Err(fail(format!(
                     "search f32 n={n}: ids differ from the reference"
                 )));

@@ -222,7 +222,7 @@ fn run(a: &Args) -> Result<(), String> {
         .collect();
     let want = reference::search::topk(&qn, &cn, d, k);
     let got = index.search(&queries[..d], k).map_err(|e| e.to_string())?;
-    let want_ids: Vec<u32> = want[0].iter().map(|x| x.1).collect();
+    let want_ids: Vec<i64> = want[0].iter().map(|x| x.1 as i64).collect();
     let overlap = got.ids.iter().filter(|i| want_ids.contains(i)).count();
     let max_err = got
         .scores

@@ -186,6 +186,15 @@ pub enum Error {
         /// What is wrong, and how to fix it where that is known.
         detail: String,
     },
+    /// A saved index cannot be written, or read back: missing, truncated,
+    /// corrupt (checksum), or not a flashdot index file of a known version.
+    #[error("index file {path}: {detail}")]
+    IndexFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 #[cfg(test)]

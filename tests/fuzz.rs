@@ -22,7 +22,7 @@ use flashdot::ops::matmul::{
 };
 use flashdot::ops::norm::layer_norm_into;
 use flashdot::ops::pooling::mean_pool_into;
-use flashdot::ops::search::{FlatIndex, IndexOptions, Storage};
+use flashdot::ops::search::{FlatIndex, IndexOptions, Storage, MAX_ID};
 use flashdot::ops::similarity::{cosine, normalize, scores, Metric};
 use flashdot::{reference, verify, DType, Error, Tensor};
 use rand::Rng;
@@ -418,7 +418,25 @@ fn case(
                     rows.saturating_mul(dim).min(1 << 16)
                 };
                 let data: Vec<f32> = (0..len).map(|_| value(&mut r, sp)).collect();
-                idx.add(&data)?;
+                // Ids from a small range, so that repeats and removals of
+                // stored ids happen; now and then one past MAX_ID.
+                let id = |r: &mut Rng64| match r.random_range(0..50) {
+                    0 => MAX_ID + 1,
+                    1 => u64::MAX,
+                    x => x as u64,
+                };
+                if r.random_range(0..3) == 0 {
+                    let n = len / dim.max(1) + usize::from(r.random_range(0..8) == 0);
+                    let ids: Vec<u64> = (0..n.min(64)).map(|_| id(&mut r)).collect();
+                    idx.add_with_ids(&data, &ids)?;
+                } else {
+                    idx.add(&data)?;
+                }
+                if r.random_range(0..3) == 0 {
+                    let gone: Vec<u64> = (0..r.random_range(0..8)).map(|_| id(&mut r)).collect();
+                    idx.remove_ids(&gone)?;
+                    idx.reconstruct(id(&mut r))?;
+                }
                 let ql = if r.random_range(0..6) == 0 {
                     r.random_range(0..50)
                 } else {

@@ -40,23 +40,38 @@ fn exact_case(m: usize, n: usize, d: usize, k: usize, chunk_rows: Option<usize>)
         .search(&queries, k)
         .unwrap_or_else(|e| panic!("{case}: {e}"));
     let want = reference::search::topk(&queries, &corpus, d, k);
-    assert_eq!(res.k, k.min(n), "{case}");
+    let ids: Vec<u64> = (0..n as u64).collect();
+    check_rows(&res, &want, &ids, k, &case);
+}
+
+/// `res` against the reference lists `want` (positions into `ids`): each row's
+/// ids and scores, then FAISS's padding (id −1, score −∞) up to `k`.
+fn check_rows(res: &SearchResult, want: &[Vec<(f64, u32)>], ids: &[u64], k: usize, case: &str) {
+    assert_eq!((res.m, res.k), (want.len(), k), "{case}");
+    assert_eq!(
+        (res.ids.len(), res.scores.len()),
+        (want.len() * k, want.len() * k),
+        "{case}"
+    );
     for (qi, w) in want.iter().enumerate() {
-        let ids = &res.ids[qi * res.k..(qi + 1) * res.k];
-        let got_ids: Vec<u32> = ids.to_vec();
-        let want_ids: Vec<u32> = w.iter().map(|x| x.1).collect();
+        let row = &res.ids[qi * k..(qi + 1) * k];
+        let mut want_ids: Vec<i64> = w.iter().map(|x| ids[x.1 as usize] as i64).collect();
+        want_ids.resize(k, -1);
         assert_eq!(
-            got_ids,
+            row,
             want_ids,
             "{case} query {qi} (FLASHDOT_SEED={})",
             seed()
         );
-        for (t, &(s, _)) in w.iter().enumerate() {
-            let g = res.scores[qi * res.k + t] as f64;
-            assert!(
-                (g - s).abs() <= 1e-4 * (1.0 + s.abs()),
-                "{case} q{qi}[{t}]: {g} vs {s}"
-            );
+        for t in 0..k {
+            let g = res.scores[qi * k + t] as f64;
+            match w.get(t) {
+                Some(&(s, _)) => assert!(
+                    (g - s).abs() <= 1e-4 * (1.0 + s.abs()),
+                    "{case} q{qi}[{t}]: {g} vs {s}"
+                ),
+                None => assert_eq!(g, f64::NEG_INFINITY, "{case} q{qi}[{t}]: padding"),
+            }
         }
     }
 }
@@ -113,9 +128,9 @@ fn incremental_add_matches_single_add() {
     assert_eq!(b.len(), n);
     let got = b.search(&q, 50).unwrap();
     assert_eq!(a.search(&q, 50).unwrap(), got);
-    let want: Vec<u32> = reference::search::topk(&q, &corpus, d, 50)
+    let want: Vec<i64> = reference::search::topk(&q, &corpus, d, 50)
         .iter()
-        .flat_map(|w| w.iter().map(|x| x.1))
+        .flat_map(|w| w.iter().map(|x| x.1 as i64))
         .collect();
     assert_eq!(got.ids, want, "FLASHDOT_SEED={}", seed());
 }
@@ -164,8 +179,8 @@ fn recall(storage: Storage, n: usize) -> f64 {
     for q in 0..m {
         let mut e = exact.ids[q * k..(q + 1) * k].to_vec();
         e.sort();
-        let planted: Vec<u32> = (0..10)
-            .map(|dup| (97 + (q * 10 + dup) * stride) as u32)
+        let planted: Vec<i64> = (0..10)
+            .map(|dup| (97 + (q * 10 + dup) * stride) as i64)
             .collect();
         assert_eq!(
             e, planted,
@@ -210,9 +225,11 @@ fn recall_f16_and_int8_at(n: usize) {
 fn errors_and_edge_cases() {
     let ctx = ctx();
     let mut ix = FlatIndex::new(&ctx, 4, IndexOptions::default()).unwrap();
-    // Empty index: no results.
-    let r = ix.search(&[1.0; 4], 5).unwrap();
-    assert_eq!((r.k, r.ids.len()), (0, 0));
+    // Empty index: every row is padding (id −1, score −∞), as FAISS pads.
+    let r = ix.search(&[1.0; 8], 5).unwrap();
+    assert_eq!((r.m, r.k), (2, 5));
+    assert_eq!(r.ids, vec![-1; 10]);
+    assert!(r.scores.iter().all(|&s| s == f32::NEG_INFINITY));
     ix.add(&[
         1.0,
         0.0,
@@ -228,17 +245,21 @@ fn errors_and_edge_cases() {
         0.0,
     ])
     .unwrap();
-    let e = ix.search(&[1.0; 4], 0).unwrap_err();
+    // k = 0: m empty rows; k over MAX_K is refused.
+    let r = ix.search(&[1.0; 8], 0).unwrap();
+    assert_eq!((r.m, r.k, r.ids.len()), (2, 0, 0));
+    let e = ix.search(&[1.0; 4], MAX_K + 1).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
     let e = ix.search(&[1.0; 5], 1).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     let e = ix.add(&[1.0; 3]).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
-    // k > len gives len results; the NaN row sorts last.
-    let r = ix.search(&[1.0, 1.0, 0.0, 0.0], 10).unwrap();
-    assert_eq!(r.k, 3);
-    assert_eq!(r.ids, vec![1, 0, 2]);
+    // k > len: len results, then padding; the NaN row sorts last.
+    let r = ix.search(&[1.0, 1.0, 0.0, 0.0], 5).unwrap();
+    assert_eq!(r.k, 5);
+    assert_eq!(r.ids, vec![1, 0, 2, -1, -1]);
     assert!(r.scores[2].is_nan());
+    assert_eq!(r.scores[3..], [f32::NEG_INFINITY; 2]);
     // Ties break by the lower id.
     let mut t = FlatIndex::new(&ctx, 2, IndexOptions::default()).unwrap();
     t.add(&[1.0, 0.0, 1.0, 0.0, 1.0, 0.0]).unwrap();
@@ -284,7 +305,235 @@ fn nan_rows_and_ties(ctx: &Context) {
     });
     for k in [7, 16, 17, 300] {
         let res = ix.search(&q, k).unwrap();
-        let want: Vec<u32> = order[..k].iter().map(|p| p.1).collect();
+        let want: Vec<i64> = order[..k].iter().map(|p| p.1 as i64).collect();
         assert_eq!(res.ids, want, "k={k} (FLASHDOT_SEED={})", seed());
     }
+}
+
+/// User ids (`add_with_ids`), removal with compaction on the device, then
+/// search against the reference over the kept rows, for every storage:
+/// chunks of 16 rows (removals inside chunks, whole chunks removed) and one
+/// multi-layer chunk (runs copied across layer boundaries).
+#[test]
+fn ids_remove_and_compaction() {
+    let ctx = ctx();
+    for (n, d, chunk) in [(59, 13, Some(16)), (20_000, 8, None)] {
+        for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+            let case = format!("ids n={n} d={d} chunk={chunk:?} {storage:?}");
+            let mut r = rng(&case);
+            let corpus = integers(&mut r, n * d);
+            let q = integers(&mut r, 3 * d);
+            let ids: Vec<u64> = (0..n as u64).map(|i| 1_000 + 7 * i).collect();
+            let mut opts = IndexOptions::default().storage(storage);
+            opts.max_chunk_rows = chunk;
+            let mut ix = FlatIndex::new(&ctx, d, opts).unwrap();
+            ix.add_with_ids(&corpus, &ids).unwrap();
+            // Every 3rd row, a run across the 16-row chunks (or the
+            // 16,384-row layers), all of chunk 2, plus ids never stored and a
+            // repeat: only stored ids count.
+            let mut gone: Vec<u64> = (0..n).step_by(3).map(|i| ids[i]).collect();
+            let run = if n > 16_384 { 16_370..16_400 } else { 14..20 };
+            gone.extend(run.map(|i| ids[i]));
+            gone.extend((32..48.min(n)).map(|i| ids[i]));
+            gone.extend([5, 1_001, ids[0]]);
+            let mut unique = gone.clone();
+            unique.retain(|id| ids.contains(id));
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(ix.remove_ids(&gone).unwrap(), unique.len(), "{case}");
+            assert_eq!(ix.remove_ids(&gone).unwrap(), 0, "{case}: removed twice");
+            let keep: Vec<usize> = (0..n).filter(|i| !unique.contains(&ids[*i])).collect();
+            assert_eq!(ix.len(), keep.len(), "{case}");
+            let kept_ids: Vec<u64> = keep.iter().map(|&i| ids[i]).collect();
+            assert_eq!(ix.ids(), kept_ids, "{case}");
+            assert!(!ix.contains(ids[0]) && ix.contains(kept_ids[0]), "{case}");
+            let kept: Vec<f32> = keep
+                .iter()
+                .flat_map(|&i| corpus[i * d..(i + 1) * d].to_vec())
+                .collect();
+            // The compacted index answers as a fresh index of the kept rows
+            // (same storage, bit for bit), and f32 storage as the reference.
+            let mut fresh = FlatIndex::new(&ctx, d, opts).unwrap();
+            fresh.add_with_ids(&kept, &kept_ids).unwrap();
+            for k in [1, 10, 40] {
+                let got = ix.search(&q, k).unwrap();
+                assert_eq!(got, fresh.search(&q, k).unwrap(), "{case} k={k}");
+                if storage == Storage::F32 {
+                    let want = reference::search::topk(&q, &kept, d, k);
+                    check_rows(&got, &want, &kept_ids, k, &case);
+                }
+            }
+            // Stored rows read back: f32 exactly, f16 as rounded, int8 within
+            // half a quantisation step of its row's scale.
+            for &i in keep.iter().step_by(keep.len() / 5 + 1) {
+                let row = &corpus[i * d..(i + 1) * d];
+                let back = ix.reconstruct(ids[i]).unwrap();
+                assert_eq!(back.len(), d, "{case}");
+                let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                for (j, (&b, &v)) in back.iter().zip(row).enumerate() {
+                    let want = match storage {
+                        Storage::F16 => flashdot::f16::from_f32(v).to_f32(),
+                        _ => v,
+                    };
+                    let tol = if storage == Storage::Int8 {
+                        amax / 127.0 * 0.5 + 1e-6 * amax
+                    } else {
+                        0.0
+                    };
+                    assert!((b - want).abs() <= tol, "{case} row {i}[{j}]: {b} vs {v}");
+                }
+            }
+            let e = ix.reconstruct(ids[0]).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+        }
+    }
+}
+
+/// Ids: refused before anything is stored (wrong count, duplicates within
+/// the call or with the index, over MAX_ID); `add` continues after the
+/// largest id; `reset` empties the index and restarts ids at 0.
+#[test]
+fn id_errors_and_reset() {
+    let ctx = ctx();
+    let mut ix = FlatIndex::new(&ctx, 2, IndexOptions::default()).unwrap();
+    ix.add_with_ids(&[1.0, 0.0, 0.0, 1.0], &[10, 20]).unwrap();
+    let rows = [0.5f32, 0.5, 1.0, 1.0];
+    for (ids, shape) in [
+        (&[30u64][..], true),
+        (&[30, 30][..], false),
+        (&[30, 20][..], false),
+        (&[30, MAX_ID + 1][..], false),
+    ] {
+        let e = ix.add_with_ids(&rows, ids).unwrap_err();
+        if shape {
+            assert!(matches!(e, Error::Shape { .. }), "{ids:?}: {e}");
+        } else {
+            assert!(matches!(e, Error::InvalidArgument { .. }), "{ids:?}: {e}");
+        }
+        assert_eq!(ix.len(), 2, "{ids:?}: nothing added on error");
+    }
+    ix.add(&rows).unwrap();
+    assert_eq!(ix.ids(), [10, 20, 21, 22]);
+    let got = ix.search(&[1.0, 1.0], 6).unwrap();
+    assert_eq!(got.ids, vec![22, 10, 20, 21, -1, -1]);
+    ix.reset();
+    assert!(ix.is_empty() && !ix.contains(10));
+    ix.add(&rows).unwrap();
+    assert_eq!(ix.ids(), [0, 1]);
+}
+
+/// A scratch path for this test process.
+fn scratch(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("flashdot-{}-{name}.fdindex", std::process::id()))
+}
+
+/// save → load gives the same index: every storage and metric, after
+/// removals, across chunks (and one multi-layer chunk): identical results,
+/// ids, stored rows bit for bit, and ids that continue where they stopped.
+#[test]
+fn save_load_round_trip() {
+    let ctx = ctx();
+    let cases = [
+        (59, 13, Some(16), Storage::F32),
+        (59, 13, Some(16), Storage::F16),
+        (59, 13, Some(16), Storage::Int8),
+        (20_000, 8, None, Storage::Int8),
+    ];
+    for (n, d, chunk, storage) in cases {
+        for metric in [Metric::InnerProduct, Metric::Cosine] {
+            let case = format!("save n={n} d={d} {storage:?} {metric:?}");
+            let mut r = rng(&case);
+            let corpus = gaussian(&mut r, n * d);
+            let q = gaussian(&mut r, 2 * d);
+            let mut opts = IndexOptions::default().storage(storage).metric(metric);
+            opts.max_chunk_rows = chunk;
+            let mut ix = FlatIndex::new(&ctx, d, opts).unwrap();
+            let ids: Vec<u64> = (0..n as u64).map(|i| 3 * i + 1).collect();
+            ix.add_with_ids(&corpus, &ids).unwrap();
+            ix.remove_ids(&ids[10..30]).unwrap();
+            let path = scratch(&format!("{n}-{storage:?}-{metric:?}"));
+            ix.save(&path).unwrap();
+            let record = 8
+                + d.div_ceil(8) * 8 * [4, 2, 1][storage as usize]
+                + if storage == Storage::Int8 { 4 } else { 0 };
+            let size = std::fs::metadata(&path).unwrap().len();
+            assert_eq!(size as usize, 48 + ix.len() * record + 4, "{case}");
+            let mut back = FlatIndex::load(&ctx, &path).unwrap();
+            std::fs::remove_file(&path).ok();
+            assert_eq!(back.ids(), ix.ids(), "{case}");
+            for k in [1, 10, 64] {
+                assert_eq!(
+                    back.search(&q, k).unwrap(),
+                    ix.search(&q, k).unwrap(),
+                    "{case} k={k}"
+                );
+            }
+            for &id in ix.ids().iter().step_by(ix.len() / 4) {
+                let (a, b) = (ix.reconstruct(id).unwrap(), back.reconstruct(id).unwrap());
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{case} id {id}");
+            }
+            back.add(&corpus[..d]).unwrap();
+            assert_eq!(back.ids().last(), Some(&(3 * n as u64 - 2 + 1)), "{case}");
+        }
+    }
+}
+
+/// A small saved index cut at every byte, with random bit flips, a lying
+/// header and foreign files: each load is an `IndexFile` error (never a
+/// panic, never an index), and a lying count is refused before anything is
+/// allocated from it.
+#[test]
+fn corrupt_index_files() {
+    let ctx = ctx();
+    let mut r = rng("corrupt index");
+    let d = 5;
+    let mut ix = FlatIndex::new(&ctx, d, IndexOptions::default().storage(Storage::Int8)).unwrap();
+    ix.add_with_ids(&gaussian(&mut r, 4 * d), &[7, 9, 11, 13])
+        .unwrap();
+    let path = scratch("corrupt-src");
+    ix.save(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let bad = scratch("corrupt");
+    let try_load = |bytes: &[u8], what: &str| {
+        std::fs::write(&bad, bytes).unwrap();
+        match FlatIndex::load(&ctx, &bad) {
+            Err(Error::IndexFile { detail, .. }) => detail,
+            Err(e) => panic!("{what}: not an IndexFile error: {e}"),
+            Ok(_) => panic!("{what}: a corrupt file loaded"),
+        }
+    };
+    for cut in 0..good.len() {
+        try_load(&good[..cut], &format!("truncated at {cut}"));
+    }
+    for i in 0..300 {
+        let mut b = good.clone();
+        for _ in 0..r.random_range(1..=3) {
+            let at = r.random_range(0..b.len());
+            b[at] ^= 1 << r.random_range(0..8);
+        }
+        if b != good {
+            try_load(&b, &format!("flip {i}"));
+        }
+    }
+    // A header claiming 2^61 vectors: refused by size, not allocated.
+    let mut b = good.clone();
+    b[32..40].copy_from_slice(&(1u64 << 61).to_le_bytes());
+    let detail = try_load(&b, "lying count");
+    assert!(
+        detail.contains("truncated or not what its header says"),
+        "{detail}"
+    );
+    let mut b = good.clone();
+    b[8] = 2;
+    assert!(try_load(&b, "version 2").contains("version 2"));
+    assert!(try_load(
+        b"\x93NUMPY\x01\x00 not an index at all, longer than 52 bytes....",
+        "npy"
+    )
+    .contains("magic"));
+    std::fs::remove_file(&bad).ok();
+    let missing = FlatIndex::load(&ctx, scratch("never-written")).unwrap_err();
+    assert!(matches!(missing, Error::IndexFile { .. }), "{missing}");
 }

@@ -10,9 +10,14 @@
 //! query's best candidates, which a selection pass then reduces; the m × n score
 //! matrix is never written to device memory.
 //!
-//! Ids are insertion positions. Results are best first, ties broken by the lower
-//! id; NaN scores (a NaN in the corpus) sort after every number.
+//! Every stored vector has a `u64` id: the caller's (`add_with_ids`, as FAISS's
+//! `IndexIDMap`) or the next free one (`add`). `remove_ids` compacts the
+//! index on the device. Results are best first, ties broken by storage order
+//! (the order vectors were added, removals aside); NaN scores (a NaN in the
+//! corpus) sort after every number. As in FAISS, `k` past the index's length
+//! pads each row with id −1 and score −∞.
 
+pub mod file;
 mod plan;
 
 pub use plan::{Scan, SearchPlan};
@@ -106,7 +111,8 @@ struct Chunk {
     rows: usize,
 }
 
-/// A flat (brute-force) exact index of `dim`-dimensional vectors.
+/// A flat (brute-force) exact index of `dim`-dimensional vectors, each with a
+/// `u64` id.
 #[derive(Debug)]
 pub struct FlatIndex {
     ctx: Context,
@@ -114,6 +120,12 @@ pub struct FlatIndex {
     opts: IndexOptions,
     chunks: Vec<Chunk>,
     len: usize,
+    /// The id of each stored row, in storage order.
+    ids: Vec<u64>,
+    /// Row of each id.
+    rows_of: std::collections::HashMap<u64, usize>,
+    /// The id `add` gives next: one past the largest id ever stored.
+    next_id: u64,
 }
 
 /// Result of [`FlatIndex::search`]: `m` rows of `k` (score, id), best first.
@@ -121,13 +133,18 @@ pub struct FlatIndex {
 pub struct SearchResult {
     /// Queries.
     pub m: usize,
-    /// Results per query: `min(k, len)`.
+    /// Results per query: the `k` asked for.
     pub k: usize,
-    /// `[m, k]` scores.
+    /// `[m, k]` scores; −∞ where a row has fewer than `k` results.
     pub scores: Vec<f32>,
-    /// `[m, k]` ids (insertion positions).
-    pub ids: Vec<u32>,
+    /// `[m, k]` ids; −1 where a row has fewer than `k` results (FAISS's
+    /// convention: the index holds fewer than `k` vectors).
+    pub ids: Vec<i64>,
 }
+
+/// Largest id a vector can have: results carry ids as i64, −1 marking a
+/// missing result.
+pub const MAX_ID: u64 = i64::MAX as u64;
 
 const OP: &str = "search";
 
@@ -191,7 +208,82 @@ impl FlatIndex {
             opts,
             chunks: Vec::new(),
             len: 0,
+            ids: Vec::new(),
+            rows_of: std::collections::HashMap::new(),
+            next_id: 0,
         })
+    }
+
+    /// The ids of the stored vectors, in storage order (the order of ties).
+    pub fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    /// Whether a vector with this id is stored.
+    pub fn contains(&self, id: u64) -> bool {
+        self.rows_of.contains_key(&id)
+    }
+
+    /// Ids for `n` new rows: `given` (checked: `n` of them, each at most
+    /// [`MAX_ID`], none stored already or repeated), else the next free ones.
+    /// Nothing is recorded until [`commit_ids`](Self::commit_ids).
+    fn new_ids(&self, n: usize, given: Option<&[u64]>, op: &'static str) -> Result<Vec<u64>> {
+        let Some(given) = given else {
+            let end = self
+                .next_id
+                .checked_add(n as u64)
+                .filter(|&e| e <= MAX_ID + 1);
+            return match end {
+                Some(end) => Ok((self.next_id..end).collect()),
+                None => Err(Error::InvalidArgument {
+                    op,
+                    detail: format!(
+                        "{n} more ids after {} pass the largest id {MAX_ID}",
+                        self.next_id
+                    ),
+                }),
+            };
+        };
+        if given.len() != n {
+            return Err(Error::Shape {
+                op,
+                detail: format!("{n} vectors but {} ids", given.len()),
+            });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        for &id in given {
+            if id > MAX_ID {
+                return Err(Error::InvalidArgument {
+                    op,
+                    detail: format!("id {id} is over {MAX_ID} (results carry ids as i64)"),
+                });
+            }
+            if self.rows_of.contains_key(&id) || !seen.insert(id) {
+                return Err(Error::InvalidArgument {
+                    op,
+                    detail: format!("id {id} is already in the index or repeated in the call"),
+                });
+            }
+        }
+        Ok(given.to_vec())
+    }
+
+    /// Records the ids of rows just appended.
+    fn commit_ids(&mut self, ids: Vec<u64>) {
+        for id in ids {
+            self.rows_of.insert(id, self.ids.len());
+            self.next_id = self.next_id.max(id + 1);
+            self.ids.push(id);
+        }
+    }
+
+    /// Removes every vector and id (the next `add` starts again from id 0).
+    pub fn reset(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+        self.ids.clear();
+        self.rows_of.clear();
+        self.next_id = 0;
     }
 
     /// Vectors in the index.
@@ -250,9 +342,27 @@ impl FlatIndex {
         self.rows_per_chunk().next_power_of_two().ilog2().min(max)
     }
 
-    /// Appends `data` (`[n, dim]` row-major f32), converting to the storage type.
+    /// Appends `data` (`[n, dim]` row-major f32), converting to the storage
+    /// type; the vectors get the next free ids (0, 1, 2, … in a fresh index;
+    /// after [`add_with_ids`](Self::add_with_ids), one past the largest id
+    /// stored so far).
     /// Errors: a length that is not a multiple of `dim`.
     pub fn add(&mut self, data: &[f32]) -> Result<()> {
+        self.add_rows(data, None, OP)
+    }
+
+    /// Appends `data` (`[n, dim]` row-major f32) with the caller's ids (as
+    /// FAISS's `IndexIDMap::add_with_ids`).
+    ///
+    /// Errors: a length that is not a multiple of `dim`, or `ids.len() != n`
+    /// ([`Error::Shape`]); an id over [`MAX_ID`], already stored, or repeated
+    /// ([`Error::InvalidArgument`]: FAISS accepts duplicates, which make
+    /// `remove_ids` and `reconstruct` ambiguous). Nothing is added on error.
+    pub fn add_with_ids(&mut self, data: &[f32], ids: &[u64]) -> Result<()> {
+        self.add_rows(data, Some(ids), "FlatIndex::add_with_ids")
+    }
+
+    fn add_rows(&mut self, data: &[f32], given: Option<&[u64]>, op: &'static str) -> Result<()> {
         if !data.len().is_multiple_of(self.dim) {
             return Err(Error::Shape {
                 op: OP,
@@ -263,19 +373,28 @@ impl FlatIndex {
                 ),
             });
         }
+        let new_ids = self.new_ids(data.len() / self.dim, given, op)?;
+        let old = self.len;
+        let r = self.append_host(data);
+        // Rows appended before an error keep their ids: the index stays whole.
+        let added = self.len - old;
+        self.commit_ids(new_ids[..added].to_vec());
+        r
+    }
+
+    /// Encodes and appends `data`'s rows, a chunk at a time.
+    fn append_host(&mut self, data: &[f32]) -> Result<()> {
         let per = self.rows_per_chunk();
         let mut rows = data.chunks_exact(self.dim).peekable();
         while rows.peek().is_some() {
-            // Fill the last chunk first: it is replaced by a larger texture that
-            // receives its rows by a device-side copy.
-            let last = match self.chunks.last() {
-                Some(c) if c.rows < per => self.chunks.pop(),
-                _ => None,
-            };
-            let start_rows = last.as_ref().map_or(0, |c| c.rows);
+            let start = self
+                .chunks
+                .last()
+                .filter(|c| c.rows < per)
+                .map_or(0, |c| c.rows);
             let (mut host, mut scales) = (Vec::new(), Vec::new());
-            let mut n = start_rows;
-            for row in rows.by_ref().take(per - start_rows) {
+            let mut n = 0;
+            for row in rows.by_ref().take(per - start) {
                 let row = if self.opts.metric == Metric::Cosine {
                     normalized(row)
                 } else {
@@ -288,9 +407,23 @@ impl FlatIndex {
                 bytes: &host,
                 scales: &scales,
             };
-            self.chunks.push(self.extend_chunk(last.as_ref(), new, n)?);
+            self.append(per, new, n)?;
         }
-        self.len = self.chunks.iter().map(|c| c.rows).sum();
+        Ok(())
+    }
+
+    /// Appends `add` rows from `new` to the last chunk while it has room (a
+    /// larger texture receives its rows by a device-side copy), else to a new
+    /// chunk. On error the index is unchanged.
+    fn append(&mut self, per: usize, new: Rows<'_>, add: usize) -> Result<()> {
+        let grow = self.chunks.last().filter(|c| c.rows < per);
+        let grew = grow.is_some();
+        let chunk = self.extend_chunk(grow, new, grow.map_or(0, |c| c.rows) + add)?;
+        match self.chunks.last_mut() {
+            Some(last) if grew => *last = chunk,
+            _ => self.chunks.push(chunk),
+        }
+        self.len += add;
         Ok(())
     }
 
@@ -303,12 +436,27 @@ impl FlatIndex {
     /// [`Error::InvalidArgument`] for a tensor of another context (or a
     /// view that is not contiguous); [`Error::Unsupported`] for f16 or int8
     /// storage or a `dim` that is not a multiple of 8 (their rows are
-    /// converted or padded on the host: use [`add`](Self::add)).
+    /// converted or padded on the host: use [`add`](Self::add)). The rows
+    /// get the next free ids, as with [`add`](Self::add).
     pub fn add_tensor(&mut self, x: &crate::Tensor) -> Result<()> {
-        const ADD: &str = "FlatIndex::add_tensor";
+        self.add_device(x, None, "FlatIndex::add_tensor")
+    }
+
+    /// [`add_tensor`](Self::add_tensor) with the caller's ids, checked as
+    /// [`add_with_ids`](Self::add_with_ids) checks them.
+    pub fn add_tensor_with_ids(&mut self, x: &crate::Tensor, ids: &[u64]) -> Result<()> {
+        self.add_device(x, Some(ids), "FlatIndex::add_tensor_with_ids")
+    }
+
+    fn add_device(
+        &mut self,
+        x: &crate::Tensor,
+        given: Option<&[u64]>,
+        op: &'static str,
+    ) -> Result<()> {
         if !std::sync::Arc::ptr_eq(&x.context().inner, &self.ctx.inner) {
             return Err(Error::InvalidArgument {
-                op: ADD,
+                op,
                 detail: format!(
                     "x is on context {:?}, the index on another, {:?}",
                     x.context(),
@@ -316,10 +464,10 @@ impl FlatIndex {
                 ),
             });
         }
-        crate::Tensor::same_context(ADD, &[("x", x)])?;
+        crate::Tensor::same_context(op, &[("x", x)])?;
         if x.dtype() != DType::F32 || x.shape().len() != 2 || x.shape()[1] != self.dim {
             return Err(Error::Shape {
-                op: ADD,
+                op,
                 detail: format!(
                     "x is {} {}, the index takes f32 [n, {}]",
                     x.dtype(),
@@ -330,7 +478,7 @@ impl FlatIndex {
         }
         if self.opts.storage != Storage::F32 || !self.dim.is_multiple_of(8) {
             return Err(Error::Unsupported {
-                op: ADD,
+                op,
                 detail: format!(
                     "device rows go into f32 storage of a dim that is a multiple of 8 (this index: \
                      {:?}, dim {}); read them back and use add()",
@@ -339,6 +487,7 @@ impl FlatIndex {
             });
         }
         let n = x.shape()[0];
+        let new_ids = self.new_ids(n, given, op)?;
         if n == 0 {
             return Ok(());
         }
@@ -348,24 +497,26 @@ impl FlatIndex {
             x.clone()
         };
         let per = self.rows_per_chunk();
+        let old = self.len;
         let mut done = 0;
-        while done < n {
-            let last = match self.chunks.last() {
-                Some(c) if c.rows < per => self.chunks.pop(),
-                _ => None,
-            };
-            let start_rows = last.as_ref().map_or(0, |c| c.rows);
-            let take = (per - start_rows).min(n - done);
+        let mut r = Ok(());
+        while done < n && r.is_ok() {
+            let start = self
+                .chunks
+                .last()
+                .filter(|c| c.rows < per)
+                .map_or(0, |c| c.rows);
+            let take = (per - start).min(n - done);
             let new = Rows::Device {
                 tensor: &src,
                 first: done,
             };
-            self.chunks
-                .push(self.extend_chunk(last.as_ref(), new, start_rows + take)?);
+            r = self.append(per, new, take);
             done += take;
         }
-        self.len = self.chunks.iter().map(|c| c.rows).sum();
-        Ok(())
+        let added = self.len - old;
+        self.commit_ids(new_ids[..added].to_vec());
+        r
     }
 
     fn encode_row(&self, row: &[f32], host: &mut Vec<u8>, scales: &mut Vec<f32>) {
@@ -403,13 +554,12 @@ impl FlatIndex {
         }
     }
 
-    /// A chunk holding `prev`'s rows (copied on the device) followed by the
-    /// encoded `host` rows and their `scales`; `rows` counts both.
-    fn extend_chunk(&self, prev: Option<&Chunk>, new: Rows<'_>, rows: usize) -> Result<Chunk> {
+    /// An empty chunk texture for `rows` rows (at least one): the texture, its
+    /// lines and its layers.
+    fn chunk_texture(&self, rows: usize) -> (TrackedTexture, usize, usize) {
         let ctx = &self.ctx;
-        let lsh = self.layer_shift();
-        let lines = 1usize << lsh;
-        let layers = rows.div_ceil(lines);
+        let lines = 1usize << self.layer_shift();
+        let layers = rows.div_ceil(lines).max(1);
         // A one-layer chunk is only as tall as its rows need (growth copies it
         // into a taller one: the row → line mapping does not change).
         let height = if layers == 1 {
@@ -417,26 +567,265 @@ impl FlatIndex {
         } else {
             lines
         };
-        let (format, texel_bytes) = self.opts.storage.texel();
+        let texture = ctx.create_texture(&wgpu::TextureDescriptor {
+            label: Some("index chunk"),
+            size: wgpu::Extent3d {
+                width: self.row_texels() as u32,
+                height: height as u32,
+                depth_or_array_layers: (layers as u32).max(ctx.profile().min_array_layers),
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: self.opts.storage.texel().0,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING
+                | wgpu::TextureUsages::COPY_SRC
+                | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        (texture, height, layers)
+    }
+
+    /// Removes the vectors with these ids (ids not stored are skipped) and
+    /// returns how many were removed. Each chunk that loses rows is
+    /// compacted on the device: its kept rows are copied, in order, into a
+    /// smaller texture (no host round trip, no re-encoding); the others are
+    /// untouched. Ids are not reused by later [`add`](Self::add) calls.
+    ///
+    /// Errors: a device error while compacting (the index is then unchanged).
+    pub fn remove_ids(&mut self, ids: &[u64]) -> Result<usize> {
+        let mut gone: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| self.rows_of.get(id).copied())
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        // Every replacement is built before any is applied.
+        let mut plan: Vec<Option<Option<Chunk>>> = Vec::with_capacity(self.chunks.len());
+        let (mut base, mut g) = (0, 0);
+        for c in &self.chunks {
+            let from = g;
+            while g < gone.len() && gone[g] < base + c.rows {
+                g += 1;
+            }
+            let local: Vec<usize> = gone[from..g].iter().map(|r| r - base).collect();
+            plan.push(match local.len() {
+                0 => None,
+                n if n == c.rows => Some(None),
+                _ => Some(Some(self.compact_chunk(c, &local)?)),
+            });
+            base += c.rows;
+        }
+        let old = std::mem::take(&mut self.chunks);
+        for (c, p) in old.into_iter().zip(plan) {
+            match p {
+                None => self.chunks.push(c),
+                Some(Some(new)) => self.chunks.push(new),
+                Some(None) => {}
+            }
+        }
+        self.len -= gone.len();
+        let mut g = gone.iter().peekable();
+        let mut row = 0;
+        self.ids.retain(|_| {
+            let drop = g.next_if(|&&r| r == row).is_some();
+            row += 1;
+            !drop
+        });
+        self.rows_of = self
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(r, &id)| (id, r))
+            .collect();
+        Ok(gone.len())
+    }
+
+    /// `c` without its rows `removed` (local, sorted, fewer than all): the
+    /// kept runs copied texture to texture (and scale buffer to buffer).
+    fn compact_chunk(&self, c: &Chunk, removed: &[usize]) -> Result<Chunk> {
+        let ctx = &self.ctx;
+        let lines = 1usize << self.layer_shift();
+        let width = self.row_texels() as u32;
+        let mut runs = Vec::new();
+        let mut start = 0;
+        for &r in removed.iter().chain(std::iter::once(&c.rows)) {
+            if r > start {
+                runs.push((start, r));
+            }
+            start = r + 1;
+        }
+        let rows = c.rows - removed.len();
+        ctx.scoped(OP, || {
+            let (texture, height, layers) = self.chunk_texture(rows);
+            let scales = c.scales.as_ref().map(|_| {
+                ctx.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("index scales"),
+                    size: (rows * 4) as u64,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            });
+            let at = |tex, row: usize| wgpu::TexelCopyTextureInfo {
+                texture: tex,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: (row % lines) as u32,
+                    z: (row / lines) as u32,
+                },
+                aspect: wgpu::TextureAspect::All,
+            };
+            let mut enc = ctx.encoder();
+            let mut dst = 0;
+            for &(a, b) in &runs {
+                if let (Some(from), Some(to)) = (&c.scales, &scales) {
+                    enc.copy_buffer_to_buffer(
+                        from,
+                        (a * 4) as u64,
+                        to,
+                        (dst * 4) as u64,
+                        ((b - a) * 4) as u64,
+                    );
+                }
+                // Pieces within one layer of the source and of the copy.
+                let mut r = a;
+                while r < b {
+                    let n = (b - r).min(lines - r % lines).min(lines - dst % lines);
+                    enc.copy_texture_to_texture(
+                        at(&c.texture, r),
+                        at(&texture, dst),
+                        wgpu::Extent3d {
+                            width,
+                            height: n as u32,
+                            depth_or_array_layers: 1,
+                        },
+                    );
+                    r += n;
+                    dst += n;
+                }
+            }
+            ctx.submit(enc);
+            let view = texture.create_view(&wgpu::TextureViewDescriptor {
+                dimension: Some(wgpu::TextureViewDimension::D2Array),
+                ..Default::default()
+            });
+            Ok(Chunk {
+                texture,
+                view,
+                height,
+                layers,
+                scales,
+                rows,
+            })
+        })
+    }
+
+    /// The stored vector with this id, read back from the device and
+    /// dequantised (f16 widened; int8 times its row's scale); a cosine index
+    /// stores, and so returns, the normalised vector.
+    ///
+    /// Errors: no vector has this id ([`Error::InvalidArgument`]).
+    pub fn reconstruct(&self, id: u64) -> Result<Vec<f32>> {
+        const REC: &str = "FlatIndex::reconstruct";
+        let Some(&row) = self.rows_of.get(&id) else {
+            return Err(Error::InvalidArgument {
+                op: REC,
+                detail: format!("no vector has id {id}"),
+            });
+        };
+        let (mut c, mut local) = (&self.chunks[0], row);
+        for ch in &self.chunks {
+            c = ch;
+            if local < ch.rows {
+                break;
+            }
+            local -= ch.rows;
+        }
+        let ctx = &self.ctx;
+        let lines = 1usize << self.layer_shift();
+        let row_bytes = self.row_bytes();
+        // The row's words, then its int8 scale.
+        let t = crate::Tensor::zeros(ctx, &[row_bytes / 4 + 1], DType::U32)?;
+        ctx.scoped(REC, || {
+            let mut enc = ctx.encoder();
+            enc.copy_texture_to_buffer(
+                wgpu::TexelCopyTextureInfo {
+                    texture: &c.texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: (local % lines) as u32,
+                        z: (local / lines) as u32,
+                    },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::TexelCopyBufferInfo {
+                    buffer: t.buffer(),
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: t.offset(),
+                        bytes_per_row: None,
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::Extent3d {
+                    width: self.row_texels() as u32,
+                    height: 1,
+                    depth_or_array_layers: 1,
+                },
+            );
+            if let Some(s) = &c.scales {
+                enc.copy_buffer_to_buffer(
+                    s,
+                    (local * 4) as u64,
+                    t.buffer(),
+                    t.offset() + row_bytes as u64,
+                    4,
+                );
+            }
+            ctx.submit(enc);
+            Ok(())
+        })?;
+        let words = t.to_vec::<u32>()?;
+        let bytes: &[u8] = bytemuck::cast_slice(&words[..row_bytes / 4]);
+        let d = self.dim;
+        Ok(match self.opts.storage {
+            Storage::F32 => bytes
+                .chunks_exact(4)
+                .take(d)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Storage::F16 => bytes
+                .chunks_exact(2)
+                .take(d)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Storage::Int8 => {
+                let scale = f32::from_bits(words[row_bytes / 4]);
+                bytes
+                    .iter()
+                    .take(d)
+                    .map(|&b| (b as i8) as f32 / 127.0 * scale)
+                    .collect()
+            }
+        })
+    }
+
+    /// A chunk holding `prev`'s rows (copied on the device) followed by the
+    /// encoded `host` rows and their `scales`; `rows` counts both.
+    fn extend_chunk(&self, prev: Option<&Chunk>, new: Rows<'_>, rows: usize) -> Result<Chunk> {
+        let ctx = &self.ctx;
+        let lines = 1usize << self.layer_shift();
+        let (_, texel_bytes) = self.opts.storage.texel();
         let width = self.row_texels() as u32;
         let row_bytes = self.row_bytes();
         ctx.scoped(OP, || {
-            let texture = ctx.create_texture(&wgpu::TextureDescriptor {
-                label: Some("index chunk"),
-                size: wgpu::Extent3d {
-                    width,
-                    height: height as u32,
-                    depth_or_array_layers: (layers as u32).max(ctx.profile().min_array_layers),
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING
-                    | wgpu::TextureUsages::COPY_SRC
-                    | wgpu::TextureUsages::COPY_DST,
-                view_formats: &[],
-            });
+            let (texture, height, layers) = self.chunk_texture(rows);
             let mut enc = ctx.encoder();
             let old_rows = prev.map_or(0, |p| p.rows);
             if let Some(p) = prev {
@@ -565,17 +954,18 @@ impl FlatIndex {
         })
     }
 
-    /// The `k` best vectors for each of `queries` (`[m, dim]` row-major f32).
+    /// The `k` best vectors for each of `queries` (`[m, dim]` row-major f32):
+    /// `[m, k]` scores and ids, best first.
     ///
-    /// `k` from 1 to [`MAX_K`]; `k > len` returns `len` results per query; an empty
-    /// index returns no results. Errors: `k == 0` or over `MAX_K`
-    /// ([`Error::InvalidArgument`]); queries that are not whole rows of `dim`
-    /// ([`Error::Shape`]).
+    /// `k` from 0 to [`MAX_K`]: `k = 0` gives `m` empty rows; rows past the
+    /// index's length are padded with id −1 and score −∞ (FAISS's
+    /// convention). Errors: `k` over `MAX_K` ([`Error::InvalidArgument`]);
+    /// queries that are not whole rows of `dim` ([`Error::Shape`]).
     pub fn search(&self, queries: &[f32], k: usize) -> Result<SearchResult> {
-        if k == 0 || k > MAX_K {
+        if k > MAX_K {
             return Err(Error::InvalidArgument {
                 op: OP,
-                detail: format!("k must be in 1..={MAX_K}, got {k}"),
+                detail: format!("k must be in 0..={MAX_K}, got {k}"),
             });
         }
         if !queries.len().is_multiple_of(self.dim) {
@@ -590,13 +980,20 @@ impl FlatIndex {
         }
         let m = queries.len() / self.dim;
         let kk = k.min(self.len);
+        let mut res = SearchResult {
+            m,
+            k,
+            scores: Vec::with_capacity(m * k),
+            ids: Vec::with_capacity(m * k),
+        };
+        // Fills the rows so far up to `rows · k` entries.
+        let pad = |res: &mut SearchResult, rows: usize| {
+            res.scores.resize(rows * k, f32::NEG_INFINITY);
+            res.ids.resize(rows * k, -1);
+        };
         if m == 0 || kk == 0 {
-            return Ok(SearchResult {
-                m,
-                k: kk,
-                scores: Vec::new(),
-                ids: Vec::new(),
-            });
+            pad(&mut res, m);
+            return Ok(res);
         }
         let dp = padded(self.dim);
         let mut qhost = Vec::with_capacity(m * dp);
@@ -610,8 +1007,6 @@ impl FlatIndex {
             qhost.extend(std::iter::repeat_n(0.0, dp - self.dim));
         }
         let plan = SearchPlan::new(self.ctx.profile(), kk, m, dp)?;
-        let mut scores = Vec::with_capacity(m * kk);
-        let mut ids = Vec::with_capacity(m * kk);
         // Query batches small enough that their candidate lists fit one binding.
         let slices: usize = self
             .chunks
@@ -624,16 +1019,18 @@ impl FlatIndex {
             let mb = batch.min(m - q0);
             let (s, i) = self.search_batch(&plan, &qhost[q0 * dp..(q0 + mb) * dp], mb, slices)?;
             for q in 0..mb {
-                scores.extend_from_slice(&s[q * plan.kp..q * plan.kp + kk]);
-                ids.extend_from_slice(&i[q * plan.kp..q * plan.kp + kk]);
+                res.scores
+                    .extend_from_slice(&s[q * plan.kp..q * plan.kp + kk]);
+                // Storage rows to ids.
+                res.ids.extend(
+                    i[q * plan.kp..q * plan.kp + kk]
+                        .iter()
+                        .map(|&row| self.ids.get(row as usize).map_or(-1, |&id| id as i64)),
+                );
+                pad(&mut res, q0 + q + 1);
             }
         }
-        Ok(SearchResult {
-            m,
-            k: kk,
-            scores,
-            ids,
-        })
+        Ok(res)
     }
 
     /// The plan a search of `m` queries for the top `k` would run.
