@@ -19,8 +19,10 @@
 
 pub mod file;
 mod plan;
+mod sharded;
 
 pub use plan::{Scan, SearchPlan};
+pub use sharded::ShardedIndex;
 
 use crate::context::{Bind, Context, Tracked, TrackedTexture};
 use crate::error::{Error, Result};
