@@ -12,7 +12,7 @@ mod vectors;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use flashdot::ops::search::{FlatIndex, IndexOptions, Storage};
+use flashdot::ops::search::{FlatIndex, IndexOptions, SearchResult, ShardedIndex, Storage};
 use flashdot::ops::similarity::Metric;
 use flashdot::reference;
 
@@ -21,6 +21,55 @@ enum StorageArg {
     F32,
     F16,
     Int8,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MetricArg {
+    Ip,
+    Cosine,
+}
+
+/// One index, or one split over several contexts.
+enum Index {
+    One(FlatIndex),
+    Shards(ShardedIndex),
+}
+
+impl Index {
+    fn add(&mut self, x: &[f32]) -> flashdot::Result<()> {
+        match self {
+            Index::One(i) => i.add(x),
+            Index::Shards(i) => i.add(x),
+        }
+    }
+    fn search(&self, q: &[f32], k: usize) -> flashdot::Result<SearchResult> {
+        match self {
+            Index::One(i) => i.search(q, k),
+            Index::Shards(i) => i.search(q, k),
+        }
+    }
+    fn remove_ids(&mut self, ids: &[u64]) -> flashdot::Result<usize> {
+        match self {
+            Index::One(i) => i.remove_ids(ids),
+            Index::Shards(i) => i.remove_ids(ids),
+        }
+    }
+    /// Waits for every shard's device work.
+    fn synchronize(&self) -> flashdot::Result<()> {
+        match self {
+            Index::One(i) => i.context().synchronize(),
+            Index::Shards(i) => i
+                .shards()
+                .iter()
+                .try_for_each(|s| s.context().synchronize()),
+        }
+    }
+    fn bytes(&self) -> u64 {
+        match self {
+            Index::One(i) => i.bytes(),
+            Index::Shards(i) => i.shards().iter().map(FlatIndex::bytes).sum(),
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -46,6 +95,24 @@ struct Args {
     /// Queries in the batched-throughput measurement.
     #[arg(long, default_value_t = 256)]
     batch: usize,
+    /// Similarity.
+    #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
+    metric: MetricArg,
+    /// Split the index over this many contexts (GPUs; on one adapter, several
+    /// contexts of it).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Write the index to this file after building it.
+    #[arg(long)]
+    save: Option<std::path::PathBuf>,
+    /// Search the index saved in this file instead of building one (the
+    /// corpus is still generated or read, for the queries and the check).
+    #[arg(long)]
+    load: Option<std::path::PathBuf>,
+    /// At the end, remove this share of the vectors (compacted on the
+    /// device) and time it.
+    #[arg(long, default_value_t = 0.0)]
+    remove: f64,
 }
 
 struct Rng(u64);
@@ -115,26 +182,69 @@ fn run(a: &Args) -> Result<(), String> {
         StorageArg::F16 => Storage::F16,
         StorageArg::Int8 => Storage::Int8,
     };
-    let t = Instant::now();
-    let mut index = FlatIndex::new(
-        &ctx,
-        d,
-        IndexOptions::default()
-            .metric(Metric::Cosine)
-            .storage(storage),
-    )
-    .map_err(|e| e.to_string())?;
-    let bar = common::progress(n, "indexing");
-    for part in corpus.chunks(50_000 * d) {
-        index.add(part).map_err(|e| e.to_string())?;
-        bar.inc((part.len() / d) as u64);
+    let metric = match a.metric {
+        MetricArg::Ip => Metric::InnerProduct,
+        MetricArg::Cosine => Metric::Cosine,
+    };
+    if a.shards == 0 || !(0.0..1.0).contains(&a.remove) {
+        return Err("--shards must be at least 1 and --remove in [0, 1)".into());
     }
-    bar.finish_and_clear();
+    if a.shards > 1 && (a.save.is_some() || a.load.is_some()) {
+        return Err("--save and --load take one index: use them with --shards 1".into());
+    }
+    let opts = IndexOptions::default().metric(metric).storage(storage);
+    let t = Instant::now();
+    let mut index = match &a.load {
+        Some(p) => {
+            let _spin = common::wait(format!("loading {}", p.display()));
+            let ix = FlatIndex::load(&ctx, p).map_err(|e| e.to_string())?;
+            if ix.dim() != d || ix.len() != n {
+                return Err(format!(
+                    "{} holds {} x {}, the corpus is {n} x {d}: pass the --n/--dim it was saved with",
+                    p.display(),
+                    ix.len(),
+                    ix.dim()
+                ));
+            }
+            Index::One(ix)
+        }
+        None => {
+            let mut ix = if a.shards > 1 {
+                let ctxs = (0..a.shards)
+                    .map(|_| common::context(a.backend))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                Index::Shards(ShardedIndex::new(&ctxs, d, opts).map_err(|e| e.to_string())?)
+            } else {
+                Index::One(FlatIndex::new(&ctx, d, opts).map_err(|e| e.to_string())?)
+            };
+            let bar = common::progress(n, "indexing");
+            for part in corpus.chunks(50_000 * d) {
+                ix.add(part).map_err(|e| e.to_string())?;
+                bar.inc((part.len() / d) as u64);
+            }
+            bar.finish_and_clear();
+            ix
+        }
+    };
     println!(
-        "index: {storage:?}, {:.0} MiB on the device ({:.1} s)",
+        "index: {storage:?}, {metric:?}, {} shard(s), {:.0} MiB on the device ({} in {:.1} s)",
+        a.shards,
         index.bytes() as f64 / (1 << 20) as f64,
+        if a.load.is_some() { "loaded" } else { "built" },
         t.elapsed().as_secs_f64()
     );
+    if let (Some(p), Index::One(ix)) = (&a.save, &index) {
+        let t = Instant::now();
+        ix.save(p).map_err(|e| e.to_string())?;
+        let size = std::fs::metadata(p).map_or(0, |m| m.len());
+        println!(
+            "saved to {}: {:.0} MiB in {:.2} s",
+            p.display(),
+            size as f64 / (1 << 20) as f64,
+            t.elapsed().as_secs_f64()
+        );
+    }
     // Queries: known items plus noise, so each should find its source near the top.
     let mut r = Rng(42);
     let sources: Vec<usize> = (0..a.batch.max(4))
@@ -207,16 +317,21 @@ fn run(a: &Args) -> Result<(), String> {
     );
     // Check query 0 against the CPU reference (cosine = dot of normalised rows).
     let spin = common::wait("CPU reference and host baselines");
+    let cosine = metric == Metric::Cosine;
     let qn: Vec<f32> = {
         let mut q = queries[..d].to_vec();
-        normalize(&mut q);
+        if cosine {
+            normalize(&mut q);
+        }
         q
     };
     let cn: Vec<f32> = corpus
         .chunks_exact(d)
         .flat_map(|row| {
             let mut v = row.to_vec();
-            normalize(&mut v);
+            if cosine {
+                normalize(&mut v);
+            }
             v
         })
         .collect();
@@ -238,6 +353,26 @@ fn run(a: &Args) -> Result<(), String> {
         return Err("f32 index disagrees with the CPU reference".into());
     }
     cpu_baselines(&cn, &qn, d, one);
+    if a.remove > 0.0 {
+        // Every (1/fraction)-th id, spread over every chunk.
+        let step = (1.0 / a.remove).round().max(1.0) as usize;
+        let gone: Vec<u64> = (0..n as u64).step_by(step).collect();
+        let t = Instant::now();
+        let removed = index.remove_ids(&gone).map_err(|e| e.to_string())?;
+        index.synchronize().map_err(|e| e.to_string())?;
+        let rt = t.elapsed().as_secs_f64();
+        index.search(&queries[..d], k).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        for _ in 0..reps {
+            index.search(&queries[..d], k).map_err(|e| e.to_string())?;
+        }
+        println!(
+            "removed {removed} vectors ({:.0}%) with compaction on the device in {:.2} s; m=1 search now {:.1} ms",
+            100.0 * removed as f64 / n as f64,
+            rt,
+            t.elapsed().as_secs_f64() / reps as f64 * 1e3
+        );
+    }
     Ok(())
 }
 

@@ -45,7 +45,9 @@ ok info
 ok attention                      # the README's first command, as given
 ok matmul --rows 64 --reps 1
 ok dot --n 10000 --reps 1
-ok search --n 20000 --batch 8
+ok search --n 20000 --batch 8 --save "$tmp/index.fdindex" --remove 0.1
+ok search --n 20000 --batch 8 --load "$tmp/index.fdindex"
+ok search --n 20000 --batch 8 --shards 2 --metric ip --storage int8
 ok embed "The weather is lovely today." "It's so sunny outside!"
 ok semantic_search --limit 64 "How do I open a file for reading?"
 ok wgpu_interop
@@ -79,6 +81,8 @@ refused matmul --rows 0
 refused search /nonexistent/corpus.npy
 printf 'not an npy file' >"$tmp/bad.npy"
 refused search "$tmp/bad.npy"
+refused search --n 20000 --load "$tmp/bad.npy"
+refused search --n 20000 --shards 0
 refused embed --model /nonexistent/model "a sentence"
 refused info --backend metal
 refused info --no-such-flag

@@ -561,12 +561,27 @@ fn shards_match_one_index() {
         assert_eq!(lens, [52, 52], "{case}: balanced");
         let q = integers(&mut r, 4 * d);
         for k in [1, 9, 104, 200] {
-            assert_eq!(two.search(&q, k).unwrap(), one.search(&q, k).unwrap(), "{case} k={k}");
+            assert_eq!(
+                two.search(&q, k).unwrap(),
+                one.search(&q, k).unwrap(),
+                "{case} k={k}"
+            );
         }
         let gone: Vec<u64> = (0..104).step_by(5).collect();
-        assert_eq!(two.remove_ids(&gone).unwrap(), one.remove_ids(&gone).unwrap());
-        assert_eq!(two.search(&q, 30).unwrap(), one.search(&q, 30).unwrap(), "{case}");
-        assert_eq!(two.reconstruct(51).unwrap(), one.reconstruct(51).unwrap(), "{case}");
+        assert_eq!(
+            two.remove_ids(&gone).unwrap(),
+            one.remove_ids(&gone).unwrap()
+        );
+        assert_eq!(
+            two.search(&q, 30).unwrap(),
+            one.search(&q, 30).unwrap(),
+            "{case}"
+        );
+        assert_eq!(
+            two.reconstruct(51).unwrap(),
+            one.reconstruct(51).unwrap(),
+            "{case}"
+        );
         let e = two.add_with_ids(&vec![0.0; d], &[51]).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
         assert_eq!(two.len(), one.len(), "{case}: nothing added on error");

@@ -216,6 +216,11 @@ impl FlatIndex {
         })
     }
 
+    /// The context the index lives on.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
     /// The ids of the stored vectors, in storage order (the order of ties).
     pub fn ids(&self) -> &[u64] {
         &self.ids

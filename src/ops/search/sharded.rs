@@ -123,7 +123,8 @@ impl ShardedIndex {
                 continue;
             }
             let rows = at..at + take;
-            let r = self.shards[s].add_with_ids(&data[rows.start * d..rows.end * d], &ids[rows.clone()]);
+            let r = self.shards[s]
+                .add_with_ids(&data[rows.start * d..rows.end * d], &ids[rows.clone()]);
             if let Err(e) = r {
                 for (t, done) in added {
                     let _ = self.shards[t].remove_ids(&ids[done]);
@@ -211,11 +212,11 @@ impl ShardedIndex {
             }
             row.sort_by(|a, b| match (a.0.is_nan(), b.0.is_nan()) {
                 // As the kernels compare: 0.0 and −0.0 tie.
-                (false, false) => b
-                    .0
-                    .partial_cmp(&a.0)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-                    .then(a.1.cmp(&b.1)),
+                (false, false) => {
+                    b.0.partial_cmp(&a.0)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                        .then(a.1.cmp(&b.1))
+                }
                 (x, y) => x.cmp(&y).then(a.1.cmp(&b.1)),
             });
             row.resize(k, (f32::NEG_INFINITY, -1));
