@@ -247,11 +247,8 @@ fn case(
                     d
                 };
                 let (c, _) = tensor(ctx, &mut r, &[n, d2], dt, sp)?;
-                let metric = if r.random() {
-                    Metric::Cosine
-                } else {
-                    Metric::InnerProduct
-                };
+                let metric =
+                    [Metric::Cosine, Metric::InnerProduct, Metric::L2][r.random_range(0..3)];
                 large_output(ctx, &[m, n])?;
                 scores(&q, &c, metric)?;
                 Ok(None)
@@ -401,11 +398,8 @@ fn case(
                 };
                 let dim = dims[r.random_range(0..dims.len())];
                 let storage = [Storage::F32, Storage::F16, Storage::Int8][r.random_range(0..3)];
-                let metric = if r.random() {
-                    Metric::Cosine
-                } else {
-                    Metric::InnerProduct
-                };
+                let metric =
+                    [Metric::Cosine, Metric::InnerProduct, Metric::L2][r.random_range(0..3)];
                 let mut idx = FlatIndex::new(
                     ctx,
                     dim,
@@ -446,7 +440,12 @@ fn case(
                 // Each k class and query block is its own kernel: a few
                 // of each (k > n, k > 16, k past workgroup memory).
                 let k = [0, 1, 5, 17, 1025, usize::MAX][r.random_range(0..6)];
-                idx.search(&q, k)?;
+                if r.random() {
+                    let keep = r.random_range(1..5u64);
+                    idx.search_filtered(&q, k, |id| id % keep == 0)?;
+                } else {
+                    idx.search(&q, k)?;
+                }
                 Ok(None)
             }
             "embedding" => {

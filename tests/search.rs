@@ -440,7 +440,7 @@ fn save_load_round_trip() {
         (20_000, 8, None, Storage::Int8),
     ];
     for (n, d, chunk, storage) in cases {
-        for metric in [Metric::InnerProduct, Metric::Cosine] {
+        for metric in [Metric::InnerProduct, Metric::Cosine, Metric::L2] {
             let case = format!("save n={n} d={d} {storage:?} {metric:?}");
             let mut r = rng(&case);
             let corpus = gaussian(&mut r, n * d);
@@ -587,4 +587,193 @@ fn shards_match_one_index() {
         assert_eq!(two.len(), one.len(), "{case}: nothing added on error");
     }
     assert!(ShardedIndex::new(&[], 4, IndexOptions::default()).is_err());
+}
+
+/// The f64 reference for `metric` over the rows `allowed` admits: per query
+/// the best `k` (score, row), IP/cosine largest first, L2 distance smallest
+/// first, ties by the lower row, NaN last.
+fn reference_search(
+    q: &[f32],
+    corpus: &[f32],
+    d: usize,
+    k: usize,
+    metric: Metric,
+    allowed: &dyn Fn(usize) -> bool,
+) -> Vec<Vec<(f64, u32)>> {
+    q.chunks_exact(d)
+        .map(|qr| {
+            let mut s: Vec<(f64, u32)> = corpus
+                .chunks_exact(d)
+                .enumerate()
+                .filter(|(i, _)| allowed(*i))
+                .map(|(i, x)| {
+                    let v = match metric {
+                        Metric::L2 => qr
+                            .iter()
+                            .zip(x)
+                            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                            .sum(),
+                        _ => qr.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum(),
+                    };
+                    (v, i as u32)
+                })
+                .collect();
+            let l2 = metric == Metric::L2;
+            s.sort_by(|a, b| match (a.0.is_nan(), b.0.is_nan()) {
+                (false, false) => {
+                    let by = if l2 {
+                        a.0.partial_cmp(&b.0)
+                    } else {
+                        b.0.partial_cmp(&a.0)
+                    };
+                    by.unwrap().then(a.1.cmp(&b.1))
+                }
+                (x, y) => x.cmp(&y).then(a.1.cmp(&b.1)),
+            });
+            s.truncate(k);
+            s
+        })
+        .collect()
+}
+
+/// Squared L2 against the reference for every storage (on the stored,
+/// dequantised rows), both scans (k ≤ 16 and k > 16), across chunks: each
+/// returned distance is that row's distance (f32 rounding of ‖q‖² + ‖x‖² −
+/// 2·q·x), and the list is a true top-k (its last distance is the k-th
+/// smallest); exact ids where every distance is an exact integer (f32).
+#[test]
+fn l2_ranking_and_distances() {
+    let ctx = ctx();
+    let (n, d) = (300, 13);
+    for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+        let case = format!("l2 {storage:?}");
+        let mut r = rng(&case);
+        let corpus = integers(&mut r, n * d);
+        let q = integers(&mut r, 3 * d);
+        let mut opts = IndexOptions::default().storage(storage).metric(Metric::L2);
+        opts.max_chunk_rows = Some(64);
+        let mut ix = FlatIndex::new(&ctx, d, opts).unwrap();
+        ix.add(&corpus).unwrap();
+        let stored: Vec<f32> = (0..n as u64)
+            .flat_map(|id| ix.reconstruct(id).unwrap())
+            .collect();
+        for k in [1, 10, 17, 40, 400] {
+            let got = ix.search(&q, k).unwrap();
+            let want = reference_search(&q, &stored, d, k, Metric::L2, &|_| true);
+            let ids: Vec<u64> = (0..n as u64).collect();
+            if storage != Storage::Int8 {
+                check_rows_l2(&got, &want, &ids, k, &case);
+            }
+            for (qi, w) in want.iter().enumerate() {
+                let qn: f64 = q[qi * d..(qi + 1) * d]
+                    .iter()
+                    .map(|v| (*v as f64).powi(2))
+                    .sum();
+                for t in 0..k {
+                    let (g, id) = (got.scores[qi * k + t] as f64, got.ids[qi * k + t]);
+                    if t >= n {
+                        assert_eq!((g, id), (f64::INFINITY, -1), "{case}: padding");
+                        continue;
+                    }
+                    let x = &stored[id as usize * d..(id as usize + 1) * d];
+                    let xn: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum();
+                    let exact =
+                        reference_search(&q[qi * d..(qi + 1) * d], x, d, 1, Metric::L2, &|_| true)
+                            [0][0]
+                            .0;
+                    let tol = 4.0 * f32::EPSILON as f64 * (qn + xn + 2.0 * (qn * xn).sqrt()) + 1e-6;
+                    assert!(
+                        (g - exact).abs() <= tol,
+                        "{case} q{qi}[{t}] id {id}: {g} vs {exact}"
+                    );
+                    // A true top-k: no row left out is nearer than the last kept.
+                    if t + 1 == k.min(n) {
+                        let kth = w.last().map_or(f64::NAN, |x| x.0);
+                        assert!(g <= kth + tol, "{case} q{qi}: k-th {g} vs {kth}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `check_rows` for L2: the ids, −1 padding.
+fn check_rows_l2(res: &SearchResult, want: &[Vec<(f64, u32)>], ids: &[u64], k: usize, case: &str) {
+    for (qi, w) in want.iter().enumerate() {
+        let mut want_ids: Vec<i64> = w.iter().map(|x| ids[x.1 as usize] as i64).collect();
+        want_ids.resize(k, -1);
+        assert_eq!(
+            &res.ids[qi * k..(qi + 1) * k],
+            want_ids,
+            "{case} k={k} q{qi} (FLASHDOT_SEED={})",
+            seed()
+        );
+    }
+}
+
+/// Filters inside the scan at 100%, 1% and 0% selectivity, for IP and L2,
+/// both scans, across chunks: k results whenever k rows pass, equal to the
+/// reference over the passing rows; nothing passes: padding only; a sharded
+/// index filters the same way.
+#[test]
+fn filtered_search() {
+    let ctx = ctx();
+    let (n, d) = (2_000, 8);
+    for metric in [Metric::InnerProduct, Metric::L2] {
+        let case = format!("filter {metric:?}");
+        let mut r = rng(&case);
+        let corpus = integers(&mut r, n * d);
+        let q = integers(&mut r, 2 * d);
+        let mut opts = IndexOptions::default().metric(metric);
+        opts.max_chunk_rows = Some(512);
+        let mut ix = FlatIndex::new(&ctx, d, opts).unwrap();
+        let ids: Vec<u64> = (0..n as u64).map(|i| 5 * i).collect();
+        ix.add_with_ids(&corpus, &ids).unwrap();
+        let mut sh = ShardedIndex::new(&[ctx.clone(), ctx.clone()], d, opts).unwrap();
+        sh.add_with_ids(&corpus, &ids).unwrap();
+        let one_pct = |id: u64| (id / 5) % 100 == 7;
+        for k in [10, 17, 25] {
+            let all = ix.search_filtered(&q, k, |_| true).unwrap();
+            assert_eq!(all, ix.search(&q, k).unwrap(), "{case} 100%");
+            let got = ix.search_filtered(&q, k, one_pct).unwrap();
+            let want = reference_search(&q, &corpus, d, k, metric, &|i| one_pct(ids[i]));
+            assert!(
+                want.iter().all(|w| w.len() == k.min(20)),
+                "{case}: 20 rows pass"
+            );
+            if metric == Metric::L2 {
+                check_rows_l2(&got, &want, &ids, k, &case);
+            } else {
+                check_rows(&got, &want, &ids, k, &case);
+            }
+            assert_eq!(
+                sh.search_filtered(&q, k, one_pct).unwrap(),
+                got,
+                "{case}: sharded"
+            );
+            let none = ix.search_filtered(&q, k, |_| false).unwrap();
+            assert!(none.ids.iter().all(|&i| i == -1), "{case} 0%");
+        }
+    }
+}
+
+/// Device rows into an L2 index (norms computed on the device) match host rows.
+#[test]
+fn l2_device_rows_match_host_rows() {
+    let ctx = ctx();
+    let mut r = rng("l2 device");
+    let (n, d) = (100, 16);
+    let corpus = gaussian(&mut r, n * d);
+    let q = gaussian(&mut r, 2 * d);
+    let opts = IndexOptions::default().metric(Metric::L2);
+    let mut host = FlatIndex::new(&ctx, d, opts).unwrap();
+    host.add(&corpus).unwrap();
+    let mut dev = FlatIndex::new(&ctx, d, opts).unwrap();
+    dev.add_tensor(&flashdot::Tensor::from_slice(&ctx, &corpus, &[n, d]).unwrap())
+        .unwrap();
+    let (a, b) = (host.search(&q, 12).unwrap(), dev.search(&q, 12).unwrap());
+    assert_eq!(a.ids, b.ids);
+    for (x, y) in a.scores.iter().zip(&b.scores) {
+        assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{x} vs {y}");
+    }
 }

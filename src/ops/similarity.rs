@@ -88,6 +88,9 @@ pub enum Metric {
     InnerProduct,
     /// Cosine similarity `a·b / (‖a‖ ‖b‖)`.
     Cosine,
+    /// Squared Euclidean distance `‖a − b‖²`, smaller is nearer (the search
+    /// index; [`scores`] returns [`Error::Unsupported`] for it).
+    L2,
 }
 
 fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
@@ -268,5 +271,11 @@ pub fn scores(queries: &Tensor, corpus: &Tensor, metric: Metric) -> Result<Tenso
     match metric {
         Metric::InnerProduct => matmul::matmul_with(queries, corpus, &opts),
         Metric::Cosine => matmul::matmul_with(&normalize(queries)?, &normalize(corpus)?, &opts),
+        Metric::L2 => Err(Error::Unsupported {
+            op: OP,
+            detail: "all-pairs L2 distances are not a scores metric: search a FlatIndex with \
+                     Metric::L2"
+                .into(),
+        }),
     }
 }

@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | 8 | magic `FDINDEX\0` |
 //! | 4 | version (1) |
-//! | 4 | metric: 0 inner product, 1 cosine |
+//! | 4 | metric: 0 inner product, 1 cosine, 2 squared L2 |
 //! | 4 | storage: 0 f32, 1 f16, 2 int8 |
 //! | 4 | reserved (0) |
 //! | 8 | dim |
@@ -15,6 +15,7 @@
 //! | count · record | rows as stored: `ceil(dim / 8) · 8` values of the storage type (f32, IEEE half, or i8), then for int8 the row's f32 scale |
 //! | 4 | CRC-32 (IEEE) of every byte before it |
 //!
+//! L2 indexes recompute their rows' norms from the stored rows on load.
 //! Rows are written exactly as the device holds them, so f16 and int8
 //! indexes round-trip bit for bit. Saving reads the index back one texture
 //! layer at a time and loading uploads one chunk at a time: neither holds a
@@ -75,6 +76,7 @@ impl FlatIndex {
         let metric: u32 = match self.opts.metric {
             Metric::InnerProduct => 0,
             Metric::Cosine => 1,
+            Metric::L2 => 2,
         };
         let storage: u32 = match self.opts.storage {
             Storage::F32 => 0,
@@ -227,6 +229,7 @@ impl FlatIndex {
         let metric = match u32_at(12) {
             0 => Metric::InnerProduct,
             1 => Metric::Cosine,
+            2 => Metric::L2,
             m => return Err(bad(format!("unknown metric code {m}"))),
         };
         let storage = match u32_at(16) {
@@ -282,18 +285,26 @@ impl FlatIndex {
             let mut rec = vec![0u8; n * record];
             read(&mut rec, &mut crc)?;
             let mut bytes = Vec::with_capacity(n * row_bytes);
-            let mut scales = Vec::new();
+            let (mut scales, mut norms) = (Vec::new(), Vec::new());
             for r in rec.chunks_exact(record) {
                 bytes.extend_from_slice(&r[..row_bytes]);
-                if record > row_bytes {
-                    scales.push(f32::from_le_bytes(
+                let scale = if record > row_bytes {
+                    let s = f32::from_le_bytes(
                         r[row_bytes..row_bytes + 4].try_into().unwrap_or([0; 4]),
-                    ));
+                    );
+                    scales.push(s);
+                    s
+                } else {
+                    1.0
+                };
+                if metric == Metric::L2 {
+                    norms.push(super::stored_norm(&ix.decode_row(&r[..row_bytes], scale)));
                 }
             }
             let new = Rows::Host {
                 bytes: &bytes,
                 scales: &scales,
+                norms: &norms,
             };
             ix.append(per, new, n)?;
             done += n;

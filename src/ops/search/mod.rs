@@ -110,6 +110,8 @@ struct Chunk {
     height: usize,
     layers: usize,
     scales: Option<Tracked>,
+    /// Squared norms of the stored rows (L2 indexes).
+    norms: Option<Tracked>,
     rows: usize,
 }
 
@@ -158,10 +160,13 @@ enum Rows<'a> {
     Host {
         bytes: &'a [u8],
         scales: &'a [f32],
+        norms: &'a [f32],
     },
     Device {
         tensor: &'a crate::Tensor,
         first: usize,
+        /// Squared row norms `[n]` (L2 indexes).
+        norms: Option<&'a crate::Tensor>,
     },
 }
 
@@ -309,7 +314,13 @@ impl FlatIndex {
     pub fn bytes(&self) -> u64 {
         self.chunks
             .iter()
-            .map(|c| c.texture.bytes() + c.scales.as_ref().map_or(0, |s| s.size()))
+            .map(|c| {
+                c.texture.bytes()
+                    + [&c.scales, &c.norms]
+                        .iter()
+                        .map(|b| b.as_ref().map_or(0, |b| b.size()))
+                        .sum::<u64>()
+            })
             .sum()
     }
 
@@ -399,7 +410,7 @@ impl FlatIndex {
                 .last()
                 .filter(|c| c.rows < per)
                 .map_or(0, |c| c.rows);
-            let (mut host, mut scales) = (Vec::new(), Vec::new());
+            let (mut host, mut scales, mut norms) = (Vec::new(), Vec::new(), Vec::new());
             let mut n = 0;
             for row in rows.by_ref().take(per - start) {
                 let row = if self.opts.metric == Metric::Cosine {
@@ -407,12 +418,13 @@ impl FlatIndex {
                 } else {
                     row.to_vec()
                 };
-                self.encode_row(&row, &mut host, &mut scales);
+                self.encode_row(&row, &mut host, &mut scales, &mut norms);
                 n += 1;
             }
             let new = Rows::Host {
                 bytes: &host,
                 scales: &scales,
+                norms: &norms,
             };
             self.append(per, new, n)?;
         }
@@ -503,6 +515,11 @@ impl FlatIndex {
         } else {
             x.clone()
         };
+        // f32 rows are stored as they are: their norms are the rows' own.
+        let norms = match self.opts.metric {
+            Metric::L2 => Some(crate::ops::dot::dot(&src, &src)?),
+            _ => None,
+        };
         let per = self.rows_per_chunk();
         let old = self.len;
         let mut done = 0;
@@ -517,6 +534,7 @@ impl FlatIndex {
             let new = Rows::Device {
                 tensor: &src,
                 first: done,
+                norms: norms.as_ref(),
             };
             r = self.append(per, new, take);
             done += take;
@@ -526,7 +544,46 @@ impl FlatIndex {
         r
     }
 
-    fn encode_row(&self, row: &[f32], host: &mut Vec<u8>, scales: &mut Vec<f32>) {
+    fn encode_row(
+        &self,
+        row: &[f32],
+        host: &mut Vec<u8>,
+        scales: &mut Vec<f32>,
+        norms: &mut Vec<f32>,
+    ) {
+        let at = host.len();
+        self.encode_values(row, host, scales);
+        if self.opts.metric == Metric::L2 {
+            // The norm of the row as stored (dequantised), so that distances
+            // are exact for the vectors the index holds.
+            let stored = self.decode_row(&host[at..], scales.last().copied().unwrap_or(1.0));
+            norms.push(stored_norm(&stored));
+        }
+    }
+
+    /// A stored row's bytes (and int8 scale) as f32 values, `dim` of them.
+    fn decode_row(&self, bytes: &[u8], scale: f32) -> Vec<f32> {
+        let d = self.dim;
+        match self.opts.storage {
+            Storage::F32 => bytes
+                .chunks_exact(4)
+                .take(d)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Storage::F16 => bytes
+                .chunks_exact(2)
+                .take(d)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Storage::Int8 => bytes
+                .iter()
+                .take(d)
+                .map(|&b| (b as i8) as f32 / 127.0 * scale)
+                .collect(),
+        }
+    }
+
+    fn encode_values(&self, row: &[f32], host: &mut Vec<u8>, scales: &mut Vec<f32>) {
         let dp = padded(self.dim);
         match self.opts.storage {
             Storage::F32 => {
@@ -668,16 +725,8 @@ impl FlatIndex {
         let rows = c.rows - removed.len();
         ctx.scoped(OP, || {
             let (texture, height, layers) = self.chunk_texture(rows);
-            let scales = c.scales.as_ref().map(|_| {
-                ctx.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("index scales"),
-                    size: (rows * 4) as u64,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            });
+            let side = |b: &Option<Tracked>| b.as_ref().map(|_| side_buffer(ctx, rows * 4));
+            let (scales, norms) = (side(&c.scales), side(&c.norms));
             let at = |tex, row: usize| wgpu::TexelCopyTextureInfo {
                 texture: tex,
                 mip_level: 0,
@@ -691,14 +740,12 @@ impl FlatIndex {
             let mut enc = ctx.encoder();
             let mut dst = 0;
             for &(a, b) in &runs {
-                if let (Some(from), Some(to)) = (&c.scales, &scales) {
-                    enc.copy_buffer_to_buffer(
-                        from,
-                        (a * 4) as u64,
-                        to,
-                        (dst * 4) as u64,
-                        ((b - a) * 4) as u64,
-                    );
+                for (from, to) in [(&c.scales, &scales), (&c.norms, &norms)] {
+                    if let (Some(from), Some(to)) = (from, to) {
+                        let (at, to_at, n) =
+                            ((a * 4) as u64, (dst * 4) as u64, ((b - a) * 4) as u64);
+                        enc.copy_buffer_to_buffer(from, at, to, to_at, n);
+                    }
                 }
                 // Pieces within one layer of the source and of the copy.
                 let mut r = a;
@@ -728,6 +775,7 @@ impl FlatIndex {
                 height,
                 layers,
                 scales,
+                norms,
                 rows,
             })
         })
@@ -800,27 +848,7 @@ impl FlatIndex {
         })?;
         let words = t.to_vec::<u32>()?;
         let bytes: &[u8] = bytemuck::cast_slice(&words[..row_bytes / 4]);
-        let d = self.dim;
-        Ok(match self.opts.storage {
-            Storage::F32 => bytes
-                .chunks_exact(4)
-                .take(d)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Storage::F16 => bytes
-                .chunks_exact(2)
-                .take(d)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Storage::Int8 => {
-                let scale = f32::from_bits(words[row_bytes / 4]);
-                bytes
-                    .iter()
-                    .take(d)
-                    .map(|&b| (b as i8) as f32 / 127.0 * scale)
-                    .collect()
-            }
-        })
+        Ok(self.decode_row(bytes, f32::from_bits(words[row_bytes / 4])))
     }
 
     /// A chunk holding `prev`'s rows (copied on the device) followed by the
@@ -883,7 +911,7 @@ impl FlatIndex {
                             extent(end - r),
                         );
                     }
-                    Rows::Device { tensor, first } => {
+                    Rows::Device { tensor, first, .. } => {
                         // Buffer rows are the texture's rows (f32, dim a
                         // multiple of 8): one copy per layer where the row
                         // pitch meets the copy alignment, else one per row.
@@ -901,7 +929,12 @@ impl FlatIndex {
                             enc.copy_buffer_to_texture(
                                 wgpu::TexelCopyBufferInfo {
                                     buffer: tensor.buffer(),
-                                    layout: layout(at(a)),
+                                    // One-row copies name no row pitch: a
+                                    // pitch must be 256-byte aligned.
+                                    layout: wgpu::TexelCopyBufferLayout {
+                                        bytes_per_row: layout(0).bytes_per_row.filter(|_| aligned),
+                                        ..layout(at(a))
+                                    },
                                 },
                                 wgpu::TexelCopyTextureInfo {
                                     texture: &texture,
@@ -926,29 +959,32 @@ impl FlatIndex {
                 ..Default::default()
             });
             let scales = (self.opts.storage == Storage::Int8).then(|| {
-                let old = prev.and_then(|c| c.scales.as_ref());
-                let old_size = old.map_or(0, |b| b.size());
-                let new: &[u8] = match new {
-                    Rows::Host { scales, .. } => bytemuck::cast_slice(scales),
+                let host = match new {
+                    Rows::Host { scales, .. } => scales,
                     Rows::Device { .. } => &[],
                 };
-                let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("index scales"),
-                    size: old_size + new.len() as u64,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                // Disjoint ranges, so the order of the queued write and the
-                // copy does not matter.
-                ctx.queue().write_buffer(&buffer, old_size, new);
-                if let Some(old) = old {
-                    let mut enc = ctx.encoder();
-                    enc.copy_buffer_to_buffer(old, 0, &buffer, 0, old_size);
-                    ctx.submit(enc);
-                }
-                buffer
+                grow_side(
+                    ctx,
+                    prev.and_then(|c| c.scales.as_ref()),
+                    old_rows,
+                    rows,
+                    host,
+                    None,
+                )
+            });
+            let norms = (self.opts.metric == Metric::L2).then(|| {
+                let (host, dev) = match new {
+                    Rows::Host { norms, .. } => (norms, None),
+                    Rows::Device { norms, first, .. } => (&[][..], norms.map(|t| (t, first))),
+                };
+                grow_side(
+                    ctx,
+                    prev.and_then(|c| c.norms.as_ref()),
+                    old_rows,
+                    rows,
+                    host,
+                    dev,
+                )
             });
             Ok(Chunk {
                 texture,
@@ -956,19 +992,53 @@ impl FlatIndex {
                 height,
                 layers,
                 scales,
+                norms,
                 rows,
             })
         })
     }
 
     /// The `k` best vectors for each of `queries` (`[m, dim]` row-major f32):
-    /// `[m, k]` scores and ids, best first.
+    /// `[m, k]` scores and ids, best first (for [`Metric::L2`], the squared
+    /// distances `‖q − x‖²`, nearest first).
     ///
     /// `k` from 0 to [`MAX_K`]: `k = 0` gives `m` empty rows; rows past the
-    /// index's length are padded with id −1 and score −∞ (FAISS's
-    /// convention). Errors: `k` over `MAX_K` ([`Error::InvalidArgument`]);
+    /// index's length are padded with id −1 and score −∞ (+∞ for L2), as
+    /// FAISS pads. Errors: `k` over `MAX_K` ([`Error::InvalidArgument`]);
     /// queries that are not whole rows of `dim` ([`Error::Shape`]).
     pub fn search(&self, queries: &[f32], k: usize) -> Result<SearchResult> {
+        self.search_impl(queries, k, None)
+    }
+
+    /// [`search`](Self::search) over only the vectors whose id `allow`
+    /// accepts: the predicate is evaluated once per stored id into a bitmap
+    /// that the scan kernel reads, so rows outside it are never candidates
+    /// and a filter keeping 1% of the index still returns `k` results where
+    /// that many pass (no over-fetching, no post-filtering). A set of ids is
+    /// `|id| set.contains(&id)`.
+    ///
+    /// Errors: as [`search`](Self::search).
+    pub fn search_filtered(
+        &self,
+        queries: &[f32],
+        k: usize,
+        allow: impl Fn(u64) -> bool,
+    ) -> Result<SearchResult> {
+        let mut bits = vec![0u32; self.len.div_ceil(32).max(1)];
+        for (r, &id) in self.ids.iter().enumerate() {
+            if allow(id) {
+                bits[r / 32] |= 1 << (r % 32);
+            }
+        }
+        self.search_impl(queries, k, Some(&bits))
+    }
+
+    fn search_impl(
+        &self,
+        queries: &[f32],
+        k: usize,
+        allow: Option<&[u32]>,
+    ) -> Result<SearchResult> {
         if k > MAX_K {
             return Err(Error::InvalidArgument {
                 op: OP,
@@ -986,6 +1056,8 @@ impl FlatIndex {
             });
         }
         let m = queries.len() / self.dim;
+        let l2 = self.opts.metric == Metric::L2;
+        let pad_score = if l2 { f32::INFINITY } else { f32::NEG_INFINITY };
         let kk = k.min(self.len);
         let mut res = SearchResult {
             m,
@@ -995,21 +1067,23 @@ impl FlatIndex {
         };
         // Fills the rows so far up to `rows · k` entries.
         let pad = |res: &mut SearchResult, rows: usize| {
-            res.scores.resize(rows * k, f32::NEG_INFINITY);
+            res.scores.resize(rows * k, pad_score);
             res.ids.resize(rows * k, -1);
         };
-        if m == 0 || kk == 0 {
+        if m == 0 || kk == 0 || allow.is_some_and(|a| a.iter().all(|&w| w == 0)) {
             pad(&mut res, m);
             return Ok(res);
         }
         let dp = padded(self.dim);
         let mut qhost = Vec::with_capacity(m * dp);
+        let mut qnorm = Vec::with_capacity(m);
         for q in queries.chunks_exact(self.dim) {
             let q = if self.opts.metric == Metric::Cosine {
                 normalized(q)
             } else {
                 q.to_vec()
             };
+            qnorm.push(stored_norm(&q));
             qhost.extend_from_slice(&q);
             qhost.extend(std::iter::repeat_n(0.0, dp - self.dim));
         }
@@ -1022,18 +1096,30 @@ impl FlatIndex {
             .sum();
         let per_query = (slices * plan.slice_slots() * 8) as u64;
         let batch = ((self.ctx.max_binding() / per_query.max(1)) as usize).clamp(1, 65535);
+        let allow_buf = allow.map(|bits| {
+            self.ctx
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("search allow bitmap"),
+                    contents: bytemuck::cast_slice(bits),
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+        });
         for q0 in (0..m).step_by(batch) {
             let mb = batch.min(m - q0);
-            let (s, i) = self.search_batch(&plan, &qhost[q0 * dp..(q0 + mb) * dp], mb, slices)?;
+            let qs = &qhost[q0 * dp..(q0 + mb) * dp];
+            let (s, i) = self.search_batch(&plan, qs, mb, slices, allow_buf.as_deref())?;
             for q in 0..mb {
-                res.scores
-                    .extend_from_slice(&s[q * plan.kp..q * plan.kp + kk]);
-                // Storage rows to ids.
-                res.ids.extend(
-                    i[q * plan.kp..q * plan.kp + kk]
-                        .iter()
-                        .map(|&row| self.ids.get(row as usize).map_or(-1, |&id| id as i64)),
-                );
+                let span = q * plan.kp..q * plan.kp + kk;
+                for (&sc, &row) in s[span.clone()].iter().zip(&i[span]) {
+                    // Rows outside the filter come back as padding.
+                    let Some(&id) = self.ids.get(row as usize) else {
+                        break;
+                    };
+                    // L2: the kernel ranks by 2·q·x − ‖x‖²; the distance is
+                    // ‖q‖² minus that.
+                    res.scores.push(if l2 { qnorm[q0 + q] - sc } else { sc });
+                    res.ids.push(id as i64);
+                }
                 pad(&mut res, q0 + q + 1);
             }
         }
@@ -1060,11 +1146,13 @@ impl FlatIndex {
         qhost: &[f32],
         m: usize,
         slices: usize,
+        allow: Option<&wgpu::Buffer>,
     ) -> Result<(Vec<f32>, Vec<u32>)> {
         let ctx = &self.ctx;
         let dv = padded(self.dim) / 8;
         let qb = plan.qb as usize;
-        let scan = ctx.pipeline(&plan.scan_spec(self.opts.storage, dv))?;
+        let l2 = self.opts.metric == Metric::L2;
+        let scan = ctx.pipeline(&plan.scan_spec(self.opts.storage, dv, l2, allow.is_some()))?;
         let select = ctx.pipeline(&plan.select_spec())?;
         let mut slots = slices * plan.slice_slots();
         let max = ctx.profile().max_workgroups_per_dim as usize;
@@ -1124,6 +1212,12 @@ impl FlatIndex {
                     if let Some(s) = &c.scales {
                         binds.push((slot::ROW_SCALE, Bind::whole(s)));
                     }
+                    if let Some(s) = &c.norms {
+                        binds.push((slot::ROW_NORM, Bind::whole(s)));
+                    }
+                    if let Some(a) = allow {
+                        binds.push((slot::ALLOW, Bind::whole(a)));
+                    }
                     // Slices over x (a chunk's slices fit the per-dimension
                     // limit: rows_per_chunk).
                     let gx = nsl.min(max) as u32;
@@ -1171,4 +1265,56 @@ impl FlatIndex {
         let ids = raw.iter().skip(1).step_by(2).copied().collect();
         Ok((scores, ids))
     }
+}
+
+/// A per-row f32 buffer (int8 scales, L2 norms) of `bytes` bytes.
+fn side_buffer(ctx: &Context, bytes: usize) -> Tracked {
+    ctx.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("index row values"),
+        size: bytes.max(4) as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// A per-row buffer for `rows` rows: `old`'s `old_rows` values (copied on the
+/// device), then the new rows' from the host or from a device tensor (from
+/// its row `first`).
+fn grow_side(
+    ctx: &Context,
+    old: Option<&Tracked>,
+    old_rows: usize,
+    rows: usize,
+    host: &[f32],
+    dev: Option<(&crate::Tensor, usize)>,
+) -> Tracked {
+    let buffer = side_buffer(ctx, rows * 4);
+    let old_bytes = (old_rows * 4) as u64;
+    // Disjoint ranges, so the order of the queued write and the copies does
+    // not matter.
+    ctx.queue()
+        .write_buffer(&buffer, old_bytes, bytemuck::cast_slice(host));
+    let mut enc = ctx.encoder();
+    if let (Some(old), true) = (old, old_rows > 0) {
+        enc.copy_buffer_to_buffer(old, 0, &buffer, 0, old_bytes);
+    }
+    if let Some((t, first)) = dev {
+        let n = ((rows - old_rows) * 4) as u64;
+        enc.copy_buffer_to_buffer(
+            t.buffer(),
+            t.offset() + (first * 4) as u64,
+            &buffer,
+            old_bytes,
+            n,
+        );
+    }
+    ctx.submit(enc);
+    buffer
+}
+
+/// A squared norm in f64, rounded once to f32.
+fn stored_norm(x: &[f32]) -> f32 {
+    x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() as f32
 }

@@ -45,6 +45,10 @@ pub(crate) mod slot {
     pub const CANDIDATES: u32 = 3;
     /// Scan: per-row int8 scales.
     pub const ROW_SCALE: u32 = 4;
+    /// Scan, L2: per-row squared norms.
+    pub const ROW_NORM: u32 = 5;
+    /// Scan, filtered: the allow bitmap over index rows.
+    pub const ALLOW: u32 = 6;
     /// Select: the list read.
     pub const LIST_IN: u32 = 1;
     /// Select: the list written.
@@ -61,6 +65,8 @@ crate::defines! {
         StoreF16 = "STORE_F16",
         StoreI8 = "STORE_I8",
         Sg = "SG",
+        MetricL2 = "METRIC_L2",
+        Filter = "FILTER",
     }
 }
 
@@ -100,6 +106,10 @@ pub(crate) enum TopkSpec {
         /// Row length in groups of 8 values (sizes the query block).
         dv: u32,
         sg: bool,
+        /// Rank by 2·q·x − ‖x‖² (squared L2, nearest first).
+        l2: bool,
+        /// Score only rows set in an allow bitmap.
+        filter: bool,
     },
     /// Reduces candidate lists `sl` entries at a time to `kp`.
     Select { sl: u32, kp: u32 },
@@ -129,6 +139,8 @@ impl Spec for TopkSpec {
                 kp,
                 dv,
                 sg,
+                l2,
+                filter,
             } => {
                 let (kind, l, rpl) = match scan {
                     Scan::Sort => (D::KindScan, 1, 1),
@@ -140,8 +152,10 @@ impl Spec for TopkSpec {
                     Storage::Int8 => D::StoreI8,
                 };
                 let mut defines = vec![kind, store];
-                if sg {
-                    defines.push(D::Sg);
+                for (on, d) in [(sg, D::Sg), (l2, D::MetricL2), (filter, D::Filter)] {
+                    if on {
+                        defines.push(d);
+                    }
                 }
                 let consts = [
                     ("QB", qb),
@@ -279,8 +293,15 @@ impl SearchPlan {
         }
     }
 
-    /// The scan kernel's spec for `storage` and rows of `dv` groups of 8.
-    pub(crate) fn scan_spec(&self, storage: Storage, dv: usize) -> TopkSpec {
+    /// The scan kernel's spec for `storage`, rows of `dv` groups of 8, the
+    /// L2 ranking and an allow filter.
+    pub(crate) fn scan_spec(
+        &self,
+        storage: Storage,
+        dv: usize,
+        l2: bool,
+        filter: bool,
+    ) -> TopkSpec {
         TopkSpec::Scan {
             storage,
             scan: self.scan,
@@ -289,6 +310,8 @@ impl SearchPlan {
             kp: self.kp as u32,
             dv: dv as u32,
             sg: self.sg,
+            l2,
+            filter,
         }
     }
 
@@ -314,8 +337,19 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<TopkSpec> {
                     let Ok(plan) = SearchPlan::new(p, k, m, dp) else {
                         continue;
                     };
+                    // The L2 and filter code is the same at every k and
+                    // query block: their combinations are validated on the
+                    // scan kinds' edge classes only (the full grid costs
+                    // minutes of naga translation).
+                    let flags: &[(bool, bool)] = if [1, 16, 17, 1024].contains(&k) && dp == 8 {
+                        &[(false, false), (true, false), (false, true), (true, true)]
+                    } else {
+                        &[(false, false)]
+                    };
                     for storage in [Storage::F32, Storage::F16, Storage::Int8] {
-                        v.insert(plan.scan_spec(storage, dp / 8));
+                        for &(l2, filter) in flags {
+                            v.insert(plan.scan_spec(storage, dp / 8, l2, filter));
+                        }
                     }
                     v.insert(plan.select_spec());
                 }

@@ -166,6 +166,25 @@ impl ShardedIndex {
     /// thread, then each query's lists merged (best first, NaN scores last,
     /// ties by the lower id; −1 / −∞ padding past the total length).
     pub fn search(&self, queries: &[f32], k: usize) -> Result<SearchResult> {
+        self.fan_out(k, &|s: &FlatIndex| s.search(queries, k))
+    }
+
+    /// [`search`](Self::search) over the vectors whose id `allow` accepts,
+    /// each shard filtering in its scan as [`FlatIndex::search_filtered`].
+    pub fn search_filtered(
+        &self,
+        queries: &[f32],
+        k: usize,
+        allow: impl Fn(u64) -> bool + Sync,
+    ) -> Result<SearchResult> {
+        self.fan_out(k, &|s: &FlatIndex| s.search_filtered(queries, k, &allow))
+    }
+
+    fn fan_out(
+        &self,
+        k: usize,
+        one: &(dyn Fn(&FlatIndex) -> Result<SearchResult> + Sync),
+    ) -> Result<SearchResult> {
         if k > MAX_K {
             return Err(Error::InvalidArgument {
                 op: OP,
@@ -176,7 +195,7 @@ impl ShardedIndex {
             let hs: Vec<_> = self
                 .shards
                 .iter()
-                .map(|s| sc.spawn(move || s.search(queries, k)))
+                .map(|s| sc.spawn(move || one(s)))
                 .collect();
             hs.into_iter()
                 .map(|h| {
@@ -197,6 +216,9 @@ impl ShardedIndex {
             scores: Vec::with_capacity(m * k),
             ids: Vec::with_capacity(m * k),
         };
+        // L2 scores are distances: smaller first, +∞ padding.
+        let l2 = self.shards[0].opts.metric == crate::ops::similarity::Metric::L2;
+        let pad = if l2 { f32::INFINITY } else { f32::NEG_INFINITY };
         let mut row: Vec<(f32, i64)> = Vec::with_capacity(k * parts.len());
         for q in 0..m {
             row.clear();
@@ -213,13 +235,16 @@ impl ShardedIndex {
             row.sort_by(|a, b| match (a.0.is_nan(), b.0.is_nan()) {
                 // As the kernels compare: 0.0 and −0.0 tie.
                 (false, false) => {
-                    b.0.partial_cmp(&a.0)
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                        .then(a.1.cmp(&b.1))
+                    let by = if l2 {
+                        a.0.partial_cmp(&b.0)
+                    } else {
+                        b.0.partial_cmp(&a.0)
+                    };
+                    by.unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1))
                 }
                 (x, y) => x.cmp(&y).then(a.1.cmp(&b.1)),
             });
-            row.resize(k, (f32::NEG_INFINITY, -1));
+            row.resize(k, (pad, -1));
             out.scores.extend(row.iter().map(|r| r.0));
             out.ids.extend(row.iter().map(|r| r.1));
         }

@@ -15,6 +15,10 @@
 // barriers in the scan.
 //
 // Order: higher score first; equal scores by lower id; NaN after every number.
+// METRIC_L2 ranks by 2·q·x − ‖x‖² (per-row squared norms, f32), so that the
+// best is the nearest: the host turns it into ‖q‖² − that = ‖q − x‖². FILTER
+// scores only rows whose id has its bit set in an allow bitmap, so that a
+// filter keeping 1% of the corpus still yields k results where k exist.
 // Consts QB, SL (power of two, multiple of 64), KP (≤ SL), L, LM1 = L - 1,
 // RPL (multiple of RB), RB, QN (vec4s of the dispatch's query block); STORE_F32 /
 // STORE_F16 / STORE_I8 pick the corpus storage (f16 is read as packed u32
@@ -146,6 +150,19 @@ fn row8(y: u32, layer: u32, c: u32) -> mat2x4<f32> {
 @group(0) @binding(4) var<storage, read> row_scale: array<f32>;
 //#endif
 @group(0) @binding(3) var<storage, read_write> cand: array<vec2<u32>>;
+//#if METRIC_L2
+@group(0) @binding(5) var<storage, read> row_norm: array<f32>;
+fn finish(s: f32, row: u32) -> f32 { return 2.0 * s - row_norm[row]; }
+//#else
+fn finish(s: f32, row: u32) -> f32 { return s; }
+//#endif
+//#if FILTER
+// Bit `id` (the index-wide row) set: the row may be returned.
+@group(0) @binding(6) var<storage, read> allow: array<u32>;
+fn allowed(id: u32) -> bool { return (allow[id >> 5u] & (1u << (id & 31u))) != 0u; }
+//#else
+fn allowed(id: u32) -> bool { return true; }
+//#endif
 //#endif
 
 //#if KIND_SCAN
@@ -180,9 +197,9 @@ fn scan(@builtin(workgroup_id) wg: vec3<u32>,
 //#else
         let f = 1.0;
 //#endif
-        let ok = row < P.rows;
+        let ok = row < P.rows && allowed(P.id_base + rowc);
 //#for i < QB
-        ws[{i}u * SL + local] = select(neg_inf(), acc{i} * f, ok);
+        ws[{i}u * SL + local] = select(neg_inf(), finish(acc{i} * f, rowc), ok);
         wid_[{i}u * SL + local] = select(NO_ID, P.id_base + row, ok);
 //#endfor
     }
@@ -250,7 +267,7 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
 //#endfor
         for (var b = 0u; b < RB; b++) {
             let row = (slice * RPL + r + b) * 64u + lid;
-            if (row < P.rows) {
+            if (row < P.rows && allowed(P.id_base + row)) {
 //#if STORE_I8
                 let f = row_scale[row];
 //#else
@@ -259,7 +276,7 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
                 let id = P.id_base + row;
 //#for i < QB
                 {
-                    var s = sc{i}[b] * f;
+                    var s = finish(sc{i}[b] * f, row);
                     if (better(s, id, ls{i}_{LM1}, li{i}_{LM1})) {
                         // Bubble the new pair down the sorted list.
                         var t = id;
