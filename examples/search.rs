@@ -27,6 +27,7 @@ enum StorageArg {
 enum MetricArg {
     Ip,
     Cosine,
+    L2,
 }
 
 /// One index, or one split over several contexts.
@@ -46,6 +47,17 @@ impl Index {
         match self {
             Index::One(i) => i.search(q, k),
             Index::Shards(i) => i.search(q, k),
+        }
+    }
+    fn search_filtered(
+        &self,
+        q: &[f32],
+        k: usize,
+        allow: impl Fn(u64) -> bool + Sync,
+    ) -> flashdot::Result<SearchResult> {
+        match self {
+            Index::One(i) => i.search_filtered(q, k, allow),
+            Index::Shards(i) => i.search_filtered(q, k, allow),
         }
     }
     fn remove_ids(&mut self, ids: &[u64]) -> flashdot::Result<usize> {
@@ -109,6 +121,10 @@ struct Args {
     /// corpus is still generated or read, for the queries and the check).
     #[arg(long)]
     load: Option<std::path::PathBuf>,
+    /// Also search with a random allow-list of this share of the ids (a
+    /// filter applied inside the scan).
+    #[arg(long)]
+    filter: Option<f64>,
     /// At the end, remove this share of the vectors (compacted on the
     /// device) and time it.
     #[arg(long, default_value_t = 0.0)]
@@ -185,9 +201,15 @@ fn run(a: &Args) -> Result<(), String> {
     let metric = match a.metric {
         MetricArg::Ip => Metric::InnerProduct,
         MetricArg::Cosine => Metric::Cosine,
+        MetricArg::L2 => Metric::L2,
     };
-    if a.shards == 0 || !(0.0..1.0).contains(&a.remove) {
-        return Err("--shards must be at least 1 and --remove in [0, 1)".into());
+    if a.shards == 0
+        || !(0.0..1.0).contains(&a.remove)
+        || a.filter.is_some_and(|f| !(f > 0.0 && f <= 1.0))
+    {
+        return Err(
+            "--shards must be at least 1, --remove in [0, 1) and --filter in (0, 1]".into(),
+        );
     }
     if a.shards > 1 && (a.save.is_some() || a.load.is_some()) {
         return Err("--save and --load take one index: use them with --shards 1".into());
@@ -315,6 +337,34 @@ fn run(a: &Args) -> Result<(), String> {
         m as f64 / bt,
         m as f64 / bt * one
     );
+    if let Some(share) = a.filter {
+        // A random allow-list: ids whose hash falls below the share.
+        let allow = |id: u64| {
+            let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+            (h as f64 / (1u64 << 53) as f64) < share
+        };
+        let passing = (0..n as u64).filter(|&id| allow(id)).count();
+        index
+            .search_filtered(&queries[..d], k, allow)
+            .map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let mut got = None;
+        for _ in 0..reps {
+            got = Some(
+                index
+                    .search_filtered(&queries[..d], k, allow)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let ft = t.elapsed().as_secs_f64() / reps as f64;
+        let hits = got.map_or(0, |g| g.ids.iter().filter(|&&i| i >= 0).count());
+        println!(
+            "filter keeping {:.1}% ({passing} ids): m=1 {:.1} ms/query ({:.2}x unfiltered), {hits}/{k} results",
+            100.0 * share,
+            ft * 1e3,
+            ft / one
+        );
+    }
     // Check query 0 against the CPU reference (cosine = dot of normalised rows).
     let spin = common::wait("CPU reference and host baselines");
     let cosine = metric == Metric::Cosine;
@@ -335,7 +385,26 @@ fn run(a: &Args) -> Result<(), String> {
             v
         })
         .collect();
-    let want = reference::search::topk(&qn, &cn, d, k);
+    let want = if metric == Metric::L2 {
+        // Squared distances in f64, nearest first, ties by the lower row.
+        let mut all: Vec<(f64, u32)> = cn
+            .chunks_exact(d)
+            .enumerate()
+            .map(|(i, x)| {
+                let dist = x
+                    .iter()
+                    .zip(&qn)
+                    .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                    .sum();
+                (dist, i as u32)
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        all.truncate(k);
+        vec![all]
+    } else {
+        reference::search::topk(&qn, &cn, d, k)
+    };
     let got = index.search(&queries[..d], k).map_err(|e| e.to_string())?;
     let want_ids: Vec<i64> = want[0].iter().map(|x| x.1 as i64).collect();
     let overlap = got.ids.iter().filter(|i| want_ids.contains(i)).count();

@@ -48,6 +48,7 @@ ok dot --n 10000 --reps 1
 ok search --n 20000 --batch 8 --save "$tmp/index.fdindex" --remove 0.1
 ok search --n 20000 --batch 8 --load "$tmp/index.fdindex"
 ok search --n 20000 --batch 8 --shards 2 --metric ip --storage int8
+ok search --n 20000 --batch 8 --metric l2 --filter 0.01
 ok embed "The weather is lovely today." "It's so sunny outside!"
 ok semantic_search --limit 64 "How do I open a file for reading?"
 ok wgpu_interop
