@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use flashdot::models::{default_model_dir, SentenceEncoder};
-use flashdot::ops::search::{FlatIndex, IndexOptions};
+use flashdot::ops::search::{FlatIndex, IndexOptions, Storage};
 use flashdot::ops::similarity::Metric;
 use flashdot::DType;
 
@@ -45,6 +45,10 @@ struct Args {
     /// Backend (default: best adapter).
     #[arg(long, value_enum)]
     backend: Option<common::Backend>,
+    /// Also measure recall@10 of f16 and int8 indexes against the exact f32
+    /// index, every corpus sentence a query (its own entry left out).
+    #[arg(long)]
+    recall: bool,
 }
 
 fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -97,7 +101,15 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         enc.dim(),
         IndexOptions::default().metric(Metric::Cosine),
     )?;
-    let mut ids = Vec::with_capacity(corpus.len());
+    // Embeddings on the host, in corpus order, for --recall only.
+    let mut host = vec![
+        0.0f32;
+        if a.recall {
+            corpus.len() * enc.dim()
+        } else {
+            0
+        }
+    ];
     let t = Instant::now();
     let (mut embed_s, mut add_s) = (0.0, 0.0);
     let bar = common::progress(corpus.len(), "embedding the corpus");
@@ -109,10 +121,17 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ctx.synchronize()?;
         embed_s += s.elapsed().as_secs_f64();
         let s = Instant::now();
-        index.add_tensor(&e)?;
+        // The ids are the sentences' corpus positions.
+        let ids: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
+        index.add_tensor_with_ids(&e, &ids)?;
         ctx.synchronize()?;
         add_s += s.elapsed().as_secs_f64();
-        ids.extend_from_slice(chunk);
+        if a.recall {
+            let d = enc.dim();
+            for (row, &i) in e.to_vec::<f32>()?.chunks_exact(d).zip(chunk) {
+                host[i * d..(i + 1) * d].copy_from_slice(row);
+            }
+        }
         bar.inc(chunk.len() as u64);
     }
     ctx.synchronize()?;
@@ -147,7 +166,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let search_ms = s.elapsed().as_secs_f64() * 1e3;
         println!("\nquery: {q}   (embed {embed_ms:.1} ms + search {search_ms:.1} ms)");
         for (score, id) in r.scores.iter().zip(&r.ids) {
-            let sentence = corpus[ids[*id as usize]];
+            let sentence = corpus[*id as usize];
             let short: String = sentence.chars().take(110).collect();
             println!(
                 "  {score:.4}  {short}{}",
@@ -158,6 +177,62 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             );
         }
+    }
+    if a.recall {
+        recall(&ctx, &index, &host, enc.dim())?;
+    }
+    Ok(())
+}
+
+/// Recall@10 of f16 and int8 storage against the exact f32 index on the
+/// corpus's own embeddings, each one a query with its own entry left out.
+fn recall(
+    ctx: &flashdot::Context,
+    exact: &FlatIndex,
+    host: &[f32],
+    d: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let n = host.len() / d;
+    let top10 = |ix: &FlatIndex| -> flashdot::Result<Vec<Vec<i64>>> {
+        let mut out = Vec::with_capacity(n);
+        for (b, q) in host.chunks(256 * d).enumerate() {
+            let r = ix.search(q, 11)?;
+            for (i, row) in r.ids.chunks_exact(11).enumerate() {
+                let me = (b * 256 + i) as i64;
+                out.push(
+                    row.iter()
+                        .copied()
+                        .filter(|&id| id != me)
+                        .take(10)
+                        .collect(),
+                );
+            }
+        }
+        Ok(out)
+    };
+    let want = top10(exact)?;
+    let ids: Vec<u64> = (0..n as u64).collect();
+    for storage in [Storage::F16, Storage::Int8] {
+        let mut ix = FlatIndex::new(
+            ctx,
+            d,
+            IndexOptions::default()
+                .metric(Metric::Cosine)
+                .storage(storage),
+        )?;
+        ix.add_with_ids(host, &ids)?;
+        let got = top10(&ix)?;
+        let hits: usize = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| g.iter().filter(|id| w.contains(id)).count())
+            .sum();
+        let total: usize = want.iter().map(Vec::len).sum();
+        println!(
+            "recall@10 of {storage:?} storage against exact f32, {n} queries (each sentence, \
+             itself left out): {:.4}",
+            hits as f64 / total as f64
+        );
     }
     Ok(())
 }

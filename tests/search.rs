@@ -777,3 +777,52 @@ fn l2_device_rows_match_host_rows() {
         assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{x} vs {y}");
     }
 }
+
+/// Device-tensor queries (`search_tensor`) give the same results as the same
+/// queries from the host, for every metric and storage (non-multiple-of-8
+/// dim, several query blocks); wrong shapes and other contexts are refused.
+#[test]
+fn device_queries_equal_host_queries() {
+    let ctx = ctx();
+    let (n, d, m) = (500, 13, 37);
+    for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+        for metric in [Metric::InnerProduct, Metric::Cosine, Metric::L2] {
+            let case = format!("device queries {storage:?} {metric:?}");
+            let mut r = rng(&case);
+            let corpus = gaussian(&mut r, n * d);
+            let q = gaussian(&mut r, m * d);
+            let opts = IndexOptions::default().storage(storage).metric(metric);
+            let mut ix = FlatIndex::new(&ctx, d, opts).unwrap();
+            ix.add(&corpus).unwrap();
+            let tq = flashdot::Tensor::from_slice(&ctx, &q, &[m, d]).unwrap();
+            // The upload differs, not the scan: the sort scan (k > 16) once.
+            let ks: &[usize] = if storage == Storage::F32 && metric == Metric::L2 {
+                &[5, 20]
+            } else {
+                &[5]
+            };
+            for &k in ks {
+                let (a, b) = (ix.search(&q, k).unwrap(), ix.search_tensor(&tq, k).unwrap());
+                assert_eq!(a.ids, b.ids, "{case} k={k}");
+                for (x, y) in a.scores.iter().zip(&b.scores) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                        "{case} k={k}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+    let ix = FlatIndex::new(&ctx, 4, IndexOptions::default()).unwrap();
+    let wrong = flashdot::Tensor::zeros(&ctx, &[2, 5], flashdot::DType::F32).unwrap();
+    assert!(matches!(
+        ix.search_tensor(&wrong, 1),
+        Err(Error::Shape { .. })
+    ));
+    let other = Context::new().unwrap();
+    let elsewhere = flashdot::Tensor::zeros(&other, &[2, 4], flashdot::DType::F32).unwrap();
+    assert!(matches!(
+        ix.search_tensor(&elsewhere, 1),
+        Err(Error::InvalidArgument { .. })
+    ));
+}

@@ -152,7 +152,13 @@ pub const MAX_ID: u64 = i64::MAX as u64;
 
 const OP: &str = "search";
 
-/// Row length as stored: the kernels read 8 values per load step.
+/// A search's queries: host rows, or a device tensor `[m, dim]` f32.
+#[derive(Clone, Copy)]
+enum Queries<'a> {
+    Host(&'a [f32]),
+    Device(&'a crate::Tensor),
+}
+
 /// Rows to append to a chunk: encoded on the host, or f32 rows of a device
 /// tensor from row `first`.
 #[derive(Clone, Copy)]
@@ -1007,7 +1013,7 @@ impl FlatIndex {
     /// FAISS pads. Errors: `k` over `MAX_K` ([`Error::InvalidArgument`]);
     /// queries that are not whole rows of `dim` ([`Error::Shape`]).
     pub fn search(&self, queries: &[f32], k: usize) -> Result<SearchResult> {
-        self.search_impl(queries, k, None)
+        self.search_impl(Queries::Host(queries), k, None)
     }
 
     /// [`search`](Self::search) over only the vectors whose id `allow`
@@ -1030,12 +1036,48 @@ impl FlatIndex {
                 bits[r / 32] |= 1 << (r % 32);
             }
         }
-        self.search_impl(queries, k, Some(&bits))
+        self.search_impl(Queries::Host(queries), k, Some(&bits))
+    }
+
+    /// [`search`](Self::search) for queries that are a device tensor
+    /// `[m, dim]` f32 (embeddings a model produced on the GPU): the rows are
+    /// copied into the scan's query buffer on the device (a cosine index
+    /// normalises them there first); only an L2 index reads back the `m`
+    /// query norms.
+    ///
+    /// Errors: [`Error::Shape`] unless `queries` is f32 `[m, dim]`;
+    /// [`Error::InvalidArgument`] for a tensor of another context; as
+    /// [`search`](Self::search) for `k`.
+    pub fn search_tensor(&self, queries: &crate::Tensor, k: usize) -> Result<SearchResult> {
+        const ST: &str = "FlatIndex::search_tensor";
+        if !std::sync::Arc::ptr_eq(&queries.context().inner, &self.ctx.inner) {
+            return Err(Error::InvalidArgument {
+                op: ST,
+                detail: format!(
+                    "queries are on context {:?}, the index on another, {:?}",
+                    queries.context(),
+                    self.ctx
+                ),
+            });
+        }
+        let s = queries.shape();
+        if queries.dtype() != DType::F32 || s.len() != 2 || s[1] != self.dim {
+            return Err(Error::Shape {
+                op: ST,
+                detail: format!(
+                    "queries are {} {}, the index takes f32 [m, {}]",
+                    queries.dtype(),
+                    crate::tensor::shape_str(s),
+                    self.dim
+                ),
+            });
+        }
+        self.search_impl(Queries::Device(queries), k, None)
     }
 
     fn search_impl(
         &self,
-        queries: &[f32],
+        queries: Queries<'_>,
         k: usize,
         allow: Option<&[u32]>,
     ) -> Result<SearchResult> {
@@ -1045,17 +1087,20 @@ impl FlatIndex {
                 detail: format!("k must be in 0..={MAX_K}, got {k}"),
             });
         }
-        if !queries.len().is_multiple_of(self.dim) {
-            return Err(Error::Shape {
-                op: OP,
-                detail: format!(
-                    "queries of {} values are not whole rows of the index's dim {}",
-                    queries.len(),
-                    self.dim
-                ),
-            });
-        }
-        let m = queries.len() / self.dim;
+        let m = match queries {
+            Queries::Host(q) if !q.len().is_multiple_of(self.dim) => {
+                return Err(Error::Shape {
+                    op: OP,
+                    detail: format!(
+                        "queries of {} values are not whole rows of the index's dim {}",
+                        q.len(),
+                        self.dim
+                    ),
+                })
+            }
+            Queries::Host(q) => q.len() / self.dim,
+            Queries::Device(t) => t.shape()[0],
+        };
         let l2 = self.opts.metric == Metric::L2;
         let pad_score = if l2 { f32::INFINITY } else { f32::NEG_INFINITY };
         let kk = k.min(self.len);
@@ -1075,17 +1120,33 @@ impl FlatIndex {
             return Ok(res);
         }
         let dp = padded(self.dim);
-        let mut qhost = Vec::with_capacity(m * dp);
+        let mut qhost = Vec::new();
         let mut qnorm = Vec::with_capacity(m);
-        for q in queries.chunks_exact(self.dim) {
-            let q = if self.opts.metric == Metric::Cosine {
-                normalized(q)
-            } else {
-                q.to_vec()
-            };
-            qnorm.push(stored_norm(&q));
-            qhost.extend_from_slice(&q);
-            qhost.extend(std::iter::repeat_n(0.0, dp - self.dim));
+        let mut qdev = None;
+        match queries {
+            Queries::Host(queries) => {
+                qhost.reserve(m * dp);
+                for q in queries.chunks_exact(self.dim) {
+                    let q = if self.opts.metric == Metric::Cosine {
+                        normalized(q)
+                    } else {
+                        q.to_vec()
+                    };
+                    qnorm.push(stored_norm(&q));
+                    qhost.extend_from_slice(&q);
+                    qhost.extend(std::iter::repeat_n(0.0, dp - self.dim));
+                }
+            }
+            Queries::Device(t) => {
+                let t = match self.opts.metric {
+                    Metric::Cosine => crate::ops::similarity::normalize(t)?,
+                    _ => t.contiguous()?,
+                };
+                if l2 {
+                    qnorm = crate::ops::dot::dot(&t, &t)?.to_vec::<f32>()?;
+                }
+                qdev = Some(t);
+            }
         }
         let plan = SearchPlan::new(self.ctx.profile(), kk, m, dp)?;
         // Query batches small enough that their candidate lists fit one binding.
@@ -1106,8 +1167,11 @@ impl FlatIndex {
         });
         for q0 in (0..m).step_by(batch) {
             let mb = batch.min(m - q0);
-            let qs = &qhost[q0 * dp..(q0 + mb) * dp];
-            let (s, i) = self.search_batch(&plan, qs, mb, slices, allow_buf.as_deref())?;
+            let qs = match &qdev {
+                Some(t) => Queries::Device(t),
+                None => Queries::Host(&qhost[q0 * dp..(q0 + mb) * dp]),
+            };
+            let (s, i) = self.search_batch(&plan, qs, q0, mb, slices, allow_buf.as_deref())?;
             for q in 0..mb {
                 let span = q * plan.kp..q * plan.kp + kk;
                 for (&sc, &row) in s[span.clone()].iter().zip(&i[span]) {
@@ -1140,10 +1204,13 @@ impl FlatIndex {
         SearchPlan::new(self.ctx.profile(), k, m.max(1), padded(self.dim))
     }
 
+    /// One batch of `m` queries: host rows (padded, this batch's), or rows
+    /// `q0..q0 + m` of a device tensor.
     fn search_batch(
         &self,
         plan: &SearchPlan,
-        qhost: &[f32],
+        queries: Queries<'_>,
+        q0: usize,
         m: usize,
         slices: usize,
         allow: Option<&wgpu::Buffer>,
@@ -1163,16 +1230,29 @@ impl FlatIndex {
         let stride = block.next_multiple_of(align.max(16));
         let qblocks = m.div_ceil(qb);
         let mut qbytes = vec![0u8; qblocks * stride];
-        for (blk, rows) in qhost.chunks(qb * 8 * dv).enumerate() {
-            let bytes: &[u8] = bytemuck::cast_slice(rows);
-            qbytes[blk * stride..blk * stride + bytes.len()].copy_from_slice(bytes);
+        if let Queries::Host(qhost) = queries {
+            for (blk, rows) in qhost.chunks(qb * 8 * dv).enumerate() {
+                let bytes: &[u8] = bytemuck::cast_slice(rows);
+                qbytes[blk * stride..blk * stride + bytes.len()].copy_from_slice(bytes);
+            }
         }
         let result = ctx.scoped(OP, || {
             let qbuf = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("queries"),
                 contents: &qbytes,
-                usage: wgpu::BufferUsages::UNIFORM,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             });
+            if let Queries::Device(t) = queries {
+                // Each row into its place in its block (the padding stays 0).
+                let row = (self.dim * 4) as u64;
+                let mut enc = ctx.encoder();
+                for i in 0..m {
+                    let src = t.offset() + (q0 + i) as u64 * row;
+                    let dst = ((i / qb) * stride + (i % qb) * 8 * dv * 4) as u64;
+                    enc.copy_buffer_to_buffer(t.buffer(), src, &qbuf, dst, row);
+                }
+                ctx.submit(enc);
+            }
             let new_list = |entries: usize| {
                 ctx.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("candidates"),
