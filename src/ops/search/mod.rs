@@ -32,6 +32,7 @@ use crate::tensor::DType;
 pub(crate) use plan::reachable as reachable_specs;
 use plan::slot;
 pub(crate) use plan::TopkParams;
+use plan::TopkSpec;
 
 /// Largest supported k.
 pub const MAX_K: usize = 1024;
@@ -130,6 +131,9 @@ pub struct FlatIndex {
     rows_of: std::collections::HashMap<u64, usize>,
     /// The id `add` gives next: one past the largest id ever stored.
     next_id: u64,
+    /// `ids` on the device (i64 as two u32 per row) for device results;
+    /// built on first use, dropped whenever the ids change.
+    id_table: std::sync::Mutex<Option<Tracked>>,
 }
 
 /// Result of [`FlatIndex::search`]: `m` rows of `k` (score, id), best first.
@@ -144,6 +148,17 @@ pub struct SearchResult {
     /// `[m, k]` ids; −1 where a row has fewer than `k` results (FAISS's
     /// convention: the index holds fewer than `k` vectors).
     pub ids: Vec<i64>,
+}
+
+/// Results of [`FlatIndex::search_device`], on the device.
+#[derive(Debug, Clone)]
+pub struct DeviceSearchResult {
+    /// `[m, k]` f32 scores (L2: squared distances), best first; −∞ (+∞ for
+    /// L2) past the index's length.
+    pub scores: crate::Tensor,
+    /// `[m, k, 2]` u32: each id as an i64 in little-endian halves; −1 past the
+    /// index's length.
+    pub ids: crate::Tensor,
 }
 
 /// Largest id a vector can have: results carry ids as i64, −1 marking a
@@ -224,6 +239,7 @@ impl FlatIndex {
             ids: Vec::new(),
             rows_of: std::collections::HashMap::new(),
             next_id: 0,
+            id_table: std::sync::Mutex::new(None),
         })
     }
 
@@ -288,6 +304,7 @@ impl FlatIndex {
 
     /// Records the ids of rows just appended.
     fn commit_ids(&mut self, ids: Vec<u64>) {
+        self.forget_id_table();
         for id in ids {
             self.rows_of.insert(id, self.ids.len());
             self.next_id = self.next_id.max(id + 1);
@@ -295,8 +312,14 @@ impl FlatIndex {
         }
     }
 
+    /// The device id table no longer matches the ids.
+    fn forget_id_table(&mut self) {
+        *self.id_table.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Removes every vector and id (the next `add` starts again from id 0).
     pub fn reset(&mut self) {
+        self.forget_id_table();
         self.chunks.clear();
         self.len = 0;
         self.ids.clear();
@@ -711,6 +734,7 @@ impl FlatIndex {
             .enumerate()
             .map(|(r, &id)| (id, r))
             .collect();
+        self.forget_id_table();
         Ok(gone.len())
     }
 
@@ -1049,10 +1073,144 @@ impl FlatIndex {
     /// [`Error::InvalidArgument`] for a tensor of another context; as
     /// [`search`](Self::search) for `k`.
     pub fn search_tensor(&self, queries: &crate::Tensor, k: usize) -> Result<SearchResult> {
-        const ST: &str = "FlatIndex::search_tensor";
+        self.check_queries(queries, "FlatIndex::search_tensor")?;
+        self.search_impl(Queries::Device(queries), k, None)
+    }
+
+    /// [`search_tensor`](Self::search_tensor) with results left on the
+    /// device: nothing crosses to the host. `scores` is `[m, k]` f32 (L2:
+    /// squared distances), best first; `ids` is `[m, k, 2]` u32 holding each
+    /// id as an i64 in little-endian halves (WGSL has no 64-bit integers;
+    /// `bytemuck::cast_slice::<u32, i64>` of its `to_vec::<u32>()` reads
+    /// them); past the index's length, id −1 and score −∞ (+∞ for L2).
+    ///
+    /// Errors: as [`search_tensor`](Self::search_tensor); outputs over one
+    /// storage binding ([`Error::TooLarge`]).
+    pub fn search_device(&self, queries: &crate::Tensor, k: usize) -> Result<DeviceSearchResult> {
+        const SD: &str = "FlatIndex::search_device";
+        self.check_queries(queries, SD)?;
+        if k > MAX_K {
+            return Err(Error::InvalidArgument {
+                op: SD,
+                detail: format!("k must be in 0..={MAX_K}, got {k}"),
+            });
+        }
+        let ctx = &self.ctx;
+        let m = queries.shape()[0];
+        let scores = crate::Tensor::zeros(ctx, &[m, k], DType::F32)?;
+        let ids = crate::Tensor::zeros(ctx, &[m, k, 2], DType::U32)?;
+        for t in [&scores, &ids] {
+            if t.bytes() > ctx.max_binding() {
+                return Err(Error::TooLarge {
+                    op: SD,
+                    what: format!("results {}", crate::tensor::shape_str(t.shape())),
+                    size: t.bytes(),
+                    limit: ctx.max_binding(),
+                    kind: crate::Limit::StorageBinding,
+                });
+            }
+        }
+        let l2 = self.opts.metric == Metric::L2;
+        let kk = k.min(self.len);
+        if m == 0 || k == 0 {
+            return Ok(DeviceSearchResult { scores, ids });
+        }
+        if kk == 0 {
+            // Nothing stored: all padding, written from the host.
+            let pad = if l2 { f32::INFINITY } else { f32::NEG_INFINITY };
+            ctx.queue().write_buffer(
+                scores.buffer(),
+                scores.offset(),
+                bytemuck::cast_slice(&vec![pad; m * k]),
+            );
+            ctx.queue()
+                .write_buffer(ids.buffer(), ids.offset(), &vec![0xff; m * k * 8]);
+            return Ok(DeviceSearchResult { scores, ids });
+        }
+        let dp = padded(self.dim);
+        let q = match self.opts.metric {
+            Metric::Cosine => crate::ops::similarity::normalize(queries)?,
+            _ => queries.contiguous()?,
+        };
+        let qnorm = if l2 {
+            Some(crate::ops::dot::dot(&q, &q)?)
+        } else {
+            None
+        };
+        let plan = SearchPlan::new(ctx.profile(), kk, m, dp)?;
+        let slices: usize = self
+            .chunks
+            .iter()
+            .map(|c| c.rows.div_ceil(plan.slice_rows()))
+            .sum();
+        let per_query = (slices * plan.slice_slots() * 8) as u64;
+        let batch = ((ctx.max_binding() / per_query.max(1)) as usize).clamp(1, 65535);
+        let finish = ctx.pipeline(&TopkSpec::Finish { l2 })?;
+        let mut table = self.id_table.lock().unwrap_or_else(|e| e.into_inner());
+        if table.is_none() {
+            let words: Vec<u64> = self.ids.clone();
+            *table = Some(ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("index id table"),
+                contents: bytemuck::cast_slice(&words),
+                usage: wgpu::BufferUsages::STORAGE,
+            }));
+        }
+        let Some(table) = table.as_ref() else {
+            return Err(Error::InvalidArgument {
+                op: SD,
+                detail: "the id table could not be built".into(),
+            });
+        };
+        fn whole(t: &crate::Tensor) -> Bind<'_> {
+            Bind::Buffer {
+                buffer: t.buffer(),
+                offset: t.offset(),
+                size: t.bytes(),
+            }
+        }
+        for q0 in (0..m).step_by(batch) {
+            let mb = batch.min(m - q0);
+            let (list, slots) =
+                self.scan_batch(&plan, Queries::Device(&q), q0, mb, slices, None)?;
+            ctx.scoped(SD, || {
+                let p = TopkParams {
+                    rows: kk as u32,
+                    dv: k as u32,
+                    m: mb as u32,
+                    q0: q0 as u32,
+                    slots: slots as u32,
+                    ..Default::default()
+                };
+                let ubuf = ctx.uniform(&p);
+                let mut binds = vec![
+                    (slot::LIST_FIN, Bind::whole(&list)),
+                    (slot::ID_TABLE, Bind::whole(table)),
+                    (slot::OUT_SCORES, whole(&scores)),
+                    (slot::OUT_IDS, whole(&ids)),
+                ];
+                if let Some(n) = &qnorm {
+                    binds.push((slot::QNORM, whole(n)));
+                }
+                let mut enc = ctx.encoder();
+                ctx.dispatch(
+                    &mut enc,
+                    &finish,
+                    &ubuf,
+                    &binds,
+                    (k.div_ceil(64) as u32, mb as u32, 1),
+                );
+                ctx.submit(enc);
+                Ok(())
+            })?;
+        }
+        Ok(DeviceSearchResult { scores, ids })
+    }
+
+    /// `queries` must be f32 `[m, dim]` on this index's context.
+    fn check_queries(&self, queries: &crate::Tensor, op: &'static str) -> Result<()> {
         if !std::sync::Arc::ptr_eq(&queries.context().inner, &self.ctx.inner) {
             return Err(Error::InvalidArgument {
-                op: ST,
+                op,
                 detail: format!(
                     "queries are on context {:?}, the index on another, {:?}",
                     queries.context(),
@@ -1063,7 +1221,7 @@ impl FlatIndex {
         let s = queries.shape();
         if queries.dtype() != DType::F32 || s.len() != 2 || s[1] != self.dim {
             return Err(Error::Shape {
-                op: ST,
+                op,
                 detail: format!(
                     "queries are {} {}, the index takes f32 [m, {}]",
                     queries.dtype(),
@@ -1072,7 +1230,7 @@ impl FlatIndex {
                 ),
             });
         }
-        self.search_impl(Queries::Device(queries), k, None)
+        Ok(())
     }
 
     fn search_impl(
@@ -1204,8 +1362,9 @@ impl FlatIndex {
         SearchPlan::new(self.ctx.profile(), k, m.max(1), padded(self.dim))
     }
 
-    /// One batch of `m` queries: host rows (padded, this batch's), or rows
-    /// `q0..q0 + m` of a device tensor.
+    /// One batch of `m` queries (host rows, padded, this batch's; or rows
+    /// `q0..q0 + m` of a device tensor), read back: per query `kp` scores and
+    /// storage rows.
     fn search_batch(
         &self,
         plan: &SearchPlan,
@@ -1215,6 +1374,32 @@ impl FlatIndex {
         slices: usize,
         allow: Option<&wgpu::Buffer>,
     ) -> Result<(Vec<f32>, Vec<u32>)> {
+        let ctx = &self.ctx;
+        let (result, slots) = self.scan_batch(plan, queries, q0, m, slices, allow)?;
+        let t = crate::Tensor::zeros(ctx, &[m * slots * 2], DType::U32)?;
+        ctx.scoped(OP, || {
+            let mut enc = ctx.encoder();
+            enc.copy_buffer_to_buffer(&result, 0, t.buffer(), t.offset(), (m * slots * 8) as u64);
+            ctx.submit(enc);
+            Ok(())
+        })?;
+        let raw = t.to_vec::<u32>()?;
+        let scores = raw.iter().step_by(2).map(|&b| f32::from_bits(b)).collect();
+        let ids = raw.iter().skip(1).step_by(2).copied().collect();
+        Ok((scores, ids))
+    }
+
+    /// The scan and select passes of one batch: the final candidate list
+    /// (per query `slots` = `kp` entries of (score bits, storage row)).
+    fn scan_batch(
+        &self,
+        plan: &SearchPlan,
+        queries: Queries<'_>,
+        q0: usize,
+        m: usize,
+        slices: usize,
+        allow: Option<&wgpu::Buffer>,
+    ) -> Result<(Tracked, usize)> {
         let ctx = &self.ctx;
         let dv = padded(self.dim) / 8;
         let qb = plan.qb as usize;
@@ -1333,17 +1518,7 @@ impl FlatIndex {
             ctx.submit(enc);
             Ok(list)
         })?;
-        let t = crate::Tensor::zeros(ctx, &[m * slots * 2], DType::U32)?;
-        ctx.scoped(OP, || {
-            let mut enc = ctx.encoder();
-            enc.copy_buffer_to_buffer(&result, 0, t.buffer(), t.offset(), (m * slots * 8) as u64);
-            ctx.submit(enc);
-            Ok(())
-        })?;
-        let raw = t.to_vec::<u32>()?;
-        let scores = raw.iter().step_by(2).map(|&b| f32::from_bits(b)).collect();
-        let ids = raw.iter().skip(1).step_by(2).copied().collect();
-        Ok((scores, ids))
+        Ok((result, slots))
     }
 }
 

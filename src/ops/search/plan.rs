@@ -53,6 +53,16 @@ pub(crate) mod slot {
     pub const LIST_IN: u32 = 1;
     /// Select: the list written.
     pub const LIST_OUT: u32 = 2;
+    /// Finish: the final list read.
+    pub const LIST_FIN: u32 = 1;
+    /// Finish: each storage row's id (i64 as two u32).
+    pub const ID_TABLE: u32 = 2;
+    /// Finish: scores written.
+    pub const OUT_SCORES: u32 = 3;
+    /// Finish: ids written.
+    pub const OUT_IDS: u32 = 4;
+    /// Finish, L2: the queries' squared norms.
+    pub const QNORM: u32 = 5;
 }
 
 crate::defines! {
@@ -61,6 +71,7 @@ crate::defines! {
         KindScan = "KIND_SCAN",
         KindScanLists = "KIND_SCAN_LISTS",
         KindSelect = "KIND_SELECT",
+        KindFinish = "KIND_FINISH",
         StoreF32 = "STORE_F32",
         StoreF16 = "STORE_F16",
         StoreI8 = "STORE_I8",
@@ -113,6 +124,8 @@ pub(crate) enum TopkSpec {
     },
     /// Reduces candidate lists `sl` entries at a time to `kp`.
     Select { sl: u32, kp: u32 },
+    /// Writes the final lists as device scores and ids (L2: distances).
+    Finish { l2: bool },
 }
 
 impl Spec for TopkSpec {
@@ -126,6 +139,7 @@ impl Spec for TopkSpec {
             } => "scan",
             TopkSpec::Scan { .. } => "scan_lists",
             TopkSpec::Select { .. } => "select_topk",
+            TopkSpec::Finish { .. } => "finish",
         }
     }
     fn source(&self) -> Result<String> {
@@ -172,6 +186,15 @@ impl Spec for TopkSpec {
             TopkSpec::Select { sl, kp } => {
                 let consts = [("QB", 1), ("SL", sl), ("KP", kp)];
                 shader::render(self, SRC, DType::F32, false, &[D::KindSelect], &consts)
+            }
+            TopkSpec::Finish { l2 } => {
+                let consts = [("QB", 1), ("SL", 64), ("KP", 1)];
+                let defines: &[D] = if l2 {
+                    &[D::KindFinish, D::MetricL2]
+                } else {
+                    &[D::KindFinish]
+                };
+                shader::render(self, SRC, DType::F32, false, defines, &consts)
             }
         }
     }
@@ -356,5 +379,7 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<TopkSpec> {
             }
         }
     }
+    v.insert(TopkSpec::Finish { l2: false });
+    v.insert(TopkSpec::Finish { l2: true });
     v.into_iter().collect()
 }

@@ -379,3 +379,48 @@ fn select_topk(@builtin(workgroup_id) wg: vec3<u32>,
     }
 }
 //#endif
+
+//#if KIND_FINISH
+// Device results: each query's best P.rows (= min(k, len)) list entries as
+// scores and ids, padded to k = P.dv entries with score −∞ (+∞ for L2) and
+// id −1. Ids are i64, written as (low, high) u32 pairs (WGSL has no 64-bit
+// integers); L2 scores become ‖q‖² − (2·q·x − ‖x‖²). P.slots is the list's
+// stride per query, P.q0 the first query of this batch in the outputs.
+@group(0) @binding(1) var<storage, read> list_fin: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read> id_table: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read_write> out_scores: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out_ids: array<vec2<u32>>;
+//#if METRIC_L2
+@group(0) @binding(5) var<storage, read> qnorm: array<f32>;
+//#endif
+
+@compute @workgroup_size(64)
+fn finish(@builtin(workgroup_id) wg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let q = wg.y;
+    let t = wg.x * 64u + lid;
+    if (t >= P.dv) {
+        return;
+    }
+//#if METRIC_L2
+    var score = bitcast<f32>(0x7f800000u);
+//#else
+    var score = neg_inf();
+//#endif
+    var id = vec2<u32>(NO_ID, NO_ID);
+    if (t < P.rows) {
+        let v = list_fin[q * P.slots + t];
+        if (v.y != NO_ID) {
+            id = id_table[v.y];
+//#if METRIC_L2
+            score = qnorm[P.q0 + q] - bitcast<f32>(v.x);
+//#else
+            score = bitcast<f32>(v.x);
+//#endif
+        }
+    }
+    let o = (P.q0 + q) * P.dv + t;
+    out_scores[o] = score;
+    out_ids[o] = id;
+}
+//#endif
