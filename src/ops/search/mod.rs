@@ -188,6 +188,8 @@ enum Rows<'a> {
         first: usize,
         /// Squared row norms `[n]` (L2 indexes).
         norms: Option<&'a crate::Tensor>,
+        /// Row scales `[n]` (int8 storage).
+        scales: Option<&'a crate::Tensor>,
     },
 }
 
@@ -524,16 +526,6 @@ impl FlatIndex {
                 ),
             });
         }
-        if self.opts.storage != Storage::F32 || !self.dim.is_multiple_of(8) {
-            return Err(Error::Unsupported {
-                op,
-                detail: format!(
-                    "device rows go into f32 storage of a dim that is a multiple of 8 (this index: \
-                     {:?}, dim {}); read them back and use add()",
-                    self.opts.storage, self.dim
-                ),
-            });
-        }
         let n = x.shape()[0];
         let new_ids = self.new_ids(n, given, op)?;
         if n == 0 {
@@ -542,13 +534,28 @@ impl FlatIndex {
         let src = if self.opts.metric == Metric::Cosine {
             crate::ops::similarity::normalize(x)?
         } else {
-            x.clone()
+            x.contiguous()?
         };
-        // f32 rows are stored as they are: their norms are the rows' own.
+        // f32 rows of whole groups of 8 are copied as they are (their norms
+        // are the rows' own); others are encoded on the device, a chunk's
+        // worth at a time.
+        let direct = self.opts.storage == Storage::F32 && self.dim.is_multiple_of(8);
         let norms = match self.opts.metric {
-            Metric::L2 => Some(crate::ops::dot::dot(&src, &src)?),
+            Metric::L2 if direct => Some(crate::ops::dot::dot(&src, &src)?),
             _ => None,
         };
+        if !direct && src.bytes() > self.ctx.max_binding() {
+            return Err(Error::TooLarge {
+                op,
+                what: format!(
+                    "x {} (encoded on the device: add it in parts)",
+                    crate::tensor::shape_str(src.shape())
+                ),
+                size: src.bytes(),
+                limit: self.ctx.max_binding(),
+                kind: crate::Limit::StorageBinding,
+            });
+        }
         let per = self.rows_per_chunk();
         let old = self.len;
         let mut done = 0;
@@ -560,17 +567,96 @@ impl FlatIndex {
                 .filter(|c| c.rows < per)
                 .map_or(0, |c| c.rows);
             let take = (per - start).min(n - done);
-            let new = Rows::Device {
-                tensor: &src,
-                first: done,
-                norms: norms.as_ref(),
+            r = if direct {
+                let new = Rows::Device {
+                    tensor: &src,
+                    first: done,
+                    norms: norms.as_ref(),
+                    scales: None,
+                };
+                self.append(per, new, take)
+            } else {
+                self.pack_rows(&src, done, take)
+                    .and_then(|(packed, scales, norms)| {
+                        let new = Rows::Device {
+                            tensor: &packed,
+                            first: 0,
+                            norms: norms.as_ref(),
+                            scales: scales.as_ref(),
+                        };
+                        self.append(per, new, take)
+                    })
             };
-            r = self.append(per, new, take);
             done += take;
         }
         let added = self.len - old;
         self.commit_ids(new_ids[..added].to_vec());
         r
+    }
+
+    /// Rows `first..first + n` of `src` (f32 `[rows, dim]`) encoded on the
+    /// device as the host encodes them: stored rows (`row_bytes` each), int8
+    /// scales and L2 norms.
+    fn pack_rows(
+        &self,
+        src: &crate::Tensor,
+        first: usize,
+        n: usize,
+    ) -> Result<(crate::Tensor, Option<crate::Tensor>, Option<crate::Tensor>)> {
+        let ctx = &self.ctx;
+        let l2 = self.opts.metric == Metric::L2;
+        let int8 = self.opts.storage == Storage::Int8;
+        let packed = crate::Tensor::zeros(ctx, &[n * self.row_bytes() / 4], DType::U32)?;
+        let scales = int8
+            .then(|| crate::Tensor::zeros(ctx, &[n], DType::F32))
+            .transpose()?;
+        let norms = l2
+            .then(|| crate::Tensor::zeros(ctx, &[n], DType::F32))
+            .transpose()?;
+        let pipeline = ctx.pipeline(&TopkSpec::Pack {
+            storage: self.opts.storage,
+            l2,
+        })?;
+        fn whole(t: &crate::Tensor) -> Bind<'_> {
+            Bind::Buffer {
+                buffer: t.buffer(),
+                offset: t.offset(),
+                size: t.bytes(),
+            }
+        }
+        ctx.scoped(OP, || {
+            let p = TopkParams {
+                rows: n as u32,
+                dv: (padded(self.dim) / 8) as u32,
+                m: self.dim as u32,
+                q0: first as u32,
+                ..Default::default()
+            };
+            let ubuf = ctx.uniform(&p);
+            let mut binds = vec![
+                (slot::PACK_SRC, whole(src)),
+                (slot::PACK_OUT, whole(&packed)),
+            ];
+            if let Some(s) = &scales {
+                binds.push((slot::PACK_SCALES, whole(s)));
+            }
+            if let Some(s) = &norms {
+                binds.push((slot::PACK_NORMS, whole(s)));
+            }
+            let groups = n.div_ceil(64);
+            let gx = groups.min(65535);
+            let mut enc = ctx.encoder();
+            ctx.dispatch(
+                &mut enc,
+                &pipeline,
+                &ubuf,
+                &binds,
+                (gx as u32, groups.div_ceil(gx) as u32, 1),
+            );
+            ctx.submit(enc);
+            Ok(())
+        })?;
+        Ok((packed, scales, norms))
     }
 
     fn encode_row(
@@ -989,9 +1075,9 @@ impl FlatIndex {
                 ..Default::default()
             });
             let scales = (self.opts.storage == Storage::Int8).then(|| {
-                let host = match new {
-                    Rows::Host { scales, .. } => scales,
-                    Rows::Device { .. } => &[],
+                let (host, dev) = match new {
+                    Rows::Host { scales, .. } => (scales, None),
+                    Rows::Device { scales, first, .. } => (&[][..], scales.map(|t| (t, first))),
                 };
                 grow_side(
                     ctx,
@@ -999,7 +1085,7 @@ impl FlatIndex {
                     old_rows,
                     rows,
                     host,
-                    None,
+                    dev,
                 )
             });
             let norms = (self.opts.metric == Metric::L2).then(|| {

@@ -63,6 +63,14 @@ pub(crate) mod slot {
     pub const OUT_IDS: u32 = 4;
     /// Finish, L2: the queries' squared norms.
     pub const QNORM: u32 = 5;
+    /// Pack: the f32 rows read.
+    pub const PACK_SRC: u32 = 1;
+    /// Pack: the stored rows written.
+    pub const PACK_OUT: u32 = 2;
+    /// Pack, int8: the rows' scales written.
+    pub const PACK_SCALES: u32 = 3;
+    /// Pack, L2: the stored rows' squared norms written.
+    pub const PACK_NORMS: u32 = 4;
 }
 
 crate::defines! {
@@ -72,6 +80,7 @@ crate::defines! {
         KindScanLists = "KIND_SCAN_LISTS",
         KindSelect = "KIND_SELECT",
         KindFinish = "KIND_FINISH",
+        KindPack = "KIND_PACK",
         StoreF32 = "STORE_F32",
         StoreF16 = "STORE_F16",
         StoreI8 = "STORE_I8",
@@ -126,6 +135,8 @@ pub(crate) enum TopkSpec {
     Select { sl: u32, kp: u32 },
     /// Writes the final lists as device scores and ids (L2: distances).
     Finish { l2: bool },
+    /// Encodes device f32 rows into the index's storage (and L2 norms).
+    Pack { storage: Storage, l2: bool },
 }
 
 impl Spec for TopkSpec {
@@ -140,6 +151,7 @@ impl Spec for TopkSpec {
             TopkSpec::Scan { .. } => "scan_lists",
             TopkSpec::Select { .. } => "select_topk",
             TopkSpec::Finish { .. } => "finish",
+            TopkSpec::Pack { .. } => "pack",
         }
     }
     fn source(&self) -> Result<String> {
@@ -186,6 +198,19 @@ impl Spec for TopkSpec {
             TopkSpec::Select { sl, kp } => {
                 let consts = [("QB", 1), ("SL", sl), ("KP", kp)];
                 shader::render(self, SRC, DType::F32, false, &[D::KindSelect], &consts)
+            }
+            TopkSpec::Pack { storage, l2 } => {
+                let consts = [("QB", 1), ("SL", 64), ("KP", 1)];
+                let store = match storage {
+                    Storage::F32 => D::StoreF32,
+                    Storage::F16 => D::StoreF16,
+                    Storage::Int8 => D::StoreI8,
+                };
+                let mut defines = vec![D::KindPack, store];
+                if l2 {
+                    defines.push(D::MetricL2);
+                }
+                shader::render(self, SRC, DType::F32, false, &defines, &consts)
             }
             TopkSpec::Finish { l2 } => {
                 let consts = [("QB", 1), ("SL", 64), ("KP", 1)];
@@ -379,7 +404,11 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<TopkSpec> {
             }
         }
     }
-    v.insert(TopkSpec::Finish { l2: false });
-    v.insert(TopkSpec::Finish { l2: true });
+    for l2 in [false, true] {
+        v.insert(TopkSpec::Finish { l2 });
+        for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+            v.insert(TopkSpec::Pack { storage, l2 });
+        }
+    }
     v.into_iter().collect()
 }

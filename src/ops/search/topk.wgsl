@@ -424,3 +424,79 @@ fn finish(@builtin(workgroup_id) wg: vec3<u32>,
     out_ids[o] = id;
 }
 //#endif
+
+//#if KIND_PACK
+// Device rows into the index's storage, one invocation per row: P.rows f32
+// rows of P.m values from row P.q0 of `src`, each written as P.dv groups of
+// 8 stored values (zero padded) as the host encodes them: f32 bits, packed
+// halves, or int8 codes of value / (max |x| / 127) with that max as the
+// row's scale (NaN when the row has a NaN or ±∞). With METRIC_L2 also the
+// squared norm of the stored (dequantised) row.
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> packed: array<u32>;
+//#if STORE_I8
+@group(0) @binding(3) var<storage, read_write> scales_out: array<f32>;
+//#endif
+//#if METRIC_L2
+@group(0) @binding(4) var<storage, read_write> norms_out: array<f32>;
+//#endif
+
+fn value(base: u32, j: u32) -> f32 {
+    return select(0.0, src[base + j], j < P.m);
+}
+
+@compute @workgroup_size(64)
+fn pack(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x + gid.y * 65535u * 64u;
+    if (r >= P.rows) {
+        return;
+    }
+    let base = (P.q0 + r) * P.m;
+    var norm = 0.0;
+//#if STORE_F32
+    let words = P.dv * 8u;
+    for (var j = 0u; j < words; j++) {
+        let v = value(base, j);
+        packed[r * words + j] = bitcast<u32>(v);
+        norm += v * v;
+    }
+//#endif
+//#if STORE_F16
+    let words = P.dv * 4u;
+    for (var j = 0u; j < words; j++) {
+        let w = pack2x16float(vec2<f32>(value(base, 2u * j), value(base, 2u * j + 1u)));
+        packed[r * words + j] = w;
+        let h = unpack2x16float(w);
+        norm += h.x * h.x + h.y * h.y;
+    }
+//#endif
+//#if STORE_I8
+    var amax = 0.0;
+    var finite = true;
+    for (var j = 0u; j < P.m; j++) {
+        let a = abs(src[base + j]);
+        finite = finite && (bitcast<u32>(a) < 0x7f800000u);
+        amax = max(amax, a);
+    }
+    // Codes of value / s, s = max / 127 (1 for an all-zero or non-finite row).
+    let s = select(1.0, amax / 127.0, finite && amax > 0.0);
+    let words = P.dv * 2u;
+    for (var j = 0u; j < words; j++) {
+        var w = 0u;
+        for (var b = 0u; b < 4u; b++) {
+            // Halves away from zero, as the host rounds (WGSL's round()
+            // rounds them to even).
+            let x = value(base, 4u * j + b) / s;
+            let q = clamp(sign(x) * floor(abs(x) + 0.5), -127.0, 127.0);
+            w |= (bitcast<u32>(i32(q)) & 0xffu) << (8u * b);
+            norm += (q * s) * (q * s);
+        }
+        packed[r * words + j] = w;
+    }
+    scales_out[r] = select(bitcast<f32>(0x7fc00000u), s * 127.0, finite);
+//#endif
+//#if METRIC_L2
+    norms_out[r] = norm;
+//#endif
+}
+//#endif
