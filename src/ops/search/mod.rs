@@ -16,6 +16,23 @@
 //! (the order vectors were added, removals aside); NaN scores (a NaN in the
 //! corpus) sort after every number. As in FAISS, `k` past the index's length
 //! pads each row with id −1 and score −∞.
+//!
+//! # Differences from FAISS
+//!
+//! | | FAISS | flashdot |
+//! | --- | --- | --- |
+//! | ids | `int64` (`IndexIDMap`); duplicates accepted | `u64` up to [`MAX_ID`] (results carry them as `i64`); a duplicate is refused |
+//! | `add` without ids | refused by `IndexIDMap`; positions in `IndexFlat`, renumbered by `remove_ids` | the next ids after the largest stored; ids never change |
+//! | ties, NaN | unspecified | storage order (insertion order, removals aside); NaN scores last |
+//! | cosine | normalise yourself, then `IndexFlatIP` | [`Metric::Cosine`] normalises vectors and queries |
+//! | L2 | squared distances, `‖q‖² + ‖x‖² − 2·q·x` in f32 | the same; identical vectors may give a tiny ±ε, not clamped |
+//! | `k` | unbounded on CPU, ≤ 2048 on GPU | ≤ [`MAX_K`] (1024); 0 gives empty rows |
+//! | filters | `IDSelector` in `SearchParameters` | a predicate over ids ([`FlatIndex::search_filtered`]), compiled to a device bitmap per call |
+//! | 8-bit storage | `SQ8`: per-dimension min/max trained on the data | per-row symmetric scale (no training), chosen by measurement (recall in the README) |
+//! | `reconstruct` | the decoded vector | the same; a cosine index returns the normalised vector |
+//! | files | `write_index` / `read_index` | flashdot's own versioned format ([`file`](mod@file)) |
+//! | shards | `IndexShards` | [`ShardedIndex`]: adds spread to even the shards, each searched on its own thread |
+//! | device results | GPU indexes return host arrays | [`FlatIndex::search_device`]: ids as i64 halves in a u32 tensor |
 
 pub mod file;
 mod plan;
