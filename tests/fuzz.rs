@@ -401,7 +401,7 @@ fn case(
                 // L2 and filters on two dims only: each (dim, k class,
                 // storage, metric, filter) is its own scan kernel, and their
                 // compiles made the index cases most of the long tier.
-                let narrow = dim == 3 || dim == 8;
+                let narrow = dim == 8 || (all_kernels && dim == 3);
                 let metric = [Metric::Cosine, Metric::InnerProduct, Metric::L2]
                     [r.random_range(0..if narrow { 3 } else { 2 })];
                 let mut idx = FlatIndex::new(

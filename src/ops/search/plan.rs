@@ -389,7 +389,7 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<TopkSpec> {
                     // query block: their combinations are validated on the
                     // scan kinds' edge classes only (the full grid costs
                     // minutes of naga translation).
-                    let flags: &[(bool, bool)] = if [1, 16, 17, 1024].contains(&k) && dp == 8 {
+                    let flags: &[(bool, bool)] = if [1, 17].contains(&k) && dp == 8 {
                         &[(false, false), (true, false), (false, true), (true, true)]
                     } else {
                         &[(false, false)]
