@@ -119,7 +119,7 @@ impl FlatIndex {
             for layer in 0..c.rows.div_ceil(lines) {
                 let first = layer * lines;
                 let n = (c.rows - first).min(lines);
-                let rows = self.read_rows(c, layer, n)?;
+                let rows = self.read_rows(c, first, n)?;
                 let mut rec = Vec::with_capacity(n * (row_bytes + 4));
                 for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
                     rec.extend_from_slice(row);
@@ -135,8 +135,10 @@ impl FlatIndex {
         w.inner.flush().map_err(io)
     }
 
-    /// `n` rows of layer `layer` of chunk `c`, as stored (`n · row_bytes`).
-    fn read_rows(&self, c: &super::Chunk, layer: usize, n: usize) -> Result<Vec<u8>> {
+    /// `n` rows of chunk `c` from its row `first`, all in one texture layer,
+    /// as stored (`n · row_bytes`).
+    pub(super) fn read_rows(&self, c: &super::Chunk, first: usize, n: usize) -> Result<Vec<u8>> {
+        let lines = 1usize << self.layer_shift();
         let ctx = &self.ctx;
         let row_bytes = self.row_bytes();
         // Texture-to-buffer copies need 256-byte row pitches.
@@ -150,8 +152,8 @@ impl FlatIndex {
                     mip_level: 0,
                     origin: wgpu::Origin3d {
                         x: 0,
-                        y: 0,
-                        z: layer as u32,
+                        y: (first % lines) as u32,
+                        z: (first / lines) as u32,
                     },
                     aspect: wgpu::TextureAspect::All,
                 },

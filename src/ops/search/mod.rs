@@ -935,53 +935,21 @@ impl FlatIndex {
             }
             local -= ch.rows;
         }
-        let ctx = &self.ctx;
-        let lines = 1usize << self.layer_shift();
-        let row_bytes = self.row_bytes();
-        // The row's words, then its int8 scale.
-        let t = crate::Tensor::zeros(ctx, &[row_bytes / 4 + 1], DType::U32)?;
-        ctx.scoped(REC, || {
-            let mut enc = ctx.encoder();
-            enc.copy_texture_to_buffer(
-                wgpu::TexelCopyTextureInfo {
-                    texture: &c.texture,
-                    mip_level: 0,
-                    origin: wgpu::Origin3d {
-                        x: 0,
-                        y: (local % lines) as u32,
-                        z: (local / lines) as u32,
-                    },
-                    aspect: wgpu::TextureAspect::All,
-                },
-                wgpu::TexelCopyBufferInfo {
-                    buffer: t.buffer(),
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset: t.offset(),
-                        bytes_per_row: None,
-                        rows_per_image: None,
-                    },
-                },
-                wgpu::Extent3d {
-                    width: self.row_texels() as u32,
-                    height: 1,
-                    depth_or_array_layers: 1,
-                },
-            );
-            if let Some(s) = &c.scales {
-                enc.copy_buffer_to_buffer(
-                    s,
-                    (local * 4) as u64,
-                    t.buffer(),
-                    t.offset() + row_bytes as u64,
-                    4,
-                );
+        let bytes = self.read_rows(c, local, 1)?;
+        let scale = match &c.scales {
+            Some(s) => {
+                let t = crate::Tensor::zeros(&self.ctx, &[1], DType::F32)?;
+                self.ctx.scoped(REC, || {
+                    let mut enc = self.ctx.encoder();
+                    enc.copy_buffer_to_buffer(s, (local * 4) as u64, t.buffer(), t.offset(), 4);
+                    self.ctx.submit(enc);
+                    Ok(())
+                })?;
+                t.to_vec::<f32>()?[0]
             }
-            ctx.submit(enc);
-            Ok(())
-        })?;
-        let words = t.to_vec::<u32>()?;
-        let bytes: &[u8] = bytemuck::cast_slice(&words[..row_bytes / 4]);
-        Ok(self.decode_row(bytes, f32::from_bits(words[row_bytes / 4])))
+            None => 1.0,
+        };
+        Ok(self.decode_row(&bytes, scale))
     }
 
     /// A chunk holding `prev`'s rows (copied on the device) followed by the
@@ -1091,34 +1059,28 @@ impl FlatIndex {
                 dimension: Some(wgpu::TextureViewDimension::D2Array),
                 ..Default::default()
             });
+            // Per-row values after the previous chunk's: from the host, or
+            // from a device tensor at the rows' first.
+            let side = |old: Option<&Tracked>, host: &[f32], dev: Option<&crate::Tensor>| {
+                let dev = match new {
+                    Rows::Device { first, .. } => dev.map(|t| (t, first)),
+                    Rows::Host { .. } => None,
+                };
+                grow_side(ctx, old, old_rows, rows, host, dev)
+            };
+            let (host_scales, host_norms, dev_scales, dev_norms) = match new {
+                Rows::Host { scales, norms, .. } => (scales, norms, None, None),
+                Rows::Device { scales, norms, .. } => (&[][..], &[][..], scales, norms),
+            };
             let scales = (self.opts.storage == Storage::Int8).then(|| {
-                let (host, dev) = match new {
-                    Rows::Host { scales, .. } => (scales, None),
-                    Rows::Device { scales, first, .. } => (&[][..], scales.map(|t| (t, first))),
-                };
-                grow_side(
-                    ctx,
+                side(
                     prev.and_then(|c| c.scales.as_ref()),
-                    old_rows,
-                    rows,
-                    host,
-                    dev,
+                    host_scales,
+                    dev_scales,
                 )
             });
-            let norms = (self.opts.metric == Metric::L2).then(|| {
-                let (host, dev) = match new {
-                    Rows::Host { norms, .. } => (norms, None),
-                    Rows::Device { norms, first, .. } => (&[][..], norms.map(|t| (t, first))),
-                };
-                grow_side(
-                    ctx,
-                    prev.and_then(|c| c.norms.as_ref()),
-                    old_rows,
-                    rows,
-                    host,
-                    dev,
-                )
-            });
+            let norms = (self.opts.metric == Metric::L2)
+                .then(|| side(prev.and_then(|c| c.norms.as_ref()), host_norms, dev_norms));
             Ok(Chunk {
                 texture,
                 view,
