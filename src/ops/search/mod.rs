@@ -751,8 +751,8 @@ impl FlatIndex {
     }
 
     /// An empty chunk texture for `rows` rows (at least one): the texture, its
-    /// lines and its layers.
-    fn chunk_texture(&self, rows: usize) -> (TrackedTexture, usize, usize) {
+    /// 2-D array view (what the scan binds), its lines and its layers.
+    fn chunk_texture(&self, rows: usize) -> (TrackedTexture, wgpu::TextureView, usize, usize) {
         let ctx = &self.ctx;
         let lines = 1usize << self.layer_shift();
         let layers = rows.div_ceil(lines).max(1);
@@ -779,7 +779,11 @@ impl FlatIndex {
                 | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
-        (texture, height, layers)
+        let view = texture.create_view(&wgpu::TextureViewDescriptor {
+            dimension: Some(wgpu::TextureViewDimension::D2Array),
+            ..Default::default()
+        });
+        (texture, view, height, layers)
     }
 
     /// Removes the vectors with these ids (ids not stored are skipped) and
@@ -857,7 +861,7 @@ impl FlatIndex {
         }
         let rows = c.rows - removed.len();
         ctx.scoped(OP, || {
-            let (texture, height, layers) = self.chunk_texture(rows);
+            let (texture, view, height, layers) = self.chunk_texture(rows);
             let side = |b: &Option<Tracked>| b.as_ref().map(|_| side_buffer(ctx, rows * 4));
             let (scales, norms) = (side(&c.scales), side(&c.norms));
             let at = |tex, row: usize| wgpu::TexelCopyTextureInfo {
@@ -898,10 +902,6 @@ impl FlatIndex {
                 }
             }
             ctx.submit(enc);
-            let view = texture.create_view(&wgpu::TextureViewDescriptor {
-                dimension: Some(wgpu::TextureViewDimension::D2Array),
-                ..Default::default()
-            });
             Ok(Chunk {
                 texture,
                 view,
@@ -961,7 +961,7 @@ impl FlatIndex {
         let width = self.row_texels() as u32;
         let row_bytes = self.row_bytes();
         ctx.scoped(OP, || {
-            let (texture, height, layers) = self.chunk_texture(rows);
+            let (texture, view, height, layers) = self.chunk_texture(rows);
             let mut enc = ctx.encoder();
             let old_rows = prev.map_or(0, |p| p.rows);
             if let Some(p) = prev {
@@ -1055,10 +1055,6 @@ impl FlatIndex {
                 r = end;
             }
             ctx.submit(enc);
-            let view = texture.create_view(&wgpu::TextureViewDescriptor {
-                dimension: Some(wgpu::TextureViewDimension::D2Array),
-                ..Default::default()
-            });
             // Per-row values after the previous chunk's: from the host, or
             // from a device tensor at the rows' first.
             let side = |old: Option<&Tracked>, host: &[f32], dev: Option<&crate::Tensor>| {
