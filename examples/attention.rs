@@ -123,6 +123,7 @@ fn run(
                 scale: Some(1.0 / (d as f32).sqrt()),
                 kv_len: None,
                 bias: None,
+                ..Default::default()
             });
             let rep = verify::compare(&got[r * d..(r + 1) * d], &want);
             if !rep.passes(1e-4) {

@@ -286,6 +286,7 @@ fn attention_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R<()> {
             scale: None,
             kv_len: None,
             bias: None,
+            ..Default::default()
         });
         let o = Tensor::zeros(ctx, &[1, h, s, d], DType::F32)?;
         for var in AttentionVariant::ALL {

@@ -163,6 +163,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         scale: None,
         kv_len: None,
         bias: None,
+        ..Default::default()
     });
     let report = verify::compare(&got, &want);
     println!(

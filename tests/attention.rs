@@ -38,6 +38,65 @@ struct Case {
     /// Whether Auto runs too (it repeats another variant's kernel, and a
     /// software adapter compiles each new kernel for seconds).
     auto: bool,
+    /// The inference options.
+    ext: Ext,
+}
+
+/// Inference options of a case (random slopes, sinks and mask drawn from the
+/// case's seed).
+#[derive(Debug, Clone, Default)]
+struct Ext {
+    window: Window,
+    sink_tokens: usize,
+    softcap: Option<f32>,
+    alibi: bool,
+    sinks: bool,
+    /// Boolean mask of this shape (about a quarter of its entries false).
+    mask: Option<[usize; 4]>,
+    /// Paged K/V with pages of this many tokens: each variant also runs on
+    /// the contiguous cache and the two must agree to 1e-6.
+    page: Option<usize>,
+    /// K and V are NaN from key 128 (past the sink tokens' tile in every
+    /// schedule: tiles are up to 128 keys) to the first query's window
+    /// start: a kernel that loads a key no row can see, rather than skipping
+    /// its tile, outputs NaN (0·NaN is NaN). The naive kernel, which
+    /// multiplies all of K and V, is left out.
+    nan_outside: bool,
+}
+
+/// `c`'s K or V (`x`, `[b, hkv, sk, w]` in `c.layout`) as a page pool in
+/// `c.layout`, pages assigned by `table` (`[b, max_pages]`); slots no key
+/// fills are NaN, so a kernel that reads one fails the comparison.
+fn to_pool(c: &Case, x: &[f32], w: usize, page: usize, table: &[u32], npages: usize) -> Vec<f32> {
+    let maxp = c.sk.div_ceil(page);
+    let mut pool = vec![f32::NAN; npages * page * c.hkv * w];
+    for b in 0..c.b {
+        for h in 0..c.hkv {
+            for j in 0..c.sk {
+                let pg = table[b * maxp + j / page] as usize;
+                let src = match c.layout {
+                    Layout::Bhsd => ((b * c.hkv + h) * c.sk + j) * w,
+                    Layout::Bshd => ((b * c.sk + j) * c.hkv + h) * w,
+                };
+                let dst = match c.layout {
+                    Layout::Bhsd => ((pg * c.hkv + h) * page + j % page) * w,
+                    Layout::Bshd => ((pg * page + j % page) * c.hkv + h) * w,
+                };
+                pool[dst..dst + w].copy_from_slice(&x[src..src + w]);
+            }
+        }
+    }
+    pool
+}
+
+/// `x` (`[.., seq_q, sk]` rows) widened to `[.., seq_q, to]` with `fill`.
+fn widen<T: Copy>(x: &[T], sk: usize, to: usize, fill: T) -> Vec<T> {
+    if sk == 0 {
+        return vec![fill; 0];
+    }
+    x.chunks(sk)
+        .flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(fill, to - sk)))
+        .collect()
 }
 
 static SCHEDS: [FlashSchedule; 4] = FlashSchedule::ALL;
@@ -80,15 +139,84 @@ fn run_on(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, f64)> {
     let name = format!("{c:?}");
     let mut rng = rng(&name);
     let q = uniform(&mut rng, c.b * c.hq * c.sq * c.d);
-    let k = uniform(&mut rng, c.b * c.hkv * c.sk * c.d);
-    let v = uniform(&mut rng, c.b * c.hkv * c.sk * c.dv);
+    let mut k = uniform(&mut rng, c.b * c.hkv * c.sk * c.d);
+    let mut v = uniform(&mut rng, c.b * c.hkv * c.sk * c.dv);
+    if c.ext.nan_outside {
+        for b in 0..c.b {
+            let kvend = c
+                .kv_len
+                .as_ref()
+                .map_or(c.sk, |l| (l[b] as usize).min(c.sk));
+            let diag = match c.causal {
+                Causal::TopLeft => 0,
+                _ => kvend as i64 - c.sq as i64,
+            };
+            let start = (diag - c.ext.window.left.unwrap() as i64).max(0) as usize;
+            for j in c.ext.sink_tokens.max(128)..start {
+                for h in 0..c.hkv {
+                    let at = |w: usize| match c.layout {
+                        Layout::Bhsd => ((b * c.hkv + h) * c.sk + j) * w,
+                        Layout::Bshd => ((b * c.sk + j) * c.hkv + h) * w,
+                    };
+                    k[at(c.d)..at(c.d) + c.d].fill(f32::NAN);
+                    v[at(c.dv)..at(c.dv) + c.dv].fill(f32::NAN);
+                }
+            }
+        }
+    }
     let (gq, q) = upload_to(ctx, &q, &shape(c.layout, c.b, c.hq, c.sq, c.d), c.dtype);
     let (gk, k) = upload_to(ctx, &k, &shape(c.layout, c.b, c.hkv, c.sk, c.d), c.dtype);
     let (gv, v) = upload_to(ctx, &v, &shape(c.layout, c.b, c.hkv, c.sk, c.dv), c.dtype);
     let bias_vals = c.bias.map(|s| uniform(&mut rng, s.iter().product()));
-    let gbias = c
+    let x = &c.ext;
+    // Paged: a pool of every sequence's pages in shuffled order plus a spare,
+    // and the logical seq_k (whole pages) the bias and mask must span.
+    let paged = x.page.map(|page| {
+        let maxp = c.sk.div_ceil(page);
+        let npages = c.b * maxp + 1;
+        let mut ids: Vec<u32> = (0..npages as u32).collect();
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, rng.random_range(0..=i));
+        }
+        let table = ids[..c.b * maxp].to_vec();
+        let pk = to_pool(c, &k, c.d, page, &table, npages);
+        let pv = to_pool(c, &v, c.dv, page, &table, npages);
+        let pshape = |w| match c.layout {
+            Layout::Bhsd => vec![npages, c.hkv, page, w],
+            Layout::Bshd => vec![npages, page, c.hkv, w],
+        };
+        let gk = upload_to(ctx, &pk, &pshape(c.d), c.dtype).0;
+        let gv = upload_to(ctx, &pv, &pshape(c.dv), c.dtype).0;
+        (table, maxp, maxp * page, gk, gv)
+    });
+    let sk_log = paged.as_ref().map_or(c.sk, |p| p.2);
+    let widen_shape = |s: [usize; 4]| [s[0], s[1], s[2], sk_log];
+    let gbias_c = c
         .bias
         .map(|s| Tensor::from_slice(ctx, bias_vals.as_ref().unwrap(), &s).unwrap());
+    let gbias = c.bias.map(|s| {
+        let vals = widen(bias_vals.as_ref().unwrap(), c.sk, sk_log, 0.0);
+        Tensor::from_slice(ctx, &vals, &widen_shape(s)).unwrap()
+    });
+    let slopes: Vec<f32> = (0..c.hq)
+        .map(|h| 2f32.powf(-8.0 * (h + 1) as f32 / c.hq as f32))
+        .collect();
+    let sinks: Vec<f32> = uniform(&mut rng, c.hq).iter().map(|s| 2.0 * s).collect();
+    let mask_vals: Option<Vec<bool>> = x.mask.map(|s| {
+        (0..s.iter().product())
+            .map(|_| rng.random_bool(0.75))
+            .collect()
+    });
+    let gmask_c = x
+        .mask
+        .map(|s| BoolMask::from_bools(ctx, s, mask_vals.as_ref().unwrap()).unwrap());
+    let gmask = x.mask.map(|s| {
+        let vals = widen(mask_vals.as_ref().unwrap(), c.sk, sk_log, false);
+        BoolMask::from_bools(ctx, widen_shape(s), &vals).unwrap()
+    });
+    let kv_len_paged: Option<Vec<u32>> = paged
+        .as_ref()
+        .map(|_| c.kv_len.clone().unwrap_or(vec![c.sk as u32; c.b]));
     let (want, want_lse) = reference::attention::attention(&reference::attention::AttentionRef {
         q: &q,
         k: &k,
@@ -99,6 +227,12 @@ fn run_on(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, f64)> {
         scale: None,
         kv_len: c.kv_len.as_deref(),
         bias: c.bias.map(|s| (&bias_vals.as_ref().unwrap()[..], s)),
+        window: (x.window.left, x.window.right),
+        sink_tokens: x.sink_tokens,
+        softcap: x.softcap,
+        alibi: x.alibi.then_some(&slopes[..]),
+        sinks: x.sinks.then_some(&sinks[..]),
+        mask: x.mask.map(|s| (&mask_vals.as_ref().unwrap()[..], s)),
     });
     let out = Tensor::zeros(ctx, &shape(c.layout, c.b, c.hq, c.sq, c.dv), c.dtype).unwrap();
     let lse = Tensor::zeros(ctx, &[c.b, c.hq, c.sq], DType::F32).unwrap();
@@ -107,6 +241,7 @@ fn run_on(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, f64)> {
     let runs = AttentionVariant::ALL
         .into_iter()
         .filter(|&v| c.auto || v != AttentionVariant::Auto)
+        .filter(|&v| !c.ext.nan_outside || v != AttentionVariant::Naive)
         .flat_map(|v| {
             let how: Vec<How> = match v {
                 AttentionVariant::Flash => c.flash.iter().map(|&s| How::Sched(s)).collect(),
@@ -130,15 +265,43 @@ fn run_on(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, f64)> {
             _ => None,
         };
         opts.kv_len = c.kv_len.as_deref();
-        opts.bias = gbias.as_ref();
+        opts.window = x.window;
+        opts.sink_tokens = x.sink_tokens;
+        opts.softcap = x.softcap;
+        opts.alibi_slopes = x.alibi.then_some(&slopes[..]);
+        opts.sinks = x.sinks.then_some(&sinks[..]);
+        opts.bias = gbias_c.as_ref();
+        opts.mask = gmask_c.as_ref();
+        // Paged cases run the contiguous cache first and compare against it.
+        let mut contiguous = None;
+        if let Some((table, maxp, ..)) = &paged {
+            if var != AttentionVariant::Naive {
+                out.poison().unwrap();
+                attention_into(&gq, &gk, &gv, &opts, &out, None)
+                    .unwrap_or_else(|e| panic!("{name} {var:?} {how:?} contiguous: {e}"));
+                contiguous = Some(read(&out));
+            }
+            opts.paged = Some(PagedKv {
+                block_table: table,
+                max_pages: *maxp,
+            });
+            opts.kv_len = kv_len_paged.as_deref();
+            opts.bias = gbias.as_ref();
+            opts.mask = gmask.as_ref();
+        }
+        let (gk, gv) = paged.as_ref().map_or((&gk, &gv), |p| (&p.3, &p.4));
         out.poison().unwrap();
         lse.poison().unwrap();
         let case = format!("{name} {var:?} {how:?}");
-        let run = attention_into(&gq, &gk, &gv, &opts, &out, c.lse.then_some(&lse));
-        match plan(&gq, &gk, &gv, &opts) {
+        let run = attention_into(&gq, gk, gv, &opts, &out, c.lse.then_some(&lse));
+        match plan(&gq, gk, gv, &opts) {
             // A forced schedule or source that cannot serve the shape is
-            // refused, by the plan and by the call alike, never substituted.
-            Err(Error::Unsupported { .. }) if !matches!(how, How::Default) => {
+            // refused, by the plan and by the call alike, never substituted;
+            // so is the naive kernel for a paged cache.
+            Err(Error::Unsupported { .. })
+                if !matches!(how, How::Default)
+                    || (paged.is_some() && var == AttentionVariant::Naive) =>
+            {
                 let e = run.expect_err(&case);
                 assert!(matches!(e, Error::Unsupported { .. }), "{case}: {e}");
                 continue;
@@ -153,8 +316,31 @@ fn run_on(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, f64)> {
                 run.unwrap_or_else(|e| panic!("{case}: {e}"));
             }
         }
-        let rep = verify::compare(&read(&out), &want);
+        let got = read(&out);
+        let rep = verify::compare(&got, &want);
         check(&rep, tol, &case);
+        if let Some(cont) = &contiguous {
+            let cont: Vec<f64> = cont.iter().map(|&x| x as f64).collect();
+            check(
+                &verify::compare(&got, &cont),
+                1e-6,
+                &format!("{case} paged vs contiguous"),
+            );
+        }
+        // A row the reference leaves at exact zeros (every key masked) is
+        // exact zeros.
+        for (r, (g, w)) in got
+            .chunks(c.dv.max(1))
+            .zip(want.chunks(c.dv.max(1)))
+            .enumerate()
+        {
+            if w.iter().all(|&x| x == 0.0) {
+                assert!(
+                    g.iter().all(|&x| x == 0.0),
+                    "{case}: fully masked row {r} is {g:?}"
+                );
+            }
+        }
         if c.lse {
             let rep = verify::compare(&lse.to_vec::<f32>().unwrap(), &want_lse);
             check(&rep, tol, &format!("{case} lse"));
@@ -230,6 +416,7 @@ fn grid_f32(parity: usize) {
             // long queries, SplitKv for short): both of its branches run without
             // new compiles.
             auto: i % 4 == 3 || sq < 64,
+            ext: Ext::default(),
         };
         let errs = run(&c);
         let naive = errs
@@ -272,6 +459,7 @@ fn extreme_head_dims(dims: &[usize]) {
                 kv_len: None,
                 dtype: DType::F32,
                 lse: true,
+                ext: Ext::default(),
             });
         }
     }
@@ -317,6 +505,7 @@ fn every_head_dim_both_causal_and_layouts() {
                 kv_len: None,
                 dtype: DType::F32,
                 lse: true,
+                ext: Ext::default(),
             });
         }
     }
@@ -349,6 +538,7 @@ fn padded_cache_bottom_right_aligns_to_each_length() {
             scale: None,
             kv_len: Some(&kv),
             bias: None,
+            ..Default::default()
         });
         for bb in 0..b {
             let n = kv[bb] as usize;
@@ -372,6 +562,7 @@ fn padded_cache_bottom_right_aligns_to_each_length() {
                 scale: None,
                 kv_len: None,
                 bias: None,
+                ..Default::default()
             });
             let got = &padded[bb * hq * sq * d..(bb + 1) * hq * sq * d];
             check(
@@ -397,6 +588,7 @@ fn padded_cache_bottom_right_aligns_to_each_length() {
             kv_len: Some(kv),
             dtype: DType::F32,
             lse: true,
+            ext: Ext::default(),
         });
     }
 }
@@ -427,6 +619,7 @@ fn batch_kv_len_bias_broadcast_and_masked_rows() {
                 kv_len: Some(kv),
                 dtype: DType::F32,
                 lse: true,
+                ext: Ext::default(),
             });
         }
     }
@@ -448,7 +641,86 @@ fn batch_kv_len_bias_broadcast_and_masked_rows() {
         kv_len: None,
         dtype: DType::F32,
         lse: true,
+        ext: Ext::default(),
     });
+}
+
+/// Every inference option at once (window with sink tokens, soft cap, ALiBi,
+/// learned sinks, a boolean mask, a paged cache, per-sequence lengths) on
+/// every kernel, GQA, bottom-right, sizes off every tile; paged equals
+/// contiguous.
+#[test]
+fn inference_options_together_every_kernel() {
+    run(&Case {
+        flash: &SCHEDS,
+        split: &SPLITS,
+        auto: true,
+        b: 2,
+        hq: 4,
+        hkv: 2,
+        sq: 37,
+        sk: 203,
+        d: 16,
+        dv: 16,
+        layout: Layout::Bshd,
+        causal: Causal::BottomRight,
+        bias: None,
+        kv_len: Some(vec![203, 150]),
+        dtype: DType::F32,
+        lse: true,
+        ext: Ext {
+            window: Window::left(40),
+            sink_tokens: 4,
+            softcap: Some(0.5),
+            alibi: true,
+            sinks: true,
+            mask: Some([2, 1, 37, 203]),
+            page: Some(16),
+            nan_outside: false,
+        },
+    });
+}
+
+/// Keys outside every row's window (past the sink tokens) are NaN: each
+/// fused kernel must skip their tiles, for decode (seq_q 1) and a prefill
+/// chunk (seq_q 64), under both causal conventions.
+#[test]
+fn window_tiles_outside_are_never_read() {
+    for (i, (sq, causal)) in [
+        (1, Causal::BottomRight),
+        (64, Causal::TopLeft),
+        (64, Causal::BottomRight),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sk = if causal == Causal::TopLeft { 64 } else { 700 };
+        let window = if causal == Causal::TopLeft { 3 } else { 100 };
+        run(&Case {
+            flash: &SCHEDS,
+            split: if sq == 1 { &SPLITS } else { srot(i) },
+            auto: false,
+            b: 1,
+            hq: 2,
+            hkv: 1,
+            sq,
+            sk,
+            d: 16,
+            dv: 16,
+            layout: Layout::Bhsd,
+            causal,
+            bias: None,
+            kv_len: None,
+            dtype: DType::F32,
+            lse: true,
+            ext: Ext {
+                window: Window::left(window),
+                sink_tokens: 4,
+                nan_outside: causal != Causal::TopLeft,
+                ..Ext::default()
+            },
+        });
+    }
 }
 
 #[test]
@@ -498,6 +770,7 @@ fn f16_cases(cases: &[(usize, usize, usize, Causal, Layout)]) {
             kv_len: None,
             dtype: DType::F16,
             lse: true,
+            ext: Ext::default(),
         });
     }
 }
@@ -535,6 +808,7 @@ fn random_small_shapes() {
             kv_len: None,
             dtype: DType::F32,
             lse: r.random_bool(0.5),
+            ext: Ext::default(),
         };
         let c = Case {
             bias: r.random_bool(0.3).then_some([c.b, c.hq, c.sq, c.sk]),
@@ -575,6 +849,7 @@ fn every_schedule_on_hard_shapes() {
         flash: &SCHEDS,
         split: &SPLITS,
         auto: false,
+        ext: Ext::default(),
     });
 }
 
@@ -614,6 +889,7 @@ fn hard_bshd_case() -> Case {
         flash: &[],
         split: &[],
         auto: false,
+        ext: Ext::default(),
     }
 }
 
@@ -655,6 +931,7 @@ fn long_sequence_flash_runs_naive_refuses() {
             scale: None,
             kv_len: None,
             bias: None,
+            ..Default::default()
         });
         let got = &out[(hh * s + row) * d..(hh * s + row + 1) * d];
         check(
@@ -751,6 +1028,7 @@ fn rows_quick_kernel_then_best() {
         scale: None,
         kv_len: None,
         bias: None,
+        ..Default::default()
     });
     let opts = AttentionOptions::default()
         .variant(AttentionVariant::Flash)
@@ -767,4 +1045,178 @@ fn rows_quick_kernel_then_best() {
         // the second call compiles nothing new.
         assert_eq!(ctx.cached_pipelines(), before + 2, "{call}");
     }
+}
+
+/// `kv_append` writes each sequence's new rows at its own length, into a
+/// contiguous cache or through a block table into pages, in both layouts and
+/// both dtypes, and leaves every other slot as it was; then a decode step on
+/// the paged cache matches the contiguous one.
+#[test]
+fn kv_append_contiguous_and_paged() {
+    let ctx = ctx();
+    let (b, hkv, d, dv, s_new) = (3, 2, 12, 7, 5);
+    let dtypes: &[DType] = if ctx.info().has_f16() {
+        &[DType::F32, DType::F16]
+    } else {
+        &[DType::F32]
+    };
+    for (&dtype, layout) in dtypes.iter().cycle().zip([Layout::Bshd, Layout::Bhsd]) {
+        let case = format!("kv_append {dtype} {layout:?}");
+        let mut r = rng(&case);
+        let kv_len = [0u32, 17, 35];
+        // (outer, rows) of the cache: contiguous [b, 40] or a pool of 20
+        // pages of 8 with a shuffled block table of 5 pages a sequence.
+        let (page, maxp, npages) = (8, 5, 20);
+        let mut ids: Vec<u32> = (0..npages as u32).collect();
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, r.random_range(0..=i));
+        }
+        let table = ids[..b * maxp].to_vec();
+        for paged in [false, true] {
+            let (outer, rows) = if paged { (npages, page) } else { (b, 40) };
+            let at = |o: usize, row: usize, h: usize, w: usize| match layout {
+                Layout::Bshd => ((o * rows + row) * hkv + h) * w,
+                Layout::Bhsd => ((o * hkv + h) * rows + row) * w,
+            };
+            let nat = |bb: usize, t: usize, h: usize, w: usize| match layout {
+                Layout::Bshd => ((bb * s_new + t) * hkv + h) * w,
+                Layout::Bhsd => ((bb * hkv + h) * s_new + t) * w,
+            };
+            let cshape = |w| shape(layout, outer, hkv, rows, w);
+            let (kc, mut want_k) = upload_to(
+                &ctx,
+                &uniform(&mut r, outer * rows * hkv * d),
+                &cshape(d),
+                dtype,
+            );
+            let (vc, mut want_v) = upload_to(
+                &ctx,
+                &uniform(&mut r, outer * rows * hkv * dv),
+                &cshape(dv),
+                dtype,
+            );
+            let (kn, nk) = upload_to(
+                &ctx,
+                &uniform(&mut r, b * s_new * hkv * d),
+                &shape(layout, b, hkv, s_new, d),
+                dtype,
+            );
+            let (vn, nv) = upload_to(
+                &ctx,
+                &uniform(&mut r, b * s_new * hkv * dv),
+                &shape(layout, b, hkv, s_new, dv),
+                dtype,
+            );
+            for bb in 0..b {
+                for t in 0..s_new {
+                    let pos = kv_len[bb] as usize + t;
+                    let (o, row) = if paged {
+                        (table[bb * maxp + pos / page] as usize, pos % page)
+                    } else {
+                        (bb, pos)
+                    };
+                    for h in 0..hkv {
+                        want_k[at(o, row, h, d)..][..d]
+                            .copy_from_slice(&nk[nat(bb, t, h, d)..][..d]);
+                        want_v[at(o, row, h, dv)..][..dv]
+                            .copy_from_slice(&nv[nat(bb, t, h, dv)..][..dv]);
+                    }
+                }
+            }
+            let pk = paged.then_some(PagedKv {
+                block_table: &table,
+                max_pages: maxp,
+            });
+            kv_append(&kc, &vc, &kn, &vn, &kv_len, layout, pk)
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(read(&kc), want_k, "{case} paged {paged}: K cache");
+            assert_eq!(read(&vc), want_v, "{case} paged {paged}: V cache");
+            // Past a sequence's capacity, or a page past the pool: refused.
+            let full = [0u32, 17, (maxp * page) as u32 - 4];
+            let e = kv_append(
+                &kc,
+                &vc,
+                &kn,
+                &vn,
+                if paged { &full } else { &[0, 36, 0] },
+                layout,
+                pk,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(e, Error::Shape { .. }) && e.to_string().contains("capacity"),
+                "{e}"
+            );
+        }
+        let mut bad = table.clone();
+        bad[3] = npages as u32;
+        let pool = Tensor::zeros(&ctx, &shape(layout, npages, hkv, page, d), dtype).unwrap();
+        let poolv = Tensor::zeros(&ctx, &shape(layout, npages, hkv, page, dv), dtype).unwrap();
+        let kn = Tensor::zeros(&ctx, &shape(layout, b, hkv, 1, d), dtype).unwrap();
+        let vn = Tensor::zeros(&ctx, &shape(layout, b, hkv, 1, dv), dtype).unwrap();
+        let pk = PagedKv {
+            block_table: &bad,
+            max_pages: maxp,
+        };
+        let e = kv_append(&pool, &poolv, &kn, &vn, &kv_len, layout, Some(pk)).unwrap_err();
+        assert!(e.to_string().contains("block_table[3]"), "{e}");
+    }
+}
+
+/// The inference options refuse bad values with errors naming them.
+#[test]
+fn inference_option_errors() {
+    let ctx = ctx();
+    let z = |s: &[usize]| Tensor::zeros(&ctx, s, DType::F32).unwrap();
+    let (q, k) = (z(&[2, 4, 3, 8]), z(&[2, 2, 10, 8]));
+    let err = |o: &AttentionOptions| attention(&q, &k, &k, o).unwrap_err().to_string();
+    let e = err(&AttentionOptions::default().softcap(0.0));
+    assert!(e.contains("softcap"), "{e}");
+    let e = err(&AttentionOptions::default().alibi_slopes(&[1.0; 3]));
+    assert!(
+        e.contains("alibi_slopes has 3 entries for heads_q 4"),
+        "{e}"
+    );
+    let e = err(&AttentionOptions::default().sinks(&[0.0, f32::NAN, 0.0, 0.0]));
+    assert!(e.contains("sinks[1]"), "{e}");
+    let m = BoolMask::from_bools(&ctx, [1, 1, 3, 9], &[true; 27]).unwrap();
+    let e = err(&AttentionOptions::default().mask(&m));
+    assert!(
+        e.contains("mask is [1, 1, 3, 9], expected [2|1, 4|1, 3, 10]"),
+        "{e}"
+    );
+    assert!(BoolMask::from_u8(&ctx, [1, 1, 3, 10], &[1; 29]).is_err());
+    // Paged: the table's length and its pages are checked; the naive kernel
+    // cannot read pages.
+    let pool = z(&[5, 2, 4, 8]);
+    let paged = |t: &'static [u32]| PagedKv {
+        block_table: t,
+        max_pages: 3,
+    };
+    let e = attention(
+        &q,
+        &pool,
+        &pool,
+        &AttentionOptions::default().paged(paged(&[0, 1, 2])),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("block table has 3 entries for batch 2"), "{e}");
+    let e = attention(
+        &q,
+        &pool,
+        &pool,
+        &AttentionOptions::default().paged(paged(&[0, 1, 2, 3, 4, 5])),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("block_table[5] = 5 is past the pool's 5 pages"),
+        "{e}"
+    );
+    let o = AttentionOptions::default()
+        .paged(paged(&[0, 1, 2, 3, 4, 0]))
+        .variant(AttentionVariant::Naive);
+    let e = attention(&q, &pool, &pool, &o).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
 }

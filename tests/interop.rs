@@ -211,6 +211,7 @@ fn recorded_chain_matches_the_reference() {
         scale: None,
         kv_len: None,
         bias: None,
+        ..Default::default()
     });
     check(
         &verify::compare(&att.to_vec::<f32>().unwrap(), &want_att),
@@ -299,6 +300,7 @@ fn kv_cache_appends_then_attention() {
         scale: None,
         kv_len: None,
         bias: None,
+        ..Default::default()
     });
     check(&verify::compare(&got, &want), 1e-5, "cache");
     // Outside the shape, past its end, or half words: refused.
@@ -377,6 +379,7 @@ fn attention_on_views_of_a_fused_qkv() {
             scale: None,
             kv_len: None,
             bias: None,
+            ..Default::default()
         });
         let tol = if dtype == DType::F16 { 5e-3 } else { 1e-5 };
         check(

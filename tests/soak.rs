@@ -127,6 +127,7 @@ fn call(ctx: &Context, rng: &mut Rng64, i: usize) -> &'static str {
                 scale: None,
                 kv_len: None,
                 bias: None,
+                ..Default::default()
             });
             check(
                 &verify::compare(&read(&got.out), &want),

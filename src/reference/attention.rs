@@ -3,7 +3,7 @@
 use crate::ops::attention::{Causal, Layout};
 
 /// Inputs of [`attention`]; tensors as flat f32 slices in `layout`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct AttentionRef<'a> {
     /// `[b, hq, sq, d]` (or `[b, sq, hq, d]`).
     pub q: &'a [f32],
@@ -23,10 +23,25 @@ pub struct AttentionRef<'a> {
     pub kv_len: Option<&'a [u32]>,
     /// Bias values and its shape `[b|1, hq|1, sq, sk]`.
     pub bias: Option<(&'a [f32], [usize; 4])>,
+    /// Window (left, right) around the diagonal; `None` unbounded.
+    pub window: (Option<usize>, Option<usize>),
+    /// Sink tokens: the first keys, visible whatever the left window.
+    pub sink_tokens: usize,
+    /// Soft cap of the scaled scores.
+    pub softcap: Option<f32>,
+    /// ALiBi slopes `[hq]`.
+    pub alibi: Option<&'a [f32]>,
+    /// Learned sink logits `[hq]`.
+    pub sinks: Option<&'a [f32]>,
+    /// Boolean mask (true = attend) and its shape `[b|1, hq|1, sq, sk]`.
+    pub mask: Option<(&'a [bool], [usize; 4])>,
 }
 
 /// Returns (output in `layout`, lse `[b, hq, sq]`). Fully masked rows give zeros
-/// and an LSE of −∞.
+/// and an LSE of −∞ (the sink logit with sinks). Written from the definition,
+/// key by key: visibility (kv_len, causal, window, sink tokens, mask), then the
+/// score (scale, soft cap, ALiBi, bias), then the softmax with the sink in the
+/// denominator.
 pub fn attention(a: &AttentionRef) -> (Vec<f64>, Vec<f64>) {
     let [b, hq, hkv, sq, sk, d, dv] = a.dims;
     let g = hq / hkv.max(1);
@@ -38,45 +53,74 @@ pub fn attention(a: &AttentionRef) -> (Vec<f64>, Vec<f64>) {
     let mut out = vec![0.0f64; b * hq * sq * dv];
     let mut lse = vec![f64::NEG_INFINITY; b * hq * sq];
     let mut scores = vec![0.0f64; sk];
+    let bcast = |shape: [usize; 4], bb: usize, h: usize, i: usize, j: usize| {
+        let bi =
+            (if shape[0] == 1 { 0 } else { bb }) * shape[1] + if shape[1] == 1 { 0 } else { h };
+        (bi * sq + i) * sk + j
+    };
     for bb in 0..b {
         let kvend = a.kv_len.map_or(sk, |l| (l[bb] as usize).min(sk));
+        // The diagonal: key i + diag is query i's own. Aligned to this
+        // sequence's keys except under TopLeft: with kv_len, its last query
+        // is key kv_len[b] − 1 (FlashAttention's convention for a padded KV
+        // cache).
+        let diag = match a.causal {
+            Causal::TopLeft => 0,
+            _ => kvend as i64 - sq as i64,
+        };
         for h in 0..hq {
             let hk = h / g;
             for i in 0..sq {
-                let end = match a.causal {
-                    Causal::None => kvend,
-                    Causal::TopLeft => (i + 1).min(kvend),
-                    // Aligned to this sequence's keys: with kv_len, its
-                    // last query sees key kv_len[b] − 1 (FlashAttention's
-                    // convention for a padded KV cache).
-                    Causal::BottomRight => {
-                        ((i + 1 + kvend) as i64 - sq as i64).clamp(0, kvend as i64) as usize
-                    }
+                let dg = i as i64 + diag;
+                let visible = |j: usize| {
+                    let jj = j as i64;
+                    j < kvend
+                        && (a.causal == Causal::None || jj <= dg)
+                        && a.window.1.is_none_or(|r| jj <= dg + r as i64)
+                        && (a.window.0.is_none_or(|l| jj >= dg - l as i64) || j < a.sink_tokens)
+                        && a.mask.is_none_or(|(m, ms)| m[bcast(ms, bb, h, i, j)])
                 };
                 let qo = idx(bb, h, hq, i, sq, d);
                 let mut mx = f64::NEG_INFINITY;
-                for (j, s) in scores.iter_mut().enumerate().take(end) {
+                let mut seen = false;
+                for (j, s) in scores.iter_mut().enumerate() {
+                    *s = f64::NEG_INFINITY;
+                    if !visible(j) {
+                        continue;
+                    }
+                    seen = true;
                     let ko = idx(bb, hk, hkv, j, sk, d);
                     let mut acc = 0.0;
                     for t in 0..d {
                         acc += a.q[qo + t] as f64 * a.k[ko + t] as f64;
                     }
                     acc *= scale;
+                    if let Some(cap) = a.softcap {
+                        acc = cap as f64 * (acc / cap as f64).tanh();
+                    }
+                    if let Some(sl) = a.alibi {
+                        acc -= sl[h] as f64 * (dg - j as i64).abs() as f64;
+                    }
                     if let Some((bias, bs)) = a.bias {
-                        let bi = (if bs[0] == 1 { 0 } else { bb }) * bs[1]
-                            + if bs[1] == 1 { 0 } else { h };
-                        acc += bias[(bi * sq + i) * sk + j] as f64;
+                        acc += bias[bcast(bs, bb, h, i, j)] as f64;
                     }
                     *s = acc;
                     mx = mx.max(acc);
                 }
-                if end == 0 || mx == f64::NEG_INFINITY {
+                let sink = a.sinks.map(|s| s[h] as f64);
+                if !seen || mx == f64::NEG_INFINITY {
+                    lse[(bb * hq + h) * sq + i] = sink.unwrap_or(f64::NEG_INFINITY);
                     continue;
                 }
-                let sum: f64 = scores[..end].iter().map(|s| (s - mx).exp()).sum();
+                let mx = sink.map_or(mx, |s| mx.max(s));
+                let sum: f64 = scores.iter().map(|s| (s - mx).exp()).sum::<f64>()
+                    + sink.map_or(0.0, |s| (s - mx).exp());
                 lse[(bb * hq + h) * sq + i] = mx + sum.ln();
                 let oo = idx(bb, h, hq, i, sq, dv);
-                for (j, s) in scores.iter().enumerate().take(end) {
+                for (j, s) in scores.iter().enumerate() {
+                    if *s == f64::NEG_INFINITY {
+                        continue;
+                    }
                     let p = (s - mx).exp() / sum;
                     let vo = idx(bb, hk, hkv, j, sk, dv);
                     for t in 0..dv {

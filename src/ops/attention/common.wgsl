@@ -9,7 +9,12 @@
 // [B, H, S, D] and [B, S, H, D] layouts run the same code; the last dim is
 // contiguous. Template parameters: KIND_* selects the kernel; VEC reads vec4s
 // (d and dv multiples of 4); BIAS, LSE; consts D4 / DV4 (vec4s per row of
-// Q/K and V/O), BQ, BKV, SK; MASKS declares kv_len, bias and key_end().
+// Q/K and V/O), BQ, BKV, SK; MASKS declares the aux table (kv_len, block
+// table, per-head slopes and sinks), the bias and the mask functions. EXT
+// turns on the inference options (window, sink tokens, softcap, ALiBi, learned
+// sinks), BOOL_MASK a bit-packed boolean mask, PAGED K/V read through a block
+// table: each kernel calls the same functions whatever is on, and with an
+// option off its function folds to the plain case.
 
 struct Params {
     b: u32, hq: u32, hkv: u32, sq: u32,
@@ -26,12 +31,24 @@ struct Params {
     // the texels per line.
     kt_sb: u32, kt_sh: u32, kt_ss: u32, wsh: u32,
     vt_sb: u32, vt_sh: u32, vt_ss: u32, _p4: u32,
+    // EXT: window left / right (−1: unbounded), sink tokens (the first keys,
+    // visible whatever the left window), softcap (0: off).
+    win_l: i32, win_r: i32, sink_tok: u32, softcap: f32,
+    // flags: 1 ALiBi, 2 learned sinks. aux offsets of the block table and of
+    // the per-head table (ALiBi slopes, then sink logits, as f32 bits).
+    flags: u32, tab_off: u32, head_off: u32, max_pages: u32,
+    // PAGED: tokens per page, pages in the pool. BOOL_MASK: word strides
+    // (batch, head, row; 0 where broadcast).
+    page: u32, npages: u32, mask_sb: u32, mask_sh: u32,
+    mask_ss: u32, _p5: u32, _p6: u32, _p7: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 
 // Initial running max: finite, so a fully masked chunk never computes inf - inf.
 const NEG: f32 = -1.0e30;
+// Score of a masked key where a kernel keeps scores rather than flags.
+const MASKED: f32 = -3.0e38;
 
 //#if HAS_INPUTS
 //#if VEC
@@ -72,26 +89,157 @@ fn ld_v(base: u32, c: u32) -> vec4<f32> {
 
 //#if MASKS
 // Masking inputs shared by the fused kernels and the naive path's softmax.
-@group(0) @binding(5) var<storage, read> kvlen: array<u32>;
+// aux: kv_len[b] at 0, the block table at tab_off, the per-head table at
+// head_off.
+@group(0) @binding(5) var<storage, read> aux: array<u32>;
 //#if BIAS
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
 //#endif
+//#if BOOL_MASK
+@group(0) @binding(11) var<storage, read> maskw: array<u32>;
+//#endif
 
-// Exclusive end of the keys query `row` of batch `b` may see. Causal 1 is
-// top-left (offset causal_off, 0); causal 2 is bottom-right aligned to the
-// sequence's own key count, so that in a cache padded to capacity the last
-// query sees key kv_len[b] - 1, not key seq_k - 1.
-fn key_end(b: u32, row: u32) -> u32 {
-    let kvend = min(P.sk, kvlen[b]);
-    if (P.causal == 0u) {
-        return kvend;
-    }
-    var off = P.causal_off;
-    if (P.causal == 2u) {
-        off = i32(kvend) - i32(P.sq);
-    }
-    return u32(clamp(i32(row) + off + 1, 0, i32(kvend)));
+// Keys of sequence b (its kv_len, at most seq_k).
+fn kv_end(b: u32) -> u32 {
+    return min(P.sk, aux[b]);
 }
+
+// The diagonal of sequence b: query row i's own key is i + diag(b). Causal 1
+// is top-left (offset causal_off); otherwise bottom-right aligned to the
+// sequence's own key count, so that in a cache padded to capacity the last
+// query is key kv_len[b] - 1, not key seq_k - 1 (windows and ALiBi align to
+// it without a causal mask too, as FlashAttention does).
+fn diag(b: u32) -> i32 {
+    if (P.causal == 1u) {
+        return P.causal_off;
+    }
+    return i32(kv_end(b)) - i32(P.sq);
+}
+
+// Exclusive end of the keys query `row` of batch `b` may see: kv_len, the
+// causal mask and the right window.
+fn key_end(b: u32, row: u32) -> u32 {
+    let kvend = kv_end(b);
+    let dg = i32(row) + diag(b);
+    var e = i32(kvend);
+    if (P.causal != 0u) {
+        e = min(e, dg + 1);
+    }
+//#if EXT
+    if (P.win_r >= 0) {
+        e = min(e, dg + P.win_r + 1);
+    }
+//#endif
+    return u32(clamp(e, 0, i32(kvend)));
+}
+
+// First key of the left window of query `row` (0 without one). Starts and
+// ends grow with the row, so a block's first row bounds its start and its
+// last row its end.
+fn key_start(b: u32, row: u32) -> u32 {
+//#if EXT
+    if (P.win_l >= 0) {
+        return u32(clamp(i32(row) + diag(b) - P.win_l, 0, i32(kv_end(b))));
+    }
+//#endif
+    return 0u;
+}
+
+// The key (or tile start) a walk goes on from at t: the keys between the sink
+// tokens and a window's start are jumped over, never loaded.
+fn skip_gap(t: u32, start: u32) -> u32 {
+//#if EXT
+    if (t >= P.sink_tok && t < start) {
+        return start;
+    }
+//#endif
+    return t;
+}
+
+// Whether query `row` (head h) sees key j, given its key_start `rs` and
+// key_end `re`.
+fn visible(b: u32, h: u32, row: u32, j: u32, rs: u32, re: u32) -> bool {
+    var ok = j < re;
+//#if EXT
+    ok = ok && (j >= rs || j < P.sink_tok);
+//#endif
+//#if BOOL_MASK
+    if (ok) {
+        let w = maskw[b * P.mask_sb + h * P.mask_sh + row * P.mask_ss + (j >> 5u)];
+        ok = ((w >> (j & 31u)) & 1u) != 0u;
+    }
+//#endif
+    return ok;
+}
+
+// (ALiBi slope, diagonal) of head h of sequence b, for ext_score.
+fn head_ext(b: u32, h: u32) -> vec2<f32> {
+//#if EXT
+    var slope = 0.0;
+    if ((P.flags & 1u) != 0u) {
+        slope = bitcast<f32>(aux[P.head_off + h]);
+    }
+    return vec2<f32>(slope, f32(diag(b)));
+//#else
+    return vec2<f32>(0.0);
+//#endif
+}
+
+// A scaled score after the soft cap (cap·tanh(s / cap)) and ALiBi
+// (−slope·|i + diag − j|), before the additive bias. tanh from one exp of a
+// non-positive argument: no overflow for large scores.
+fn ext_score(hx: vec2<f32>, row: u32, j: u32, s: f32) -> f32 {
+//#if EXT
+    var x = s;
+    if (P.softcap > 0.0) {
+        let y = x / P.softcap;
+        let e = exp(-2.0 * abs(y));
+        x = P.softcap * sign(y) * (1.0 - e) / (1.0 + e);
+    }
+    return x - hx.x * abs(f32(row) + hx.y - f32(j));
+//#else
+    return s;
+//#endif
+}
+
+// (output factor, LSE) of a row with running max m and sum l: the output is
+// acc · factor. A learned sink logit joins the denominator (and the LSE); a
+// row that saw no key outputs zeros.
+fn fin(h: u32, m: f32, l: f32) -> vec2<f32> {
+//#if EXT
+    if ((P.flags & 2u) != 0u) {
+        let sk = bitcast<f32>(aux[P.head_off + P.hq + h]);
+        if (l > 0.0) {
+            let mm = max(m, sk);
+            let c = exp(m - mm);
+            let ll = l * c + exp(sk - mm);
+            return vec2<f32>(c / ll, mm + log(ll));
+        }
+        return vec2<f32>(0.0, sk);
+    }
+//#endif
+    return vec2<f32>(select(0.0, 1.0 / l, l > 0.0),
+                     select(bitcast<f32>(0xff800000u), m + log(l), l > 0.0));
+}
+
+// Where key j of sequence b lives: (outer index, position) of K and V, the
+// batch and j, or with PAGED the block table's page and the offset in it
+// (pages past the pool read its last one: reads stay in bounds).
+fn kv_loc(b: u32, j: u32) -> vec2<u32> {
+//#if PAGED
+    let pg = aux[P.tab_off + b * P.max_pages + j / P.page];
+    return vec2<u32>(min(pg, P.npages - 1u), j % P.page);
+//#else
+    return vec2<u32>(b, j);
+//#endif
+}
+
+// Element offsets of a key's K and V rows (kv head hk), and texel offsets of
+// its K and V texels.
+fn k_at(l: vec2<u32>, hk: u32) -> u32 { return l.x * P.k_sb + hk * P.k_sh + l.y * P.k_ss; }
+fn v_at(l: vec2<u32>, hk: u32) -> u32 { return l.x * P.v_sb + hk * P.v_sh + l.y * P.v_ss; }
+fn kt_at(l: vec2<u32>, hk: u32) -> u32 { return l.x * P.kt_sb + hk * P.kt_sh + l.y * P.kt_ss; }
+fn vt_at(l: vec2<u32>, hk: u32) -> u32 { return l.x * P.vt_sb + hk * P.vt_sh + l.y * P.vt_ss; }
 //#endif
 
 //#if OUT_DIRECT

@@ -8,21 +8,25 @@ use crate::context::{Bind, Context, Table};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// The bindings every fused kernel shares: the output, kv_len, the bias and
-/// the per-row statistics (`stats`: the LSE, or split-KV's partial (max, sum)).
+/// The bindings every fused kernel shares: the output, the aux table, the
+/// bias, the mask and the per-row statistics (`stats`: the LSE, or split-KV's
+/// partial (max, sum)).
 pub(super) fn common_binds<'a>(
     io: &Inputs<'a>,
     out: Bind<'a>,
-    kvlen: &'a Table<'a>,
+    aux: &'a Table<'a>,
     stats: Option<Bind<'a>>,
 ) -> Vec<(u32, Bind<'a>)> {
     let mut binds = vec![
         (slot::Q, io.q.bind()),
         (slot::OUT, out),
-        (slot::KV_LEN, kvlen.bind()),
+        (slot::AUX, aux.bind()),
     ];
     if let Some(b) = io.bias {
         binds.push((slot::BIAS, b.bind()));
+    }
+    if let Some(m) = io.mask {
+        binds.push((slot::MASK, m.bind()));
     }
     if let Some(s) = stats {
         binds.push((slot::STATS, s));
@@ -40,14 +44,14 @@ pub(super) fn run(
     spec: &AttentionSpec,
     row_block: u32,
     p: &AttentionParams,
-    kvlen: &Table<'_>,
+    aux: &Table<'_>,
     out: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
     let pipe = ctx.pipeline(spec)?;
     ctx.scoped(OP, || {
         let ubuf = ctx.uniform(p);
-        let mut binds = common_binds(io, out.bind(), kvlen, lse.map(|l| l.bind()));
+        let mut binds = common_binds(io, out.bind(), aux, lse.map(|l| l.bind()));
         binds.extend([(slot::K, io.k.bind()), (slot::V, io.v.bind())]);
         let mut enc = ctx.encoder();
         let groups = (
@@ -73,7 +77,7 @@ pub(super) fn run_rows(
     quick: Option<&AttentionSpec>,
     kv: &KvTextures,
     p: &AttentionParams,
-    kvlen: &Table<'_>,
+    aux: &Table<'_>,
     out: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
@@ -99,7 +103,7 @@ pub(super) fn run_rows(
         let ubuf = ctx.uniform(&p);
         let mut enc = ctx.encoder();
         let tex = KvTexels::encode(ctx, &mut enc, &packs, &ubuf, [io.k, io.v], dims, kv)?;
-        let mut binds = common_binds(io, out.bind(), kvlen, lse.map(|l| l.bind()));
+        let mut binds = common_binds(io, out.bind(), aux, lse.map(|l| l.bind()));
         binds.extend([
             (slot::K_TEXELS, Bind::pooled(&tex.textures[0])),
             (slot::V_TEXELS, Bind::pooled(&tex.textures[1])),

@@ -34,25 +34,27 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
     var m = NEG;
     var l = 0.0;
+    let hx = head_ext(b, h);
     let rend = key_end(b, rowc);
-    // Key ends grow with the row, so the last row's end bounds the workgroup.
+    let rsta = key_start(b, rowc);
+    // Key ends and starts grow with the row, so the last row's end and the
+    // first row's start bound the workgroup.
     let wend = key_end(b, min(row0 + BQ - 1u, P.sq - 1u));
-    let kb = b * P.k_sb + hk * P.k_sh;
-    let vb = b * P.v_sb + hk * P.v_sh;
+    let wsta = key_start(b, row0);
 //#if BIAS
     let bb = b * P.bias_sb + h * P.bias_sh + rowc * P.sk;
 //#endif
-    for (var t0 = 0u; t0 < wend; t0 += BKV) {
+    for (var t0 = skip_gap(0u, wsta); t0 < wend; t0 = skip_gap(t0 + BKV, wsta)) {
         for (var e = lid; e < BKV * D4; e += BQ) {
             let key = t0 + e / D4;
             var x = vec4<f32>(0.0);
-            if (key < wend) { x = ld_k(kb + key * P.k_ss, e % D4); }
+            if (key < wend) { x = ld_k(k_at(kv_loc(b, key), hk), e % D4); }
             Ks[e] = x;
         }
         for (var e = lid; e < BKV * DV4; e += BQ) {
             let key = t0 + e / DV4;
             var x = vec4<f32>(0.0);
-            if (key < wend) { x = ld_v(vb + key * P.v_ss, e % DV4); }
+            if (key < wend) { x = ld_v(v_at(kv_loc(b, key), hk), e % DV4); }
             Vs[e] = x;
         }
         workgroupBarrier();
@@ -64,7 +66,8 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>,
 //#for i < D4
             s{j} += dot(q{i}, Ks[(c0 + {j}u) * D4 + {i}u]);
 //#endfor
-            let ok{j} = key{j} < rend;
+            let ok{j} = visible(b, h, rowc, key{j}, rsta, rend);
+            s{j} = ext_score(hx, rowc, key{j}, s{j});
 //#if BIAS
             if (ok{j}) { s{j} += bias[bb + key{j}]; }
 //#endif
@@ -91,14 +94,13 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>,
         workgroupBarrier();
     }
     if (row < P.sq) {
-        // A row that saw no key (all masked) outputs zeros.
-        let inv = select(0.0, 1.0 / l, l > 0.0);
+        let f = fin(h, m, l);
         let ob = b * P.o_sb + h * P.o_sh + row * P.o_ss;
 //#for i < DV4
-        st_row(ob, {i}u, o{i} * inv);
+        st_row(ob, {i}u, o{i} * f.x);
 //#endfor
 //#if LSE
-        lse[bh * P.sq + row] = select(bitcast<f32>(0xff800000u), m + log(l), l > 0.0);
+        lse[bh * P.sq + row] = f.y;
 //#endif
     }
 }
@@ -141,13 +143,13 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
     let gl = lid % HG;
     let wrow0 = wid.x * TM * (WG / HG);
     let row0 = wrow0 + grp * TM;
-    let kb = b * P.k_sb + hk * P.k_sh;
-    let vb = b * P.v_sb + hk * P.v_sh;
+    let hx = head_ext(b, h);
 //#for i < TM
     // Rows past the end run on a clamped row and are not stored.
     let rc{i} = min(row0 + {i}u, P.sq - 1u);
     let qb{i} = b * P.q_sb + h * P.q_sh + rc{i} * P.q_ss;
     let rend{i} = key_end(b, rc{i});
+    let rs{i} = key_start(b, rc{i});
     var m{i} = NEG;
     var l{i} = 0.0;
 //#for c < NV
@@ -157,10 +159,11 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
     // Every group walks to the workgroup's last visible key (barriers need a
     // uniform trip count); its own masks zero the keys it may not see.
     let wend = key_end(b, min(wrow0 + TM * (WG / HG) - 1u, P.sq - 1u));
-    for (var t0 = 0u; t0 < wend; t0 += HG * KB) {
+    let wsta = key_start(b, min(wrow0, P.sq - 1u));
+    for (var t0 = skip_gap(0u, wsta); t0 < wend; t0 = skip_gap(t0 + HG * KB, wsta)) {
 //#for j < KB
         let key{j} = t0 + {j}u * HG + gl;
-        let kr{j} = kb + min(key{j}, wend - 1u) * P.k_ss;
+        let kr{j} = k_at(kv_loc(b, min(key{j}, wend - 1u)), hk);
 //#for i < TM
         var s{i}_{j} = 0.0;
 //#endfor
@@ -182,13 +185,15 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
         {
             var mx = NEG;
 //#for j < KB
-            if (key{j} < rend{i}) {
+            // A key the row may not see gets the MASKED score (its exp is 0).
+            if (visible(b, h, rc{i}, key{j}, rs{i}, rend{i})) {
+                s{i}_{j} = ext_score(hx, rc{i}, key{j}, s{i}_{j} * P.scale);
 //#if BIAS
-                s{i}_{j} = s{i}_{j} * P.scale + bias[b * P.bias_sb + h * P.bias_sh + rc{i} * P.sk + key{j}];
-//#else
-                s{i}_{j} *= P.scale;
+                s{i}_{j} += bias[b * P.bias_sb + h * P.bias_sh + rc{i} * P.sk + key{j}];
 //#endif
                 mx = max(mx, s{i}_{j});
+            } else {
+                s{i}_{j} = MASKED;
             }
 //#endfor
             Mx[lid * TM + {i}u] = mx;
@@ -208,7 +213,7 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
             o{i}_{c} *= corr;
 //#endfor
 //#for j < KB
-            s{i}_{j} = select(0.0, exp(s{i}_{j} - tmax), key{j} < rend{i});
+            s{i}_{j} = select(0.0, exp(s{i}_{j} - tmax), s{i}_{j} > MASKED);
             l{i} += s{i}_{j};
 //#endfor
         }
@@ -223,7 +228,7 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
         // Keys past the end have p = 0 and read a clamped V row.
         let tn = min(HG * KB, wend - t0);
         for (var kk = 0u; kk < tn; kk++) {
-            let vr = vb + (t0 + kk) * P.v_ss;
+            let vr = v_at(kv_loc(b, t0 + kk), hk);
 //#for c < NV
             let v{c} = ld_v(vr, min(gl + {c}u * HG, dv4 - 1u));
 //#endfor
@@ -253,17 +258,16 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
         for (var t = 0u; t < HG; t++) {
             l += Mx[(grp * HG + t) * TM + {i}u];
         }
-        // A row that saw no key (all masked) outputs zeros.
-        let inv = select(0.0, 1.0 / l, l > 0.0);
+        let f = fin(h, m{i}, l);
         let ob = b * P.o_sb + h * P.o_sh + (row0 + {i}u) * P.o_ss;
 //#for c < NV
         if (gl + {c}u * HG < dv4) {
-            st_row(ob, gl + {c}u * HG, o{i}_{c} * inv);
+            st_row(ob, gl + {c}u * HG, o{i}_{c} * f.x);
         }
 //#endfor
 //#if LSE
         if (gl == 0u) {
-            lse[bh * P.sq + row0 + {i}u] = select(bitcast<f32>(0xff800000u), m{i} + log(l), l > 0.0);
+            lse[bh * P.sq + row0 + {i}u] = f.y;
         }
 //#endif
     }
@@ -297,13 +301,13 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
     let h = bh % P.hq;
     let hk = h / P.group;
     let row0 = (wid.x * WG + lid) * TM;
-    let ktb = b * P.kt_sb + hk * P.kt_sh;
-    let vtb = b * P.vt_sb + hk * P.vt_sh;
+    let hx = head_ext(b, h);
     var kend = 0u;
 //#for i < TM
     // Rows past the end run on a clamped row and are not stored.
     let rc{i} = min(row0 + {i}u, P.sq - 1u);
     let rend{i} = key_end(b, rc{i});
+    let rs{i} = key_start(b, rc{i});
     kend = max(kend, rend{i});
     let qb{i} = b * P.q_sb + h * P.q_sh + rc{i} * P.q_ss;
 //#for c < D4
@@ -320,14 +324,17 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
     // fetched once for 8 lanes and shared by subgroupBroadcast: lane g
     // fetches vec4s g, g + 8, ... of a key.
     kend = subgroupMax(kend);
+    let kst = subgroupMin(rs0);
     let lane = sid & 7u;
+//#else
+    let kst = rs0;
 //#endif
-    for (var j0 = 0u; j0 < kend; j0 += KB) {
+    for (var j0 = skip_gap(0u, kst); j0 < kend; j0 = skip_gap(j0 + KB, kst)) {
 //#for j < KB
         // Keys past the end read a clamped key and get p = 0.
-        let kc{j} = min(j0 + {j}u, kend - 1u);
-        let kt{j} = ktb + kc{j} * P.kt_ss;
-        let vt{j} = vtb + kc{j} * P.vt_ss;
+        let kl{j} = kv_loc(b, min(j0 + {j}u, kend - 1u));
+        let kt{j} = kt_at(kl{j}, hk);
+        let vt{j} = vt_at(kl{j}, hk);
 //#for i < TM
         var s{i}_{j} = 0.0;
 //#endfor
@@ -354,7 +361,8 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
         {
             var mx = m{i};
 //#for j < KB
-            let ok{i}_{j} = j0 + {j}u < rend{i};
+            let ok{i}_{j} = visible(b, h, rc{i}, j0 + {j}u, rs{i}, rend{i});
+            s{i}_{j} = ext_score(hx, rc{i}, j0 + {j}u, s{i}_{j});
 //#if BIAS
             if (ok{i}_{j}) {
                 s{i}_{j} += bias[b * P.bias_sb + h * P.bias_sh + rc{i} * P.sk + j0 + {j}u];
@@ -401,14 +409,13 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
     }
 //#for i < TM
     if (row0 + {i}u < P.sq) {
-        // A row that saw no key (all masked) outputs zeros.
-        let inv = select(0.0, 1.0 / l{i}, l{i} > 0.0);
+        let f = fin(h, m{i}, l{i});
         let ob = b * P.o_sb + h * P.o_sh + rc{i} * P.o_ss;
 //#for c < DV4
-        st_row(ob, {c}u, o{i}_{c} * inv);
+        st_row(ob, {c}u, o{i}_{c} * f.x);
 //#endfor
 //#if LSE
-        lse[bh * P.sq + rc{i}] = select(bitcast<f32>(0xff800000u), m{i} + log(l{i}), l{i} > 0.0);
+        lse[bh * P.sq + rc{i}] = f.y;
 //#endif
     }
 //#endfor
@@ -440,6 +447,7 @@ fn flash_keysplit(@builtin(workgroup_id) wid: vec3<u32>,
 //#for i < TM
     let rc{i} = min(row0 + {i}u, P.sq - 1u);
     let rend{i} = key_end(b, rc{i});
+    let rs{i} = key_start(b, rc{i});
     var m{i} = NEG;
     var l{i} = 0.0;
 //#for c < D4
@@ -450,25 +458,28 @@ fn flash_keysplit(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
 //#endfor
     let wend = key_end(b, min(row0 + TM - 1u, P.sq - 1u));
-    let kb = b * P.k_sb + hk * P.k_sh;
-    let vb = b * P.v_sb + hk * P.v_sh;
+    let wsta = key_start(b, row0);
+    let hx = head_ext(b, h);
     // Keys in chunks of KC per invocation (key0 + 64·c): one rescale of the
     // accumulators per chunk instead of per key.
-    for (var key0 = lid; key0 < wend; key0 += 64u * KC) {
+    for (var kbase = skip_gap(0u, wsta); kbase < wend; kbase = skip_gap(kbase + 64u * KC, wsta)) {
+        let kfirst = kbase + lid;
 //#for c < KC
-        let key{c} = key0 + {c}u * 64u;
-        let kr{c} = kb + min(key{c}, wend - 1u) * P.k_ss;
+        let key{c} = kfirst + {c}u * 64u;
+        let kl{c} = kv_loc(b, min(key{c}, wend - 1u));
+        let kr{c} = k_at(kl{c}, hk);
 //#for e < D4
         let k{c}_{e} = ld_k(kr{c}, {e}u);
 //#endfor
 //#for i < TM
         var s{i}_{c} = NEG;
-        let ok{i}_{c} = key{c} < rend{i};
+        let ok{i}_{c} = visible(b, h, rc{i}, key{c}, rs{i}, rend{i});
         if (ok{i}_{c}) {
             s{i}_{c} = 0.0;
 //#for e < D4
             s{i}_{c} += dot(q{i}_{e}, k{c}_{e});
 //#endfor
+            s{i}_{c} = ext_score(hx, rc{i}, key{c}, s{i}_{c});
 //#if BIAS
             s{i}_{c} += bias[b * P.bias_sb + h * P.bias_sh + rc{i} * P.sk + key{c}];
 //#endif
@@ -491,7 +502,7 @@ fn flash_keysplit(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
 //#for c < KC
         {
-            let vr = vb + min(key{c}, wend - 1u) * P.v_ss;
+            let vr = v_at(kl{c}, hk);
 //#for e < DV4
             let v{e} = ld_v(vr, {e}u);
 //#endfor
@@ -530,11 +541,11 @@ fn flash_keysplit(@builtin(workgroup_id) wid: vec3<u32>,
             }
         }
         if (row0 + {i}u < P.sq) {
-            let inv = select(0.0, 1.0 / l, l > 0.0);
-            st_row(b * P.o_sb + h * P.o_sh + (row0 + {i}u) * P.o_ss, lid, acc * inv);
+            let f = fin(h, mx, l);
+            st_row(b * P.o_sb + h * P.o_sh + (row0 + {i}u) * P.o_ss, lid, acc * f.x);
 //#if LSE
             if (lid == 0u) {
-                lse[bh * P.sq + row0 + {i}u] = select(bitcast<f32>(0xff800000u), mx + log(l), l > 0.0);
+                lse[bh * P.sq + row0 + {i}u] = f.y;
             }
 //#endif
         }

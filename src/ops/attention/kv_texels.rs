@@ -23,10 +23,14 @@ pub(crate) struct KvTextures {
 }
 
 impl KvTextures {
-    /// `None` if the textures or the pack pass exceed the adapter's limits.
-    pub fn new(profile: &DeviceProfile, dims: &Dims) -> Option<KvTextures> {
+    /// `None` if the textures or the pack pass exceed the adapter's limits,
+    /// or K/V need the pack pass and are `paged` (it walks contiguous rows).
+    pub fn new(profile: &DeviceProfile, dims: &Dims, paged: bool) -> Option<KvTextures> {
         let pack = !(dims.d.is_multiple_of(4) && dims.dv.is_multiple_of(4));
-        let rows = (dims.b * dims.hkv * dims.sk) as u64;
+        if pack && paged {
+            return None;
+        }
+        let rows = (dims.kv_outer * dims.hkv * dims.kv_rows) as u64;
         let texels = [
             rows * dims.d.div_ceil(4) as u64,
             rows * dims.dv.div_ceil(4) as u64,
@@ -81,6 +85,7 @@ impl KvTextures {
             .map(|k| AttentionSpec {
                 kernel: AttentionKernel::Pack { w4: w4(k), k },
                 lse: false,
+                extras: Default::default(),
                 ..main.clone()
             })
             .to_vec()

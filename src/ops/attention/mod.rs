@@ -9,20 +9,37 @@
 //! `h` reads kv head `h / (heads_q / heads_kv)`. `d`, `d_v` from 1 to 256.
 //!
 //! Masking: keys at or past `kv_len[b]` are masked; causal masking in either
-//! convention ([`Causal`]); an additive f32 bias `[batch|1, heads_q|1, seq_q, seq_k]`.
+//! convention ([`Causal`]); an additive f32 bias `[batch|1, heads_q|1, seq_q, seq_k]`;
+//! a boolean mask ([`BoolMask`], true = attend).
 //! **A query row whose keys are all masked outputs zeros** (not NaN, as PyTorch
-//! would), and its log-sum-exp is −∞.
+//! would), and its log-sum-exp is −∞ (the sink logit with [`AttentionOptions::sinks`]).
+//!
+//! For inference engines (as FlashAttention's `flash_attn_with_kvcache`, vLLM
+//! and llama.cpp use attention): a KV cache padded to capacity with per-sequence
+//! lengths ([`AttentionOptions::kv_len`], to which [`Causal::BottomRight`]
+//! aligns), a paged KV cache ([`PagedKv`], filled by [`kv_append`]), a sliding
+//! window ([`Window`]) with StreamingLLM sink tokens, logit soft-capping, ALiBi
+//! and learned attention sinks. Each score goes
+//! `s = q·k·scale → cap·tanh(s/cap) → − slope·|i + diag − j| → + bias`, masked
+//! keys are dropped, then the softmax (with the sink logit in its denominator).
+//!
+//! The diagonal `diag` that the causal mask, the window and ALiBi align to:
+//! key `i` for query `i` under [`Causal::TopLeft`]; key `i + kv_len[b] − seq_q`
+//! otherwise (bottom-right, FlashAttention's convention, also with
+//! [`Causal::None`]).
 
 mod flash;
+mod kv_cache;
 mod kv_texels;
 mod naive;
 mod plan;
 mod spec;
 mod split_kv;
 
+pub use kv_cache::kv_append;
 pub use plan::AttentionPlan;
 
-use crate::context::{Context, Table};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::tensor::{shape_str, DType, Tensor};
 #[cfg(test)]
@@ -160,6 +177,137 @@ impl KvReads {
     pub const ALL: [KvReads; 2] = [KvReads::Buffers, KvReads::Texels];
 }
 
+/// A local (sliding-window) attention band, FlashAttention's `window_size`:
+/// query `i` sees keys `diag(i) − left ..= diag(i) + right` (see the module
+/// docs for the diagonal), on top of the causal mask and `kv_len`. `None` is
+/// unbounded. Whole key tiles outside every row's band are never loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Window {
+    /// Keys before the diagonal a query sees (`Some(0)`: only its own).
+    pub left: Option<usize>,
+    /// Keys after the diagonal a query sees.
+    pub right: Option<usize>,
+}
+
+impl Window {
+    /// A band of `left` keys before the diagonal and none after (with a
+    /// causal mask, the usual sliding window of `left + 1` keys).
+    pub fn left(left: usize) -> Window {
+        Window {
+            left: Some(left),
+            right: Some(0),
+        }
+    }
+    /// A band of `left` keys before the diagonal and `right` after.
+    pub fn new(left: usize, right: usize) -> Window {
+        Window {
+            left: Some(left),
+            right: Some(right),
+        }
+    }
+    fn is_some(&self) -> bool {
+        self.left.is_some() || self.right.is_some()
+    }
+}
+
+/// A paged KV cache, as vLLM and FlashAttention's `block_table` hold one:
+/// `k` and `v` passed to [`attention`] are pools of pages,
+/// `[num_pages, page_size, heads_kv, d]` ([`Layout::Bshd`]) or
+/// `[num_pages, heads_kv, page_size, d]` ([`Layout::Bhsd`]), and key `j` of
+/// sequence `b` is row `j % page_size` of page `block_table[b·max_pages + j /
+/// page_size]`. The logical `seq_k` is `max_pages · page_size`; a sequence's
+/// length is its [`AttentionOptions::kv_len`] entry. The kernels read the
+/// pages where they are (no gather into a contiguous copy).
+#[derive(Debug, Clone, Copy)]
+pub struct PagedKv<'a> {
+    /// `[batch, max_pages]` page indices, row-major; each below `num_pages`.
+    pub block_table: &'a [u32],
+    /// Entries per sequence in `block_table`.
+    pub max_pages: usize,
+}
+
+/// A boolean attention mask `[batch|1, heads_q|1, seq_q, seq_k]`, true =
+/// attend (PyTorch SDPA's boolean `attn_mask`), bit-packed on the device:
+/// 32 keys a u32 word, each row padded to whole words.
+#[derive(Debug, Clone)]
+pub struct BoolMask {
+    words: Tensor,
+    shape: [usize; 4],
+}
+
+impl BoolMask {
+    /// Packs `mask` (row-major, `shape`) onto the device.
+    ///
+    /// Errors: [`Error::Shape`] when `mask.len()` is not the product of `shape`.
+    pub fn from_bools(ctx: &Context, shape: [usize; 4], mask: &[bool]) -> Result<BoolMask> {
+        Self::pack(ctx, shape, mask.len(), |i| mask[i])
+    }
+
+    /// Packs a `u8` mask (nonzero = attend, as a `torch.bool` tensor's bytes).
+    ///
+    /// Errors: [`Error::Shape`] when `mask.len()` is not the product of `shape`.
+    pub fn from_u8(ctx: &Context, shape: [usize; 4], mask: &[u8]) -> Result<BoolMask> {
+        Self::pack(ctx, shape, mask.len(), |i| mask[i] != 0)
+    }
+
+    /// A mask already packed on the device: `words` is u32
+    /// `[batch|1, heads_q|1, seq_q, ceil(seq_k / 32)]`, bit `j % 32` of word
+    /// `j / 32` of a row set for key `j` visible.
+    ///
+    /// Errors: [`Error::Shape`] when `words` is not u32 of that shape.
+    pub fn from_words(words: Tensor, seq_k: usize) -> Result<BoolMask> {
+        let s = words.shape().to_vec();
+        if s.len() != 4 || s[3] != seq_k.div_ceil(32) || words.dtype() != DType::U32 {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!(
+                    "mask words are {} {}, expected u32 [b|1, h|1, seq_q, {}] for seq_k {seq_k}",
+                    words.dtype(),
+                    shape_str(&s),
+                    seq_k.div_ceil(32)
+                ),
+            });
+        }
+        Ok(BoolMask {
+            shape: [s[0], s[1], s[2], seq_k],
+            words,
+        })
+    }
+
+    fn pack(
+        ctx: &Context,
+        shape: [usize; 4],
+        len: usize,
+        at: impl Fn(usize) -> bool,
+    ) -> Result<BoolMask> {
+        let n: usize = shape.iter().product();
+        if len != n {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!("mask has {len} values for shape {}", shape_str(&shape)),
+            });
+        }
+        let sk = shape[3];
+        let wpr = sk.div_ceil(32);
+        let rows = shape[0] * shape[1] * shape[2];
+        let mut words = vec![0u32; rows * wpr];
+        for r in 0..rows {
+            for j in 0..sk {
+                if at(r * sk + j) {
+                    words[r * wpr + j / 32] |= 1 << (j % 32);
+                }
+            }
+        }
+        let t = Tensor::from_slice(ctx, &words, &[shape[0], shape[1], shape[2], wpr])?;
+        Ok(BoolMask { words: t, shape })
+    }
+
+    /// `[batch|1, heads_q|1, seq_q, seq_k]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+}
+
 /// Options of [`attention`].
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
@@ -184,6 +332,24 @@ pub struct AttentionOptions<'a> {
     pub flash_schedule: Option<FlashSchedule>,
     /// Split-KV source of K and V (`None`: chosen by the adapter's device type).
     pub split_kv_reads: Option<KvReads>,
+    /// Sliding window (default: unbounded).
+    pub window: Window,
+    /// StreamingLLM sink tokens: the first `sink_tokens` keys stay visible
+    /// whatever the left window (still under the causal mask and `kv_len`).
+    pub sink_tokens: usize,
+    /// Logit soft cap (`cap·tanh(s/cap)` on the scaled scores, Gemma 2's);
+    /// positive and finite.
+    pub softcap: Option<f32>,
+    /// ALiBi slopes `[heads_q]`: score − `slope[h]·|diag(i) − j|`, computed in
+    /// the kernel (no bias tensor).
+    pub alibi_slopes: Option<&'a [f32]>,
+    /// Learned attention sinks `[heads_q]` (gpt-oss): a logit per head that
+    /// joins each row's softmax denominator and attends to nothing.
+    pub sinks: Option<&'a [f32]>,
+    /// Boolean mask, true = attend.
+    pub mask: Option<&'a BoolMask>,
+    /// K and V are page pools read through a block table.
+    pub paged: Option<PagedKv<'a>>,
 }
 
 impl<'a> AttentionOptions<'a> {
@@ -232,6 +398,53 @@ impl<'a> AttentionOptions<'a> {
         self.split_kv_reads = Some(reads);
         self
     }
+    /// Options with a sliding window.
+    pub fn window(mut self, window: Window) -> Self {
+        self.window = window;
+        self
+    }
+    /// Options with `n` StreamingLLM sink tokens.
+    pub fn sink_tokens(mut self, n: usize) -> Self {
+        self.sink_tokens = n;
+        self
+    }
+    /// Options with a logit soft cap.
+    pub fn softcap(mut self, cap: f32) -> Self {
+        self.softcap = Some(cap);
+        self
+    }
+    /// Options with ALiBi slopes `[heads_q]`.
+    pub fn alibi_slopes(mut self, slopes: &'a [f32]) -> Self {
+        self.alibi_slopes = Some(slopes);
+        self
+    }
+    /// Options with learned sink logits `[heads_q]`.
+    pub fn sinks(mut self, sinks: &'a [f32]) -> Self {
+        self.sinks = Some(sinks);
+        self
+    }
+    /// Options with a boolean mask.
+    pub fn mask(mut self, mask: &'a BoolMask) -> Self {
+        self.mask = Some(mask);
+        self
+    }
+    /// Options reading K and V as page pools through a block table.
+    pub fn paged(mut self, paged: PagedKv<'a>) -> Self {
+        self.paged = Some(paged);
+        self
+    }
+    /// The code options a call with these options compiles in.
+    pub(crate) fn extras(&self) -> spec::Extras {
+        spec::Extras {
+            ext: self.window.is_some()
+                || self.sink_tokens > 0
+                || self.softcap.is_some()
+                || self.alibi_slopes.is_some()
+                || self.sinks.is_some(),
+            mask: self.mask.is_some(),
+            paged: self.paged.is_some(),
+        }
+    }
 }
 
 /// Result of [`attention`].
@@ -252,6 +465,10 @@ pub(crate) struct Dims {
     sk: usize,
     d: usize,
     dv: usize,
+    /// K/V's outer extent and rows per outer index: (batch, seq_k), or for a
+    /// paged cache (pages, page size).
+    kv_outer: usize,
+    kv_rows: usize,
 }
 
 impl Dims {
@@ -268,6 +485,7 @@ pub(crate) const OP: &str = "attention";
 fn check(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOptions) -> Result<Dims> {
     let mut operands = vec![("q", q), ("k", k), ("v", v)];
     operands.extend(o.bias.map(|t| ("bias", t)));
+    operands.extend(o.mask.map(|m| ("mask", &m.words)));
     Tensor::same_context(OP, &operands)?;
     let shapes = || {
         format!(
@@ -290,12 +508,38 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOptions) -> Result<Dim
         Layout::Bshd => (s[0], s[2], s[1], s[3]),
     };
     let (b, hq, sq, d) = split(q.shape());
-    let (bk, hkv, sk, dk) = split(k.shape());
+    let (bk, hkv, kv_rows, dk) = split(k.shape());
     let (bv, hv, skv, dv) = split(v.shape());
-    if b != bk || b != bv {
+    if o.paged.is_none() && (b != bk || b != bv) {
         return Err(bad("batch sizes differ".into()));
     }
-    if hkv != hv || sk != skv {
+    if bk != bv {
+        return Err(bad("k and v must have the same number of pages".into()));
+    }
+    let sk = match o.paged {
+        Some(pk) => {
+            if pk.block_table.len() != b * pk.max_pages {
+                return Err(bad(format!(
+                    "the block table has {} entries for batch {b} × max_pages {}",
+                    pk.block_table.len(),
+                    pk.max_pages
+                )));
+            }
+            if let Some((i, &pg)) = pk
+                .block_table
+                .iter()
+                .enumerate()
+                .find(|&(_, &pg)| pg as usize >= bk)
+            {
+                return Err(bad(format!(
+                    "block_table[{i}] = {pg} is past the pool's {bk} pages"
+                )));
+            }
+            pk.max_pages * kv_rows
+        }
+        None => kv_rows,
+    };
+    if hkv != hv || kv_rows != skv {
         return Err(bad("k and v must have the same heads and seq_k".into()));
     }
     if d != dk {
@@ -339,6 +583,57 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOptions) -> Result<Dim
             });
         }
     }
+    let finite = |what: &str, xs: &[f32]| -> Result<()> {
+        match xs.iter().position(|x| !x.is_finite()) {
+            Some(i) => Err(Error::InvalidArgument {
+                op: OP,
+                detail: format!("{what}[{i}] is {}; it must be finite", xs[i]),
+            }),
+            None => Ok(()),
+        }
+    };
+    for (what, xs) in [("alibi_slopes", o.alibi_slopes), ("sinks", o.sinks)] {
+        if let Some(xs) = xs {
+            if xs.len() != hq {
+                return Err(bad(format!(
+                    "{what} has {} entries for heads_q {hq}",
+                    xs.len()
+                )));
+            }
+            finite(what, xs)?;
+        }
+    }
+    if let Some(cap) = o.softcap {
+        if !(cap.is_finite() && cap > 0.0) {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                detail: format!("softcap must be positive and finite, got {cap}"),
+            });
+        }
+    }
+    let wmax = i32::MAX as usize;
+    if [o.window.left, o.window.right]
+        .iter()
+        .any(|w| w.is_some_and(|w| w > wmax))
+        || o.sink_tokens > wmax
+    {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            detail: format!(
+                "window {:?} / sink_tokens {} past {wmax}",
+                o.window, o.sink_tokens
+            ),
+        });
+    }
+    if let Some(m) = o.mask {
+        let s = m.shape;
+        if !((s[0] == b || s[0] == 1) && (s[1] == hq || s[1] == 1) && s[2] == sq && s[3] == sk) {
+            return Err(bad(format!(
+                "mask is {}, expected [{b}|1, {hq}|1, {sq}, {sk}]",
+                shape_str(&s)
+            )));
+        }
+    }
     if let Some(bias) = o.bias {
         let s = bias.shape();
         let ok = s.len() == 4
@@ -363,6 +658,8 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOptions) -> Result<Dim
         sk,
         d,
         dv,
+        kv_outer: bk,
+        kv_rows,
     })
 }
 
@@ -407,6 +704,7 @@ pub fn attention_into(
     outputs.extend(lse.map(|t| ("lse", t)));
     let mut inputs = vec![("q", q), ("k", k), ("v", v)];
     inputs.extend(opts.bias.map(|t| ("bias", t)));
+    inputs.extend(opts.mask.map(|m| ("mask", &m.words)));
     Tensor::disjoint(OP, &outputs, &inputs)?;
     outputs.push(("q", q));
     Tensor::same_context(OP, &outputs)?;
@@ -458,8 +756,11 @@ pub fn attention_into(
         k,
         v,
         bias: opts.bias,
+        mask: opts.mask.map(|m| &m.words),
     };
-    let p = plan::params(&dims, opts);
+    let mut p = plan::params(&dims, opts);
+    let aux = aux_table(&dims, opts, &mut p);
+    let aux = ctx.table(&aux);
     match &plan.launch {
         Launch::Empty => {
             // No keys: every row is fully masked, so zeros and an LSE of −∞.
@@ -469,47 +770,40 @@ pub fn attention_into(
             }
             Ok(())
         }
-        Launch::Naive => naive::run(ctx, &io, opts, &dims, &p, out, lse),
+        Launch::Naive => naive::run(ctx, &io, opts, &dims, &p, &aux, out, lse),
         Launch::Flash { spec, row_block } => {
-            let kvlen = kvlen_buffer(ctx, &dims, opts);
-            flash::run(ctx, &io, &dims, spec, *row_block, &p, &kvlen, out, lse)
+            flash::run(ctx, &io, &dims, spec, *row_block, &p, &aux, out, lse)
         }
-        Launch::Rows { best, quick, kv } => {
-            let kvlen = kvlen_buffer(ctx, &dims, opts);
-            flash::run_rows(
-                ctx,
-                &io,
-                &dims,
-                best,
-                quick.as_ref(),
-                kv,
-                &p,
-                &kvlen,
-                out,
-                lse,
-            )
-        }
+        Launch::Rows { best, quick, kv } => flash::run_rows(
+            ctx,
+            &io,
+            &dims,
+            best,
+            quick.as_ref(),
+            kv,
+            &p,
+            &aux,
+            out,
+            lse,
+        ),
         Launch::SplitKv {
             split,
             merge,
             kv,
             nsplit,
             chunk,
-        } => {
-            let kvlen = kvlen_buffer(ctx, &dims, opts);
-            split_kv::run(
-                ctx,
-                &io,
-                &dims,
-                (split, merge),
-                kv.as_ref(),
-                (*nsplit, *chunk),
-                &p,
-                &kvlen,
-                out,
-                lse,
-            )
-        }
+        } => split_kv::run(
+            ctx,
+            &io,
+            &dims,
+            (split, merge),
+            kv.as_ref(),
+            (*nsplit, *chunk),
+            &p,
+            &aux,
+            out,
+            lse,
+        ),
     }
 }
 
@@ -535,6 +829,8 @@ pub(crate) struct Inputs<'a> {
     k: &'a Tensor,
     v: &'a Tensor,
     bias: Option<&'a Tensor>,
+    /// The boolean mask's words.
+    mask: Option<&'a Tensor>,
 }
 
 fn zero_fill(t: &Tensor) -> Result<()> {
@@ -547,9 +843,27 @@ fn zero_fill(t: &Tensor) -> Result<()> {
     })
 }
 
-fn kvlen_buffer<'c>(ctx: &'c Context, dims: &Dims, opts: &AttentionOptions) -> Table<'c> {
-    match opts.kv_len {
-        Some(l) => ctx.table(l),
-        None => ctx.table(&vec![dims.sk as u32; dims.b]),
+/// The kernels' aux table (kv_len, block table, ALiBi slopes, sink logits),
+/// with its offsets and flags set in `p`.
+fn aux_table(dims: &Dims, opts: &AttentionOptions, p: &mut spec::AttentionParams) -> Vec<u32> {
+    let mut aux = match opts.kv_len {
+        Some(l) => l.to_vec(),
+        None => vec![dims.sk as u32; dims.b],
+    };
+    p.tab_off = aux.len() as u32;
+    if let Some(pk) = opts.paged {
+        aux.extend_from_slice(pk.block_table);
     }
+    p.head_off = aux.len() as u32;
+    let zeros = vec![0.0f32; dims.hq];
+    if opts.alibi_slopes.is_some() {
+        p.flags |= 1;
+    }
+    if opts.sinks.is_some() {
+        p.flags |= 2;
+    }
+    for xs in [opts.alibi_slopes, opts.sinks] {
+        aux.extend(xs.unwrap_or(&zeros).iter().map(|x| x.to_bits()));
+    }
+    aux
 }

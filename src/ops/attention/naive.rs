@@ -2,19 +2,21 @@
 //! kernel, then P·V on the matmul kernels; permutes for the [b, s, h, d] layout.
 
 use super::spec::{slot, AttentionKernel, AttentionParams, AttentionSpec};
-use super::{kvlen_buffer, AttentionOptions, Dims, Inputs, Layout, OP};
-use crate::context::Context;
+use super::{AttentionOptions, Dims, Inputs, Layout, OP};
+use crate::context::{Context, Table};
 use crate::error::Result;
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::tensor::Tensor;
 
 /// Runs the naive attention (the plan checked that S fits one binding).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     ctx: &Context,
     io: &Inputs,
     opts: &AttentionOptions,
     dims: &Dims,
     p: &AttentionParams,
+    aux: &Table<'_>,
     out: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
@@ -51,17 +53,20 @@ pub(super) fn run(
         vec: false,
         bias: io.bias.is_some(),
         lse: lse.is_some(),
+        extras: opts.extras(),
     })?;
-    let kvlen = kvlen_buffer(ctx, dims, opts);
     ctx.scoped(OP, || {
         let ubuf = ctx.uniform(p);
         let mut binds = vec![
             (slot::IN1, s.bind()),
             (slot::IN2, probs.bind()),
-            (slot::KV_LEN, kvlen.bind()),
+            (slot::AUX, aux.bind()),
         ];
         if let Some(b) = io.bias {
             binds.push((slot::BIAS, b.bind()));
+        }
+        if let Some(m) = io.mask {
+            binds.push((slot::MASK, m.bind()));
         }
         if let Some(l) = lse {
             binds.push((slot::STATS, l.bind()));
@@ -121,6 +126,7 @@ fn permute(t: &Tensor, b: usize, x: usize, y: usize, d: usize) -> Result<Tensor>
         vec: false,
         bias: false,
         lse: false,
+        extras: Default::default(),
     })?;
     ctx.scoped(OP, || {
         let ubuf = ctx.uniform(&p);

@@ -11,6 +11,15 @@
 //#endif
 var<workgroup> red: array<f32, 64>;
 
+// Score j of the row at s_in[base]: soft cap and ALiBi, then the bias (at bb).
+fn naive_score(base: u32, bb: u32, hx: vec2<f32>, i: u32, j: u32) -> f32 {
+    var s = ext_score(hx, i, j, s_in[base + j]);
+//#if BIAS
+    s += bias[bb + j];
+//#endif
+    return s;
+}
+
 fn reduce(x: f32, lid: u32, is_max: bool) -> f32 {
     red[lid] = x;
     workgroupBarrier();
@@ -40,43 +49,35 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>,
     let b = bh / P.hq;
     let h = bh % P.hq;
     let rend = key_end(b, i);
+    let rs = key_start(b, i);
+    let hx = head_ext(b, h);
     let base = r * P.sk;
-//#if BIAS
     let bb = b * P.bias_sb + h * P.bias_sh + i * P.sk;
-//#endif
     var mx = NEG;
     for (var j = lid; j < rend; j += 64u) {
-        var s = s_in[base + j];
-//#if BIAS
-        s += bias[bb + j];
-//#endif
-        mx = max(mx, s);
+        if (visible(b, h, i, j, rs, rend)) {
+            mx = max(mx, naive_score(base, bb, hx, i, j));
+        }
     }
     mx = reduce(mx, lid, true);
     var sum = 0.0;
     for (var j = lid; j < rend; j += 64u) {
-        var s = s_in[base + j];
-//#if BIAS
-        s += bias[bb + j];
-//#endif
-        sum += exp(s - mx);
+        if (visible(b, h, i, j, rs, rend)) {
+            sum += exp(naive_score(base, bb, hx, i, j) - mx);
+        }
     }
     sum = reduce(sum, lid, false);
-    let inv = select(0.0, 1.0 / sum, sum > 0.0);
+    let f = fin(h, mx, sum);
     for (var j = lid; j < P.sk; j += 64u) {
         var p = 0.0;
-        if (j < rend) {
-            var s = s_in[base + j];
-//#if BIAS
-            s += bias[bb + j];
-//#endif
-            p = exp(s - mx) * inv;
+        if (visible(b, h, i, j, rs, rend)) {
+            p = exp(naive_score(base, bb, hx, i, j) - mx) * f.x;
         }
         pm[base + j] = T(p);
     }
 //#if LSE
     if (lid == 0u) {
-        lse[r] = select(bitcast<f32>(0xff800000u), mx + log(sum), sum > 0.0);
+        lse[r] = f.y;
     }
 //#endif
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::kv_texels::KvTextures;
-use super::spec::{AttentionKernel, AttentionParams, AttentionSpec, SK};
+use super::spec::{AttentionKernel, AttentionParams, AttentionSpec, Extras, SK};
 use super::{AttentionOptions, AttentionVariant, Causal, Dims, FlashSchedule, KvReads, Layout, OP};
 use crate::context::DeviceProfile;
 use crate::error::{Error, Result};
@@ -106,7 +106,9 @@ pub(crate) fn plan_for(
         vec: dims.d.is_multiple_of(4) && dims.dv.is_multiple_of(4),
         bias: opts.bias.is_some(),
         lse,
+        extras: opts.extras(),
     };
+    let paged = opts.paged.is_some();
     let (variant, why) = match opts.variant.unwrap_or(AttentionVariant::Auto) {
         AttentionVariant::Auto if dims.sq <= 8 && dims.sk >= 512 => {
             (AttentionVariant::SplitKv, "few queries over many keys")
@@ -132,6 +134,11 @@ pub(crate) fn plan_for(
     }
     let rows = dims.b * dims.hq;
     match variant {
+        AttentionVariant::Naive if paged => Err(unsupported(
+            "the naive kernel multiplies a contiguous K; a paged KV cache is read by Flash and \
+             SplitKv"
+                .into(),
+        )),
         AttentionVariant::Naive => {
             let score_bytes = (dims.b * dims.hq * dims.sq * dims.sk) as u64 * 4;
             if score_bytes > profile.max_storage_binding {
@@ -177,7 +184,7 @@ pub(crate) fn plan_for(
                     }
                     FlashSchedule::Tiles
                 }
-                FlashSchedule::Rows => match KvTextures::new(profile, dims) {
+                FlashSchedule::Rows => match KvTextures::new(profile, dims, paged) {
                     Some(kv) => {
                         let tm = rows_tm(d4, dv4);
                         let sg = profile.subgroups_of_8;
@@ -200,7 +207,8 @@ pub(crate) fn plan_for(
                     None if !chosen => {
                         return Err(unsupported(format!(
                             "the Rows schedule copies K and V ({} and {} vec4s) into textures, \
-                             which exceed this adapter's texture or dispatch limits",
+                             which exceed this adapter's texture or dispatch limits (or, paged, \
+                             have head dims that are not multiples of 4)",
                             dims.b * dims.hkv * dims.sk * d4 as usize,
                             dims.b * dims.hkv * dims.sk * dv4 as usize
                         )))
@@ -272,11 +280,11 @@ pub(crate) fn plan_for(
             };
             let kv =
                 match want {
-                    KvReads::Texels => match KvTextures::new(profile, dims) {
+                    KvReads::Texels => match KvTextures::new(profile, dims, paged) {
                         Some(kv) => Some(kv),
                         None if opts.split_kv_reads.is_some() => return Err(unsupported(
                             "split-KV Texels: K and V exceed this adapter's texture or dispatch \
-                             limits"
+                             limits (or need the pack pass, which a paged cache does not take)"
                                 .into(),
                         )),
                         None => None,
@@ -312,6 +320,10 @@ pub(crate) fn plan_for(
                     merge: AttentionSpec {
                         vec: false,
                         bias: false,
+                        extras: Extras {
+                            ext: opts.extras().ext,
+                            ..Extras::default()
+                        },
                         ..spec(AttentionKernel::Merge { d4, dv4 })
                     },
                     kv,
@@ -355,8 +367,19 @@ pub(crate) fn params(dims: &Dims, opts: &AttentionOptions) -> AttentionParams {
         s.map(|x| x as u32)
     };
     let [q_sb, q_sh, q_ss] = strides(dims.hq, dims.sq, dims.d);
-    let [k_sb, k_sh, k_ss] = strides(dims.hkv, dims.sk, dims.d);
-    let [v_sb, v_sh, v_ss] = strides(dims.hkv, dims.sk, dims.dv);
+    let [k_sb, k_sh, k_ss] = strides(dims.hkv, dims.kv_rows, dims.d);
+    let [v_sb, v_sh, v_ss] = strides(dims.hkv, dims.kv_rows, dims.dv);
+    let (mask_sb, mask_sh, mask_ss) = match opts.mask {
+        Some(m) => {
+            let s = m.shape();
+            let wpr = dims.sk.div_ceil(32);
+            let sh = if s[1] == 1 { 0 } else { dims.sq * wpr };
+            let sb = if s[0] == 1 { 0 } else { s[1] * dims.sq * wpr };
+            (sb as u32, sh as u32, wpr as u32)
+        }
+        None => (0, 0, 0),
+    };
+    let win = |w: Option<usize>| w.map_or(-1, |w| w as i32);
     let [o_sb, o_sh, o_ss] = strides(dims.hq, dims.sq, dims.dv);
     AttentionParams {
         b: dims.b as u32,
@@ -384,6 +407,16 @@ pub(crate) fn params(dims: &Dims, opts: &AttentionOptions) -> AttentionParams {
         causal,
         causal_off: off.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
         scale: opts.scale.unwrap_or(1.0 / (dims.d as f32).sqrt()),
+        win_l: win(opts.window.left),
+        win_r: win(opts.window.right),
+        sink_tok: opts.sink_tokens as u32,
+        softcap: opts.softcap.unwrap_or(0.0),
+        max_pages: opts.paged.map_or(0, |pk| pk.max_pages as u32),
+        page: dims.kv_rows as u32,
+        npages: dims.kv_outer as u32,
+        mask_sb,
+        mask_sh,
+        mask_ss,
         ..Default::default()
     }
 }
@@ -418,6 +451,8 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<AttentionSpec> {
                     sk,
                     d,
                     dv,
+                    kv_outer: 1,
+                    kv_rows: sk,
                 };
                 for dtype in [DType::F32, DType::F16] {
                     for lse in [false, true] {
@@ -436,11 +471,15 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<AttentionSpec> {
                             };
                             for &flash_schedule in &scheds {
                                 for &split_kv_reads in &reads {
-                                    for bias in [false, true] {
+                                    for (bias, extras) in extra_flags() {
                                         let opts = AttentionOptions {
                                             variant: Some(variant),
                                             flash_schedule,
                                             split_kv_reads,
+                                            paged: extras.paged.then_some(super::PagedKv {
+                                                block_table: &[],
+                                                max_pages: 0,
+                                            }),
                                             ..Default::default()
                                         };
                                         let Ok(plan) = plan_for(p, &dims, &opts, dtype, lse) else {
@@ -448,9 +487,24 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<AttentionSpec> {
                                         };
                                         let mut specs = plan.specs(dtype);
                                         for s in &mut specs {
-                                            // The bias flag as a bias tensor would set it.
-                                            if s.kernel != AttentionKernel::Permute {
-                                                s.bias = bias;
+                                            // The flags as the tensors and options would set them.
+                                            match s.kernel {
+                                                AttentionKernel::Permute
+                                                | AttentionKernel::Pack { .. } => {}
+                                                AttentionKernel::Merge { .. } => {
+                                                    s.extras.ext = extras.ext
+                                                }
+                                                AttentionKernel::Softmax => {
+                                                    s.bias = bias;
+                                                    s.extras = Extras {
+                                                        paged: false,
+                                                        ..extras
+                                                    };
+                                                }
+                                                _ => {
+                                                    s.bias = bias;
+                                                    s.extras = extras;
+                                                }
                                             }
                                         }
                                         out.extend(specs);
@@ -463,7 +517,50 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<AttentionSpec> {
             }
         }
     }
+    for dtype in [DType::F32, DType::F16] {
+        for paged in [false, true] {
+            out.insert(AttentionSpec {
+                kernel: AttentionKernel::Append,
+                dtype,
+                vec: false,
+                bias: false,
+                lse: false,
+                extras: Extras {
+                    paged,
+                    ..Extras::default()
+                },
+            });
+        }
+    }
     out.into_iter().collect()
+}
+
+/// (bias, extras) combinations the WGSL validation covers: each option alone
+/// and all together, with and without the bias.
+#[cfg(test)]
+fn extra_flags() -> Vec<(bool, Extras)> {
+    let none = Extras::default();
+    let all = Extras {
+        ext: true,
+        mask: true,
+        paged: true,
+    };
+    let mut v = vec![];
+    for bias in [false, true] {
+        for x in [
+            none,
+            Extras { ext: true, ..none },
+            Extras { mask: true, ..none },
+            Extras {
+                paged: true,
+                ..none
+            },
+            all,
+        ] {
+            v.push((bias, x));
+        }
+    }
+    v
 }
 
 impl AttentionPlan {
@@ -480,6 +577,7 @@ impl AttentionPlan {
                     vec: false,
                     bias: false,
                     lse: false,
+                    extras: Extras::default(),
                 };
                 let mut v = vec![
                     soft.clone(),

@@ -14,6 +14,7 @@ const KV_TEXELS: &str = include_str!("kv_texels.wgsl");
 const FLASH: &str = include_str!("flash.wgsl");
 const SPLIT_KV: &str = include_str!("split_kv.wgsl");
 const NAIVE: &str = include_str!("naive.wgsl");
+const KV_CACHE: &str = include_str!("kv_cache.wgsl");
 /// Keys per online-softmax chunk inside a staged tile (named registers).
 pub(super) const SK: u32 = 8;
 
@@ -41,6 +42,23 @@ crate::params! {
         /// log2 of the texels per line of the K/V textures.
         wsh: u32,
         vt_sb: u32, vt_sh: u32, vt_ss: u32, _p4: u32,
+        /// Window left and right (−1: unbounded).
+        win_l: i32, win_r: i32,
+        /// Sink tokens: the first keys, visible whatever the left window.
+        sink_tok: u32,
+        /// Soft cap (0: off).
+        softcap: f32,
+        /// 1: ALiBi slopes, 2: learned sinks (in the aux table at `head_off`).
+        flags: u32,
+        /// aux offsets (u32 words) of the block table and the per-head table.
+        tab_off: u32, head_off: u32,
+        /// Block table row length.
+        max_pages: u32,
+        /// Tokens per page, pages in the pool.
+        page: u32, npages: u32,
+        /// Boolean mask word strides (batch, head, row; 0 where broadcast).
+        mask_sb: u32, mask_sh: u32, mask_ss: u32,
+        _p5: u32, _p6: u32, _p7: u32,
     }
 }
 
@@ -51,7 +69,8 @@ pub(crate) mod slot {
     pub const V: u32 = 3;
     /// The output (split-KV: its partial outputs).
     pub const OUT: u32 = 4;
-    pub const KV_LEN: u32 = 5;
+    /// kv_len, the block table and the per-head slopes and sinks.
+    pub const AUX: u32 = 5;
     pub const BIAS: u32 = 6;
     /// Per-row statistics: the LSE, or split-KV's partial (max, sum).
     pub const STATS: u32 = 7;
@@ -59,6 +78,8 @@ pub(crate) mod slot {
     pub const PACKED: u32 = 8;
     pub const K_TEXELS: u32 = 9;
     pub const V_TEXELS: u32 = 10;
+    /// The bit-packed boolean mask.
+    pub const MASK: u32 = 11;
     /// Merge: split-KV's partial outputs and statistics; softmax: scores in
     /// and probabilities out; permute: source and destination.
     pub const IN1: u32 = 1;
@@ -72,6 +93,9 @@ crate::defines! {
         Masks = "MASKS",
         Vec = "VEC",
         Bias = "BIAS",
+        Ext = "EXT",
+        BoolMask = "BOOL_MASK",
+        Paged = "PAGED",
         OutF16 = "OUT_F16",
         OutDirect = "OUT_DIRECT",
         Lse = "LSE",
@@ -87,6 +111,7 @@ crate::defines! {
         KindMerge = "KIND_MERGE",
         KindSoftmax = "KIND_SOFTMAX",
         KindPermute = "KIND_PERMUTE",
+        KindAppend = "KIND_APPEND",
     }
 }
 
@@ -122,6 +147,8 @@ pub(crate) enum AttentionKernel {
     Softmax,
     /// `[B, X, Y, D] -> [B, Y, X, D]`.
     Permute,
+    /// New K or V rows into a KV cache ([`kv_append`](super::kv_append)).
+    Append,
 }
 
 /// One attention kernel specialisation.
@@ -133,6 +160,20 @@ pub(crate) struct AttentionSpec {
     pub vec: bool,
     pub bias: bool,
     pub lse: bool,
+    /// The inference options the kernel is built with.
+    pub extras: Extras,
+}
+
+/// Options that change a kernel's code, each compiled in only when a call
+/// uses it (the plain kernels stay as they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) struct Extras {
+    /// Window, sink tokens, soft cap, ALiBi, learned sinks (run-time values).
+    pub ext: bool,
+    /// A bit-packed boolean mask.
+    pub mask: bool,
+    /// K/V read through a block table.
+    pub paged: bool,
 }
 
 impl Spec for AttentionSpec {
@@ -150,6 +191,7 @@ impl Spec for AttentionSpec {
             AttentionKernel::Merge { .. } => "merge",
             AttentionKernel::Softmax => "softmax",
             AttentionKernel::Permute => "permute",
+            AttentionKernel::Append => "append",
         }
     }
     fn source(&self) -> Result<String> {
@@ -157,7 +199,15 @@ impl Spec for AttentionSpec {
         let f16 = self.dtype == DType::F16;
         // The kernels that read q, k, v: inputs, masks and the element forms.
         let mut d = vec![D::HasInputs, D::Masks];
-        for (on, def) in [(self.vec, D::Vec), (self.bias, D::Bias), (f16, D::OutF16)] {
+        let x = self.extras;
+        for (on, def) in [
+            (self.vec, D::Vec),
+            (self.bias, D::Bias),
+            (f16, D::OutF16),
+            (x.ext, D::Ext),
+            (x.mask, D::BoolMask),
+            (x.paged, D::Paged),
+        ] {
             if on {
                 d.push(def);
             }
@@ -227,17 +277,23 @@ impl Spec for AttentionSpec {
                 vec![("D4", d4), ("DV4", dv4), ("KB", 8)]
             }
             AttentionKernel::Merge { d4, dv4 } => {
-                d = vec![];
+                // The merge folds in the learned sinks (EXT).
+                d = vec![D::Masks];
                 if f16 {
                     d.push(D::OutF16);
+                }
+                if x.ext {
+                    d.push(D::Ext);
                 }
                 direct(&mut d, D::KindMerge);
                 vec![("D4", d4), ("DV4", dv4)]
             }
             AttentionKernel::Softmax => {
                 d = vec![D::KindSoftmax, D::Masks];
-                if self.bias {
-                    d.push(D::Bias);
+                for (on, def) in [(self.bias, D::Bias), (x.ext, D::Ext), (x.mask, D::BoolMask)] {
+                    if on {
+                        d.push(def);
+                    }
                 }
                 if self.lse {
                     d.push(D::Lse);
@@ -246,6 +302,13 @@ impl Spec for AttentionSpec {
             }
             AttentionKernel::Permute => {
                 d = vec![D::KindPermute];
+                vec![]
+            }
+            AttentionKernel::Append => {
+                d = vec![D::KindAppend, D::Masks];
+                if x.paged {
+                    d.push(D::Paged);
+                }
                 vec![]
             }
         };
@@ -259,6 +322,7 @@ impl Spec for AttentionSpec {
             AttentionKernel::Pack { .. } => "",
             AttentionKernel::Split { .. } | AttentionKernel::Merge { .. } => SPLIT_KV,
             AttentionKernel::Softmax | AttentionKernel::Permute => NAIVE,
+            AttentionKernel::Append => KV_CACHE,
         };
         let src = [COMMON, KV_TEXELS, own].concat();
         shader::render(self, &src, self.dtype, false, &d, &consts)

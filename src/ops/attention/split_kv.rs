@@ -37,7 +37,7 @@ pub(super) fn run(
     kv: Option<&KvTextures>,
     (nsplit, chunk): (usize, usize),
     p: &AttentionParams,
-    kvlen: &Table<'_>,
+    aux: &Table<'_>,
     out: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
@@ -71,7 +71,7 @@ pub(super) fn run(
         let tex = kv
             .map(|g| KvTexels::encode(ctx, &mut enc, &packs, &ubuf, [io.k, io.v], dims, g))
             .transpose()?;
-        let mut binds = common_binds(io, Bind::whole(&part_o), kvlen, Some(Bind::whole(&part_ml)));
+        let mut binds = common_binds(io, Bind::whole(&part_o), aux, Some(Bind::whole(&part_ml)));
         match &tex {
             Some(t) => binds.extend([
                 (slot::K_TEXELS, Bind::pooled(&t.textures[0])),
@@ -86,6 +86,9 @@ pub(super) fn run(
             (slot::IN2, Bind::whole(&part_ml)),
             (slot::OUT, out.bind()),
         ];
+        if merge.extras.ext {
+            binds.push((slot::AUX, aux.bind()));
+        }
         if let Some(l) = lse {
             binds.push((slot::STATS, l.bind()));
         }

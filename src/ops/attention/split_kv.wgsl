@@ -33,24 +33,22 @@ fn split_kv(@builtin(workgroup_id) wid: vec3<u32>,
     var m = NEG;
     var l = 0.0;
     let rend = key_end(b, row);
+    let rs = key_start(b, row);
+    let hx = head_ext(b, h);
     let k0 = split * P.chunk;
     let k1 = min(k0 + P.chunk, rend);
-    let kb = b * P.k_sb + hk * P.k_sh;
-    let vb = b * P.v_sb + hk * P.v_sh;
 //#if BIAS
     let bb = b * P.bias_sb + h * P.bias_sh + row * P.sk;
 //#endif
 //#if KV_TEX
     // K/V as texels, KB keys per online-softmax step (one max and KB + 1
     // exponentials per step instead of two per key).
-    let ktb = b * P.kt_sb + hk * P.kt_sh;
-    let vtb = b * P.vt_sb + hk * P.vt_sh;
-    for (var j0 = k0; j0 < k1; j0 += KB) {
+    for (var j0 = skip_gap(k0, rs); j0 < k1; j0 = skip_gap(j0 + KB, rs)) {
 //#for j < KB
         // Keys past the split's end read a clamped key and get p = 0.
-        let kc{j} = min(j0 + {j}u, k1 - 1u);
-        let kt{j} = ktb + kc{j} * P.kt_ss;
-        let vt{j} = vtb + kc{j} * P.vt_ss;
+        let kl{j} = kv_loc(b, min(j0 + {j}u, k1 - 1u));
+        let kt{j} = kt_at(kl{j}, hk);
+        let vt{j} = vt_at(kl{j}, hk);
         var s{j} = 0.0;
 //#endfor
 //#for c < D4
@@ -60,7 +58,8 @@ fn split_kv(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
         var mx = m;
 //#for j < KB
-        let ok{j} = j0 + {j}u < k1;
+        let ok{j} = visible(b, h, row, j0 + {j}u, rs, k1);
+        s{j} = ext_score(hx, row, j0 + {j}u, s{j});
 //#if BIAS
         if (ok{j}) {
             s{j} += bias[bb + j0 + {j}u];
@@ -87,12 +86,17 @@ fn split_kv(@builtin(workgroup_id) wid: vec3<u32>,
 //#endfor
     }
 //#else
-    for (var key = k0; key < k1; key++) {
+    for (var key = skip_gap(k0, rs); key < k1; key = skip_gap(key + 1u, rs)) {
+        if (!visible(b, h, row, key, rs, k1)) {
+            continue;
+        }
+        let kl = kv_loc(b, key);
         var s = 0.0;
-        let kr = kb + key * P.k_ss;
+        let kr = k_at(kl, hk);
 //#for i < D4
         s += dot(q{i}, ld_k(kr, {i}u));
 //#endfor
+        s = ext_score(hx, row, key, s);
 //#if BIAS
         s += bias[bb + key];
 //#endif
@@ -100,7 +104,7 @@ fn split_kv(@builtin(workgroup_id) wid: vec3<u32>,
         let corr = exp(m - mn);
         let p = exp(s - mn);
         l = l * corr + p;
-        let vr = vb + key * P.v_ss;
+        let vr = v_at(kl, hk);
 //#for i < DV4
         o{i} = fma(vec4<f32>(p), ld_v(vr, {i}u), o{i} * corr);
 //#endfor
@@ -152,11 +156,11 @@ fn merge(@builtin(global_invocation_id) gid: vec3<u32>,
             acc = fma(vec4<f32>(w), part_o[slot * DV4 + c], acc);
         }
     }
-    let inv = select(0.0, 1.0 / l, l > 0.0);
-    st_row(b * P.o_sb + h * P.o_sh + row * P.o_ss, c, acc * inv);
+    let f = fin(h, mx, l);
+    st_row(b * P.o_sb + h * P.o_sh + row * P.o_ss, c, acc * f.x);
 //#if LSE
     if (c == 0u) {
-        lse[rbh] = select(bitcast<f32>(0xff800000u), mx + log(l), l > 0.0);
+        lse[rbh] = f.y;
     }
 //#endif
 }
