@@ -139,6 +139,11 @@ pub fn time(
     // Time the kernels' fastest forms, not stand-ins serving while they compile.
     spin.set_message(format!("{label}: waiting for background compiles"));
     ctx.finish_background_compiles();
+    // One untimed call of those forms: a software driver may finish a
+    // pipeline's compile at its first dispatch.
+    spin.set_message(format!("{label}: warm-up of the final kernels"));
+    f()?;
+    ctx.synchronize()?;
     let mut v = Vec::with_capacity(reps);
     let mut gpu = true;
     let mut walls = Vec::with_capacity(reps);

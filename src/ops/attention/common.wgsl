@@ -40,7 +40,8 @@ struct Params {
     // PAGED: tokens per page, pages in the pool. BOOL_MASK: word strides
     // (batch, head, row; 0 where broadcast).
     page: u32, npages: u32, mask_sb: u32, mask_sh: u32,
-    mask_ss: u32, _p5: u32, _p6: u32, _p7: u32,
+    // page_shift: log2 of a power-of-two page size, else 32.
+    mask_ss: u32, page_shift: u32, _p6: u32, _p7: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -186,17 +187,21 @@ fn head_ext(b: u32, h: u32) -> vec2<f32> {
 }
 
 // A scaled score after the soft cap (cap·tanh(s / cap)) and ALiBi
-// (−slope·|i + diag − j|), before the additive bias. tanh from one exp of a
-// non-positive argument: no overflow for large scores.
+// (−slope·|i + diag − j|), before the additive bias. The cap as
+// cap − 2·cap / (1 + e^(2s/cap)): one exp and one division a score (the
+// cost that matters), its absolute error cap·ε like the score's own
+// rounding; the exponent is clamped so that e stays finite.
 fn ext_score(hx: vec2<f32>, row: u32, j: u32, s: f32) -> f32 {
 //#if EXT
     var x = s;
     if (P.softcap > 0.0) {
-        let y = x / P.softcap;
-        let e = exp(-2.0 * abs(y));
-        x = P.softcap * sign(y) * (1.0 - e) / (1.0 + e);
+        let e = exp(min(s * (2.0 / P.softcap), 80.0));
+        x = P.softcap - 2.0 * P.softcap / (1.0 + e);
     }
-    return x - hx.x * abs(f32(row) + hx.y - f32(j));
+    if ((P.flags & 1u) != 0u) {
+        x -= hx.x * abs(f32(row) + hx.y - f32(j));
+    }
+    return x;
 //#else
     return s;
 //#endif
@@ -227,10 +232,34 @@ fn fin(h: u32, m: f32, l: f32) -> vec2<f32> {
 // (pages past the pool read its last one: reads stay in bounds).
 fn kv_loc(b: u32, j: u32) -> vec2<u32> {
 //#if PAGED
-    let pg = aux[P.tab_off + b * P.max_pages + j / P.page];
-    return vec2<u32>(min(pg, P.npages - 1u), j % P.page);
+    // Pages of a power-of-two size divide by a shift: integer division is
+    // a scalar loop per lane on CPU adapters.
+    var q = 0u;
+    var r = 0u;
+    if (P.page_shift < 32u) {
+        q = j >> P.page_shift;
+        r = j & (P.page - 1u);
+    } else {
+        q = j / P.page;
+        r = j % P.page;
+    }
+    let pg = aux[P.tab_off + b * P.max_pages + q];
+    return vec2<u32>(min(pg, P.npages - 1u), r);
 //#else
     return vec2<u32>(b, j);
+//#endif
+}
+
+// kv_loc of key kc ≥ j0 given l0 = kv_loc(b, j0): without a table lookup
+// while kc is on j0's page (a step of consecutive keys mostly is).
+fn kv_loc_from(b: u32, j0: u32, l0: vec2<u32>, kc: u32) -> vec2<u32> {
+//#if PAGED
+    if (kc - j0 + l0.y < P.page) {
+        return vec2<u32>(l0.x, l0.y + kc - j0);
+    }
+    return kv_loc(b, kc);
+//#else
+    return vec2<u32>(b, kc);
 //#endif
 }
 

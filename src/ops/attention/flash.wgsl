@@ -330,9 +330,10 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3<u32>,
     let kst = rs0;
 //#endif
     for (var j0 = skip_gap(0u, kst); j0 < kend; j0 = skip_gap(j0 + KB, kst)) {
+        let kl = kv_loc(b, j0);
 //#for j < KB
         // Keys past the end read a clamped key and get p = 0.
-        let kl{j} = kv_loc(b, min(j0 + {j}u, kend - 1u));
+        let kl{j} = kv_loc_from(b, j0, kl, min(j0 + {j}u, kend - 1u));
         let kt{j} = kt_at(kl{j}, hk);
         let vt{j} = vt_at(kl{j}, hk);
 //#for i < TM

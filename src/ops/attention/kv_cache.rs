@@ -184,6 +184,7 @@ pub fn kv_append(
                 tab_off: b as u32,
                 max_pages: paged.map_or(0, |pk| pk.max_pages as u32),
                 page: krows as u32,
+                page_shift: super::plan::page_shift(krows),
                 npages: kb as u32,
                 ..Default::default()
             };

@@ -129,7 +129,9 @@ pub enum FlashSchedule {
     /// columns (each V load feeds 16 rows, each probability up to 8 column
     /// vec4s). Loads per FLOP are those of the tiled matmul. Large unrolled
     /// blocks: the first compile on a software adapter takes seconds. Needs
-    /// 8.5 KiB of workgroup memory.
+    /// 8.5 KiB of workgroup memory. Takes no inference options (window,
+    /// sink tokens, soft cap, ALiBi, sinks, boolean mask, paged K/V): forced
+    /// with one it is [`Error::Unsupported`].
     Blocks,
     /// Every invocation owns up to 8 query rows (fewer for head dims over 64)
     /// with their Q and O in registers and streams every key it may see itself;
@@ -141,8 +143,10 @@ pub enum FlashSchedule {
     /// fetches are vectorised gathers (the default for seq_q ≥ 64 where the
     /// device profile prefers texel reads). Needs the textures to fit the
     /// adapter's texture limits (K's elements / 4 / 2^20 layers with
-    /// 1024-texel lines): forced beyond that it is [`Error::Unsupported`];
-    /// chosen by the planner, `Blocks` runs instead.
+    /// 1024-texel lines), and with a paged cache head dims that are
+    /// multiples of 4: forced beyond that it is [`Error::Unsupported`];
+    /// chosen by the planner, `Blocks` runs instead (`Tiles` for a call with
+    /// inference options).
     Rows,
 }
 

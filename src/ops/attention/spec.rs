@@ -58,7 +58,9 @@ crate::params! {
         page: u32, npages: u32,
         /// Boolean mask word strides (batch, head, row; 0 where broadcast).
         mask_sb: u32, mask_sh: u32, mask_ss: u32,
-        _p5: u32, _p6: u32, _p7: u32,
+        /// log2 of a power-of-two page size, else 32.
+        page_shift: u32,
+        _p6: u32, _p7: u32,
     }
 }
 

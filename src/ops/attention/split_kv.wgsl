@@ -44,9 +44,10 @@ fn split_kv(@builtin(workgroup_id) wid: vec3<u32>,
     // K/V as texels, KB keys per online-softmax step (one max and KB + 1
     // exponentials per step instead of two per key).
     for (var j0 = skip_gap(k0, rs); j0 < k1; j0 = skip_gap(j0 + KB, rs)) {
+        let kl = kv_loc(b, j0);
 //#for j < KB
         // Keys past the split's end read a clamped key and get p = 0.
-        let kl{j} = kv_loc(b, min(j0 + {j}u, k1 - 1u));
+        let kl{j} = kv_loc_from(b, j0, kl, min(j0 + {j}u, k1 - 1u));
         let kt{j} = kt_at(kl{j}, hk);
         let vt{j} = vt_at(kl{j}, hk);
         var s{j} = 0.0;
