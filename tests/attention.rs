@@ -596,10 +596,13 @@ fn padded_cache_bottom_right_aligns_to_each_length() {
     }
 }
 
+/// Batch 2 with different kv_len, one of them 0 (every row fully masked),
+/// bias broadcast over batch or heads (long tier: its bias kernels at d 64
+/// are its own; the fast tier meets the bias in the hard shapes and empty
+/// sequences in the padded caches).
 #[test]
+#[ignore = "long tier: cargo test --release -- --ignored"]
 fn batch_kv_len_bias_broadcast_and_masked_rows() {
-    // Batch 2 with different kv_len, one of them 0 (every row fully masked),
-    // bias broadcast over batch or heads.
     for (i, bias) in [None, Some([2, 1, 20, 45]), Some([1, 6, 20, 45])]
         .into_iter()
         .enumerate()
@@ -626,7 +629,11 @@ fn batch_kv_len_bias_broadcast_and_masked_rows() {
             });
         }
     }
-    // seq_q > seq_k bottom-right: the first rows see no key at all.
+}
+
+/// seq_q > seq_k bottom-right: the first rows see no key at all (exact zeros).
+#[test]
+fn seq_q_past_seq_k_first_rows_see_nothing() {
     run(&Case {
         flash: &SCHEDS,
         split: &SPLITS,
@@ -686,19 +693,11 @@ fn inference_options_together_every_kernel() {
 
 /// Keys outside every row's window (past the sink tokens) are NaN: each
 /// fused kernel must skip their tiles, for decode (seq_q 1) and a prefill
-/// chunk (seq_q 64), under both causal conventions.
+/// chunk (seq_q 64). (Top-left windows are in the long-tier grid.)
 #[test]
 fn window_tiles_outside_are_never_read() {
-    for (i, (sq, causal)) in [
-        (1, Causal::BottomRight),
-        (64, Causal::TopLeft),
-        (64, Causal::BottomRight),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let sk = if causal == Causal::TopLeft { 64 } else { 700 };
-        let window = if causal == Causal::TopLeft { 3 } else { 100 };
+    for (i, sq) in [1, 64].into_iter().enumerate() {
+        let (sk, window, causal) = (700, 100, Causal::BottomRight);
         run(&Case {
             flash: &SCHEDS,
             split: if sq == 1 { &SPLITS } else { srot(i) },
@@ -719,7 +718,7 @@ fn window_tiles_outside_are_never_read() {
             ext: Ext {
                 window: Window::left(window),
                 sink_tokens: 4,
-                nan_outside: causal != Causal::TopLeft,
+                nan_outside: true,
                 ..Ext::default()
             },
         });
