@@ -11,8 +11,8 @@
 // (d and dv multiples of 4); BIAS, LSE; consts D4 / DV4 (vec4s per row of
 // Q/K and V/O), BQ, BKV, SK; MASKS declares the aux table (kv_len, block
 // table, per-head slopes and sinks), the bias and the mask functions. EXT
-// turns on the inference options (window, sink tokens, softcap, ALiBi, learned
-// sinks), BOOL_MASK a bit-packed boolean mask, PAGED K/V read through a block
+// turns on the inference options (window, sink tokens, ALiBi, learned sinks;
+// SOFTCAP the soft cap), BOOL_MASK a bit-packed boolean mask, PAGED K/V read through a block
 // table: each kernel calls the same functions whatever is on, and with an
 // option off its function folds to the plain case.
 
@@ -191,17 +191,17 @@ fn head_ext(b: u32, h: u32) -> vec2<f32> {
 // cap − 2·cap / (1 + e^(2s/cap)): one exp and one division a score (the
 // cost that matters), its absolute error cap·ε like the score's own
 // rounding; the exponent is clamped so that e stays finite.
+// The cap is compiled in (SOFTCAP) and ALiBi is arithmetic (slope 0 when
+// off): a run-time branch per score would split the kernels' unrolled score
+// blocks.
 fn ext_score(hx: vec2<f32>, row: u32, j: u32, s: f32) -> f32 {
 //#if EXT
     var x = s;
-    if (P.softcap > 0.0) {
-        let e = exp(min(s * (2.0 / P.softcap), 80.0));
-        x = P.softcap - 2.0 * P.softcap / (1.0 + e);
-    }
-    if ((P.flags & 1u) != 0u) {
-        x -= hx.x * abs(f32(row) + hx.y - f32(j));
-    }
-    return x;
+//#if SOFTCAP
+    let e = exp(min(s * (2.0 / P.softcap), 80.0));
+    x = P.softcap - 2.0 * P.softcap / (1.0 + e);
+//#endif
+    return x - hx.x * abs(f32(row) + hx.y - f32(j));
 //#else
     return s;
 //#endif

@@ -445,6 +445,7 @@ impl<'a> AttentionOptions<'a> {
                 || self.softcap.is_some()
                 || self.alibi_slopes.is_some()
                 || self.sinks.is_some(),
+            softcap: self.softcap.is_some(),
             mask: self.mask.is_some(),
             paged: self.paged.is_some(),
         }

@@ -577,6 +577,7 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<AttentionSpec> {
 fn extra_flags(d: usize, dv: usize) -> Vec<(bool, Extras)> {
     let all = Extras {
         ext: true,
+        softcap: true,
         mask: true,
         paged: true,
     };

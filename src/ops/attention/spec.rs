@@ -96,6 +96,7 @@ crate::defines! {
         Vec = "VEC",
         Bias = "BIAS",
         Ext = "EXT",
+        Softcap = "SOFTCAP",
         BoolMask = "BOOL_MASK",
         Paged = "PAGED",
         OutF16 = "OUT_F16",
@@ -172,6 +173,8 @@ pub(crate) struct AttentionSpec {
 pub(crate) struct Extras {
     /// Window, sink tokens, soft cap, ALiBi, learned sinks (run-time values).
     pub ext: bool,
+    /// The soft cap (with `ext`).
+    pub softcap: bool,
     /// A bit-packed boolean mask.
     pub mask: bool,
     /// K/V read through a block table.
@@ -207,6 +210,7 @@ impl Spec for AttentionSpec {
             (self.bias, D::Bias),
             (f16, D::OutF16),
             (x.ext, D::Ext),
+            (x.softcap, D::Softcap),
             (x.mask, D::BoolMask),
             (x.paged, D::Paged),
         ] {
@@ -292,7 +296,12 @@ impl Spec for AttentionSpec {
             }
             AttentionKernel::Softmax => {
                 d = vec![D::KindSoftmax, D::Masks];
-                for (on, def) in [(self.bias, D::Bias), (x.ext, D::Ext), (x.mask, D::BoolMask)] {
+                for (on, def) in [
+                    (self.bias, D::Bias),
+                    (x.ext, D::Ext),
+                    (x.softcap, D::Softcap),
+                    (x.mask, D::BoolMask),
+                ] {
                     if on {
                         d.push(def);
                     }
