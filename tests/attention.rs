@@ -524,7 +524,7 @@ fn every_head_dim_both_causal_and_layouts() {
 /// nothing).
 #[test]
 fn padded_cache_bottom_right_aligns_to_each_length() {
-    let (b, hq, hkv, cap, d) = (3, 4, 2, 83, 16);
+    let (b, hq, hkv, cap, d) = (3, 4, 2, 83, 64);
     for (i, sq) in [1usize, 2, 7, 64].into_iter().enumerate() {
         let kv: Vec<u32> = vec![cap as u32, (sq + 5) as u32, (sq as u32).saturating_sub(1)];
         let mut r = rng(&format!("padded cache sq {sq}"));
@@ -643,8 +643,8 @@ fn seq_q_past_seq_k_first_rows_see_nothing() {
         hkv: 1,
         sq: 50,
         sk: 20,
-        d: 16,
-        dv: 16,
+        d: 64,
+        dv: 64,
         layout: Layout::Bhsd,
         causal: Causal::BottomRight,
         bias: None,
