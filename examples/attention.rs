@@ -566,8 +566,12 @@ fn main() {
         eprintln!("error: --heads, --seq, --dim and --cache must be at least 1");
         std::process::exit(2);
     }
-    if a.paged == Some(0) || a.window.is_some() && a.full {
-        eprintln!("error: --paged must be at least 1; --window needs causal attention (no --full)");
+    if a.paged == Some(0) {
+        eprintln!("error: --paged must be at least 1 token a page");
+        std::process::exit(2);
+    }
+    if a.window.is_some() && a.full {
+        eprintln!("error: --window is timed against causal attention: drop --full");
         std::process::exit(2);
     }
     if let Some(c) = a.softcap {

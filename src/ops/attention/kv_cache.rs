@@ -99,22 +99,8 @@ pub fn kv_append(
     }
     let capacity = match paged {
         Some(pk) => {
-            if pk.block_table.len() != b * pk.max_pages {
-                return Err(bad(format!(
-                    "the block table has {} entries for batch {b} × max_pages {}",
-                    pk.block_table.len(),
-                    pk.max_pages
-                )));
-            }
-            if let Some((i, &pg)) = pk
-                .block_table
-                .iter()
-                .enumerate()
-                .find(|&(_, &pg)| pg as usize >= kb)
-            {
-                return Err(bad(format!(
-                    "block_table[{i}] = {pg} is past the pool's {kb} pages"
-                )));
+            if let Some(why) = pk.problem(b, kb) {
+                return Err(bad(why));
             }
             pk.max_pages * krows
         }
@@ -153,13 +139,7 @@ pub fn kv_append(
     let mut aux = kv_len.to_vec();
     aux.extend_from_slice(paged.map_or(&[][..], |pk| pk.block_table));
     let aux = ctx.table(&aux);
-    let strides = |heads: usize, seq: usize, dim: usize| -> [u32; 3] {
-        let s = match layout {
-            Layout::Bhsd => [heads * seq * dim, seq * dim, dim],
-            Layout::Bshd => [seq * heads * dim, dim, heads * dim],
-        };
-        s.map(|x| x as u32)
-    };
+    let strides = |heads, seq, dim| super::plan::strides(layout, heads, seq, dim);
     ctx.scoped(OP_APPEND, || {
         let mut enc = ctx.encoder();
         let mut params = Vec::new();

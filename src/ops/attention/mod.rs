@@ -230,6 +230,28 @@ pub struct PagedKv<'a> {
     pub max_pages: usize,
 }
 
+impl PagedKv<'_> {
+    /// What is wrong with the table for `batch` sequences over a pool of
+    /// `pages` pages, if anything.
+    pub(crate) fn problem(&self, batch: usize, pages: usize) -> Option<String> {
+        if self.block_table.len() != batch * self.max_pages {
+            return Some(format!(
+                "the block table has {} entries for batch {batch} × max_pages {}",
+                self.block_table.len(),
+                self.max_pages
+            ));
+        }
+        let (i, pg) = self
+            .block_table
+            .iter()
+            .enumerate()
+            .find(|&(_, &pg)| pg as usize >= pages)?;
+        Some(format!(
+            "block_table[{i}] = {pg} is past the pool's {pages} pages"
+        ))
+    }
+}
+
 /// A boolean attention mask `[batch|1, heads_q|1, seq_q, seq_k]`, true =
 /// attend (PyTorch SDPA's boolean `attn_mask`), bit-packed on the device:
 /// 32 keys a u32 word, each row padded to whole words.
@@ -523,22 +545,8 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOptions) -> Result<Dim
     }
     let sk = match o.paged {
         Some(pk) => {
-            if pk.block_table.len() != b * pk.max_pages {
-                return Err(bad(format!(
-                    "the block table has {} entries for batch {b} × max_pages {}",
-                    pk.block_table.len(),
-                    pk.max_pages
-                )));
-            }
-            if let Some((i, &pg)) = pk
-                .block_table
-                .iter()
-                .enumerate()
-                .find(|&(_, &pg)| pg as usize >= bk)
-            {
-                return Err(bad(format!(
-                    "block_table[{i}] = {pg} is past the pool's {bk} pages"
-                )));
+            if let Some(why) = pk.problem(b, bk) {
+                return Err(bad(why));
             }
             pk.max_pages * kv_rows
         }

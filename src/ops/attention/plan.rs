@@ -376,13 +376,7 @@ pub(crate) fn params(dims: &Dims, opts: &AttentionOptions) -> AttentionParams {
         // kernel from kv_len[b] (seq_k without kv_len).
         Causal::BottomRight => (2, 0),
     };
-    let strides = |heads: usize, seq: usize, dim: usize| -> [u32; 3] {
-        let s = match l {
-            Layout::Bhsd => [heads * seq * dim, seq * dim, dim],
-            Layout::Bshd => [seq * heads * dim, dim, heads * dim],
-        };
-        s.map(|x| x as u32)
-    };
+    let strides = |heads, seq, dim| strides(l, heads, seq, dim);
     let [q_sb, q_sh, q_ss] = strides(dims.hq, dims.sq, dims.d);
     let [k_sb, k_sh, k_ss] = strides(dims.hkv, dims.kv_rows, dims.d);
     let [v_sb, v_sh, v_ss] = strides(dims.hkv, dims.kv_rows, dims.dv);
@@ -437,6 +431,16 @@ pub(crate) fn params(dims: &Dims, opts: &AttentionOptions) -> AttentionParams {
         mask_ss,
         ..Default::default()
     }
+}
+
+/// Element strides (batch, head, seq) of a `[batch, heads, seq, dim]`
+/// tensor (or `[batch, seq, heads, dim]`) in `layout`.
+pub(crate) fn strides(layout: Layout, heads: usize, seq: usize, dim: usize) -> [u32; 3] {
+    let s = match layout {
+        Layout::Bhsd => [heads * seq * dim, seq * dim, dim],
+        Layout::Bshd => [seq * heads * dim, dim, heads * dim],
+    };
+    s.map(|x| x as u32)
 }
 
 /// log2 of a power-of-two page size, else 32 (the kernels divide then).
