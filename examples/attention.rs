@@ -449,8 +449,6 @@ fn run(
         "{:<17} {:>11} {:>9} {:>9} {:>14} {:>10} {:>10}",
         "variant", "median ms", "GFLOP/s", "vs naive", "peak dev MiB", "rel L2", "first ms"
     );
-    // Reference on 4 rows of head 0.
-    let rows: Vec<usize> = vec![0, sq / 3, sq / 2, sq - 1];
     let mut naive_ms = None;
     let mut ran = 0;
     // SplitKv once per K/V source, so both are compared in one run.
@@ -491,33 +489,16 @@ fn run(
         // Read before the check below adds its own readback buffer.
         let peak = ctx.memory_stats().peak_bytes;
         let got = out.to_vec::<f32>()?;
-        let mut worst = 0.0f64;
-        for &r in &rows {
-            let end = match causal {
-                Causal::None => sk,
-                _ => ((r + 1 + sk) as i64 - sq as i64).clamp(0, sk as i64) as usize,
-            };
-            let (want, _) = reference::attention::attention(&reference::attention::AttentionRef {
-                q: &q[r * d..(r + 1) * d],
-                k: &k[..end * d],
-                v: &v[..end * d],
-                dims: [1, 1, 1, 1, end, d, d],
-                layout: Layout::Bhsd,
-                causal: Causal::None,
-                scale: Some(1.0 / (d as f32).sqrt()),
-                kv_len: None,
-                bias: None,
-                ..Default::default()
-            });
-            let rep = verify::compare(&got[r * d..(r + 1) * d], &want);
-            if !rep.passes(1e-4) {
-                return Err(flashdot::Error::InvalidArgument {
-                    op: "attention demo",
-                    detail: format!("{name} row {r} disagrees with the reference: {rep}"),
-                });
-            }
-            worst = worst.max(rep.rel_l2);
-        }
+        let worst = check_rows(
+            &name,
+            &got,
+            &q,
+            &k,
+            &v,
+            (sq, sk, d),
+            causal,
+            &Opt::default(),
+        )?;
         ran += 1;
         let ms = t.median.as_secs_f64() * 1e3;
         if var == AttentionVariant::Naive {
