@@ -1314,3 +1314,36 @@ fn inference_options_grid() {
         eprintln!("case {j} ({:.1} s): {c:?}", t.elapsed().as_secs_f64());
     }
 }
+
+/// With no keys every row is fully masked: zeros, and an LSE of the head's
+/// sink logit when there are learned sinks (−∞ without), as the kernels give
+/// for a fully masked row.
+#[test]
+fn empty_cache_with_sinks_gives_the_sink_lse() {
+    let ctx = ctx();
+    let q = Tensor::from_slice(&ctx, &[0.5f32; 2 * 3 * 3 * 4], &[2, 3, 3, 4]).unwrap();
+    let kv = Tensor::zeros(&ctx, &[2, 3, 0, 4], DType::F32).unwrap();
+    let sinks = [0.25f32, -1.0, 3.0];
+    for with in [false, true] {
+        let mut o = AttentionOptions::default().return_lse(true);
+        if with {
+            o = o.sinks(&sinks);
+        }
+        let r = attention(&q, &kv, &kv, &o).unwrap();
+        assert_eq!(r.out.to_vec::<f32>().unwrap(), vec![0.0; 72]);
+        let want: Vec<f32> = (0..18)
+            .map(|i| {
+                if with {
+                    sinks[i / 3 % 3]
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        assert_eq!(
+            r.lse.unwrap().to_vec::<f32>().unwrap(),
+            want,
+            "sinks {with}"
+        );
+    }
+}

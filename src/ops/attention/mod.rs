@@ -776,10 +776,15 @@ pub fn attention_into(
     let aux = ctx.table(&aux);
     match &plan.launch {
         Launch::Empty => {
-            // No keys: every row is fully masked, so zeros and an LSE of −∞.
+            // No keys: every row is fully masked, so zeros and an LSE of −∞
+            // (the head's sink logit with learned sinks, as the kernels give).
             zero_fill(out)?;
             if let Some(l) = lse {
-                l.write(&vec![f32::NEG_INFINITY; l.len()])?;
+                let row_lse = |h: usize| opts.sinks.map_or(f32::NEG_INFINITY, |s| s[h]);
+                let vals: Vec<f32> = (0..l.len())
+                    .map(|i| row_lse(i / dims.sq.max(1) % dims.hq.max(1)))
+                    .collect();
+                l.write(&vals)?;
             }
             Ok(())
         }

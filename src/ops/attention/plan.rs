@@ -217,8 +217,8 @@ pub(crate) fn plan_for(
                             "the Rows schedule copies K and V ({} and {} vec4s) into textures, \
                              which exceed this adapter's texture or dispatch limits (or, paged, \
                              have head dims that are not multiples of 4)",
-                            dims.b * dims.hkv * dims.sk * d4 as usize,
-                            dims.b * dims.hkv * dims.sk * dv4 as usize
+                            dims.kv_outer * dims.hkv * dims.kv_rows * d4 as usize,
+                            dims.kv_outer * dims.hkv * dims.kv_rows * dv4 as usize
                         )))
                     }
                     None if blocks_serves(&opts.extras()) => FlashSchedule::Blocks,
