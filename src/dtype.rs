@@ -15,6 +15,9 @@ pub enum DType {
 }
 
 impl DType {
+    /// The float types kernels compute on (f16 needs `SHADER_F16`).
+    pub const FLOAT: [DType; 2] = [DType::F32, DType::F16];
+
     /// Bytes per element.
     pub fn size(self) -> u64 {
         match self {

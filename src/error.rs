@@ -90,6 +90,30 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// `f32 or f16`-style rendering of the dtypes an op takes.
+fn dtype_list(d: &[crate::dtype::DType]) -> String {
+    d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" or ")
+}
+
+/// Fails with [`Error::DType`] unless `found` is one of `expected`: the one
+/// dtype check every op calls.
+pub(crate) fn expect_dtype(
+    op: &'static str,
+    what: &str,
+    found: crate::dtype::DType,
+    expected: &[crate::dtype::DType],
+) -> Result<()> {
+    if expected.contains(&found) {
+        return Ok(());
+    }
+    Err(Error::DType {
+        op,
+        what: what.to_string(),
+        found,
+        expected: expected.to_vec(),
+    })
+}
+
 /// Everything that can go wrong in flashdot.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -119,6 +143,20 @@ pub enum Error {
         op: &'static str,
         /// Both (or all) shapes and what was expected of them.
         detail: String,
+    },
+    /// An operand's element type is not one the operation takes (or not the
+    /// one its other operands have); checked by every op through one function.
+    #[error("{op}: dtype mismatch: {what} is {found}, expected {}", dtype_list(expected))]
+    DType {
+        /// Operation name.
+        op: &'static str,
+        /// Which operand, e.g. `"k"` or `"the queries"`.
+        what: String,
+        /// Its element type.
+        found: crate::dtype::DType,
+        /// The element types the operation takes there (one, when it must match
+        /// another operand).
+        expected: Vec<crate::dtype::DType>,
     },
     /// An argument other than a shape is out of its domain (k = 0, a NaN scale, ...).
     #[error("{op}: invalid argument: {detail}")]
@@ -225,5 +263,22 @@ mod tests {
         };
         assert!(e.to_string().contains("more than 2^64 bytes"), "{e}");
         assert!(e.to_string().contains("3.00 GiB"), "{e}");
+    }
+
+    #[test]
+    fn dtype_mismatch_names_op_operand_and_both_dtypes() {
+        use crate::dtype::DType;
+        assert!(expect_dtype("dot", "b", DType::F16, &DType::FLOAT).is_ok());
+        let e = expect_dtype("dot", "b", DType::U32, &DType::FLOAT).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dot: dtype mismatch: b is u32, expected f32 or f16"
+        );
+        let e = expect_dtype("attention", "k", DType::F16, &[DType::F32]).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::DType { op: "attention", found: DType::F16, ref expected, .. }
+                if expected == &[DType::F32]
+        ));
     }
 }
