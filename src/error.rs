@@ -92,7 +92,10 @@ fn bytes(n: u64) -> String {
 
 /// `f32 or f16`-style rendering of the dtypes an op takes.
 fn dtype_list(d: &[crate::dtype::DType]) -> String {
-    d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" or ")
+    d.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// Fails with [`Error::DType`] unless `found` is one of `expected`: the one
@@ -146,7 +149,10 @@ pub enum Error {
     },
     /// An operand's element type is not one the operation takes (or not the
     /// one its other operands have); checked by every op through one function.
-    #[error("{op}: dtype mismatch: {what} is {found}, expected {}", dtype_list(expected))]
+    #[error(
+        "{op}: dtype mismatch: {what} is {found}, expected {}",
+        dtype_list(expected)
+    )]
     DType {
         /// Operation name.
         op: &'static str,

@@ -27,7 +27,6 @@ pub mod ops;
 pub mod reference;
 mod shader;
 pub mod tensor;
-mod texels;
 #[cfg(test)]
 mod validate;
 pub mod verify;

@@ -15,8 +15,9 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 use crate::context::{DeviceProfile, Spec};
-use crate::ops::{attention, dot, embedding, gather, matmul, norm, pooling, search, similarity};
+use crate::ops::{attention, dot, embedding, matmul, norm, pooling, search, similarity};
 use crate::shader::Params;
+use crate::tensor::strided as gather;
 
 /// Device profiles that span what the planners branch on: a discrete GPU
 /// with f16 and 32-lane subgroups, one with neither, a software adapter with

@@ -37,10 +37,22 @@ fn roundtrip_odd_lengths() {
         }
     }
     let t = Tensor::zeros(&ctx, &[3], DType::F32).unwrap();
-    assert!(matches!(
-        t.to_vec::<u32>(),
-        Err(Error::InvalidArgument { .. })
-    ));
+    assert!(matches!(t.to_vec::<u32>(), Err(Error::DType { .. })));
+}
+
+/// A closure that panics inside `Context::record` ends the recording as a
+/// return does: later readbacks and recordings on that thread work.
+#[test]
+fn record_ends_when_its_closure_panics() {
+    let ctx = ctx();
+    let t = Tensor::from_slice(&ctx, &[1.0f32, 2.0, 3.0], &[1, 3]).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ctx.record(|| -> flashdot::Result<()> { panic!("inside a recording") })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(t.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
+    let d = ctx.record(|| dot_with(&t, &t, DotVariant::Auto)).unwrap();
+    assert_eq!(d.to_vec::<f32>().unwrap(), vec![14.0]);
 }
 
 #[test]

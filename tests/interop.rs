@@ -223,11 +223,11 @@ fn recorded_chain_matches_the_reference() {
     assert!(matches!(e, Error::Shape { .. }), "{e}");
 }
 
-/// One thread's long matmul and another's small readbacks on one context:
-/// both correct; the small thread's wait is printed (a measurement, not an
-/// assertion: the readback waits for its own submission, not the device).
+/// One thread's long matmuls and another's small readbacks on one context at
+/// once: every result correct. The small thread's waits are printed (a
+/// measurement, not an assertion).
 #[test]
-fn small_readback_beside_a_long_matmul() {
+fn small_readbacks_beside_long_matmuls_are_correct() {
     let ctx = ctx();
     let n = 512;
     let big = Tensor::from_slice(&ctx, &vec![1.0f32; n * n], &[n, n]).unwrap();
@@ -388,6 +388,63 @@ fn attention_on_views_of_a_fused_qkv() {
             &format!("attention on views b={b} s={s} h={h} d={d} {dtype}"),
         );
     }
+}
+
+/// Writes into f16 views move whole 4-byte words: a view whose run starts on
+/// a word and ends on one (or at the end of its tensor) is written exactly,
+/// one that starts or ends inside a word shared with elements outside it is
+/// refused with `InvalidArgument` (never a wgpu validation error, never a
+/// neighbour half-overwritten), and the tensor is unchanged.
+#[test]
+fn f16_view_writes_move_whole_words_or_are_refused() {
+    let ctx = ctx();
+    if !ctx.info().has_f16() {
+        // Tensors of f16 are Unsupported there: checked by context's tests.
+        assert!(matches!(
+            Tensor::zeros(&ctx, &[8, 3, 17], DType::F16),
+            Err(Error::Unsupported { .. })
+        ));
+        return;
+    }
+    let n = 8 * 3 * 17;
+    let x: Vec<flashdot::f16> = (0..n).map(|i| flashdot::f16::from_f32(i as f32)).collect();
+    let t = Tensor::from_slice(&ctx, &x, &[8, 3, 17]).unwrap();
+    let ones = |len: usize| vec![flashdot::f16::ONE; len];
+    // Starts at element 153 (byte 306), inside a word; ends inside one at
+    // element 255 (byte 510); both outside the tensor's own end.
+    for (start, len) in [(3, 5), (0, 5), (1, 1)] {
+        let v = t.narrow(0, start, len).unwrap();
+        let e = v.write(&ones(v.len())).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains("4-byte word"),
+            "narrow(0, {start}, {len}): {e}"
+        );
+    }
+    assert_eq!(
+        t.to_vec::<flashdot::f16>().unwrap(),
+        x,
+        "refused writes wrote nothing"
+    );
+    // Rows 2..4 start at element 102 (byte 204) and end at 204 (byte 408):
+    // whole words, written exactly; rows 6..8 end at the tensor's end.
+    let mut want = x.clone();
+    for (start, len) in [(2, 2), (6, 2)] {
+        let v = t.narrow(0, start, len).unwrap();
+        v.write(&ones(v.len())).unwrap();
+        want[start * 51..(start + len) * 51].fill(flashdot::f16::ONE);
+    }
+    assert_eq!(t.to_vec::<flashdot::f16>().unwrap(), want);
+    // The same rules for write_at: a run of odd length may end at the
+    // tensor's end (its padding word is its own), not inside the tensor.
+    let h = Tensor::zeros(&ctx, &[5], DType::F16).unwrap();
+    h.write_at(&[2], &ones(3)).unwrap();
+    let e = h.write_at(&[0], &ones(3)).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    let z = flashdot::f16::ZERO;
+    let o = flashdot::f16::ONE;
+    assert_eq!(h.to_vec::<flashdot::f16>().unwrap(), vec![z, z, o, o, o]);
+    let e = t.write(&vec![0.0f32; n]).unwrap_err();
+    assert!(matches!(e, Error::DType { .. }), "{e}");
 }
 
 /// Views: dim-0 narrows stay contiguous (aligned ones without a copy),

@@ -99,6 +99,9 @@ fn plans_follow_the_device_profile() {
             ),
             "{aligned}"
         );
+        // A shape of no tile multiple runs the same device default, with
+        // its edges guarded (no vec4 requirement on a GPU's shared tiles).
+        assert_eq!(odd.kernel, aligned.kernel, "{odd}");
         assert_eq!(d768.kernel, dot::DotVariant::Workgroup, "{d768}");
     }
     // Search: k ≤ 16 keeps lists in registers, larger k sorts slices.

@@ -87,30 +87,3 @@ impl BindCache {
         self.lock().1.len()
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use crate::ops::dot::{dot_into, DotVariant};
-    use crate::{Context, DType, Tensor};
-
-    /// A repeated dispatch reuses its group; freeing a tensor drops the groups
-    /// that bind it, so the cache never keeps a freed tensor's memory.
-    #[test]
-    fn groups_are_reused_and_purged_with_their_buffers() {
-        let ctx = Context::new().unwrap_or_else(|e| panic!("{e}"));
-        let a = Tensor::from_slice(&ctx, &[1.0f32; 64], &[4, 16]).unwrap();
-        let out = Tensor::zeros(&ctx, &[4], DType::F32).unwrap();
-        dot_into(&a, &a, DotVariant::Auto, &out).unwrap();
-        let after_one = ctx.inner.binds.len();
-        assert!(after_one >= 1);
-        dot_into(&a, &a, DotVariant::Auto, &out).unwrap();
-        assert_eq!(
-            ctx.inner.binds.len(),
-            after_one,
-            "a repeated call reuses its group"
-        );
-        drop(a);
-        assert_eq!(ctx.inner.binds.len(), after_one - 1);
-        assert_eq!(out.to_vec::<f32>().unwrap(), vec![16.0; 4]);
-    }
-}

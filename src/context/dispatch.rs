@@ -104,7 +104,7 @@ impl<'a> Bind<'a> {
         Bind::Texture(view)
     }
     /// A pooled texel texture.
-    pub fn pooled(t: &'a crate::texels::PooledTexels) -> Self {
+    pub fn pooled(t: &'a super::PooledTexels) -> Self {
         Bind::Pooled(t.view())
     }
 }

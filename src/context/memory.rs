@@ -10,6 +10,7 @@ use super::Context;
 /// Device memory held in flashdot's buffers (tensors, index chunks, kernel
 /// scratch, readback staging; the small parameter blocks are not counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct MemoryStats {
     /// Bytes in buffers alive now.
     pub live_bytes: u64,

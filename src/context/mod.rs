@@ -13,6 +13,7 @@ mod pipelines;
 mod profile;
 mod readback;
 mod record;
+mod texels;
 mod timer;
 
 use std::fmt;
@@ -28,6 +29,7 @@ pub(crate) use memory::{Tracked, TrackedTexture};
 pub(crate) use pipelines::Spec;
 pub use profile::DeviceProfile;
 pub(crate) use readback::Wait;
+pub(crate) use texels::{vec4_format, vec4_texture, PooledTexels, TexelGrid};
 
 /// Options for opening a [`Context`]. The default picks the best adapter on any
 /// backend; the standard wgpu variables `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
@@ -99,6 +101,7 @@ pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
 
 /// What the context runs on: adapter identity, features in use and key limits.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ContextInfo {
     /// Adapter name as the driver reports it (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)").
     pub name: String,
@@ -218,7 +221,7 @@ pub(crate) struct Inner {
     lost: Arc<Mutex<Option<String>>>,
     memory: Arc<memory::MemCounter>,
     arena: Mutex<arena::ParamArena>,
-    texels: Arc<crate::texels::TexelPool>,
+    texels: Arc<texels::TexelPool>,
     binds: Arc<bindcache::BindCache>,
     poller: std::sync::OnceLock<readback::Poller>,
     timer: Mutex<Option<timer::GpuTimer>>,
@@ -426,7 +429,7 @@ impl Context {
                 lost,
                 memory: Arc::default(),
                 arena: arena::ParamArena::new(),
-                texels: Arc::new(crate::texels::TexelPool::new(binds.clone())),
+                texels: Arc::new(texels::TexelPool::new(binds.clone())),
                 binds,
                 poller: Default::default(),
                 timer: Mutex::new(None),
@@ -448,7 +451,13 @@ impl Context {
         &self.inner.profile
     }
 
-    pub(crate) fn texel_pool(&self) -> Arc<crate::texels::TexelPool> {
+    /// Bind groups held by the context's cache (for its test in `ops::dot`).
+    #[cfg(test)]
+    pub(crate) fn bind_groups_cached(&self) -> usize {
+        self.inner.binds.len()
+    }
+
+    pub(crate) fn texel_pool(&self) -> Arc<texels::TexelPool> {
         self.inner.texels.clone()
     }
 

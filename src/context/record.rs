@@ -34,7 +34,13 @@ impl Context {
             }
             rec.insert(me, Vec::new());
         }
-        let hold = self.hold_params();
+        // Ends the recording when dropped: on return as on unwind (a closure
+        // that panics must not leave its thread recording for good).
+        let scope = Scope {
+            ctx: self,
+            me,
+            hold: self.hold_params(),
+        };
         let out = f();
         let buffers = self
             .lock_recording()
@@ -48,10 +54,7 @@ impl Context {
             }),
             Err(_) => Ok(()),
         };
-        // Only now may the arena reuse the recording's parameter regions, and
-        // only now do this thread's ops submit on their own again.
-        self.release_params(hold);
-        self.lock_recording().remove(&me);
+        drop(scope);
         let out = out?;
         submitted?;
         self.start_background_compiles();
@@ -84,6 +87,34 @@ impl Context {
         Ok(())
     }
 
+    /// Writes `parts` (each a whole number of 4-byte words) one after the
+    /// other into `buffer` from byte `start`, in queue order with the ops:
+    /// inside [`Context::record`] as a copy from a staging buffer recorded
+    /// with them (a queue write would land before all of them), else as queue
+    /// writes. The one host-write path of tensors and indexes.
+    pub(crate) fn write_ordered(&self, buffer: &wgpu::Buffer, start: u64, parts: &[&[u8]]) {
+        if self.is_recording() {
+            let contents = parts.concat();
+            if contents.is_empty() {
+                return;
+            }
+            let staging = self.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("ordered write staging"),
+                contents: &contents,
+                usage: wgpu::BufferUsages::COPY_SRC,
+            });
+            let mut enc = self.encoder();
+            enc.copy_buffer_to_buffer(&staging, 0, buffer, start, contents.len() as u64);
+            self.submit(enc);
+            return;
+        }
+        let mut at = start;
+        for part in parts.iter().filter(|p| !p.is_empty()) {
+            self.queue().write_buffer(buffer, at, part);
+            at += part.len() as u64;
+        }
+    }
+
     /// Keeps `enc` for the recording of this thread, if there is one;
     /// returns it otherwise.
     pub(super) fn take_for_recording(
@@ -99,6 +130,24 @@ impl Context {
             }
             None => Some(enc),
         }
+    }
+}
+
+/// One thread's recording on a context, ended when dropped.
+struct Scope<'a> {
+    ctx: &'a Context,
+    me: ThreadId,
+    /// The arena hold of [`Context::hold_params`]: the recording's parameter
+    /// regions stay untouched until its work is submitted.
+    hold: u64,
+}
+
+impl Drop for Scope<'_> {
+    fn drop(&mut self) {
+        // Only now may the arena reuse the recording's parameter regions, and
+        // only now do this thread's ops submit on their own again.
+        self.ctx.release_params(self.hold);
+        self.ctx.lock_recording().remove(&self.me);
     }
 }
 

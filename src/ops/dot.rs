@@ -337,3 +337,31 @@ pub fn dot_into(a: &Tensor, b: &Tensor, variant: DotVariant, out: &Tensor) -> Re
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{dot_into, DotVariant};
+    use crate::{Context, DType, Tensor};
+
+    /// The context's bind-group cache, seen from an op: a repeated dispatch
+    /// reuses its group; freeing a tensor drops the groups
+    /// that bind it, so the cache never keeps a freed tensor's memory.
+    #[test]
+    fn groups_are_reused_and_purged_with_their_buffers() {
+        let ctx = Context::new().unwrap_or_else(|e| panic!("{e}"));
+        let a = Tensor::from_slice(&ctx, &[1.0f32; 64], &[4, 16]).unwrap();
+        let out = Tensor::zeros(&ctx, &[4], DType::F32).unwrap();
+        dot_into(&a, &a, DotVariant::Auto, &out).unwrap();
+        let after_one = ctx.bind_groups_cached();
+        assert!(after_one >= 1);
+        dot_into(&a, &a, DotVariant::Auto, &out).unwrap();
+        assert_eq!(
+            ctx.bind_groups_cached(),
+            after_one,
+            "a repeated call reuses its group"
+        );
+        drop(a);
+        assert_eq!(ctx.bind_groups_cached(), after_one - 1);
+        assert_eq!(out.to_vec::<f32>().unwrap(), vec![16.0; 4]);
+    }
+}

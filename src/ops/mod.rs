@@ -4,7 +4,6 @@
 pub mod attention;
 pub mod dot;
 pub mod embedding;
-pub(crate) mod gather;
 pub mod matmul;
 pub mod norm;
 pub mod pooling;

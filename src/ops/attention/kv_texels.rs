@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use super::spec::{slot, AttentionKernel, AttentionParams, AttentionSpec};
 use super::Dims;
+use crate::context::{vec4_format, vec4_texture, PooledTexels, TexelGrid};
 use crate::context::{Bind, Context, DeviceProfile, Param, Tracked};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
-use crate::texels::{vec4_format, vec4_texture, PooledTexels, TexelGrid};
 
 /// How K and V become textures: with head dims multiples of 4 their buffers
 /// are copied as they are (f32 or f16 texels, no shader pass); otherwise a

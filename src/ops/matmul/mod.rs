@@ -14,10 +14,10 @@ pub use autotune::tuned_config;
 pub use plan::MatmulPlan;
 pub use tiles::TileConfig;
 
+use crate::context::{vec4_format, vec4_texture};
 use crate::context::{Bind, Context};
 use crate::error::{Error, Result};
 use crate::tensor::{shape_str, DType, Tensor};
-use crate::texels::{vec4_format, vec4_texture};
 #[cfg(test)]
 pub(crate) use plan::reachable as reachable_specs;
 use plan::slot;

@@ -6,11 +6,11 @@ use std::fmt;
 
 use super::tiles::TileConfig;
 use super::{Activation, MatmulOptions, MatmulVariant, Problem};
+use crate::context::TexelGrid;
 use crate::context::{DeviceProfile, Spec};
 use crate::error::{Error, Result};
 use crate::shader;
 use crate::tensor::DType;
-use crate::texels::TexelGrid;
 
 const SRC: &str = include_str!("matmul.wgsl");
 

@@ -1,17 +1,20 @@
-//! Gather: copies a strided view ([`Tensor::narrow`]) into a new contiguous
-//! tensor ([`Tensor::contiguous`]). Kernel source: `ops/gather.wgsl`, on
-//! 32-bit words for every dtype (two f16 elements per word).
+//! The strided copy (a gather): copies a view ([`Tensor::narrow`]) into a new
+//! contiguous tensor ([`Tensor::contiguous`]). It lives beside the tensor, not
+//! among the ops, so that making a view contiguous never calls up into an op.
+//! Kernel source: `tensor/strided.wgsl`, on 32-bit words for every dtype (two
+//! f16 elements per word).
 
+use super::{shape_str, Tensor};
 use crate::context::{Bind, Spec};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shader;
-use crate::tensor::{shape_str, DType, Tensor};
 
-const SRC: &str = include_str!("gather.wgsl");
+const SRC: &str = include_str!("strided.wgsl");
 const OP: &str = "Tensor::contiguous";
 
 crate::params! {
-    /// Mirrors `Params` in `ops/gather.wgsl`.
+    /// Mirrors `Params` in `tensor/strided.wgsl`.
     pub(crate) struct GatherParams {
         /// Output elements.
         n: u32,
@@ -27,7 +30,7 @@ crate::params! {
 }
 
 crate::defines! {
-    /// Defines of `ops/gather.wgsl`.
+    /// Defines of `tensor/strided.wgsl`.
     pub(crate) enum GatherDefine {
         Half = "HALF",
     }

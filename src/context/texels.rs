@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use crate::context::{BindCache, Context, DeviceProfile, TrackedTexture};
-use crate::tensor::DType;
+use super::{BindCache, Context, DeviceProfile, TrackedTexture};
+use crate::dtype::DType;
 
 /// The texture format whose texels are a vec4 of `dtype` as stored in a
 /// tensor's buffer (f16 → 8-byte texels, anything else → f32's 16), so that
