@@ -112,6 +112,29 @@ fn dot_shape_errors() {
     let out = Tensor::zeros(&ctx, &[4], DType::F32).unwrap();
     let e = dot_into(&a, &a, DotVariant::Naive, &out).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
+    // Dtypes: one check names the operand and both dtypes.
+    let ids = Tensor::zeros(&ctx, &[3, 4], DType::U32).unwrap();
+    let e = dot_with(&a, &ids, DotVariant::Auto).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::DType {
+                op: "dot",
+                found: DType::U32,
+                ..
+            }
+        ) && e.to_string().contains("u32")
+            && e.to_string().contains("f32"),
+        "{e}"
+    );
+    let e = dot_into(
+        &a,
+        &a,
+        DotVariant::Naive,
+        &Tensor::zeros(&ctx, &[3], DType::U32).unwrap(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::DType { .. }), "{e}");
 }
 
 #[test]

@@ -121,6 +121,7 @@ fn large_output(ctx: &flashdot::Context, dims: &[usize]) -> flashdot::Result<()>
 fn kind(e: &Error) -> &'static str {
     match e {
         Error::Shape { .. } => "Shape",
+        Error::DType { .. } => "DType",
         Error::InvalidArgument { .. } => "InvalidArgument",
         Error::Unsupported { .. } => "Unsupported",
         Error::TooLarge { .. } => "TooLarge",

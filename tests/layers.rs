@@ -98,7 +98,17 @@ fn embedding_bad_shapes_are_errors() {
     };
     let shape = |r: flashdot::Result<()>| assert!(matches!(r, Err(Error::Shape { .. })), "{r:?}");
     shape(embedding_into(&ids, None, t, &out)); // 5 tokens, 4 positions
-    shape(embedding_into(&fids, None, t, &out)); // f32 ids
+    let e = embedding_into(&fids, None, t, &out).unwrap_err(); // f32 ids
+    assert!(
+        matches!(
+            e,
+            Error::DType {
+                found: DType::F32,
+                ..
+            }
+        ) && e.to_string().contains("ids"),
+        "{e}"
+    );
     shape(embedding_into(&ids4, Some(&ids), t, &out)); // type ids of another shape
     shape(embedding_into(
         &ids4,
@@ -204,5 +214,14 @@ fn mean_pool_over_valid_tokens() {
         &Tensor::zeros(&ctx, &[2, 4], DType::U32).unwrap(),
     )
     .unwrap_err();
-    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::DType {
+                found: DType::U32,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::context::{Bind, DeviceProfile, Spec};
-use crate::error::{Error, Result};
+use crate::error::{expect_dtype, Error, Result};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
 
@@ -230,21 +230,14 @@ fn out_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
             ),
         });
     }
-    if a.dtype() != b.dtype() || a.dtype() == DType::U32 {
-        return Err(Error::InvalidArgument {
-            op,
-            detail: format!(
-                "a is {} and b is {}; both must be f32 or both f16",
-                a.dtype(),
-                b.dtype()
-            ),
-        });
-    }
+    expect_dtype(op, "a", a.dtype(), &DType::FLOAT)?;
+    expect_dtype(op, "b (a's dtype)", b.dtype(), &[a.dtype()])?;
     Ok(a.shape()[..a.shape().len() - 1].to_vec())
 }
 
 /// Row-wise dot products with the default (`Auto`) kernel. Returns an f32 tensor of
-/// shape `a.shape()[..-1]`. Errors: [`Error::Shape`] when shapes differ.
+/// shape `a.shape()[..-1]`. Errors: [`Error::Shape`] when shapes differ;
+/// [`Error::DType`] unless `a` and `b` are both f32 or both f16.
 pub fn dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     dot_with(a, b, DotVariant::Auto)
 }
@@ -264,7 +257,8 @@ pub fn dot_into(a: &Tensor, b: &Tensor, variant: DotVariant, out: &Tensor) -> Re
     let shape = out_shape(OP, a, b)?;
     Tensor::same_context(OP, &[("a", a), ("out", out)])?;
     Tensor::disjoint(OP, &[("out", out)], &[("a", a), ("b", b)])?;
-    if out.shape() != shape.as_slice() || out.dtype() != DType::F32 {
+    expect_dtype(OP, "out", out.dtype(), &[DType::F32])?;
+    if out.shape() != shape.as_slice() {
         return Err(Error::Shape {
             op: OP,
             detail: format!(

@@ -3,7 +3,7 @@
 //! Kernel source: `ops/embedding.wgsl`.
 
 use crate::context::{Bind, Spec};
-use crate::error::{Error, Result};
+use crate::error::{expect_dtype, Error, Result};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
 
@@ -84,9 +84,10 @@ pub struct EmbeddingTables<'a> {
 /// An id past its table gives a row of NaN (ids on the device cannot be
 /// checked without a readback).
 ///
-/// Errors: [`Error::Shape`] naming the tensors whose shapes or dtypes do not
-/// fit (ids not u32, tables of different widths or dtypes, `seq` over the
-/// position table, `out` not `[batch, seq, h]` of the tables' dtype);
+/// Errors: [`Error::Shape`] naming the tensors whose shapes do not fit
+/// (tables of different widths, `seq` over the position table, `out` not
+/// `[batch, seq, h]`); [`Error::DType`] for ids not u32, tables not of one
+/// float dtype, or `out` not of the tables' dtype;
 /// [`Error::TooLarge`] for a table over one storage binding;
 /// [`Error::InvalidArgument`] for tensors of two contexts or an output that
 /// shares a buffer with an input.
@@ -103,7 +104,15 @@ pub fn embedding_into(
     all.push(("out", out));
     Tensor::same_context(OP, &all)?;
     let bad = |detail: String| Err(Error::Shape { op: OP, detail });
-    if ids.dtype() != DType::U32 || ids.shape().len() != 2 {
+    expect_dtype(OP, "ids", ids.dtype(), &[DType::U32])?;
+    if let Some(t) = type_ids {
+        expect_dtype(OP, "type_ids", t.dtype(), &[DType::U32])?;
+    }
+    expect_dtype(OP, "word", word.dtype(), &DType::FLOAT)?;
+    for (name, t) in [("pos", pos), ("types", types), ("out", out)] {
+        expect_dtype(OP, name, t.dtype(), &[word.dtype()])?;
+    }
+    if ids.shape().len() != 2 {
         return bad(format!(
             "ids must be [batch, seq] u32, got {} {}",
             ids.dtype(),
@@ -111,7 +120,7 @@ pub fn embedding_into(
         ));
     }
     if let Some(t) = type_ids {
-        if t.dtype() != DType::U32 || t.shape() != ids.shape() {
+        if t.shape() != ids.shape() {
             return bad(format!(
                 "type_ids must be u32 of the ids' shape {}, got {} {}",
                 shape_str(ids.shape()),
@@ -124,7 +133,7 @@ pub fn embedding_into(
     let dtype = word.dtype();
     let h = word.shape().get(1).copied().unwrap_or(0);
     for (name, t) in [("word", word), ("pos", pos), ("types", types)] {
-        if t.shape().len() != 2 || t.shape()[1] != h || t.dtype() != dtype || dtype == DType::U32 {
+        if t.shape().len() != 2 || t.shape()[1] != h {
             return bad(format!(
                 "tables must be [rows, h] of one float dtype: word is {} {}, {name} is {} {}",
                 dtype,
@@ -140,7 +149,7 @@ pub fn embedding_into(
             shape_str(pos.shape())
         ));
     }
-    if out.shape() != [batch, seq, h] || out.dtype() != dtype {
+    if out.shape() != [batch, seq, h] {
         return bad(format!(
             "out is {} {}, expected {dtype} {}",
             out.dtype(),

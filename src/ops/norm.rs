@@ -3,7 +3,7 @@
 //! source: `ops/norm.wgsl`.
 
 use crate::context::{Bind, Spec};
-use crate::error::{Error, Result};
+use crate::error::{expect_dtype, Error, Result};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
 
@@ -100,7 +100,8 @@ impl NormSpec {
 /// (statistics in f32).
 ///
 /// Errors: [`Error::Shape`] naming the mismatched tensors (residual or out
-/// not `x`'s shape and dtype, gamma/beta not `[h]`, u32 data);
+/// not `x`'s shape, gamma/beta not `[h]`); [`Error::DType`] for u32 data or
+/// a tensor whose dtype is not `x`'s;
 /// [`Error::InvalidArgument`] for an output that shares a buffer with an
 /// input, tensors of two contexts, or a non-finite or negative `eps`;
 /// [`Error::TooLarge`] past one storage binding.
@@ -134,7 +135,15 @@ pub fn layer_norm_with(
     Tensor::same_context(OP, &ins)?;
     let bad = |detail: String| Err(Error::Shape { op: OP, detail });
     let h = x.shape().last().copied().unwrap_or(0);
-    if x.dtype() == DType::U32 || x.shape().is_empty() {
+    expect_dtype(OP, "x", x.dtype(), &DType::FLOAT)?;
+    for (name, t) in [("residual", residual), ("out", Some(out))] {
+        if let Some(t) = t {
+            expect_dtype(OP, name, t.dtype(), &[x.dtype()])?;
+        }
+    }
+    expect_dtype(OP, "gamma", gamma.dtype(), &[x.dtype()])?;
+    expect_dtype(OP, "beta", beta.dtype(), &[x.dtype()])?;
+    if x.shape().is_empty() {
         return bad(format!(
             "x must be [.., h] f32 or f16, got {} {}",
             x.dtype(),
@@ -143,7 +152,7 @@ pub fn layer_norm_with(
     }
     for (name, t) in [("residual", residual), ("out", Some(out))] {
         if let Some(t) = t {
-            if t.shape() != x.shape() || t.dtype() != x.dtype() {
+            if t.shape() != x.shape() {
                 return bad(format!(
                     "{name} is {} {}, x is {} {}",
                     t.dtype(),
@@ -155,7 +164,7 @@ pub fn layer_norm_with(
         }
     }
     for (name, t) in [("gamma", gamma), ("beta", beta)] {
-        if t.shape() != [h] || t.dtype() != x.dtype() {
+        if t.shape() != [h] {
             return bad(format!(
                 "{name} is {} {}, expected {} [{h}] for x {}",
                 t.dtype(),

@@ -3,7 +3,7 @@
 //! `ops/pooling.wgsl`.
 
 use crate::context::{Bind, Spec};
-use crate::error::{Error, Result};
+use crate::error::{expect_dtype, Error, Result};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
 
@@ -57,15 +57,18 @@ impl PoolSpec {
 /// padding), for `x [batch, seq, h]` f32 or f16 and `out [batch, h]` f32; a
 /// length over `seq` counts as `seq`, a length of 0 pools to zeros.
 ///
-/// Errors: [`Error::Shape`] for `x` not 3-D float, `lengths` not `batch`
-/// long, or `out` not `[batch, h]` f32; [`Error::InvalidArgument`] for an
+/// Errors: [`Error::Shape`] for `x` not 3-D, `lengths` not `batch` long, or
+/// `out` not `[batch, h]`; [`Error::DType`] for `x` not float or `out` not
+/// f32; [`Error::InvalidArgument`] for an
 /// output sharing a buffer with `x` or tensors of two contexts;
 /// [`Error::TooLarge`] past one storage binding.
 pub fn mean_pool_into(x: &Tensor, lengths: &[u32], out: &Tensor) -> Result<()> {
     Tensor::disjoint(OP, &[("out", out)], &[("x", x)])?;
     Tensor::same_context(OP, &[("x", x), ("out", out)])?;
     let s = x.shape();
-    if s.len() != 3 || x.dtype() == DType::U32 {
+    expect_dtype(OP, "x", x.dtype(), &DType::FLOAT)?;
+    expect_dtype(OP, "out", out.dtype(), &[DType::F32])?;
+    if s.len() != 3 {
         return Err(Error::Shape {
             op: OP,
             detail: format!(
@@ -76,7 +79,7 @@ pub fn mean_pool_into(x: &Tensor, lengths: &[u32], out: &Tensor) -> Result<()> {
         });
     }
     let (batch, seq, h) = (s[0], s[1], s[2]);
-    if lengths.len() != batch || out.shape() != [batch, h] || out.dtype() != DType::F32 {
+    if lengths.len() != batch || out.shape() != [batch, h] {
         return Err(Error::Shape {
             op: OP,
             detail: format!(

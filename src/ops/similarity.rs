@@ -11,7 +11,7 @@
 //! an all-zero row does.
 
 use crate::context::{Bind, Spec};
-use crate::error::{Error, Result};
+use crate::error::{expect_dtype, Error, Result};
 use crate::ops::matmul::{self, MatmulOptions};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
@@ -95,7 +95,8 @@ pub enum Metric {
 
 fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
     let s = x.shape();
-    if s.len() != 2 || x.dtype() == DType::U32 {
+    expect_dtype(op, "x", x.dtype(), &DType::FLOAT)?;
+    if s.len() != 2 {
         return Err(Error::Shape {
             op,
             detail: format!(
@@ -176,7 +177,8 @@ pub fn normalize_into(x: &Tensor, out: &Tensor) -> Result<()> {
     let (n, d) = rows_of(OP, x)?;
     Tensor::same_context(OP, &[("x", x), ("out", out)])?;
     Tensor::disjoint(OP, &[("out", out)], &[("x", x)])?;
-    if out.shape() != x.shape() || out.dtype() != x.dtype() {
+    expect_dtype(OP, "out (x's dtype)", out.dtype(), &[x.dtype()])?;
+    if out.shape() != x.shape() {
         return Err(Error::Shape {
             op: OP,
             detail: format!(
@@ -223,7 +225,9 @@ pub fn cosine_into(a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
     let (n, d) = rows_of(OP, a)?;
     Tensor::same_context(OP, &[("a", a), ("b", b), ("out", out)])?;
     Tensor::disjoint(OP, &[("out", out)], &[("a", a), ("b", b)])?;
-    if a.shape() != b.shape() || a.dtype() != b.dtype() {
+    expect_dtype(OP, "b (a's dtype)", b.dtype(), &[a.dtype()])?;
+    expect_dtype(OP, "out", out.dtype(), &[DType::F32])?;
+    if a.shape() != b.shape() {
         return Err(Error::Shape {
             op: OP,
             detail: format!(
@@ -235,7 +239,7 @@ pub fn cosine_into(a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
             ),
         });
     }
-    if out.shape() != [n] || out.dtype() != DType::F32 {
+    if out.shape() != [n] {
         return Err(Error::Shape {
             op: OP,
             detail: format!(
