@@ -936,3 +936,59 @@ fn device_results_equal_host_results() {
         }
     }
 }
+
+/// Adds inside `Context::record` keep their order with the recorded work:
+/// the host rows of a growing chunk land after the growth copy (not under
+/// it), and so do their scales and norms, for host and device rows; an
+/// empty index's device search pads in order too. The index equals one
+/// built outside a recording, row for row.
+#[test]
+fn adds_inside_a_recording_keep_their_order() {
+    let ctx = ctx();
+    let (n, d) = (40, 13);
+    for storage in [Storage::F32, Storage::Int8] {
+        let case = format!("recorded adds {storage:?}");
+        let mut r = rng(&case);
+        let corpus = gaussian(&mut r, n * d);
+        let q = gaussian(&mut r, 3 * d);
+        // Chunks of 16 rows: adds of 10 grow a chunk, then start another.
+        let opts = IndexOptions::default()
+            .metric(Metric::L2)
+            .storage(storage)
+            .max_chunk_rows(16);
+        let mut plain = FlatIndex::new(&ctx, d, opts).unwrap();
+        let mut recorded = FlatIndex::new(&ctx, d, opts).unwrap();
+        for part in corpus.chunks(10 * d) {
+            plain.add(part).unwrap();
+        }
+        ctx.record(|| {
+            for part in corpus.chunks(10 * d) {
+                recorded.add(part)?;
+            }
+            let t = flashdot::Tensor::from_slice(&ctx, &corpus[..8 * d], &[8, d])?;
+            recorded.add_tensor(&t)
+        })
+        .unwrap();
+        let t = flashdot::Tensor::from_slice(&ctx, &corpus[..8 * d], &[8, d]).unwrap();
+        plain.add_tensor(&t).unwrap();
+        assert_eq!(recorded.ids(), plain.ids(), "{case}");
+        for &id in plain.ids() {
+            let (a, b) = (
+                plain.reconstruct(id).unwrap(),
+                recorded.reconstruct(id).unwrap(),
+            );
+            assert_eq!(a, b, "{case} id {id}");
+        }
+        assert_eq!(
+            plain.search(&q, 5).unwrap(),
+            recorded.search(&q, 5).unwrap(),
+            "{case}"
+        );
+    }
+    let empty = FlatIndex::new(&ctx, 4, IndexOptions::default().metric(Metric::L2)).unwrap();
+    let q = flashdot::Tensor::from_slice(&ctx, &[1.0f32; 8], &[2, 4]).unwrap();
+    let got = ctx.record(|| empty.search_device(&q, 3)).unwrap();
+    assert_eq!(got.scores.to_vec::<f32>().unwrap(), vec![f32::INFINITY; 6]);
+    let words = got.ids.to_vec::<u32>().unwrap();
+    assert_eq!(bytemuck::cast_slice::<u32, i64>(&words), &[-1i64; 6]);
+}

@@ -2,8 +2,8 @@
 //! (this file), the [`DeviceProfile`] that planners decide from, device memory
 //! accounting (`memory`), the pipeline cache with background compiles
 //! (`pipelines`), the GPU timer (`timer`), the one readback path
-//! (`readback`) and the dispatch helpers (`dispatch`). Nothing here knows
-//! tensors or ops.
+//! (`readback`), host writes in recording order (`write`) and the dispatch
+//! helpers (`dispatch`). Nothing here knows tensors or ops.
 
 mod arena;
 mod bindcache;
@@ -15,6 +15,7 @@ mod readback;
 mod record;
 mod texels;
 mod timer;
+mod write;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

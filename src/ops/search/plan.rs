@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use super::Storage;
-use crate::context::{DeviceProfile, Spec};
+use super::codec::Storage;
+use crate::context::{Bind, DeviceProfile, Spec};
 use crate::error::{Error, Result};
 use crate::shader;
 use crate::tensor::DType;
@@ -90,6 +90,15 @@ crate::defines! {
     }
 }
 
+/// The binding of a tensor's bytes (exactly its length) at a kernel slot.
+pub(crate) fn tensor_bind(t: &crate::Tensor) -> Bind<'_> {
+    Bind::Buffer {
+        buffer: t.buffer(),
+        offset: t.offset(),
+        size: t.bytes(),
+    }
+}
+
 /// Largest k served by the register-list scan; larger k sorts in workgroup memory.
 const LIST_MAX_K: usize = 16;
 /// Rows an invocation of the register-list scan scores at once: one query load
@@ -109,6 +118,15 @@ pub enum Scan {
         /// Rows per invocation.
         rpl: usize,
     },
+}
+
+/// The define that selects `storage`'s row decoding (and, for `pack`, encoding).
+fn store_define(storage: Storage) -> TopkDefine {
+    match storage {
+        Storage::F32 => TopkDefine::StoreF32,
+        Storage::F16 => TopkDefine::StoreF16,
+        Storage::Int8 => TopkDefine::StoreI8,
+    }
 }
 
 /// A topk kernel specialisation: the pipeline-cache key and the only input to
@@ -172,12 +190,7 @@ impl Spec for TopkSpec {
                     Scan::Sort => (D::KindScan, 1, 1),
                     Scan::Lists { l, rpl } => (D::KindScanLists, l as u32, rpl as u32),
                 };
-                let store = match storage {
-                    Storage::F32 => D::StoreF32,
-                    Storage::F16 => D::StoreF16,
-                    Storage::Int8 => D::StoreI8,
-                };
-                let mut defines = vec![kind, store];
+                let mut defines = vec![kind, store_define(storage)];
                 for (on, d) in [(sg, D::Sg), (l2, D::MetricL2), (filter, D::Filter)] {
                     if on {
                         defines.push(d);
@@ -201,12 +214,7 @@ impl Spec for TopkSpec {
             }
             TopkSpec::Pack { storage, l2 } => {
                 let consts = [("QB", 1), ("SL", 64), ("KP", 1)];
-                let store = match storage {
-                    Storage::F32 => D::StoreF32,
-                    Storage::F16 => D::StoreF16,
-                    Storage::Int8 => D::StoreI8,
-                };
-                let mut defines = vec![D::KindPack, store];
+                let mut defines = vec![D::KindPack, store_define(storage)];
                 if l2 {
                     defines.push(D::MetricL2);
                 }
@@ -226,7 +234,7 @@ impl Spec for TopkSpec {
 }
 
 /// How a search runs: slice length, kept candidates, query block and scan
-/// kind. From [`FlatIndex::plan`](super::FlatIndex::plan).
+/// kind. From [`FlatIndex::plan`](crate::ops::search::FlatIndex::plan).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SearchPlan {

@@ -5,7 +5,9 @@
 
 use std::collections::HashSet;
 
-use super::{FlatIndex, IndexOptions, SearchResult, MAX_ID, MAX_K};
+use super::flat::FlatIndex;
+use super::ids::{fresh_ids, MAX_ID};
+use super::{check_k, pad_score, IndexOptions, SearchResult};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -69,18 +71,7 @@ impl ShardedIndex {
     /// Appends `data` (`[n, dim]` row-major f32) with the next free ids,
     /// spread over the shards. Errors: as [`FlatIndex::add`].
     pub fn add(&mut self, data: &[f32]) -> Result<()> {
-        let n = data.len() / self.dim;
-        let end = self
-            .next_id
-            .checked_add(n as u64)
-            .filter(|&e| e <= MAX_ID + 1);
-        let Some(end) = end else {
-            return Err(Error::InvalidArgument {
-                op: OP,
-                detail: format!("{n} more ids after {} pass {MAX_ID}", self.next_id),
-            });
-        };
-        let ids: Vec<u64> = (self.next_id..end).collect();
+        let ids = fresh_ids(self.next_id, data.len() / self.dim, OP)?;
         self.add_with_ids(data, &ids)
     }
 
@@ -185,12 +176,7 @@ impl ShardedIndex {
         k: usize,
         one: &(dyn Fn(&FlatIndex) -> Result<SearchResult> + Sync),
     ) -> Result<SearchResult> {
-        if k > MAX_K {
-            return Err(Error::InvalidArgument {
-                op: OP,
-                detail: format!("k must be in 0..={MAX_K}, got {k}"),
-            });
-        }
+        check_k(OP, k)?;
         let parts: Vec<Result<SearchResult>> = std::thread::scope(|sc| {
             let hs: Vec<_> = self
                 .shards
@@ -217,8 +203,9 @@ impl ShardedIndex {
             ids: Vec::with_capacity(m * k),
         };
         // L2 scores are distances: smaller first, +∞ padding.
-        let l2 = self.shards[0].opts.metric == crate::ops::similarity::Metric::L2;
-        let pad = if l2 { f32::INFINITY } else { f32::NEG_INFINITY };
+        let metric = self.shards[0].opts.metric;
+        let l2 = metric == crate::ops::similarity::Metric::L2;
+        let pad = pad_score(metric);
         let mut row: Vec<(f32, i64)> = Vec::with_capacity(k * parts.len());
         for q in 0..m {
             row.clear();
