@@ -331,4 +331,3 @@ pub(crate) fn search_family(ctx: &Context, a: &Args, out: &mut Vec<Record>) -> R
     }
     Ok(())
 }
-

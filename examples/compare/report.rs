@@ -300,4 +300,3 @@ pub(crate) fn svg(recs: &[Record], fam: &Family, meta: &Meta) -> String {
     s.push_str("</svg>\n");
     s
 }
-

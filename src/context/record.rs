@@ -87,34 +87,6 @@ impl Context {
         Ok(())
     }
 
-    /// Writes `parts` (each a whole number of 4-byte words) one after the
-    /// other into `buffer` from byte `start`, in queue order with the ops:
-    /// inside [`Context::record`] as a copy from a staging buffer recorded
-    /// with them (a queue write would land before all of them), else as queue
-    /// writes. The one host-write path of tensors and indexes.
-    pub(crate) fn write_ordered(&self, buffer: &wgpu::Buffer, start: u64, parts: &[&[u8]]) {
-        if self.is_recording() {
-            let contents = parts.concat();
-            if contents.is_empty() {
-                return;
-            }
-            let staging = self.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("ordered write staging"),
-                contents: &contents,
-                usage: wgpu::BufferUsages::COPY_SRC,
-            });
-            let mut enc = self.encoder();
-            enc.copy_buffer_to_buffer(&staging, 0, buffer, start, contents.len() as u64);
-            self.submit(enc);
-            return;
-        }
-        let mut at = start;
-        for part in parts.iter().filter(|p| !p.is_empty()) {
-            self.queue().write_buffer(buffer, at, part);
-            at += part.len() as u64;
-        }
-    }
-
     /// Keeps `enc` for the recording of this thread, if there is one;
     /// returns it otherwise.
     pub(super) fn take_for_recording(

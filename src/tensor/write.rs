@@ -40,11 +40,8 @@ impl Tensor {
         let mut tail = [0u8; 4];
         tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
         let tail = &tail[..(bytes.len() - whole).div_ceil(4) * 4];
-        let ctx = &self.ctx;
-        ctx.scoped(op, || {
-            ctx.write_ordered(&self.buffer, start, &[&bytes[..whole], tail]);
-            Ok(())
-        })
+        self.ctx
+            .write_buffer_ordered(op, &self.buffer, start, &[&bytes[..whole], tail])
     }
 
     /// The byte range of `n` elements starting at the element addressed by
