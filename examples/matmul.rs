@@ -145,7 +145,9 @@ fn sweep(a: &Args) -> flashdot::Result<()> {
                     MatmulVariant::Autotune => {
                         format!(
                             "autotune -> {}",
-                            tuned_config(&ta, &tb, &opts).unwrap_or_default()
+                            tuned_config(&ta, &tb, &opts)
+                                .map(|c| c.to_string())
+                                .unwrap_or_default()
                         )
                     }
                     _ => format!("auto ({})", plan(&ta, &tb, &opts)?.kernel),
