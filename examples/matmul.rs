@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use flashdot::ops::matmul::*;
+use flashdot::reference::matmul::LinearArgs;
 use flashdot::{f16, reference, verify, Context, DType, Tensor};
 
 #[derive(Parser)]
@@ -72,11 +73,7 @@ fn demo(ctx: &Context, a: &Args) -> flashdot::Result<()> {
         &xs,
         &w,
         Some(&bias),
-        Activation::GeluTanh,
-        1.0,
-        sample.len(),
-        inp,
-        outf,
+        LinearArgs::new(sample.len(), inp, outf).act(Activation::GeluTanh),
     );
     let flop = 2.0 * (rows * inp * outf) as f64;
     println!("linear [{rows}, {inp}] x [{outf}, {inp}]^T + bias, GELU(tanh), f32");
@@ -145,7 +142,9 @@ fn sweep(a: &Args) -> flashdot::Result<()> {
                     MatmulVariant::Autotune => {
                         format!(
                             "autotune -> {}",
-                            tuned_config(&ta, &tb, &opts).unwrap_or_default()
+                            tuned_config(&ta, &tb, &opts)
+                                .map(|c| c.to_string())
+                                .unwrap_or_default()
                         )
                     }
                     _ => format!("auto ({})", plan(&ta, &tb, &opts)?.kernel),

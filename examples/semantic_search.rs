@@ -92,16 +92,33 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64()
     );
 
+    let (index, host) = embed_corpus(&enc, &corpus, &corpus_path, a)?;
+    answer(&enc, &index, &corpus, &queries(a), a.k)?;
+    if a.recall {
+        recall(&ctx, &index, &host, enc.dim())?;
+    }
+    Ok(())
+}
+
+/// The corpus (read from `source`) embedded `a.batch` sentences at a time into a cosine
+/// `FlatIndex` (ids: corpus positions), with the embeddings on the host in
+/// corpus order when `--recall` wants them (else empty).
+fn embed_corpus(
+    enc: &SentenceEncoder,
+    corpus: &[&str],
+    source: &std::path::Path,
+    a: &Args,
+) -> Result<(FlatIndex, Vec<f32>), Box<dyn std::error::Error>> {
+    let ctx = enc.context();
     // Sentences sorted by length share batches with their peers (little
     // padding), as sentence-transformers does; ids keep the corpus order.
     let mut order: Vec<usize> = (0..corpus.len()).collect();
     order.sort_by_key(|&i| corpus[i].len());
     let mut index = FlatIndex::new(
-        &ctx,
+        ctx,
         enc.dim(),
         IndexOptions::default().metric(Metric::Cosine),
     )?;
-    // Embeddings on the host, in corpus order, for --recall only.
     let mut host = vec![
         0.0f32;
         if a.recall {
@@ -141,10 +158,15 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "corpus: {} sentences from {} embedded in {total:.2} s ({:.0} sentences/s; encoder calls {embed_s:.2} s, \
          index adds from the device tensors {add_s:.3} s)",
         corpus.len(),
-        corpus_path.display(),
+        source.display(),
         corpus.len() as f64 / total
     );
-    let queries: Vec<String> = if a.queries.is_empty() {
+    Ok((index, host))
+}
+
+/// The queries given, or three examples.
+fn queries(a: &Args) -> Vec<String> {
+    if a.queries.is_empty() {
         vec![
             "How do I open a file for reading?".into(),
             "What happens when an exception is not handled?".into(),
@@ -152,8 +174,19 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ]
     } else {
         a.queries.clone()
-    };
-    for q in &queries {
+    }
+}
+
+/// Prints the top `k` sentences of `corpus` for each query, with the
+/// scores and the embedding and search times.
+fn answer(
+    enc: &SentenceEncoder,
+    index: &FlatIndex,
+    corpus: &[&str],
+    queries: &[String],
+    k: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for q in queries {
         let spin = common::wait(format!(
             "query '{q}': embedding (a new length compiles kernels)"
         ));
@@ -162,24 +195,19 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         spin.finish_and_clear();
         let embed_ms = t.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
-        let r = index.search(&qe, a.k)?;
+        let r = index.search(&qe, k)?;
         let search_ms = s.elapsed().as_secs_f64() * 1e3;
         println!("\nquery: {q}   (embed {embed_ms:.1} ms + search {search_ms:.1} ms)");
         for (score, id) in r.scores.iter().zip(&r.ids) {
             let sentence = corpus[*id as usize];
             let short: String = sentence.chars().take(110).collect();
-            println!(
-                "  {score:.4}  {short}{}",
-                if short.len() < sentence.len() {
-                    "…"
-                } else {
-                    ""
-                }
-            );
+            let more = if short.len() < sentence.len() {
+                "…"
+            } else {
+                ""
+            };
+            println!("  {score:.4}  {short}{more}");
         }
-    }
-    if a.recall {
-        recall(&ctx, &index, &host, enc.dim())?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 use clap::Parser;
 use flashdot::ops::attention::{self, AttentionOptions, Causal, Layout};
 use flashdot::ops::matmul::{self, Activation};
+use flashdot::reference::matmul::LinearArgs;
 use flashdot::{reference, verify, wgpu, Context, DType, Tensor};
 
 #[derive(Parser)]
@@ -141,8 +142,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let got = app_read(&device, &queue, &app_out, s * hidden);
     let elapsed = t.elapsed();
     // The reference: projection, split, attention in f64.
-    let proj =
-        reference::matmul::linear(&x, &w, None, Activation::None, 1.0, s, hidden, 3 * hidden);
+    let proj = reference::matmul::linear(&x, &w, None, LinearArgs::new(s, hidden, 3 * hidden));
     let part = |i: usize| -> Vec<f32> {
         (0..s)
             .flat_map(|r| {

@@ -8,6 +8,7 @@ use flashdot::ops::attention::{attention, AttentionOptions, Causal, Layout};
 use flashdot::ops::dot::{dot, dot_into, DotVariant};
 use flashdot::ops::matmul::{linear, matmul, matmul_into, Activation, MatmulOptions};
 use flashdot::ops::similarity::{normalize, normalize_into};
+use flashdot::reference::matmul::LinearArgs;
 use flashdot::tensor::TENSOR_USAGES;
 use flashdot::{reference, verify, wgpu, Context, DType, Error, Tensor};
 
@@ -184,11 +185,7 @@ fn recorded_chain_matches_the_reference() {
         &x,
         &w,
         Some(&bias),
-        Activation::GeluTanh,
-        1.0,
-        rows,
-        inp,
-        hidden,
+        LinearArgs::new(rows, inp, hidden).act(Activation::GeluTanh),
     );
     let got_y = y.to_vec::<f32>().unwrap();
     check(&verify::compare(&got_y, &want_y), 1e-5, "linear");

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use flashdot::ops::matmul::*;
+use flashdot::reference::matmul::LinearArgs;
 use flashdot::{reference, verify, Context, DType, Error, Limit, Tensor};
 
 /// Shapes that hurt: ones, primes, tile multiples and not, k ≫ m, n.
@@ -54,17 +55,48 @@ fn serves(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_matmul_on(
-    ctx: &Context,
+/// One product: `a [m, k] · b [k, n]`, A stored `[k, m]` if `ta`, B
+/// `[n, k]` if `tb`, both in `dtype`.
+#[derive(Debug, Clone, Copy)]
+struct Case {
     m: usize,
     k: usize,
     n: usize,
     ta: bool,
     tb: bool,
     dtype: DType,
-    variants: &[MatmulVariant],
-) {
+}
+
+impl Case {
+    /// `m × k · k × n`, f32, neither transposed.
+    fn new(m: usize, k: usize, n: usize) -> Case {
+        Case {
+            m,
+            k,
+            n,
+            ta: false,
+            tb: false,
+            dtype: DType::F32,
+        }
+    }
+    fn transposed(self, ta: bool, tb: bool) -> Case {
+        Case { ta, tb, ..self }
+    }
+    fn dtype(self, dtype: DType) -> Case {
+        Case { dtype, ..self }
+    }
+}
+
+/// Runs `c` with each of `variants` that serves it against the reference.
+fn run_matmul_on(ctx: &Context, c: Case, variants: &[MatmulVariant]) {
+    let Case {
+        m,
+        k,
+        n,
+        ta,
+        tb,
+        dtype,
+    } = c;
     let case = format!("matmul m={m} k={k} n={n} ta={ta} tb={tb} {dtype}");
     let mut rng = rng(&case);
     let a = uniform(&mut rng, m * k);
@@ -94,7 +126,7 @@ fn run_matmul_on(
 fn matmul_f32_shapes_every_variant() {
     let vs = MatmulVariant::all(&ctx());
     for (m, k, n) in SHAPES {
-        run_matmul_on(&ctx(), m, k, n, false, false, DType::F32, &vs);
+        run_matmul_on(&ctx(), Case::new(m, k, n), &vs);
     }
 }
 
@@ -104,7 +136,7 @@ fn matmul_large_shapes_every_variant() {
     let vs = MatmulVariant::all(&ctx());
     for (m, k, n) in LARGE_SHAPES {
         for dtype in float_dtypes(&ctx()) {
-            run_matmul_on(&ctx(), m, k, n, false, false, dtype, &vs);
+            run_matmul_on(&ctx(), Case::new(m, k, n).dtype(dtype), &vs);
         }
     }
 }
@@ -114,7 +146,7 @@ fn matmul_transposes_every_variant() {
     let vs = MatmulVariant::all(&ctx());
     for (m, k, n) in [(3, 5, 7), (127, 129, 131), (64, 64, 64), (33, 36, 40)] {
         for (ta, tb) in [(true, false), (false, true), (true, true)] {
-            run_matmul_on(&ctx(), m, k, n, ta, tb, DType::F32, &vs);
+            run_matmul_on(&ctx(), Case::new(m, k, n).transposed(ta, tb), &vs);
         }
     }
 }
@@ -129,8 +161,8 @@ fn texel_kernel_without_subgroups() {
         tm: 32,
         tn: 8,
     })];
-    run_matmul_on(&ctx, 60, 60, 60, false, false, DType::F32, &v);
-    run_matmul_on(&ctx, 33, 36, 70, false, true, DType::F32, &v);
+    run_matmul_on(&ctx, Case::new(60, 60, 60), &v);
+    run_matmul_on(&ctx, Case::new(33, 36, 70).transposed(false, true), &v);
 }
 
 #[test]
@@ -140,9 +172,15 @@ fn matmul_f16_every_variant() {
     }
     let vs = MatmulVariant::all(&ctx());
     for (m, k, n) in SHAPES {
-        run_matmul_on(&ctx(), m, k, n, false, false, DType::F16, &vs);
+        run_matmul_on(&ctx(), Case::new(m, k, n).dtype(DType::F16), &vs);
     }
-    run_matmul_on(&ctx(), 127, 129, 131, false, true, DType::F16, &vs);
+    run_matmul_on(
+        &ctx(),
+        Case::new(127, 129, 131)
+            .transposed(false, true)
+            .dtype(DType::F16),
+        &vs,
+    );
 }
 
 #[test]
@@ -274,11 +312,7 @@ fn linear_every_epilogue() {
                     &x,
                     &w,
                     with_bias.then_some(&bias[..]),
-                    act,
-                    alpha,
-                    rows,
-                    inp,
-                    outf,
+                    LinearArgs::new(rows, inp, outf).act(act).alpha(alpha),
                 );
                 // x given as [.., in] with two leading dims to check the flattening.
                 let gx = Tensor::from_slice(&ctx, &x, &[1, rows, inp]).unwrap();
@@ -361,7 +395,7 @@ fn shape_errors_name_both_shapes() {
     if ctx.info().has_f16() {
         let h = Tensor::zeros(&ctx, &[3, 4], DType::F16).unwrap();
         let e = matmul(&h, &z(&[4, 5])).unwrap_err();
-        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+        assert!(matches!(e, Error::DType { .. }), "{e}");
     } else {
         f16_refused(&ctx);
     }
@@ -386,4 +420,24 @@ fn operand_over_binding_limit_is_clear_error() {
         text.contains("max_storage_buffer_binding_size") && text.contains(" MiB"),
         "{e}"
     );
+}
+
+/// The autotuner caches its winner per shape class on its context: the
+/// plan and a product of the same class get it without tuning, another
+/// class has none.
+#[test]
+fn autotune_caches_the_winner_per_shape_class() {
+    let ctx = Context::new().unwrap();
+    let z = |s: &[usize]| Tensor::zeros(&ctx, s, DType::F32).unwrap();
+    let opts = MatmulOptions::default().variant(MatmulVariant::Autotune);
+    let (a, b) = (z(&[64, 64]), z(&[64, 64]));
+    assert_eq!(tuned_config(&a, &b, &opts), None);
+    matmul_with(&a, &b, &opts).unwrap();
+    let c = tuned_config(&a, &b, &opts).expect("a winner once tuned");
+    assert_eq!(plan(&a, &b, &opts).unwrap().kernel, MatmulVariant::Tiled(c));
+    // 60 rounds up to 64 and keeps k and n multiples of 4: the same class.
+    assert_eq!(tuned_config(&z(&[60, 60]), &z(&[60, 60]), &opts), Some(c));
+    // B read transposed, or k not a multiple of 4: other classes.
+    assert_eq!(tuned_config(&a, &b, &opts.transpose(false, true)), None);
+    assert_eq!(tuned_config(&z(&[64, 63]), &z(&[63, 64]), &opts), None);
 }

@@ -15,8 +15,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use common::*;
-use flashdot::models::SentenceEncoder;
-use flashdot::reference::bert::{self, EncoderDims};
+use flashdot::models::{EncoderDims, SentenceEncoder};
+use flashdot::reference::bert;
 use flashdot::{verify, DType, Error};
 use rand::Rng;
 
@@ -304,4 +304,35 @@ fn lying_sizes_are_refused() {
     std::fs::write(dir.join("model.safetensors"), b).unwrap();
     let e = SentenceEncoder::load(&ctx, &dir, DType::F32).unwrap_err();
     assert!(matches!(&e, Error::Model { .. }), "{e}");
+}
+
+/// A tensor missing from `model.safetensors`, or of a shape `config.json`
+/// does not give it: a Model error naming the file and the tensor's full
+/// name.
+#[test]
+fn a_missing_or_misshapen_tensor_is_named() {
+    let ctx = ctx();
+    let dir = folder("tensors");
+    let name = "encoder.layer.0.attention.self.key.weight";
+    let mut missing = weights();
+    missing.remove(name);
+    // A task model's `bert.` prefix still finds the others.
+    let missing: HashMap<_, _> = missing
+        .into_iter()
+        .map(|(k, v)| (format!("bert.{k}"), v))
+        .collect();
+    let mut misshapen = weights();
+    misshapen.get_mut(name).unwrap().0 = vec![HIDDEN / 2, HIDDEN * 2];
+    for (what, w) in [("missing", missing), ("misshapen", misshapen)] {
+        write_all(&dir, &files());
+        std::fs::write(dir.join("model.safetensors"), safetensors_bytes(&w)).unwrap();
+        let e = SentenceEncoder::load(&ctx, &dir, DType::F32).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(&e, Error::Model { path, .. } if path.ends_with("model.safetensors"))
+                && msg.contains(name),
+            "{what} {name}: {msg}"
+        );
+        eprintln!("{what}: {msg}");
+    }
 }

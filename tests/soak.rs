@@ -15,6 +15,7 @@ use flashdot::ops::matmul::{linear, matmul, Activation};
 use flashdot::ops::norm::layer_norm_into;
 use flashdot::ops::similarity::{cosine, normalize};
 use flashdot::reference::attention::AttentionRef;
+use flashdot::reference::matmul::LinearArgs;
 use flashdot::{reference, verify, Context, DType, Tensor};
 use rand::Rng;
 
@@ -82,11 +83,7 @@ fn call(ctx: &Context, rng: &mut Rng64, i: usize) -> &'static str {
                 &a,
                 &w,
                 Some(&bias),
-                Activation::GeluTanh,
-                1.0,
-                n,
-                d,
-                out,
+                LinearArgs::new(n, d, out).act(Activation::GeluTanh),
             );
             check(&verify::compare(&got, &want), 1e-5, &what("linear"));
             "linear"

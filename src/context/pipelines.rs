@@ -106,8 +106,9 @@ struct Background {
 pub(crate) struct PipelineCache {
     pipelines: Mutex<Pipelines>,
     background: Mutex<Background>,
-    /// Per-op tuning results (the matmul autotuner's winners), keyed by shape class.
-    tuning: Mutex<HashMap<String, String>>,
+    /// Per-op tuning tables (the matmul autotuner's winners by shape class),
+    /// one of each type, made on first use: each op keeps its own typed key.
+    tuning: Mutex<HashMap<std::any::TypeId, Box<dyn Any + Send>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,7 +244,17 @@ impl Context {
         lock(&self.inner.cache.pipelines).len()
     }
 
-    pub(crate) fn lock_tuning(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        lock(&self.inner.cache.tuning)
+    /// Runs `f` on this context's tuning table of type `T`, made empty on
+    /// first use (an op's own typed table, such as the matmul autotuner's
+    /// winners by shape class).
+    pub(crate) fn with_tuning<T: Any + Send + Default, R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut tables = lock(&self.inner.cache.tuning);
+        let table = tables
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()));
+        // Keyed by its type's id, the entry is always a `T`.
+        f(table
+            .downcast_mut()
+            .expect("a tuning table of its key's type"))
     }
 }

@@ -2,24 +2,13 @@
 //! family), in f64 from the checkpoint's f32 weights, stage by stage so that
 //! a mismatch can be located: [`embeddings`], each [`layer`], [`pool`].
 //! Weights are named as in the Hugging Face checkpoint
-//! (`embeddings.word_embeddings.weight`, `encoder.layer.{i}.attention.self.query.weight`, …).
+//! (`embeddings.word_embeddings.weight`, `encoder.layer.{i}.attention.self.query.weight`, …);
+//! the sizes are the model's own [`EncoderDims`] (hence feature `models`).
 
 use std::collections::HashMap;
 
 use super::matmul::erf;
-
-/// The encoder's sizes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EncoderDims {
-    /// Hidden size.
-    pub hidden: usize,
-    /// Attention heads (head dim = hidden / heads).
-    pub heads: usize,
-    /// Transformer layers.
-    pub layers: usize,
-    /// Layer-norm epsilon.
-    pub eps: f64,
-}
+use crate::models::EncoderDims;
 
 /// Checkpoint tensors by name, as f32 row-major.
 pub type Weights = HashMap<String, Vec<f32>>;

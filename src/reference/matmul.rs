@@ -67,19 +67,53 @@ pub fn erf(x: f64) -> f64 {
     r.copysign(x)
 }
 
+/// The sizes and epilogue of a reference [`linear`]: `x [rows, inp]`,
+/// `w [out, inp]`, `alpha` on x·wᵀ, then the bias, then `act`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearArgs {
+    /// Rows of x and of the result.
+    pub rows: usize,
+    /// Input features.
+    pub inp: usize,
+    /// Output features.
+    pub out: usize,
+    /// The activation, last.
+    pub act: Activation,
+    /// Scale on x·wᵀ, before the bias.
+    pub alpha: f32,
+}
+
+impl LinearArgs {
+    /// `[rows, inp] → [rows, out]`, no activation, alpha 1.
+    pub fn new(rows: usize, inp: usize, out: usize) -> LinearArgs {
+        LinearArgs {
+            rows,
+            inp,
+            out,
+            act: Activation::None,
+            alpha: 1.0,
+        }
+    }
+    /// With `act` as the activation.
+    pub fn act(self, act: Activation) -> LinearArgs {
+        LinearArgs { act, ..self }
+    }
+    /// With `alpha` as the scale on x·wᵀ.
+    pub fn alpha(self, alpha: f32) -> LinearArgs {
+        LinearArgs { alpha, ..self }
+    }
+}
+
 /// PyTorch `nn.Linear`: `x [rows, in] · wᵀ (w [out, in]) + bias`, then `act`, scaled
-/// by `alpha` before the bias. Returns `[rows, out]`.
-#[allow(clippy::too_many_arguments)]
-pub fn linear(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    alpha: f32,
-    rows: usize,
-    inp: usize,
-    out: usize,
-) -> Vec<f64> {
+/// by `alpha` before the bias (sizes and epilogue in `args`). Returns `[rows, out]`.
+pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, args: LinearArgs) -> Vec<f64> {
+    let LinearArgs {
+        rows,
+        inp,
+        out,
+        act,
+        alpha,
+    } = args;
     let mut c = matmul(x, w, rows, inp, out, false, true);
     for r in 0..rows {
         for j in 0..out {

@@ -2,6 +2,7 @@
 //! Obviously correct, not fast: the ground truth tests, examples and benches check against.
 
 pub mod attention;
+#[cfg(feature = "models")]
 pub mod bert;
 pub mod dot;
 pub mod embedding;

@@ -4,10 +4,10 @@
 
 use std::fmt;
 
+use super::options::{Activation, MatmulVariant};
+use super::problem::Problem;
 use super::tiles::TileConfig;
-use super::{Activation, MatmulOptions, MatmulVariant, Problem};
-use crate::context::TexelGrid;
-use crate::context::{DeviceProfile, Spec};
+use crate::context::{DeviceProfile, Spec, TexelGrid};
 use crate::error::{Error, Result};
 use crate::shader;
 use crate::tensor::DType;
@@ -217,12 +217,12 @@ impl fmt::Display for MatmulPlan {
 }
 
 /// Whether the vec4 kernels read this problem (A along K, B along N or K).
-fn vec4_shaped(p: &Problem, opts: &MatmulOptions) -> bool {
-    !opts.trans_a && p.k.is_multiple_of(4) && (opts.trans_b || p.n.is_multiple_of(4))
+fn vec4_shaped(p: &Problem) -> bool {
+    !p.trans_a && p.k.is_multiple_of(4) && (p.trans_b || p.n.is_multiple_of(4))
 }
 
-fn texel_grid(profile: &DeviceProfile, p: &Problem, opts: &MatmulOptions) -> Option<TexelGrid> {
-    vec4_shaped(p, opts)
+fn texel_grid(profile: &DeviceProfile, p: &Problem) -> Option<TexelGrid> {
+    vec4_shaped(p)
         .then(|| TexelGrid::new(profile, &[p.a_len as u64 / 4, p.b_len as u64 / 4]))
         .flatten()
 }
@@ -232,7 +232,6 @@ fn choose(
     op: &'static str,
     profile: &DeviceProfile,
     p: &Problem,
-    opts: &MatmulOptions,
     variant: MatmulVariant,
 ) -> Result<(Option<TileConfig>, String, Option<TexelGrid>)> {
     let unsupported = |detail: String| Error::Unsupported { op, detail };
@@ -254,10 +253,10 @@ fn choose(
             };
             match c {
                 TileConfig::Texel { .. } => {
-                    if !vec4_shaped(p, opts) {
+                    if !vec4_shaped(p) {
                         return Err(unsupported(shape_why()));
                     }
-                    let grid = texel_grid(profile, p, opts).ok_or_else(|| {
+                    let grid = texel_grid(profile, p).ok_or_else(|| {
                         unsupported(format!(
                             "{c}: A ({} values) or B ({} values) exceeds the adapter's texture \
                              limits ({} texels a side, {} layers)",
@@ -266,14 +265,14 @@ fn choose(
                     })?;
                     Ok((Some(c), "forced by the caller".into(), Some(grid)))
                 }
-                TileConfig::Vec4 { .. } if !vec4_shaped(p, opts) => Err(unsupported(shape_why())),
+                TileConfig::Vec4 { .. } if !vec4_shaped(p) => Err(unsupported(shape_why())),
                 _ => Ok((Some(c), "forced by the caller".into(), None)),
             }
         }
         MatmulVariant::Auto | MatmulVariant::Autotune => {
             let pick = TileConfig::heuristic(profile);
             if let TileConfig::Texel { .. } = pick {
-                if let Some(grid) = texel_grid(profile, p, opts) {
+                if let Some(grid) = texel_grid(profile, p) {
                     return Ok((
                         Some(pick),
                         "texel reads preferred by this device profile".into(),
@@ -283,7 +282,7 @@ fn choose(
             }
             let pick = TileConfig::buffer_heuristic(profile);
             Ok(match pick {
-                TileConfig::Vec4 { wg, tm, tn } if !vec4_shaped(p, opts) => (
+                TileConfig::Vec4 { wg, tm, tn } if !vec4_shaped(p) => (
                     Some(TileConfig::Broadcast { wg, tm, tn }),
                     "barrier-free kernel; shape not vec4-readable".into(),
                     None,
@@ -303,28 +302,28 @@ fn choose(
     }
 }
 
-/// Resolves a call into a plan: the device profile, the problem and the
-/// options are all it reads. `variant` replaces `opts.variant` (the
-/// autotuner's pick).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn plan_for(
+/// The rows and columns of C one workgroup of `c` covers (the vec4 kernel
+/// with B transposed reads columns one at a time).
+fn block(c: TileConfig, p: &Problem) -> (u32, u32) {
+    match c {
+        TileConfig::Vec4 { wg, tm, tn } if p.trans_b => (tm, wg * tn),
+        c => c.tile(),
+    }
+}
+
+/// Resolves a call into a plan: the device profile and the problem are all
+/// it reads. `variant` is the call's, or the autotuner's pick.
+pub(super) fn plan_for(
     op: &'static str,
     profile: &DeviceProfile,
     p: &Problem,
-    opts: &MatmulOptions,
     variant: MatmulVariant,
-    dtype: DType,
-    bias: bool,
-    act: Activation,
 ) -> Result<MatmulPlan> {
-    let (config, reason, texels) = choose(op, profile, p, opts, variant)?;
+    let (config, reason, texels) = choose(op, profile, p, variant)?;
     let (kernel, (gx, gy)) = match config {
         None => (MatmulKernel::Naive, (p.n.div_ceil(8), p.m.div_ceil(8))),
         Some(c) => {
-            let (bm, bn) = match c {
-                TileConfig::Vec4 { wg, tm, tn } if opts.trans_b => (tm, wg * tn),
-                c => c.tile(),
-            };
+            let (bm, bn) = block(c, p);
             let (cols, rows) = (p.n.div_ceil(bn as usize), p.m.div_ceil(bm as usize));
             let kernel = match c {
                 TileConfig::Broadcast { wg, tm, tn } => MatmulKernel::Broadcast { wg, tm, tn },
@@ -338,7 +337,7 @@ pub(crate) fn plan_for(
                         wg,
                         tm,
                         // The kernel counts vec4 column groups unless B is transposed.
-                        tn: if opts.trans_b { tn } else { tn / 4 },
+                        tn: if p.trans_b { tn } else { tn / 4 },
                         wsh: grid.wsh,
                         lsh: grid.lsh,
                         sg: profile.subgroups_of_8,
@@ -357,10 +356,7 @@ pub(crate) fn plan_for(
     let aligned = match config {
         None => false,
         Some(c) => {
-            let (bm, bn) = match c {
-                TileConfig::Vec4 { wg, tm, tn } if opts.trans_b => (tm, wg * tn),
-                c => c.tile(),
-            };
+            let (bm, bn) = block(c, p);
             p.m.is_multiple_of(bm as usize)
                 && p.n.is_multiple_of(bn as usize)
                 && !matches!(c, TileConfig::Shared { bk, .. } if !p.k.is_multiple_of(bk as usize))
@@ -376,12 +372,12 @@ pub(crate) fn plan_for(
         groups: (gx as u32, gy as u32, nbatch as u32),
         spec: MatmulSpec {
             kernel,
-            dtype,
-            out_f16: opts.out_dtype == DType::F16,
-            trans_a: opts.trans_a,
-            trans_b: opts.trans_b,
-            bias,
-            act,
+            dtype: p.dtype,
+            out_f16: p.out_dtype == DType::F16,
+            trans_a: p.trans_a,
+            trans_b: p.trans_b,
+            bias: p.bias,
+            act: p.act,
             aligned,
         },
         texels,
