@@ -6,7 +6,7 @@
 //! Sources use `//#if NAME`, `//#else` and `//#endif` lines (nestable; `A || B`
 //! is on when either is); a block is kept when `NAME` is among the defines.
 //! Defines are typed: each kernel family declares its own enum with
-//! [`defines!`](crate::defines), and a template line naming a define that the
+//! [`defines!`](crate::shader::defines), and a template line naming a define that the
 //! family does not declare is an error, so a typo on either side cannot drop code
 //! silently. The preamble defines `T` as the storage element type and
 //! `const NAME: u32` for each constant. Malformed templates are errors, never
@@ -16,7 +16,7 @@ use std::fmt;
 
 use crate::dtype::DType;
 
-/// A family's typed preprocessor define (declared with [`defines!`](crate::defines)).
+/// A family's typed preprocessor define (declared with [`defines!`](crate::shader::defines)).
 pub(crate) trait Define: Copy + fmt::Debug + 'static {
     /// Every define of the family: what the template may name.
     const ALL: &'static [Self];
@@ -25,8 +25,6 @@ pub(crate) trait Define: Copy + fmt::Debug + 'static {
 }
 
 /// Declares a family's defines: an enum whose variants map to template names.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! defines {
     ($(#[$m:meta])* $vis:vis enum $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal),* $(,)? }) => {
         $(#[$m])*
@@ -40,9 +38,10 @@ macro_rules! defines {
         }
     };
 }
+pub(crate) use defines;
 
 /// A uniform params struct mirrored from a WGSL `struct Params` (declared with
-/// [`params!`](crate::params)): its field names and byte offsets, which a test
+/// [`params!`](crate::shader::params)): its field names and byte offsets, which a test
 /// compares with the WGSL struct as naga lays it out.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) trait Params: bytemuck::Pod {
@@ -52,8 +51,6 @@ pub(crate) trait Params: bytemuck::Pod {
 
 /// Declares a `#[repr(C)]` params struct that mirrors a WGSL one field by field
 /// (same names, same order; padding fields included).
-#[macro_export]
-#[doc(hidden)]
 macro_rules! params {
     ($(#[$m:meta])* $vis:vis struct $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {
         $(#[$m])*
@@ -66,9 +63,10 @@ macro_rules! params {
         }
     };
 }
+pub(crate) use params;
 
 /// [`expand`] for a kernel spec: a template error becomes
-/// [`Error::Template`](crate::Error::Template) naming the spec.
+/// [`Error::Template`](crate::error::Error::Template) naming the spec.
 pub(crate) fn render<D: Define>(
     spec: &dyn fmt::Debug,
     src: &str,
@@ -76,8 +74,8 @@ pub(crate) fn render<D: Define>(
     enable_f16: bool,
     defines: &[D],
     consts: &[(&str, u32)],
-) -> crate::Result<String> {
-    expand(src, dtype, enable_f16, defines, consts).map_err(|e| crate::Error::Template {
+) -> crate::error::Result<String> {
+    expand(src, dtype, enable_f16, defines, consts).map_err(|e| crate::error::Error::Template {
         kernel: format!("{spec:?}"),
         detail: e.to_string(),
     })
@@ -273,7 +271,7 @@ fn affine(src: &str, var: &str, i: u32) -> String {
 mod tests {
     use super::*;
 
-    crate::defines! {
+    crate::shader::defines! {
         enum Test { X = "X", Y = "Y", Z = "Z" }
     }
 

@@ -33,9 +33,6 @@ const LAYERS: &[&[&str]] = &[
     &["validate", ""],
 ];
 
-/// Macros exported at the crate root and defined in a module (`crate::params!`).
-const ROOT_MACROS: &[(&str, &str)] = &[("params", "shader"), ("defines", "shader")];
-
 /// A file's module path (`ops::attention::plan`; `""` for lib.rs).
 fn module_of(src: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src).unwrap().with_extension("");
@@ -266,9 +263,6 @@ fn resolve(
     root: &BTreeMap<String, Vec<String>>,
 ) -> Vec<String> {
     if let Some(first) = path.first() {
-        if let Some((_, m)) = ROOT_MACROS.iter().find(|(n, _)| n == first) {
-            return vec![m.to_string()];
-        }
         if let Some(m) = root.get(first) {
             return m.clone();
         }

@@ -32,7 +32,7 @@ pub(crate) struct MemCounter {
 #[derive(Debug)]
 pub(crate) struct Tracked {
     buffer: wgpu::Buffer,
-    /// `None` for a buffer the app owns ([`Tensor::from_buffer`](crate::Tensor::from_buffer)).
+    /// `None` for a buffer the app owns (`Tensor::from_buffer`).
     counter: Option<Arc<MemCounter>>,
     /// Cached bind groups that use the buffer go when it does.
     binds: Arc<BindCache>,

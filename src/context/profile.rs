@@ -94,16 +94,21 @@ impl DeviceProfile {
     }
 
     /// `Ok` if `n` workgroups fit one dispatch dimension; else
-    /// [`Error::TooLarge`](crate::Error::TooLarge) naming `what` for `op`.
-    pub(crate) fn check_groups(&self, op: &'static str, what: &str, n: usize) -> crate::Result<()> {
+    /// [`Error::TooLarge`](crate::error::Error::TooLarge) naming `what` for `op`.
+    pub(crate) fn check_groups(
+        &self,
+        op: &'static str,
+        what: &str,
+        n: usize,
+    ) -> crate::error::Result<()> {
         let limit = self.max_workgroups_per_dim as u64;
         if n as u64 > limit {
-            return Err(crate::Error::TooLarge {
+            return Err(crate::error::Error::TooLarge {
                 op,
                 what: what.to_string(),
                 size: n as u64,
                 limit,
-                kind: crate::Limit::Workgroups,
+                kind: crate::error::Limit::Workgroups,
             });
         }
         Ok(())

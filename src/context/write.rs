@@ -12,7 +12,7 @@ impl Context {
     /// `COPY_DST` usage requires), in order with the work this thread has
     /// recorded or submitted before; `op` names the caller in errors.
     ///
-    /// Errors: a device error while staging or copying ([`Error::Gpu`](crate::Error::Gpu)).
+    /// Errors: a device error while staging or copying ([`Error::Gpu`](crate::error::Error::Gpu)).
     pub(crate) fn write_buffer_ordered(
         &self,
         op: &'static str,

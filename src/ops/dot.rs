@@ -12,7 +12,7 @@ use crate::tensor::{shape_str, DType, Tensor};
 const SRC: &str = include_str!("dot.wgsl");
 const WG: u32 = 64;
 
-crate::params! {
+crate::shader::params! {
     /// Mirrors `Params` in `ops/dot.wgsl`.
     pub(crate) struct DotParams {
         /// Rows in this window.
@@ -38,7 +38,7 @@ mod slot {
     pub const OUT: u32 = 3;
 }
 
-crate::defines! {
+crate::shader::defines! {
     /// Defines of `ops/dot.wgsl`.
     pub(crate) enum DotDefine {
         Vec4 = "VEC4",

@@ -10,7 +10,7 @@ use crate::tensor::{shape_str, DType, Tensor};
 const SRC: &str = include_str!("embedding.wgsl");
 const OP: &str = "embedding";
 
-crate::params! {
+crate::shader::params! {
     /// Mirrors `Params` in `ops/embedding.wgsl`.
     pub(crate) struct EmbeddingParams {
         /// Rows (batch · seq) and values per row.
@@ -26,7 +26,7 @@ crate::params! {
     }
 }
 
-crate::defines! {
+crate::shader::defines! {
     /// Defines of `ops/embedding.wgsl`.
     pub(crate) enum EmbeddingDefine {
         TypeIds = "TYPE_IDS",

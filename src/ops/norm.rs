@@ -10,7 +10,7 @@ use crate::tensor::{shape_str, DType, Tensor};
 const SRC: &str = include_str!("norm.wgsl");
 const OP: &str = "layer_norm";
 
-crate::params! {
+crate::shader::params! {
     /// Mirrors `Params` in `ops/norm.wgsl`.
     pub(crate) struct NormParams {
         /// Rows and values per row.
@@ -22,7 +22,7 @@ crate::params! {
     }
 }
 
-crate::defines! {
+crate::shader::defines! {
     /// Defines of `ops/norm.wgsl`.
     pub(crate) enum NormDefine {
         Residual = "RESIDUAL",

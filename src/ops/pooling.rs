@@ -10,7 +10,7 @@ use crate::tensor::{shape_str, DType, Tensor};
 const SRC: &str = include_str!("pooling.wgsl");
 const OP: &str = "mean_pool";
 
-crate::params! {
+crate::shader::params! {
     /// Mirrors `Params` in `ops/pooling.wgsl`.
     pub(crate) struct PoolParams {
         batch: u32,
@@ -20,7 +20,7 @@ crate::params! {
     }
 }
 
-crate::defines! {
+crate::shader::defines! {
     /// Defines of `ops/pooling.wgsl` (none).
     pub(crate) enum PoolDefine {}
 }

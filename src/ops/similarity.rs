@@ -18,7 +18,7 @@ use crate::tensor::{shape_str, DType, Tensor};
 
 const SRC: &str = include_str!("similarity.wgsl");
 
-crate::params! {
+crate::shader::params! {
     /// Mirrors `Params` in `ops/similarity.wgsl`.
     pub(crate) struct SimilarityParams {
         /// Rows.
@@ -35,7 +35,7 @@ mod slot {
     pub const FIRST_INPUT: u32 = 1;
 }
 
-crate::defines! {
+crate::shader::defines! {
     /// Defines of `ops/similarity.wgsl`: which kernel.
     pub(crate) enum SimilarityKernel {
         Normalize = "KIND_NORMALIZE",

@@ -43,7 +43,7 @@ impl Tensor {
                 what: format!("a {} tensor of shape {}", dtype, shape_str(shape)),
                 size: bytes,
                 limit,
-                kind: crate::Limit::BufferSize,
+                kind: crate::error::Limit::BufferSize,
             });
         }
         let buffer = ctx.scoped(op, || {

@@ -20,7 +20,6 @@ use half::f16;
 
 use crate::context::Context;
 pub use crate::dtype::DType;
-use view::contiguous_strides;
 
 /// Host element types a tensor can be made from and read back into.
 pub trait Element: bytemuck::Pod + Copy + Send + Sync + 'static {
@@ -153,4 +152,23 @@ impl Tensor {
     pub fn is_contiguous(&self) -> bool {
         self.strides.is_none()
     }
+}
+
+/// Row-major strides of `shape`.
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Whether `strides` address `shape` row-major without gaps (size-1 dims may
+/// have any stride).
+fn same_layout(shape: &[usize], strides: &[usize]) -> bool {
+    let want = contiguous_strides(shape);
+    shape
+        .iter()
+        .zip(strides.iter().zip(&want))
+        .all(|(&n, (&s, &w))| n == 1 || s == w)
 }

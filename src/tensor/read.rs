@@ -10,11 +10,11 @@ impl Tensor {
     /// work submitted before it) has run; work other threads submit later is
     /// not waited for. `T` must match the dtype.
     ///
-    /// Errors: [`Error::DType`](crate::Error::DType) for a host type `T` of
-    /// another dtype; [`Error::InvalidArgument`](crate::Error::InvalidArgument)
-    /// inside [`Context::record`](crate::Context::record);
-    /// [`Error::DeviceLost`](crate::Error::DeviceLost),
-    /// [`Error::Readback`](crate::Error::Readback).
+    /// Errors: [`Error::DType`](crate::error::Error::DType) for a host type `T` of
+    /// another dtype; [`Error::InvalidArgument`](crate::error::Error::InvalidArgument)
+    /// inside [`Context::record`](crate::context::Context::record);
+    /// [`Error::DeviceLost`](crate::error::Error::DeviceLost),
+    /// [`Error::Readback`](crate::error::Error::Readback).
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         pollster::block_on(self.read(Wait::Here))
     }

@@ -13,7 +13,7 @@ use crate::shader;
 const SRC: &str = include_str!("strided.wgsl");
 const OP: &str = "Tensor::contiguous";
 
-crate::params! {
+crate::shader::params! {
     /// Mirrors `Params` in `tensor/strided.wgsl`.
     pub(crate) struct GatherParams {
         /// Output elements.
@@ -29,7 +29,7 @@ crate::params! {
     }
 }
 
-crate::defines! {
+crate::shader::defines! {
     /// Defines of `tensor/strided.wgsl`.
     pub(crate) enum GatherDefine {
         Half = "HALF",
@@ -116,7 +116,7 @@ pub(crate) fn gather_into(src: &Tensor, strides: &[usize], out: &Tensor) -> Resu
         what: format!("a view of shape {}", shape_str(src.shape())),
         size,
         limit: ctx.max_binding(),
-        kind: crate::Limit::StorageBinding,
+        kind: crate::error::Limit::StorageBinding,
     };
     // The kernel reads 32-bit words: f16 windows start on a word.
     let w = ctx

@@ -2,7 +2,7 @@
 //! tensor's buffer, and the one check of a view's layout that every write and
 //! binding path calls.
 
-use super::{checked_len, padded_bytes, shape_str, Tensor};
+use super::{checked_len, contiguous_strides, padded_bytes, same_layout, shape_str, Tensor};
 use crate::error::{Error, Result};
 
 /// What a path is about to do with a view's bytes.
@@ -193,23 +193,4 @@ impl Tensor {
             }),
         }
     }
-}
-
-/// Row-major strides of `shape`.
-pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
-/// Whether `strides` address `shape` row-major without gaps (size-1 dims may
-/// have any stride).
-fn same_layout(shape: &[usize], strides: &[usize]) -> bool {
-    let want = contiguous_strides(shape);
-    shape
-        .iter()
-        .zip(strides.iter().zip(&want))
-        .all(|(&n, (&s, &w))| n == 1 || s == w)
 }

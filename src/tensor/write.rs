@@ -74,7 +74,7 @@ impl Tensor {
     /// whose leading coordinates are `at` (a KV-cache append: `at = [b, t]`
     /// of a `[batch, capacity, heads, dim]` cache and one token's `heads·dim`
     /// values), in queue order with the ops (recorded in order inside
-    /// [`Context::record`](crate::Context::record)).
+    /// [`Context::record`](crate::context::Context::record)).
     ///
     /// Errors: [`Error::Shape`] for a position outside the shape or a run
     /// past its end; [`Error::DType`] for data that is not of the tensor's

@@ -18,7 +18,7 @@ const KV_CACHE: &str = include_str!("kv_cache.wgsl");
 /// Keys per online-softmax chunk inside a staged tile (named registers).
 pub(super) const SK: u32 = 8;
 
-crate::params! {
+crate::shader::params! {
     /// Mirrors `Params` in `common.wgsl`. Strides are in elements
     /// (batch, head, seq); texture strides in texels.
     pub(crate) struct AttentionParams {
@@ -88,7 +88,7 @@ pub(crate) mod slot {
     pub const IN2: u32 = 2;
 }
 
-crate::defines! {
+crate::shader::defines! {
     /// Defines of the attention WGSL.
     pub(crate) enum AttentionDefine {
         HasInputs = "HAS_INPUTS",

@@ -14,7 +14,7 @@ use crate::tensor::DType;
 
 const SRC: &str = include_str!("matmul.wgsl");
 
-crate::params! {
+crate::shader::params! {
     /// Mirrors `Params` in `matmul.wgsl`.
     pub(crate) struct MatmulParams {
         /// Rows of C.
@@ -40,7 +40,7 @@ pub(crate) mod slot {
     pub const BIAS: u32 = 5;
 }
 
-crate::defines! {
+crate::shader::defines! {
     /// Defines of `matmul.wgsl`.
     pub(crate) enum MatmulDefine {
         TransA = "TRANS_A",

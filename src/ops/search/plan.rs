@@ -13,7 +13,7 @@ use crate::tensor::DType;
 const SRC: &str = include_str!("topk.wgsl");
 const OP: &str = "search";
 
-crate::params! {
+crate::shader::params! {
     /// Mirrors `Params` in `topk.wgsl`.
     pub(crate) struct TopkParams {
         /// Corpus rows in the chunk (scan) or input list length (select).
@@ -73,7 +73,7 @@ pub(crate) mod slot {
     pub const PACK_NORMS: u32 = 4;
 }
 
-crate::defines! {
+crate::shader::defines! {
     /// Defines of `topk.wgsl`.
     pub(crate) enum TopkDefine {
         KindScan = "KIND_SCAN",
