@@ -170,10 +170,48 @@ fn esc(t: &str) -> String {
 /// Throughput vs the swept size, log-2 x axis, one polyline per variant and
 /// a dashed one for the CPU baseline; axis titles with units; adapter, host
 /// and date in the title.
+/// A line of a chart: the variant, whether it is the CPU baseline, and its
+/// (log2 size, throughput) points.
+type Line = (String, bool, Vec<(f64, f64)>);
+
+/// A chart's geometry: the canvas, its margins and the data ranges.
+struct Frame {
+    w: f64,
+    h: f64,
+    l: f64,
+    b: f64,
+    t: f64,
+    rgt: f64,
+    x0: f64,
+    x1: f64,
+    ymax: f64,
+}
+
+impl Frame {
+    fn new(rs: &[&Record]) -> Frame {
+        let xs: Vec<f64> = rs.iter().map(|r| r.size.log2()).collect();
+        Frame {
+            w: 960.0,
+            h: 560.0,
+            l: 90.0,
+            b: 70.0,
+            t: 70.0,
+            rgt: 290.0,
+            x0: xs.iter().cloned().fold(f64::INFINITY, f64::min),
+            x1: xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            ymax: rs.iter().map(|r| r.throughput).fold(0.0, f64::max) * 1.1 + 1e-9,
+        }
+    }
+    fn px(&self, x: f64) -> f64 {
+        self.l + (x - self.x0) / (self.x1 - self.x0).max(1e-9) * (self.w - self.l - self.rgt)
+    }
+    fn py(&self, y: f64) -> f64 {
+        self.h - self.b - y / self.ymax * (self.h - self.b - self.t)
+    }
+}
+
 pub(crate) fn svg(recs: &[Record], fam: &Family, meta: &Meta) -> String {
     let rs: Vec<&Record> = recs.iter().filter(|r| r.family == fam.name).collect();
-    // (variant, is the CPU baseline, (log2 size, throughput) points)
-    type Line = (String, bool, Vec<(f64, f64)>);
     let mut lines: Vec<Line> = Vec::new();
     for r in &rs {
         match lines.iter_mut().find(|l| l.0 == r.variant) {
@@ -185,31 +223,42 @@ pub(crate) fn svg(recs: &[Record], fam: &Family, meta: &Meta) -> String {
             )),
         }
     }
-    let (w, h, l, b, t, rgt) = (960.0, 560.0, 90.0, 70.0, 70.0, 290.0);
-    let xs: Vec<f64> = rs.iter().map(|r| r.size.log2()).collect();
-    let (x0, x1) = (
-        xs.iter().cloned().fold(f64::INFINITY, f64::min),
-        xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-    );
-    let ymax = rs.iter().map(|r| r.throughput).fold(0.0, f64::max) * 1.1 + 1e-9;
-    let px = |x: f64| l + (x - x0) / (x1 - x0).max(1e-9) * (w - l - rgt);
-    let py = |y: f64| h - b - y / ymax * (h - b - t);
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
+    let f = Frame::new(&rs);
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n", f.w, f.h);
+    title(&mut s, &f, fam, meta);
+    let mut sizes: Vec<f64> = rs.iter().map(|r| r.size).collect();
+    sizes.sort_by(f64::total_cmp);
+    sizes.dedup();
+    axes(&mut s, &f, fam, &sizes);
+    plot(&mut s, &f, &lines);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The chart's title and its run line (adapter, host, date).
+fn title(s: &mut String, f: &Frame, fam: &Family, meta: &Meta) {
     let _ = writeln!(
         s,
-        "<text x=\"{l}\" y=\"26\" font-size=\"16\">flashdot {}: {} vs {}</text>",
+        "<text x=\"{}\" y=\"26\" font-size=\"16\">flashdot {}: {} vs {}</text>",
+        f.l,
         fam.name,
         esc(fam.y_title.split(" (").next().unwrap_or(fam.y_title)),
         esc(fam.x_title.split(" (").next().unwrap_or(fam.x_title))
     );
     let _ = writeln!(
         s,
-        "<text x=\"{l}\" y=\"46\" font-size=\"12\" fill=\"#444\">{} ({}) · host {} · {}</text>",
+        "<text x=\"{}\" y=\"46\" font-size=\"12\" fill=\"#444\">{} ({}) · host {} · {}</text>",
+        f.l,
         esc(&meta.adapter),
         esc(&meta.backend),
         esc(&meta.host_cpu),
         meta.date
     );
+}
+
+/// Both axes with their ticks, grid lines and titles.
+fn axes(s: &mut String, f: &Frame, fam: &Family, sizes: &[f64]) {
+    let (w, h, l, b, t, rgt) = (f.w, f.h, f.l, f.b, f.t, f.rgt);
     let _ = writeln!(
         s,
         "<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
@@ -223,8 +272,8 @@ pub(crate) fn svg(recs: &[Record], fam: &Family, meta: &Meta) -> String {
         h - b
     );
     for i in 0..=4 {
-        let y = ymax * i as f64 / 4.0;
-        let label = if ymax >= 100.0 {
+        let y = f.ymax * i as f64 / 4.0;
+        let label = if f.ymax >= 100.0 {
             format!("{y:.0}")
         } else {
             format!("{y:.1}")
@@ -233,23 +282,20 @@ pub(crate) fn svg(recs: &[Record], fam: &Family, meta: &Meta) -> String {
             s,
             "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
             l - 6.0,
-            py(y) + 4.0
+            f.py(y) + 4.0
         );
         let _ = writeln!(
             s,
             "<line x1=\"{l}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/>",
-            py(y),
+            f.py(y),
             w - rgt
         );
     }
-    let mut sizes: Vec<f64> = rs.iter().map(|r| r.size).collect();
-    sizes.sort_by(f64::total_cmp);
-    sizes.dedup();
-    for sz in sizes {
+    for &sz in sizes {
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-            px(sz.log2()),
+            f.px(sz.log2()),
             h - b + 20.0,
             sz
         );
@@ -267,6 +313,10 @@ pub(crate) fn svg(recs: &[Record], fam: &Family, meta: &Meta) -> String {
         (t + h - b) / 2.0,
         esc(fam.y_title)
     );
+}
+
+/// One polyline with its points per variant (the CPU dashed), and the legend.
+fn plot(s: &mut String, f: &Frame, lines: &[Line]) {
     let colors = [
         "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
         "#bcbd22", "#17becf",
@@ -279,7 +329,7 @@ pub(crate) fn svg(recs: &[Record], fam: &Family, meta: &Meta) -> String {
         };
         let path: Vec<String> = pts
             .iter()
-            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .map(|(x, y)| format!("{:.1},{:.1}", f.px(*x), f.py(*y)))
             .collect();
         let _ = writeln!(
             s,
@@ -290,13 +340,11 @@ pub(crate) fn svg(recs: &[Record], fam: &Family, meta: &Meta) -> String {
             let _ = writeln!(
                 s,
                 "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>",
-                px(*x),
-                py(*y)
+                f.px(*x),
+                f.py(*y)
             );
         }
-        let ly = t + 20.0 * i as f64;
-        let _ = writeln!(s, "<rect x=\"{}\" y=\"{}\" width=\"14\" height=\"4\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{}</text>", w - rgt + 15.0, ly, w - rgt + 35.0, ly + 6.0, esc(name));
+        let ly = f.t + 20.0 * i as f64;
+        let _ = writeln!(s, "<rect x=\"{}\" y=\"{}\" width=\"14\" height=\"4\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{}</text>", f.w - f.rgt + 15.0, ly, f.w - f.rgt + 35.0, ly + 6.0, esc(name));
     }
-    s.push_str("</svg>\n");
-    s
 }

@@ -79,24 +79,13 @@ pub struct EmbeddingTables<'a> {
     pub types: &'a Tensor,
 }
 
-/// `out [batch, seq, h] = word[ids] + pos[t] + types[type_ids]` for `ids
-/// [batch, seq]` u32 (and `type_ids` of the same shape, or all 0 when `None`).
-/// An id past its table gives a row of NaN (ids on the device cannot be
-/// checked without a readback).
-///
-/// Errors: [`Error::Shape`] naming the tensors whose shapes do not fit
-/// (tables of different widths, `seq` over the position table, `out` not
-/// `[batch, seq, h]`); [`Error::DType`] for ids not u32, tables not of one
-/// float dtype, or `out` not of the tables' dtype;
-/// [`Error::TooLarge`] for a table over one storage binding;
-/// [`Error::InvalidArgument`] for tensors of two contexts or an output that
-/// shares a buffer with an input.
-pub fn embedding_into(
+/// The operands' contexts, buffers, dtypes and shapes; `(batch, seq, h)`.
+fn check(
     ids: &Tensor,
     type_ids: Option<&Tensor>,
     tables: EmbeddingTables<'_>,
     out: &Tensor,
-) -> Result<()> {
+) -> Result<(usize, usize, usize)> {
     let EmbeddingTables { word, pos, types } = tables;
     let mut all = vec![("ids", ids), ("word", word), ("pos", pos), ("types", types)];
     all.extend(type_ids.map(|t| ("type_ids", t)));
@@ -157,6 +146,29 @@ pub fn embedding_into(
             shape_str(&[batch, seq, h])
         ));
     }
+    Ok((batch, seq, h))
+}
+
+/// `out [batch, seq, h] = word[ids] + pos[t] + types[type_ids]` for `ids
+/// [batch, seq]` u32 (and `type_ids` of the same shape, or all 0 when `None`).
+/// An id past its table gives a row of NaN (ids on the device cannot be
+/// checked without a readback).
+///
+/// Errors: [`Error::Shape`] naming the tensors whose shapes do not fit
+/// (tables of different widths, `seq` over the position table, `out` not
+/// `[batch, seq, h]`); [`Error::DType`] for ids not u32, tables not of one
+/// float dtype, or `out` not of the tables' dtype;
+/// [`Error::TooLarge`] for a table over one storage binding;
+/// [`Error::InvalidArgument`] for tensors of two contexts or an output that
+/// shares a buffer with an input.
+pub fn embedding_into(
+    ids: &Tensor,
+    type_ids: Option<&Tensor>,
+    tables: EmbeddingTables<'_>,
+    out: &Tensor,
+) -> Result<()> {
+    let EmbeddingTables { word, pos, types } = tables;
+    let (batch, seq, h) = check(ids, type_ids, tables, out)?;
     let ctx = ids.context();
     for (name, t) in [("word", word), ("pos", pos), ("types", types), ("out", out)] {
         if t.padded_bytes() > ctx.max_binding() {
@@ -183,7 +195,7 @@ pub fn embedding_into(
         });
     }
     let spec = EmbeddingSpec {
-        dtype,
+        dtype: word.dtype(),
         type_ids: type_ids.is_some(),
     };
     let pipe = ctx.pipeline(&spec)?;
