@@ -2,8 +2,10 @@
 //! (this file), the [`DeviceProfile`] that planners decide from, device memory
 //! accounting (`memory`), the pipeline cache with background compiles
 //! (`pipelines`), the GPU timer (`timer`), the one readback path
-//! (`readback`), host writes in recording order (`write`) and the dispatch
-//! helpers (`dispatch`). Nothing here knows tensors or ops.
+//! (`readback`), recordings (`record`), host writes in recording order
+//! (`write`), the dispatch helpers (`dispatch`, with the parameter `arena` and
+//! the bind-group cache `bindcache`), and the texel pool with its copies of
+//! buffers into vec4 textures (`texels`). Nothing here knows tensors or ops.
 
 mod arena;
 mod bindcache;
