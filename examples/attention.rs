@@ -86,20 +86,27 @@ impl<'a> Opt<'a> {
     }
 }
 
-/// Checks sampled rows of head 0 (`out` `[1, h, sq, d]`, causal
-/// bottom-right) against the reference with option `x`; returns the worst
-/// rel L2.
-#[allow(clippy::too_many_arguments)]
-fn check_rows(
-    name: &str,
-    got: &[f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    (sq, sk, d): (usize, usize, usize),
+/// The host inputs of a timed call whose rows [`check_rows`] samples: q, k
+/// and v `[1, h, seq, d]`, (seq_q, seq_k, d) and the causal convention.
+struct Host<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    dims: (usize, usize, usize),
     causal: Causal,
-    x: &Opt,
-) -> flashdot::Result<f64> {
+}
+
+/// Checks sampled rows of head 0 of `got` (`[1, h, sq, d]`, bottom-right
+/// aligned when causal) against the reference on `host` with option `x`;
+/// returns the worst rel L2.
+fn check_rows(name: &str, got: &[f32], host: &Host, x: &Opt) -> flashdot::Result<f64> {
+    let Host {
+        q,
+        k,
+        v,
+        dims: (sq, sk, d),
+        causal,
+    } = *host;
     let mut worst = 0.0f64;
     for r in [0, sq / 3, sq / 2, sq - 1] {
         // Row r alone over the keys it may see: with bottom-right alignment
@@ -222,16 +229,14 @@ options: batch 1, heads {h}, seq {seq}, d {d}, causal (bottom-right)"
                     );
                     continue;
                 }
-                let worst = check_rows(
-                    &name,
-                    &out.to_vec::<f32>()?,
-                    &q,
-                    &k,
-                    &v,
-                    (seq, seq, d),
-                    Causal::BottomRight,
-                    x,
-                )?;
+                let host = Host {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    dims: (seq, seq, d),
+                    causal: Causal::BottomRight,
+                };
+                let worst = check_rows(&name, &out.to_vec::<f32>()?, &host, x)?;
                 ready.push((
                     label.clone(),
                     opts,
@@ -337,16 +342,14 @@ paged decode: heads {h}, one query over {sk} keys, d {d}, pages of {page} ({maxp
             common::time(ctx, 1, &format!("{label} decode {var:?}"), || {
                 attention_into(&gq, kk, vv, &opts, &out, None)
             })?;
-            let worst = check_rows(
-                label,
-                &out.to_vec::<f32>()?,
-                &q,
-                &k,
-                &v,
-                (1, sk, d),
-                Causal::BottomRight,
-                &Opt::default(),
-            )?;
+            let host = Host {
+                q: &q,
+                k: &k,
+                v: &v,
+                dims: (1, sk, d),
+                causal: Causal::BottomRight,
+            };
+            let worst = check_rows(label, &out.to_vec::<f32>()?, &host, &Opt::default())?;
             ready.push((label, opts, kk, vv, plan_line(&plan), worst));
         }
         let (gq, out) = (&gq, &out);
@@ -489,16 +492,14 @@ fn run(
         // Read before the check below adds its own readback buffer.
         let peak = ctx.memory_stats().peak_bytes;
         let got = out.to_vec::<f32>()?;
-        let worst = check_rows(
-            &name,
-            &got,
-            &q,
-            &k,
-            &v,
-            (sq, sk, d),
+        let host = Host {
+            q: &q,
+            k: &k,
+            v: &v,
+            dims: (sq, sk, d),
             causal,
-            &Opt::default(),
-        )?;
+        };
+        let worst = check_rows(&name, &got, &host, &Opt::default())?;
         ran += 1;
         let ms = t.median.as_secs_f64() * 1e3;
         if var == AttentionVariant::Naive {
