@@ -432,3 +432,107 @@ fn empty_cache_with_sinks_gives_the_sink_lse() {
         );
     }
 }
+
+/// A NaN score propagates with a soft cap as without one, on every kernel
+/// (the cap's clamp used to turn a NaN score into the cap, so that every
+/// row came out finite): each kernel's output rows are NaN with the cap
+/// exactly where they are without it. A NaN in q (head 0, row 2) makes the
+/// reference's row NaN, a NaN in a key every row sees (head 1, key 0) every
+/// row of its head; the naive, tiles and rows kernels give NaN for the same
+/// rows, and every kernel matches the reference on the rows no NaN reaches.
+/// (The kernels that merge partial softmaxes — key-split, blocks, split-KV —
+/// drop a partial whose sum is NaN, cap or no cap: a NaN-q row comes out
+/// zeros and a NaN key is skipped.)
+#[test]
+fn nan_scores_propagate_with_and_without_a_soft_cap() {
+    let ctx = ctx();
+    let (h, sq, sk, d) = (2, 5, 40, 16);
+    let mut r = rng("nan scores");
+    let mut q = uniform(&mut r, h * sq * d);
+    let mut k = uniform(&mut r, h * sk * d);
+    let v = uniform(&mut r, h * sk * d);
+    q[2 * d + 5] = f32::NAN;
+    k[sk * d + 3] = f32::NAN;
+    let nan_row = |row: usize| row / sq == 1 || row % sq == 2;
+    let t = |x: &[f32], s: usize| Tensor::from_slice(&ctx, x, &[1, h, s, d]).unwrap();
+    let (gq, gk, gv) = (t(&q, sq), t(&k, sk), t(&v, sk));
+    let out = Tensor::zeros(&ctx, &[1, h, sq, d], DType::F32).unwrap();
+    let lse = Tensor::zeros(&ctx, &[1, h, sq], DType::F32).unwrap();
+    let runs = [
+        (AttentionVariant::Naive, None, None),
+        (AttentionVariant::SplitKv, None, Some(KvReads::Buffers)),
+        (AttentionVariant::SplitKv, None, Some(KvReads::Texels)),
+    ]
+    .into_iter()
+    .chain(FlashSchedule::ALL.map(|s| (AttentionVariant::Flash, Some(s), None)));
+    for (variant, schedule, reads) in runs {
+        let propagates = matches!(
+            (variant, schedule),
+            (AttentionVariant::Naive, _)
+                | (_, Some(FlashSchedule::Tiles))
+                | (_, Some(FlashSchedule::Rows))
+        );
+        let mut nan_rows = Vec::new();
+        for softcap in [None, Some(0.5)] {
+            let case = format!("{variant:?} {schedule:?} {reads:?} softcap {softcap:?}");
+            let (want, want_lse) =
+                reference::attention::attention(&reference::attention::AttentionRef {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    dims: [1, h, h, sq, sk, d, d],
+                    softcap,
+                    ..Default::default()
+                });
+            for (row, w) in want.chunks(d).enumerate() {
+                let nan = nan_row(row);
+                assert_eq!(w.iter().all(|x| x.is_nan()), nan, "reference row {row}");
+                assert_eq!(want_lse[row].is_nan(), nan, "reference LSE of row {row}");
+            }
+            let mut opts = AttentionOptions::default().variant(variant);
+            opts.flash_schedule = schedule;
+            opts.split_kv_reads = reads;
+            opts.softcap = softcap;
+            out.poison().unwrap();
+            match attention_into(&gq, &gk, &gv, &opts, &out, Some(&lse)) {
+                Ok(()) => {}
+                // The blocks schedule takes no soft cap.
+                Err(Error::Unsupported { .. }) if softcap.is_some() => continue,
+                Err(e) => panic!("{case}: {e}"),
+            }
+            let bound = Scores {
+                d,
+                keys: sk,
+                qk: 1.0,
+                v: 1.0,
+                extra: 0.0,
+                softcap,
+                f16: false,
+            }
+            .bounds();
+            let got = read(&out);
+            let got_lse = read(&lse);
+            nan_rows.push(
+                got.chunks(d)
+                    .map(|r| r.iter().any(|x| x.is_nan()))
+                    .collect::<Vec<_>>(),
+            );
+            if propagates {
+                check_elements(&got, &want, bound.out, &case);
+            }
+            for row in (0..h * sq).filter(|&row| !nan_row(row)) {
+                let at = row * d..(row + 1) * d;
+                let case = format!("{case} row {row}");
+                check_elements(&got[at.clone()], &want[at], bound.out, &case);
+                let l = (&got_lse[row..row + 1], &want_lse[row..row + 1]);
+                check_elements(l.0, l.1, bound.lse, &format!("{case} LSE"));
+            }
+        }
+        if let [plain, capped] = &nan_rows[..] {
+            assert_eq!(
+                plain, capped,
+                "{variant:?} {schedule:?} {reads:?}: NaN rows without and with a soft cap"
+            );
+        }
+    }
+}
