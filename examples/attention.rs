@@ -147,14 +147,30 @@ fn check_rows(name: &str, got: &[f32], host: &Host, x: &Opt) -> flashdot::Result
 /// The option comparisons: self-attention plain vs each option (and all
 /// together), then decode contiguous vs paged; ratios from this one run.
 fn options(ctx: &Context, a: &Args, h: usize, seq: usize) -> flashdot::Result<()> {
-    let d = a.dim;
     let slopes: Vec<f32> = (0..h)
         .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
         .collect();
+    let cases = option_cases(a, &slopes);
+    let wanted: Vec<AttentionVariant> = variants(a)
+        .into_iter()
+        .filter(|&v| v != AttentionVariant::Naive || a.only.iter().any(|o| o == "naive"))
+        .collect();
+    if cases.len() > 1 {
+        options_table(ctx, a, (h, seq), &cases, &wanted)?;
+    }
+    if let Some(page) = a.paged {
+        paged_decode(ctx, a, h, page, &wanted)?;
+    }
+    Ok(())
+}
+
+/// The table's rows: plain causal, each option given, and all of them
+/// together when more than one is.
+fn option_cases<'a>(a: &Args, slopes: &'a [f32]) -> Vec<(String, Opt<'a>)> {
     let given = Opt {
         window: a.window,
         softcap: a.softcap,
-        alibi: a.alibi.then_some(&slopes[..]),
+        alibi: a.alibi.then_some(slopes),
     };
     let mut cases: Vec<(String, Opt)> = vec![("plain causal".into(), Opt::default())];
     if let Some(w) = a.window {
@@ -179,7 +195,7 @@ fn options(ctx: &Context, a: &Args, h: usize, seq: usize) -> flashdot::Result<()
         cases.push((
             "alibi".into(),
             Opt {
-                alibi: Some(&slopes),
+                alibi: Some(slopes),
                 ..Opt::default()
             },
         ));
@@ -191,79 +207,83 @@ fn options(ctx: &Context, a: &Args, h: usize, seq: usize) -> flashdot::Result<()
     if n_given > 1 {
         cases.push(("all of these".into(), given));
     }
-    let wanted: Vec<AttentionVariant> = variants(a)
-        .into_iter()
-        .filter(|&v| v != AttentionVariant::Naive || a.only.iter().any(|o| o == "naive"))
-        .collect();
-    if cases.len() > 1 {
-        let q = common::data(h * seq * d, 1);
-        let k = common::data(h * seq * d, 2);
-        let v = common::data(h * seq * d, 3);
-        let t = |x: &[f32]| Tensor::from_slice(ctx, x, &[1, h, seq, d]);
-        let (gq, gk, gv) = (t(&q)?, t(&k)?, t(&v)?);
-        let out = Tensor::zeros(ctx, &[1, h, seq, d], flashdot::DType::F32)?;
-        println!(
-            "
+    cases
+}
+
+/// Times each of `cases` with each variant of `wanted` on the
+/// self-attention (`h` heads, `seq` long), relative to plain causal.
+fn options_table(
+    ctx: &Context,
+    a: &Args,
+    (h, seq): (usize, usize),
+    cases: &[(String, Opt)],
+    wanted: &[AttentionVariant],
+) -> flashdot::Result<()> {
+    let d = a.dim;
+    let q = common::data(h * seq * d, 1);
+    let k = common::data(h * seq * d, 2);
+    let v = common::data(h * seq * d, 3);
+    let t = |x: &[f32]| Tensor::from_slice(ctx, x, &[1, h, seq, d]);
+    let (gq, gk, gv) = (t(&q)?, t(&k)?, t(&v)?);
+    let out = Tensor::zeros(ctx, &[1, h, seq, d], flashdot::DType::F32)?;
+    println!(
+        "
 options: batch 1, heads {h}, seq {seq}, d {d}, causal (bottom-right)"
-        );
-        println!(
-            "{:<22} {:<10} {:>11} {:>12} {:>10}  plan",
-            "option", "variant", "median ms", "vs plain", "rel L2"
-        );
-        for &var in &wanted {
-            // Each case warmed and checked first, then timed interleaved.
-            let mut ready = Vec::new();
-            for (label, x) in &cases {
-                let opts = x.apply(
-                    AttentionOptions::default()
-                        .causal(Causal::BottomRight)
-                        .variant(var),
-                );
-                let name = format!("{label} {var:?}");
-                if let Err(e) = common::time(ctx, 1, &name, || {
-                    attention_into(&gq, &gk, &gv, &opts, &out, None)
-                }) {
-                    println!(
-                        "{label:<22} {:<10} cannot run this shape: {e}",
-                        format!("{var:?}")
-                    );
-                    continue;
-                }
-                let host = Host {
-                    q: &q,
-                    k: &k,
-                    v: &v,
-                    dims: (seq, seq, d),
-                    causal: Causal::BottomRight,
-                };
-                let worst = check_rows(&name, &out.to_vec::<f32>()?, &host, x)?;
-                ready.push((
-                    label.clone(),
-                    opts,
-                    plan_line(&plan(&gq, &gk, &gv, &opts)?),
-                    worst,
-                ));
-            }
-            let (gq, gk, gv, out) = (&gq, &gk, &gv, &out);
-            let mut calls: Vec<_> = ready
-                .iter()
-                .map(|(_, opts, ..)| move || attention_into(gq, gk, gv, opts, out, None))
-                .collect();
-            let ms = interleaved(ctx, a.reps, &format!("options {var:?}"), &mut calls)?;
-            let base = ms.first().copied().unwrap_or(1.0);
-            for ((label, _, plan, worst), ms) in ready.iter().zip(&ms) {
+    );
+    println!(
+        "{:<22} {:<10} {:>11} {:>12} {:>10}  plan",
+        "option", "variant", "median ms", "vs plain", "rel L2"
+    );
+    for &var in wanted {
+        // Each case warmed and checked first, then timed interleaved.
+        let mut ready = Vec::new();
+        for (label, x) in cases {
+            let opts = x.apply(
+                AttentionOptions::default()
+                    .causal(Causal::BottomRight)
+                    .variant(var),
+            );
+            let name = format!("{label} {var:?}");
+            if let Err(e) = common::time(ctx, 1, &name, || {
+                attention_into(&gq, &gk, &gv, &opts, &out, None)
+            }) {
                 println!(
-                    "{label:<22} {:<10} {ms:>11.2} {:>11.2}x {worst:>10.2e}  {plan}",
-                    format!("{var:?}"),
-                    ms / base,
+                    "{label:<22} {:<10} cannot run this shape: {e}",
+                    format!("{var:?}")
                 );
+                continue;
             }
+            let host = Host {
+                q: &q,
+                k: &k,
+                v: &v,
+                dims: (seq, seq, d),
+                causal: Causal::BottomRight,
+            };
+            let worst = check_rows(&name, &out.to_vec::<f32>()?, &host, x)?;
+            ready.push((
+                label.clone(),
+                opts,
+                plan_line(&plan(&gq, &gk, &gv, &opts)?),
+                worst,
+            ));
         }
-        println!("(vs plain: time relative to plain causal attention with the same variant)");
+        let (gq, gk, gv, out) = (&gq, &gk, &gv, &out);
+        let mut calls: Vec<_> = ready
+            .iter()
+            .map(|(_, opts, ..)| move || attention_into(gq, gk, gv, opts, out, None))
+            .collect();
+        let ms = interleaved(ctx, a.reps, &format!("options {var:?}"), &mut calls)?;
+        let base = ms.first().copied().unwrap_or(1.0);
+        for ((label, _, plan, worst), ms) in ready.iter().zip(&ms) {
+            println!(
+                "{label:<22} {:<10} {ms:>11.2} {:>11.2}x {worst:>10.2e}  {plan}",
+                format!("{var:?}"),
+                ms / base,
+            );
+        }
     }
-    if let Some(page) = a.paged {
-        paged_decode(ctx, a, h, page, &wanted)?;
-    }
+    println!("(vs plain: time relative to plain causal attention with the same variant)");
     Ok(())
 }
 
