@@ -86,20 +86,27 @@ impl<'a> Opt<'a> {
     }
 }
 
-/// Checks sampled rows of head 0 (`out` `[1, h, sq, d]`, causal
-/// bottom-right) against the reference with option `x`; returns the worst
-/// rel L2.
-#[allow(clippy::too_many_arguments)]
-fn check_rows(
-    name: &str,
-    got: &[f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    (sq, sk, d): (usize, usize, usize),
+/// The host inputs of a timed call whose rows [`check_rows`] samples: q, k
+/// and v `[1, h, seq, d]`, (seq_q, seq_k, d) and the causal convention.
+struct Host<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    dims: (usize, usize, usize),
     causal: Causal,
-    x: &Opt,
-) -> flashdot::Result<f64> {
+}
+
+/// Checks sampled rows of head 0 of `got` (`[1, h, sq, d]`, bottom-right
+/// aligned when causal) against the reference on `host` with option `x`;
+/// returns the worst rel L2.
+fn check_rows(name: &str, got: &[f32], host: &Host, x: &Opt) -> flashdot::Result<f64> {
+    let Host {
+        q,
+        k,
+        v,
+        dims: (sq, sk, d),
+        causal,
+    } = *host;
     let mut worst = 0.0f64;
     for r in [0, sq / 3, sq / 2, sq - 1] {
         // Row r alone over the keys it may see: with bottom-right alignment
@@ -140,14 +147,30 @@ fn check_rows(
 /// The option comparisons: self-attention plain vs each option (and all
 /// together), then decode contiguous vs paged; ratios from this one run.
 fn options(ctx: &Context, a: &Args, h: usize, seq: usize) -> flashdot::Result<()> {
-    let d = a.dim;
     let slopes: Vec<f32> = (0..h)
         .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
         .collect();
+    let cases = option_cases(a, &slopes);
+    let wanted: Vec<AttentionVariant> = variants(a)
+        .into_iter()
+        .filter(|&v| v != AttentionVariant::Naive || a.only.iter().any(|o| o == "naive"))
+        .collect();
+    if cases.len() > 1 {
+        options_table(ctx, a, (h, seq), &cases, &wanted)?;
+    }
+    if let Some(page) = a.paged {
+        paged_decode(ctx, a, h, page, &wanted)?;
+    }
+    Ok(())
+}
+
+/// The table's rows: plain causal, each option given, and all of them
+/// together when more than one is.
+fn option_cases<'a>(a: &Args, slopes: &'a [f32]) -> Vec<(String, Opt<'a>)> {
     let given = Opt {
         window: a.window,
         softcap: a.softcap,
-        alibi: a.alibi.then_some(&slopes[..]),
+        alibi: a.alibi.then_some(slopes),
     };
     let mut cases: Vec<(String, Opt)> = vec![("plain causal".into(), Opt::default())];
     if let Some(w) = a.window {
@@ -172,7 +195,7 @@ fn options(ctx: &Context, a: &Args, h: usize, seq: usize) -> flashdot::Result<()
         cases.push((
             "alibi".into(),
             Opt {
-                alibi: Some(&slopes),
+                alibi: Some(slopes),
                 ..Opt::default()
             },
         ));
@@ -184,81 +207,83 @@ fn options(ctx: &Context, a: &Args, h: usize, seq: usize) -> flashdot::Result<()
     if n_given > 1 {
         cases.push(("all of these".into(), given));
     }
-    let wanted: Vec<AttentionVariant> = variants(a)
-        .into_iter()
-        .filter(|&v| v != AttentionVariant::Naive || a.only.iter().any(|o| o == "naive"))
-        .collect();
-    if cases.len() > 1 {
-        let q = common::data(h * seq * d, 1);
-        let k = common::data(h * seq * d, 2);
-        let v = common::data(h * seq * d, 3);
-        let t = |x: &[f32]| Tensor::from_slice(ctx, x, &[1, h, seq, d]);
-        let (gq, gk, gv) = (t(&q)?, t(&k)?, t(&v)?);
-        let out = Tensor::zeros(ctx, &[1, h, seq, d], flashdot::DType::F32)?;
-        println!(
-            "
+    cases
+}
+
+/// Times each of `cases` with each variant of `wanted` on the
+/// self-attention (`h` heads, `seq` long), relative to plain causal.
+fn options_table(
+    ctx: &Context,
+    a: &Args,
+    (h, seq): (usize, usize),
+    cases: &[(String, Opt)],
+    wanted: &[AttentionVariant],
+) -> flashdot::Result<()> {
+    let d = a.dim;
+    let q = common::data(h * seq * d, 1);
+    let k = common::data(h * seq * d, 2);
+    let v = common::data(h * seq * d, 3);
+    let t = |x: &[f32]| Tensor::from_slice(ctx, x, &[1, h, seq, d]);
+    let (gq, gk, gv) = (t(&q)?, t(&k)?, t(&v)?);
+    let out = Tensor::zeros(ctx, &[1, h, seq, d], flashdot::DType::F32)?;
+    println!(
+        "
 options: batch 1, heads {h}, seq {seq}, d {d}, causal (bottom-right)"
-        );
-        println!(
-            "{:<22} {:<10} {:>11} {:>12} {:>10}  plan",
-            "option", "variant", "median ms", "vs plain", "rel L2"
-        );
-        for &var in &wanted {
-            // Each case warmed and checked first, then timed interleaved.
-            let mut ready = Vec::new();
-            for (label, x) in &cases {
-                let opts = x.apply(
-                    AttentionOptions::default()
-                        .causal(Causal::BottomRight)
-                        .variant(var),
-                );
-                let name = format!("{label} {var:?}");
-                if let Err(e) = common::time(ctx, 1, &name, || {
-                    attention_into(&gq, &gk, &gv, &opts, &out, None)
-                }) {
-                    println!(
-                        "{label:<22} {:<10} cannot run this shape: {e}",
-                        format!("{var:?}")
-                    );
-                    continue;
-                }
-                let worst = check_rows(
-                    &name,
-                    &out.to_vec::<f32>()?,
-                    &q,
-                    &k,
-                    &v,
-                    (seq, seq, d),
-                    Causal::BottomRight,
-                    x,
-                )?;
-                ready.push((
-                    label.clone(),
-                    opts,
-                    plan_line(&plan(&gq, &gk, &gv, &opts)?),
-                    worst,
-                ));
-            }
-            let (gq, gk, gv, out) = (&gq, &gk, &gv, &out);
-            let mut calls: Vec<_> = ready
-                .iter()
-                .map(|(_, opts, ..)| move || attention_into(gq, gk, gv, opts, out, None))
-                .collect();
-            let ms = interleaved(ctx, a.reps, &format!("options {var:?}"), &mut calls)?;
-            let base = ms.first().copied().unwrap_or(1.0);
-            for ((label, _, plan, worst), ms) in ready.iter().zip(&ms) {
+    );
+    println!(
+        "{:<22} {:<10} {:>11} {:>12} {:>10}  plan",
+        "option", "variant", "median ms", "vs plain", "rel L2"
+    );
+    for &var in wanted {
+        // Each case warmed and checked first, then timed interleaved.
+        let mut ready = Vec::new();
+        for (label, x) in cases {
+            let opts = x.apply(
+                AttentionOptions::default()
+                    .causal(Causal::BottomRight)
+                    .variant(var),
+            );
+            let name = format!("{label} {var:?}");
+            if let Err(e) = common::time(ctx, 1, &name, || {
+                attention_into(&gq, &gk, &gv, &opts, &out, None)
+            }) {
                 println!(
-                    "{label:<22} {:<10} {ms:>11.2} {:>11.2}x {worst:>10.2e}  {plan}",
-                    format!("{var:?}"),
-                    ms / base,
+                    "{label:<22} {:<10} cannot run this shape: {e}",
+                    format!("{var:?}")
                 );
+                continue;
             }
+            let host = Host {
+                q: &q,
+                k: &k,
+                v: &v,
+                dims: (seq, seq, d),
+                causal: Causal::BottomRight,
+            };
+            let worst = check_rows(&name, &out.to_vec::<f32>()?, &host, x)?;
+            ready.push((
+                label.clone(),
+                opts,
+                plan_line(&plan(&gq, &gk, &gv, &opts)?),
+                worst,
+            ));
         }
-        println!("(vs plain: time relative to plain causal attention with the same variant)");
+        let (gq, gk, gv, out) = (&gq, &gk, &gv, &out);
+        let mut calls: Vec<_> = ready
+            .iter()
+            .map(|(_, opts, ..)| move || attention_into(gq, gk, gv, opts, out, None))
+            .collect();
+        let ms = interleaved(ctx, a.reps, &format!("options {var:?}"), &mut calls)?;
+        let base = ms.first().copied().unwrap_or(1.0);
+        for ((label, _, plan, worst), ms) in ready.iter().zip(&ms) {
+            println!(
+                "{label:<22} {:<10} {ms:>11.2} {:>11.2}x {worst:>10.2e}  {plan}",
+                format!("{var:?}"),
+                ms / base,
+            );
+        }
     }
-    if let Some(page) = a.paged {
-        paged_decode(ctx, a, h, page, &wanted)?;
-    }
+    println!("(vs plain: time relative to plain causal attention with the same variant)");
     Ok(())
 }
 
@@ -337,16 +362,14 @@ paged decode: heads {h}, one query over {sk} keys, d {d}, pages of {page} ({maxp
             common::time(ctx, 1, &format!("{label} decode {var:?}"), || {
                 attention_into(&gq, kk, vv, &opts, &out, None)
             })?;
-            let worst = check_rows(
-                label,
-                &out.to_vec::<f32>()?,
-                &q,
-                &k,
-                &v,
-                (1, sk, d),
-                Causal::BottomRight,
-                &Opt::default(),
-            )?;
+            let host = Host {
+                q: &q,
+                k: &k,
+                v: &v,
+                dims: (1, sk, d),
+                causal: Causal::BottomRight,
+            };
+            let worst = check_rows(label, &out.to_vec::<f32>()?, &host, &Opt::default())?;
             ready.push((label, opts, kk, vv, plan_line(&plan), worst));
         }
         let (gq, out) = (&gq, &out);
@@ -489,16 +512,14 @@ fn run(
         // Read before the check below adds its own readback buffer.
         let peak = ctx.memory_stats().peak_bytes;
         let got = out.to_vec::<f32>()?;
-        let worst = check_rows(
-            &name,
-            &got,
-            &q,
-            &k,
-            &v,
-            (sq, sk, d),
+        let host = Host {
+            q: &q,
+            k: &k,
+            v: &v,
+            dims: (sq, sk, d),
             causal,
-            &Opt::default(),
-        )?;
+        };
+        let worst = check_rows(&name, &got, &host, &Opt::default())?;
         ran += 1;
         let ms = t.median.as_secs_f64() * 1e3;
         if var == AttentionVariant::Naive {

@@ -38,7 +38,8 @@ pub struct AttentionRef<'a> {
 }
 
 /// Returns (output in `layout`, lse `[b, hq, sq]`). Fully masked rows give zeros
-/// and an LSE of −∞ (the sink logit with sinks). Written from the definition,
+/// and an LSE of −∞ (the sink logit with sinks); a row with a NaN score
+/// (`f64::max` would skip it) gives NaN throughout. Written from the definition,
 /// key by key: visibility (kv_len, causal, window, sink tokens, mask), then the
 /// score (scale, soft cap, ALiBi, bias), then the softmax with the sink in the
 /// denominator.
@@ -83,6 +84,7 @@ pub fn attention(a: &AttentionRef) -> (Vec<f64>, Vec<f64>) {
                 let qo = idx(bb, h, hq, i, sq, d);
                 let mut mx = f64::NEG_INFINITY;
                 let mut seen = false;
+                let mut nan = false;
                 for (j, s) in scores.iter_mut().enumerate() {
                     *s = f64::NEG_INFINITY;
                     if !visible(j) {
@@ -105,9 +107,18 @@ pub fn attention(a: &AttentionRef) -> (Vec<f64>, Vec<f64>) {
                         acc += bias[bcast(bs, bb, h, i, j)] as f64;
                     }
                     *s = acc;
+                    nan |= acc.is_nan();
                     mx = mx.max(acc);
                 }
                 let sink = a.sinks.map(|s| s[h] as f64);
+                if nan {
+                    // A NaN score (a NaN in q, or in a visible key) makes
+                    // the row's softmax NaN, with or without a soft cap.
+                    let oo = idx(bb, h, hq, i, sq, dv);
+                    out[oo..oo + dv].fill(f64::NAN);
+                    lse[(bb * hq + h) * sq + i] = f64::NAN;
+                    continue;
+                }
                 if !seen || mx == f64::NEG_INFINITY {
                     lse[(bb * hq + h) * sq + i] = sink.unwrap_or(f64::NEG_INFINITY);
                     continue;

@@ -148,6 +148,51 @@ pub fn check(report: &flashdot::verify::Report, tol: f64, case: &str) {
     );
 }
 
+/// Fails unless every element of `got` is within `atol + rtol·|want|` of
+/// `want` (NaN where `want` is NaN, the same infinity where it is infinite),
+/// with the first mismatches, the seed and the case in the message: the
+/// per-element bound a kernel's arithmetic gives, where a relative L2
+/// ([`check`]) bounds the whole.
+#[track_caller]
+pub fn check_elements(got: &[f32], want: &[f64], (atol, rtol): (f64, f64), case: &str) {
+    let within = |o: f64, r: f64| {
+        if r.is_nan() {
+            o.is_nan()
+        } else if r.is_infinite() {
+            o == r
+        } else {
+            o.is_finite() && (o - r).abs() <= atol + rtol * r.abs()
+        }
+    };
+    let bad: Vec<(usize, f32, f64)> = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .filter(|&(_, (&o, &r))| !within(o as f64, r))
+        .map(|(i, (&o, &r))| (i, o, r))
+        .collect();
+    let first: String = bad
+        .iter()
+        .take(8)
+        .map(|(i, o, r)| {
+            format!(
+                "\n  [{i}] out={o:.6e} ref={r:.6e} |diff|={:.3e}",
+                (*o as f64 - r).abs()
+            )
+        })
+        .collect();
+    assert!(
+        bad.is_empty() && got.len() == want.len(),
+        "{case}: {} of {} elements past {atol:.2e} + {rtol:.2e}·|ref| (lengths {} and {}; replay \
+         with FLASHDOT_SEED={}):{first}",
+        bad.len(),
+        got.len().min(want.len()),
+        got.len(),
+        want.len(),
+        seed()
+    );
+}
+
 /// Tolerance (relative L2) for f32 dot products of rows of `d` against their
 /// f64 reference `want`: Higham & Mary's probabilistic bound on f32
 /// accumulation (λ = 2), |err_i| ≤ 2·√d·u·Σ_j |a_ij·b_ij|, at least 1e-6. The

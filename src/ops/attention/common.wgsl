@@ -190,7 +190,11 @@ fn head_ext(b: u32, h: u32) -> vec2<f32> {
 // (−slope·|i + diag − j|), before the additive bias. The cap as
 // cap − 2·cap / (1 + e^(2s/cap)): one exp and one division a score (the
 // cost that matters), its absolute error cap·ε like the score's own
-// rounding; the exponent is clamped so that e stays finite.
+// rounding; the exponent is clamped so that e stays finite (a divisor
+// past 2^126 has no precision bound in Vulkan). The clamp would turn a NaN
+// score into the cap (min(NaN, 80) is 80 on most adapters), so a NaN score
+// is selected through, found by its bits (an adapter may fold a float
+// comparison that only NaN fails), and propagates as without a cap.
 // The cap is compiled in (SOFTCAP) and ALiBi is arithmetic (slope 0 when
 // off): a run-time branch per score would split the kernels' unrolled score
 // blocks.
@@ -199,7 +203,8 @@ fn ext_score(hx: vec2<f32>, row: u32, j: u32, s: f32) -> f32 {
     var x = s;
 //#if SOFTCAP
     let e = exp(min(s * (2.0 / P.softcap), 80.0));
-    x = P.softcap - 2.0 * P.softcap / (1.0 + e);
+    let nan = (bitcast<u32>(s) & 0x7fffffffu) > 0x7f800000u;
+    x = select(P.softcap - 2.0 * P.softcap / (1.0 + e), s, nan);
 //#endif
     return x - hx.x * abs(f32(row) + hx.y - f32(j));
 //#else

@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use super::call::Call;
+use super::check::Dims;
 use super::spec::{slot, AttentionKernel, AttentionParams, AttentionSpec};
-use super::Dims;
-use crate::context::{vec4_format, vec4_texture, PooledTexels, TexelGrid};
-use crate::context::{Bind, Context, DeviceProfile, Param, Tracked};
+use crate::context::{
+    vec4_format, vec4_texture, Bind, Context, DeviceProfile, Param, PooledTexels, TexelGrid,
+    Tracked,
+};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 
@@ -50,7 +53,7 @@ impl KvTextures {
         fits.then_some(KvTextures { grid, pack, texels })
     }
 
-    /// Sets the texture addressing in `p` (after [`params`](super::plan::params)).
+    /// Sets the texture addressing in `p` (after [`params`](super::params::params)).
     pub fn set_params(&self, p: &mut AttentionParams, dims: &Dims) {
         p.lsh = self.grid.lsh;
         p.wsh = self.grid.wsh;
@@ -92,35 +95,51 @@ impl KvTextures {
     }
 }
 
-/// K and V as the textures of [`KvTextures`]. Holds the textures (and any
-/// pack staging buffers) until the work that reads them is submitted.
-pub(crate) struct KvTexels {
-    pub textures: [PooledTexels; 2],
-    _staging: Vec<Tracked>,
+/// The K/V textures of one call, ready to be made: their layout and the
+/// pack pipelines. The one set-up of the kernels that read K and V as
+/// texels (the rows schedule, split-KV with texel reads).
+pub(crate) struct KvSource<'a> {
+    geo: &'a KvTextures,
+    packs: Vec<Arc<wgpu::ComputePipeline>>,
 }
 
-impl KvTexels {
-    /// Encodes the making of the textures into `enc`: buffer-to-texture
-    /// copies, after the pack passes when `packs` is given (which
-    /// [`KvTextures::pack`] asks for). The pack writes a buffer rather than a
-    /// storage texture: lavapipe's timestamps stop bracketing later passes
-    /// after storage-texture writes.
-    #[allow(clippy::too_many_arguments)]
-    pub fn encode(
+impl<'a> KvSource<'a> {
+    /// Compiles the pack passes `geo` asks for, for a call whose main
+    /// kernel is `main`, and sets the texture addressing in `p`.
+    pub fn new(
         ctx: &Context,
-        enc: &mut wgpu::CommandEncoder,
-        packs: &[Arc<wgpu::ComputePipeline>],
-        ubuf: &Param<'_>,
-        [k, v]: [&Tensor; 2],
+        geo: &'a KvTextures,
+        main: &AttentionSpec,
+        p: &mut AttentionParams,
         dims: &Dims,
-        geo: &KvTextures,
-    ) -> Result<KvTexels> {
+    ) -> Result<KvSource<'a>> {
+        let packs = geo
+            .pack_specs(main)
+            .iter()
+            .map(|s| ctx.pipeline(s))
+            .collect::<Result<Vec<_>>>()?;
+        geo.set_params(p, dims);
+        Ok(KvSource { geo, packs })
+    }
+
+    /// Encodes the making of the call's K and V textures into `enc`:
+    /// buffer-to-texture copies, after the pack passes (reading the params
+    /// in `ubuf`) when the layout asks for them. The pack writes a buffer
+    /// rather than a storage texture: lavapipe's timestamps stop
+    /// bracketing later passes after storage-texture writes.
+    pub fn encode(
+        &self,
+        call: &Call,
+        enc: &mut wgpu::CommandEncoder,
+        ubuf: &Param<'_>,
+    ) -> KvTexels {
+        let (ctx, dims, geo) = (call.ctx, call.dims, self.geo);
         let w4s = [dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32];
         // The pack pass writes f32.
-        let format = vec4_format(if geo.pack { DType::F32 } else { k.dtype() });
+        let format = vec4_format(if geo.pack { DType::F32 } else { call.k.dtype() });
         let mut staging = Vec::new();
         let mut make = |i: usize, src: &Tensor| {
-            let packed = packs.get(i).map(|pack| {
+            let packed = self.packs.get(i).map(|pack| {
                 let buf = ctx.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("attention K/V pack staging"),
                     size: (geo.texels[i] * 16).max(16),
@@ -157,10 +176,27 @@ impl KvTexels {
             staging.extend(packed);
             made
         };
-        let textures = [make(0, k), make(1, v)];
-        Ok(KvTexels {
+        let textures = [make(0, call.k), make(1, call.v)];
+        KvTexels {
             textures,
             _staging: staging,
-        })
+        }
+    }
+}
+
+/// K and V as the textures of [`KvTextures`]. Holds the textures (and any
+/// pack staging buffers) until the work that reads them is submitted.
+pub(crate) struct KvTexels {
+    textures: [PooledTexels; 2],
+    _staging: Vec<Tracked>,
+}
+
+impl KvTexels {
+    /// The textures' bindings.
+    pub fn binds(&self) -> [(u32, Bind<'_>); 2] {
+        [
+            (slot::K_TEXELS, Bind::pooled(&self.textures[0])),
+            (slot::V_TEXELS, Bind::pooled(&self.textures[1])),
+        ]
     }
 }

@@ -1,74 +1,83 @@
 //! The baseline: S = Q·Kᵀ·scale on the matmul kernels, a masked softmax
-//! kernel, then P·V on the matmul kernels; permutes for the [b, s, h, d] layout.
+//! kernel, then P·V on the matmul kernels, written straight into the output
+//! (through a permute for the [b, s, h, d] layout, which also permutes Q, K
+//! and V first).
 
+use super::call::Call;
+use super::options::{Layout, OP};
 use super::spec::{slot, AttentionKernel, AttentionParams, AttentionSpec};
-use super::{AttentionOptions, Dims, Inputs, Layout, OP};
-use crate::context::{Context, Table};
 use crate::error::Result;
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::tensor::Tensor;
 
 /// Runs the naive attention (the plan checked that S fits one binding).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn run(
-    ctx: &Context,
-    io: &Inputs,
-    opts: &AttentionOptions,
-    dims: &Dims,
-    p: &AttentionParams,
-    aux: &Table<'_>,
-    out: &Tensor,
-    lse: Option<&Tensor>,
-) -> Result<()> {
-    let dtype = io.q.dtype();
+pub(super) fn run(call: &Call) -> Result<()> {
+    let (dims, layout) = (call.dims, call.opts.layout);
     let g = dims.hq / dims.hkv;
     // Work in [B, H, S, D]; query heads of one kv head are adjacent, so q viewed
     // as [B, Hkv, G·Sq, D] multiplies kv head by kv head.
     let to_bhsd = |t: &Tensor, h: usize, s: usize, dd: usize| -> Result<Tensor> {
-        match opts.layout {
+        match layout {
             Layout::Bhsd => Ok(t.clone()),
-            Layout::Bshd => permute(t, dims.b, s, h, dd),
+            Layout::Bshd => permuted(t, [dims.b, s, h, dd]),
         }
     };
-    let qh = to_bhsd(io.q, dims.hq, dims.sq, dims.d)?.reshape(&[
+    let qh = to_bhsd(call.q, dims.hq, dims.sq, dims.d)?.reshape(&[
         dims.b,
         dims.hkv,
         g * dims.sq,
         dims.d,
     ])?;
-    let kh = to_bhsd(io.k, dims.hkv, dims.sk, dims.d)?;
-    let vh = to_bhsd(io.v, dims.hkv, dims.sk, dims.dv)?;
+    let kh = to_bhsd(call.k, dims.hkv, dims.sk, dims.d)?;
+    let vh = to_bhsd(call.v, dims.hkv, dims.sk, dims.dv)?;
     let s = matmul::matmul_with(
         &qh,
         &kh,
         &MatmulOptions::default()
             .transpose(false, true)
-            .alpha(p.scale)
+            .alpha(call.params.scale)
             .variant(MatmulVariant::Auto),
     )?;
-    let probs = Tensor::empty(ctx, s.shape(), dtype)?;
+    let probs = Tensor::empty(call.ctx, s.shape(), dims.dtype)?;
+    softmax(call, &s, &probs)?;
+    // P·V is [B, Hkv, G·Sq, Dv], the output's [B, Hq, Sq, Dv] in memory.
+    let pv = MatmulOptions::default().out_dtype(dims.dtype);
+    let pv_shape = [dims.b, dims.hkv, g * dims.sq, dims.dv];
+    match layout {
+        Layout::Bhsd => matmul::matmul_into(&probs, &vh, &pv, &call.out.reshape(&pv_shape)?),
+        Layout::Bshd => {
+            let o = matmul::matmul_with(&probs, &vh, &pv)?;
+            let bhsd = [dims.b, dims.hq, dims.sq, dims.dv];
+            permute_into(&o.reshape(&bhsd)?, bhsd, call.out)
+        }
+    }
+}
+
+/// The masked softmax of the scores `s` into `probs` (and the LSE).
+fn softmax(call: &Call, s: &Tensor, probs: &Tensor) -> Result<()> {
+    let (ctx, dims) = (call.ctx, call.dims);
     let pipe = ctx.pipeline(&AttentionSpec {
         kernel: AttentionKernel::Softmax,
-        dtype,
+        dtype: dims.dtype,
         vec: false,
-        bias: io.bias.is_some(),
-        lse: lse.is_some(),
-        extras: opts.extras(),
+        bias: call.bias.is_some(),
+        lse: call.lse.is_some(),
+        extras: call.opts.extras(),
     })?;
     ctx.scoped(OP, || {
-        let ubuf = ctx.uniform(p);
+        let ubuf = ctx.uniform(&call.params);
         let mut binds = vec![
             (slot::IN1, s.bind()),
             (slot::IN2, probs.bind()),
-            (slot::AUX, aux.bind()),
+            (slot::AUX, call.aux.bind()),
         ];
-        if let Some(b) = io.bias {
+        if let Some(b) = call.bias {
             binds.push((slot::BIAS, b.bind()));
         }
-        if let Some(m) = io.mask {
+        if let Some(m) = call.mask {
             binds.push((slot::MASK, m.bind()));
         }
-        if let Some(l) = lse {
+        if let Some(l) = call.lse {
             binds.push((slot::STATS, l.bind()));
         }
         let (gx, gy) = ctx.grid((dims.b * dims.hq * dims.sq) as u32);
@@ -76,42 +85,22 @@ pub(super) fn run(
         ctx.dispatch(&mut enc, &pipe, &ubuf, &binds, (gx, gy, 1));
         ctx.submit(enc);
         Ok(())
-    })?;
-    let o = matmul::matmul_with(&probs, &vh, &MatmulOptions::default().out_dtype(dtype))?;
-    match opts.layout {
-        Layout::Bhsd => copy(&o, out),
-        Layout::Bshd => {
-            let t = permute(
-                &o.reshape(&[dims.b, dims.hq, dims.sq, dims.dv])?,
-                dims.b,
-                dims.hq,
-                dims.sq,
-                dims.dv,
-            )?;
-            copy(&t, out)
-        }
-    }
-}
-
-fn copy(src: &Tensor, dst: &Tensor) -> Result<()> {
-    let ctx = src.context();
-    ctx.scoped(OP, || {
-        let mut enc = ctx.encoder();
-        let n = dst.padded_bytes();
-        enc.copy_buffer_to_buffer(src.buffer(), src.offset(), dst.buffer(), dst.offset(), n);
-        ctx.submit(enc);
-        Ok(())
     })
 }
 
-/// `[B, X, Y, D] -> [B, Y, X, D]`.
-fn permute(t: &Tensor, b: usize, x: usize, y: usize, d: usize) -> Result<Tensor> {
+/// `t` `[B, X, Y, D]` as a new `[B, Y, X, D]` tensor.
+fn permuted(t: &Tensor, [b, x, y, d]: [usize; 4]) -> Result<Tensor> {
+    let out = Tensor::empty(t.context(), &[b, y, x, d], t.dtype())?;
+    permute_into(t, [b, x, y, d], &out)?;
+    Ok(out)
+}
+
+/// Writes `t` `[B, X, Y, D]` into `out` as `[B, Y, X, D]`.
+fn permute_into(t: &Tensor, [b, x, y, d]: [usize; 4], out: &Tensor) -> Result<()> {
     let ctx = t.context();
-    let dtype = t.dtype();
-    let out = Tensor::empty(ctx, &[b, y, x, d], dtype)?;
     let n = b * x * y * d;
     if n == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let p = AttentionParams {
         b: b as u32,
@@ -122,7 +111,7 @@ fn permute(t: &Tensor, b: usize, x: usize, y: usize, d: usize) -> Result<Tensor>
     };
     let pipe = ctx.pipeline(&AttentionSpec {
         kernel: AttentionKernel::Permute,
-        dtype,
+        dtype: t.dtype(),
         vec: false,
         bias: false,
         lse: false,
@@ -141,6 +130,5 @@ fn permute(t: &Tensor, b: usize, x: usize, y: usize, d: usize) -> Result<Tensor>
         );
         ctx.submit(enc);
         Ok(())
-    })?;
-    Ok(out)
+    })
 }

@@ -200,128 +200,13 @@ impl Spec for AttentionSpec {
         }
     }
     fn source(&self) -> Result<String> {
-        use AttentionDefine as D;
-        let f16 = self.dtype == DType::F16;
-        // The kernels that read q, k, v: inputs, masks and the element forms.
-        let mut d = vec![D::HasInputs, D::Masks];
-        let x = self.extras;
-        for (on, def) in [
-            (self.vec, D::Vec),
-            (self.bias, D::Bias),
-            (f16, D::OutF16),
-            (x.ext, D::Ext),
-            (x.softcap, D::Softcap),
-            (x.mask, D::BoolMask),
-            (x.paged, D::Paged),
-        ] {
-            if on {
-                d.push(def);
-            }
-        }
-        let direct = |d: &mut Vec<D>, kind| {
-            d.extend([kind, D::OutDirect]);
-            if self.lse {
-                d.push(D::Lse);
-            }
-        };
-        let consts: Vec<(&str, u32)> = match self.kernel {
-            AttentionKernel::Tiles { d4, dv4, bq, bkv } => {
-                direct(&mut d, D::KindFlash);
-                vec![
-                    ("D4", d4),
-                    ("DV4", dv4),
-                    ("BQ", bq),
-                    ("BKV", bkv),
-                    ("SK", SK),
-                ]
-            }
-            AttentionKernel::KeySplit { d4, dv4, tm, kc } => {
-                direct(&mut d, D::KindKeySplit);
-                vec![("D4", d4), ("DV4", dv4), ("TM", tm), ("KC", kc)]
-            }
-            AttentionKernel::Blocks { hg } => {
-                direct(&mut d, D::KindBlocks);
-                // 8 invocations in groups of hg, 16 rows a group, 16 keys per
-                // invocation per tile, up to NV output vec4s per row each.
-                vec![
-                    ("WG", 8),
-                    ("HG", hg),
-                    ("TM", 16),
-                    ("KB", 16),
-                    ("NV", 8),
-                    ("TM4", 4),
-                ]
-            }
-            AttentionKernel::Rows { d4, dv4, tm, sg } => {
-                direct(&mut d, D::KindRows);
-                d.push(D::KvTex);
-                if sg {
-                    d.push(D::Sg);
-                }
-                vec![
-                    ("WG", 64),
-                    ("TM", tm),
-                    ("D4", d4),
-                    ("DV4", dv4),
-                    ("KB", 8),
-                    ("KF", d4.div_ceil(8)),
-                    ("VF", dv4.div_ceil(8)),
-                ]
-            }
-            AttentionKernel::Pack { w4, k } => {
-                d.push(D::KindPack);
-                if k {
-                    d.push(D::PackK);
-                }
-                vec![("W4", w4)]
-            }
-            AttentionKernel::Split { d4, dv4, tex } => {
-                d.push(D::KindSplit);
-                if tex {
-                    d.push(D::KvTex);
-                }
-                vec![("D4", d4), ("DV4", dv4), ("KB", 8)]
-            }
-            AttentionKernel::Merge { d4, dv4 } => {
-                // The merge folds in the learned sinks (EXT).
-                d = vec![D::Masks];
-                if f16 {
-                    d.push(D::OutF16);
-                }
-                if x.ext {
-                    d.push(D::Ext);
-                }
-                direct(&mut d, D::KindMerge);
-                vec![("D4", d4), ("DV4", dv4)]
-            }
-            AttentionKernel::Softmax => {
-                d = vec![D::KindSoftmax, D::Masks];
-                for (on, def) in [
-                    (self.bias, D::Bias),
-                    (x.ext, D::Ext),
-                    (x.softcap, D::Softcap),
-                    (x.mask, D::BoolMask),
-                ] {
-                    if on {
-                        d.push(def);
-                    }
-                }
-                if self.lse {
-                    d.push(D::Lse);
-                }
-                vec![]
-            }
-            AttentionKernel::Permute => {
-                d = vec![D::KindPermute];
-                vec![]
-            }
-            AttentionKernel::Append => {
-                d = vec![D::KindAppend, D::Masks];
-                if x.paged {
-                    d.push(D::Paged);
-                }
-                vec![]
-            }
+        let mut d = self.input_defines();
+        let consts = match self.kernel {
+            AttentionKernel::Tiles { .. }
+            | AttentionKernel::KeySplit { .. }
+            | AttentionKernel::Blocks { .. }
+            | AttentionKernel::Rows { .. } => self.flash_defines(&mut d),
+            _ => self.other_defines(&mut d),
         };
         // The kernel's own file after the shared part (WGSL declarations may
         // come in any order).
@@ -337,5 +222,140 @@ impl Spec for AttentionSpec {
         };
         let src = [COMMON, KV_TEXELS, own].concat();
         shader::render(self, &src, self.dtype, false, &d, &consts)
+    }
+}
+
+impl AttentionSpec {
+    /// The defines of the kernels that read q, k, v: inputs, masks, the
+    /// element forms and the options compiled in.
+    fn input_defines(&self) -> Vec<AttentionDefine> {
+        use AttentionDefine as D;
+        let mut d = vec![D::HasInputs, D::Masks];
+        let x = self.extras;
+        for (on, def) in [
+            (self.vec, D::Vec),
+            (self.bias, D::Bias),
+            (self.dtype == DType::F16, D::OutF16),
+            (x.ext, D::Ext),
+            (x.softcap, D::Softcap),
+            (x.mask, D::BoolMask),
+            (x.paged, D::Paged),
+        ] {
+            if on {
+                d.push(def);
+            }
+        }
+        d
+    }
+
+    /// Adds a kernel's own defines to `d` (after [`Self::input_defines`])
+    /// for the kernels that write the output directly; with the LSE if asked.
+    fn direct(&self, d: &mut Vec<AttentionDefine>, kind: AttentionDefine) {
+        d.extend([kind, AttentionDefine::OutDirect]);
+        if self.lse {
+            d.push(AttentionDefine::Lse);
+        }
+    }
+
+    /// The flash kernels' defines (added to `d`) and constants.
+    fn flash_defines(&self, d: &mut Vec<AttentionDefine>) -> Vec<(&'static str, u32)> {
+        use AttentionDefine as D;
+        match self.kernel {
+            AttentionKernel::Tiles { d4, dv4, bq, bkv } => {
+                self.direct(d, D::KindFlash);
+                vec![
+                    ("D4", d4),
+                    ("DV4", dv4),
+                    ("BQ", bq),
+                    ("BKV", bkv),
+                    ("SK", SK),
+                ]
+            }
+            AttentionKernel::KeySplit { d4, dv4, tm, kc } => {
+                self.direct(d, D::KindKeySplit);
+                vec![("D4", d4), ("DV4", dv4), ("TM", tm), ("KC", kc)]
+            }
+            AttentionKernel::Blocks { hg } => {
+                self.direct(d, D::KindBlocks);
+                // 8 invocations in groups of hg, 16 rows a group, 16 keys per
+                // invocation per tile, up to NV output vec4s per row each.
+                vec![
+                    ("WG", 8),
+                    ("HG", hg),
+                    ("TM", 16),
+                    ("KB", 16),
+                    ("NV", 8),
+                    ("TM4", 4),
+                ]
+            }
+            AttentionKernel::Rows { d4, dv4, tm, sg } => {
+                self.direct(d, D::KindRows);
+                d.push(D::KvTex);
+                if sg {
+                    d.push(D::Sg);
+                }
+                vec![
+                    ("WG", 64),
+                    ("TM", tm),
+                    ("D4", d4),
+                    ("DV4", dv4),
+                    ("KB", 8),
+                    ("KF", d4.div_ceil(8)),
+                    ("VF", dv4.div_ceil(8)),
+                ]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// The other kernels' defines (added to `d`, or replacing the input
+    /// defines for the kernels that read no q, k, v) and constants.
+    fn other_defines(&self, d: &mut Vec<AttentionDefine>) -> Vec<(&'static str, u32)> {
+        use AttentionDefine as D;
+        let x = self.extras;
+        let with = |d: &mut Vec<D>, flags: &[(bool, D)]| {
+            d.extend(flags.iter().filter(|f| f.0).map(|f| f.1));
+        };
+        match self.kernel {
+            AttentionKernel::Pack { w4, k } => {
+                d.push(D::KindPack);
+                with(d, &[(k, D::PackK)]);
+                vec![("W4", w4)]
+            }
+            AttentionKernel::Split { d4, dv4, tex } => {
+                d.push(D::KindSplit);
+                with(d, &[(tex, D::KvTex)]);
+                vec![("D4", d4), ("DV4", dv4), ("KB", 8)]
+            }
+            AttentionKernel::Merge { d4, dv4 } => {
+                // The merge folds in the learned sinks (EXT).
+                *d = vec![D::Masks];
+                with(d, &[(self.dtype == DType::F16, D::OutF16), (x.ext, D::Ext)]);
+                self.direct(d, D::KindMerge);
+                vec![("D4", d4), ("DV4", dv4)]
+            }
+            AttentionKernel::Softmax => {
+                *d = vec![D::KindSoftmax, D::Masks];
+                let flags = [
+                    (self.bias, D::Bias),
+                    (x.ext, D::Ext),
+                    (x.softcap, D::Softcap),
+                    (x.mask, D::BoolMask),
+                    (self.lse, D::Lse),
+                ];
+                with(d, &flags);
+                vec![]
+            }
+            AttentionKernel::Permute => {
+                *d = vec![D::KindPermute];
+                vec![]
+            }
+            AttentionKernel::Append => {
+                *d = vec![D::KindAppend, D::Masks];
+                with(d, &[(x.paged, D::Paged)]);
+                vec![]
+            }
+            _ => vec![],
+        }
     }
 }

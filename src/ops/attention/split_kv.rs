@@ -1,13 +1,13 @@
 //! Flash-decoding: keys split across workgroups, each writing a partial output
 //! and its (max, sum); a merge pass combines them with log-sum-exp weights.
 
-use super::flash::common_binds;
-use super::kv_texels::{KvTexels, KvTextures};
-use super::spec::{slot, AttentionParams, AttentionSpec};
-use super::{Dims, Inputs, OP};
-use crate::context::{Bind, Context, Table, Tracked};
+use super::call::Call;
+use super::kv_texels::KvSource;
+use super::options::OP;
+use super::plan::SplitLaunch;
+use super::spec::slot;
+use crate::context::{Bind, Context, Tracked};
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
 
 fn scratch(ctx: &Context, bytes: u64, what: &str) -> Result<Tracked> {
     if bytes > ctx.max_binding() {
@@ -28,19 +28,8 @@ fn scratch(ctx: &Context, bytes: u64, what: &str) -> Result<Tracked> {
 }
 
 /// Runs the split pass then the merge: `nsplit` splits of `chunk` keys.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn run(
-    ctx: &Context,
-    io: &Inputs,
-    dims: &Dims,
-    (split, merge): (&AttentionSpec, &AttentionSpec),
-    kv: Option<&KvTextures>,
-    (nsplit, chunk): (usize, usize),
-    p: &AttentionParams,
-    aux: &Table<'_>,
-    out: &Tensor,
-    lse: Option<&Tensor>,
-) -> Result<()> {
+pub(super) fn run(call: &Call, launch: &SplitLaunch) -> Result<()> {
+    let (ctx, dims, nsplit) = (call.ctx, call.dims, launch.nsplit);
     let nrows = dims.b * dims.hq * dims.sq;
     let dv4 = dims.dv.div_ceil(4) as u64;
     let part_o = scratch(
@@ -49,47 +38,36 @@ pub(super) fn run(
         "split-KV partial outputs",
     )?;
     let part_ml = scratch(ctx, (nrows * nsplit) as u64 * 8, "split-KV partial stats")?;
-    let pipe1 = ctx.pipeline(split)?;
-    let pipe2 = ctx.pipeline(merge)?;
-    let packs = match kv {
-        Some(kv) => kv
-            .pack_specs(split)
-            .iter()
-            .map(|s| ctx.pipeline(s))
-            .collect::<Result<Vec<_>>>()?,
-        None => vec![],
-    };
-    let mut p = *p;
+    let pipe1 = ctx.pipeline(&launch.split)?;
+    let pipe2 = ctx.pipeline(&launch.merge)?;
+    let mut p = call.params;
     p.nsplit = nsplit as u32;
-    p.chunk = chunk as u32;
-    if let Some(kv) = kv {
-        kv.set_params(&mut p, dims);
-    }
+    p.chunk = launch.chunk as u32;
+    let kv = launch
+        .kv
+        .as_ref()
+        .map(|geo| KvSource::new(ctx, geo, &launch.split, &mut p, dims))
+        .transpose()?;
     ctx.scoped(OP, || {
         let ubuf = ctx.uniform(&p);
         let mut enc = ctx.encoder();
-        let tex = kv
-            .map(|g| KvTexels::encode(ctx, &mut enc, &packs, &ubuf, [io.k, io.v], dims, g))
-            .transpose()?;
-        let mut binds = common_binds(io, Bind::whole(&part_o), aux, Some(Bind::whole(&part_ml)));
+        let tex = kv.as_ref().map(|kv| kv.encode(call, &mut enc, &ubuf));
+        let mut binds = call.binds(Bind::whole(&part_o), Some(Bind::whole(&part_ml)));
         match &tex {
-            Some(t) => binds.extend([
-                (slot::K_TEXELS, Bind::pooled(&t.textures[0])),
-                (slot::V_TEXELS, Bind::pooled(&t.textures[1])),
-            ]),
-            None => binds.extend([(slot::K, io.k.bind()), (slot::V, io.v.bind())]),
+            Some(t) => binds.extend(t.binds()),
+            None => binds.extend(call.kv_buffers()),
         }
         let groups = (nsplit.div_ceil(64) as u32, nrows as u32, 1);
         ctx.dispatch(&mut enc, &pipe1, &ubuf, &binds, groups);
         let mut binds = vec![
             (slot::IN1, Bind::whole(&part_o)),
             (slot::IN2, Bind::whole(&part_ml)),
-            (slot::OUT, out.bind()),
+            (slot::OUT, call.out.bind()),
         ];
-        if merge.extras.ext {
-            binds.push((slot::AUX, aux.bind()));
+        if launch.merge.extras.ext {
+            binds.push((slot::AUX, call.aux.bind()));
         }
-        if let Some(l) = lse {
+        if let Some(l) = call.lse {
             binds.push((slot::STATS, l.bind()));
         }
         let (gx, gy) = ctx.grid((nrows * dv4 as usize).div_ceil(64) as u32);
