@@ -171,8 +171,47 @@ fn synthetic(n: usize, d: usize) -> Vec<f32> {
     out
 }
 
+/// Timed repetitions of the m=1 search (and of the filtered and
+/// post-removal ones), after one untimed warm-up.
+const REPS: usize = 5;
+
+/// A flashdot error as the demo's one-line message.
+fn msg(e: flashdot::Error) -> String {
+    e.to_string()
+}
+
 fn run(a: &Args) -> Result<(), String> {
-    let ctx = common::open(a.backend).map_err(|e| e.to_string())?;
+    let ctx = common::open(a.backend).map_err(msg)?;
+    let (corpus, d) = read_corpus(a, &ctx)?;
+    let (storage, metric) = index_settings(a)?;
+    let index = open_index(a, &ctx, &corpus, d, storage, metric)?;
+    save_index(a, &index)?;
+    let (sources, queries) = make_queries(&corpus, d, a.batch);
+    let mut bench = Bench {
+        index,
+        queries,
+        n: corpus.len() / d,
+        d,
+        k: a.k,
+    };
+    bench.warm_up()?;
+    bench.print_queries(&sources)?;
+    let one = bench.time_m1()?;
+    bench.time_batched(a.batch, one)?;
+    if let Some(share) = a.filter {
+        bench.time_filtered(share, one)?;
+    }
+    let (cn, qn) = bench.check_reference(&corpus, storage, metric)?;
+    cpu_baselines(&cn, &qn, d, one);
+    if a.remove > 0.0 {
+        bench.time_removal(a.remove)?;
+    }
+    Ok(())
+}
+
+/// The corpus (generated, or read from the path) as rows of `d` values;
+/// prints its size and how long it took. Refuses empty inputs.
+fn read_corpus(a: &Args, ctx: &flashdot::Context) -> Result<(Vec<f32>, usize), String> {
     let t = Instant::now();
     let (corpus, d) = match &a.path {
         Some(p) => {
@@ -180,7 +219,7 @@ fn run(a: &Args) -> Result<(), String> {
             vectors::load(p)?
         }
         None => {
-            let mut sizes = common::Sizes::new(&ctx);
+            let mut sizes = common::Sizes::new(ctx);
             let n = sizes.pick("--n", a.n, 500_000, 200_000);
             sizes.report();
             (synthetic(n, a.dim), a.dim)
@@ -193,6 +232,12 @@ fn run(a: &Args) -> Result<(), String> {
     }
     let n = corpus.len() / d;
     println!("corpus: {n} x {d} ({:.1} s)", t.elapsed().as_secs_f64());
+    Ok((corpus, d))
+}
+
+/// The index's storage and metric from the flags, after checking the flags
+/// that shape the run (shards, removal and filter shares, save/load).
+fn index_settings(a: &Args) -> Result<(Storage, Metric), String> {
     let storage = match a.storage {
         StorageArg::F32 => Storage::F32,
         StorageArg::F16 => Storage::F16,
@@ -214,12 +259,26 @@ fn run(a: &Args) -> Result<(), String> {
     if a.shards > 1 && (a.save.is_some() || a.load.is_some()) {
         return Err("--save and --load take one index: use them with --shards 1".into());
     }
-    let opts = IndexOptions::default().metric(metric).storage(storage);
+    Ok((storage, metric))
+}
+
+/// The index: loaded from `--load` (which must hold this corpus's shape), or
+/// built from the corpus on one context or `--shards` of them. Prints its
+/// settings, device size and build or load time.
+fn open_index(
+    a: &Args,
+    ctx: &flashdot::Context,
+    corpus: &[f32],
+    d: usize,
+    storage: Storage,
+    metric: Metric,
+) -> Result<Index, String> {
+    let n = corpus.len() / d;
     let t = Instant::now();
-    let mut index = match &a.load {
+    let index = match &a.load {
         Some(p) => {
             let _spin = common::wait(format!("loading {}", p.display()));
-            let ix = FlatIndex::load(&ctx, p).map_err(|e| e.to_string())?;
+            let ix = FlatIndex::load(ctx, p).map_err(msg)?;
             if ix.dim() != d || ix.len() != n {
                 return Err(format!(
                     "{} holds {} x {}, the corpus is {n} x {d}: pass the --n/--dim it was saved with",
@@ -230,24 +289,13 @@ fn run(a: &Args) -> Result<(), String> {
             }
             Index::One(ix)
         }
-        None => {
-            let mut ix = if a.shards > 1 {
-                let ctxs = (0..a.shards)
-                    .map(|_| common::context(a.backend))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())?;
-                Index::Shards(ShardedIndex::new(&ctxs, d, opts).map_err(|e| e.to_string())?)
-            } else {
-                Index::One(FlatIndex::new(&ctx, d, opts).map_err(|e| e.to_string())?)
-            };
-            let bar = common::progress(n, "indexing");
-            for part in corpus.chunks(50_000 * d) {
-                ix.add(part).map_err(|e| e.to_string())?;
-                bar.inc((part.len() / d) as u64);
-            }
-            bar.finish_and_clear();
-            ix
-        }
+        None => build_index(
+            a,
+            ctx,
+            corpus,
+            d,
+            IndexOptions::default().metric(metric).storage(storage),
+        )?,
     };
     println!(
         "index: {storage:?}, {metric:?}, {} shard(s), {:.0} MiB on the device ({} in {:.1} s)",
@@ -256,9 +304,42 @@ fn run(a: &Args) -> Result<(), String> {
         if a.load.is_some() { "loaded" } else { "built" },
         t.elapsed().as_secs_f64()
     );
-    if let (Some(p), Index::One(ix)) = (&a.save, &index) {
+    Ok(index)
+}
+
+/// A new index over `corpus`, added in chunks of 50,000 rows with a progress
+/// bar.
+fn build_index(
+    a: &Args,
+    ctx: &flashdot::Context,
+    corpus: &[f32],
+    d: usize,
+    opts: IndexOptions,
+) -> Result<Index, String> {
+    let mut ix = if a.shards > 1 {
+        let ctxs = (0..a.shards)
+            .map(|_| common::context(a.backend))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(msg)?;
+        Index::Shards(ShardedIndex::new(&ctxs, d, opts).map_err(msg)?)
+    } else {
+        Index::One(FlatIndex::new(ctx, d, opts).map_err(msg)?)
+    };
+    let bar = common::progress(corpus.len() / d, "indexing");
+    for part in corpus.chunks(50_000 * d) {
+        ix.add(part).map_err(msg)?;
+        bar.inc((part.len() / d) as u64);
+    }
+    bar.finish_and_clear();
+    Ok(ix)
+}
+
+/// Writes the index to `--save` (one index only) and prints the file's size
+/// and the time taken.
+fn save_index(a: &Args, index: &Index) -> Result<(), String> {
+    if let (Some(p), Index::One(ix)) = (&a.save, index) {
         let t = Instant::now();
-        ix.save(p).map_err(|e| e.to_string())?;
+        ix.save(p).map_err(msg)?;
         let size = std::fs::metadata(p).map_or(0, |m| m.len());
         println!(
             "saved to {}: {:.0} MiB in {:.2} s",
@@ -267,11 +348,15 @@ fn run(a: &Args) -> Result<(), String> {
             t.elapsed().as_secs_f64()
         );
     }
-    // Queries: known items plus noise, so each should find its source near the top.
+    Ok(())
+}
+
+/// Queries: known items plus noise, so each should find its source near the
+/// top. Returns the source rows and the queries (`max(batch, 4)` rows of `d`).
+fn make_queries(corpus: &[f32], d: usize, batch: usize) -> (Vec<usize>, Vec<f32>) {
+    let n = corpus.len() / d;
     let mut r = Rng(42);
-    let sources: Vec<usize> = (0..a.batch.max(4))
-        .map(|i| (i * 104_729 + 17) % n)
-        .collect();
+    let sources: Vec<usize> = (0..batch.max(4)).map(|i| (i * 104_729 + 17) % n).collect();
     let queries: Vec<f32> = sources
         .iter()
         .flat_map(|&s| {
@@ -281,82 +366,125 @@ fn run(a: &Args) -> Result<(), String> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let k = a.k;
-    {
-        let _spin = common::wait("first search (compiles its kernels)");
-        index.search(&queries[..d], k).map_err(|e| e.to_string())?;
+    (sources, queries)
+}
+
+/// The index under test with its queries: the timed steps of the demo.
+struct Bench {
+    index: Index,
+    queries: Vec<f32>,
+    /// Corpus rows.
+    n: usize,
+    d: usize,
+    k: usize,
+}
+
+impl Bench {
+    /// The first query's top-k.
+    fn search_first(&self) -> Result<SearchResult, String> {
+        self.index
+            .search(&self.queries[..self.d], self.k)
+            .map_err(msg)
     }
-    for (qi, &src) in sources.iter().take(3).enumerate() {
+
+    /// Seconds per first-query search, over [`REPS`] searches.
+    fn mean_m1(&self) -> Result<f64, String> {
         let t = Instant::now();
-        let res = index
-            .search(&queries[qi * d..(qi + 1) * d], k)
-            .map_err(|e| e.to_string())?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        let list: Vec<String> = res
-            .ids
-            .iter()
-            .zip(&res.scores)
-            .map(|(i, s)| format!("{i}:{s:.3}"))
-            .collect();
+        for _ in 0..REPS {
+            self.search_first()?;
+        }
+        Ok(t.elapsed().as_secs_f64() / REPS as f64)
+    }
+
+    /// The first search compiles the m=1 kernels: untimed, behind a spinner.
+    fn warm_up(&self) -> Result<(), String> {
+        let _spin = common::wait("first search (compiles its kernels)");
+        self.search_first()?;
+        Ok(())
+    }
+
+    /// Prints the top-k of the first three queries with their latency.
+    fn print_queries(&self, sources: &[usize]) -> Result<(), String> {
+        let (d, k) = (self.d, self.k);
+        for (qi, &src) in sources.iter().take(3).enumerate() {
+            let t = Instant::now();
+            let res = self
+                .index
+                .search(&self.queries[qi * d..(qi + 1) * d], k)
+                .map_err(msg)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let list: Vec<String> = res
+                .ids
+                .iter()
+                .zip(&res.scores)
+                .map(|(i, s)| format!("{i}:{s:.3}"))
+                .collect();
+            println!(
+                "query near item {src}: {ms:.1} ms  top-{k}: {}",
+                list.join(" ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Times and prints the m=1 search; returns its seconds per query.
+    fn time_m1(&self) -> Result<f64, String> {
+        let one = self.mean_m1()?;
+        let bytes = self.index.bytes() as f64;
         println!(
-            "query near item {src}: {ms:.1} ms  top-{k}: {}",
-            list.join(" ")
+            "m=1: {:.1} ms/query, {:.0} queries/s, {:.2} GB/s of corpus scanned",
+            one * 1e3,
+            1.0 / one,
+            bytes / one / 1e9
         );
+        Ok(one)
     }
-    let reps = 5;
-    let t = Instant::now();
-    for _ in 0..reps {
-        index.search(&queries[..d], k).map_err(|e| e.to_string())?;
+
+    /// Times and prints one batched search of `m` queries against `one`, the
+    /// m=1 seconds per query.
+    fn time_batched(&self, m: usize, one: f64) -> Result<(), String> {
+        let d = self.d;
+        // Warm-up: builds the batched kernels (per query-block size) so that
+        // their compile is not timed.
+        let spin = common::wait(format!(
+            "batched search of {m} queries (compiles its kernels first)"
+        ));
+        self.index
+            .search(&self.queries[..m.min(64) * d], self.k)
+            .map_err(msg)?;
+        let t = Instant::now();
+        self.index
+            .search(&self.queries[..m * d], self.k)
+            .map_err(msg)?;
+        let bt = t.elapsed().as_secs_f64();
+        spin.finish_and_clear();
+        println!(
+            "m={m}: {:.1} ms/batch, {:.0} queries/s ({:.1}x m=1)",
+            bt * 1e3,
+            m as f64 / bt,
+            m as f64 / bt * one
+        );
+        Ok(())
     }
-    let one = t.elapsed().as_secs_f64() / reps as f64;
-    let bytes = index.bytes() as f64;
-    println!(
-        "m=1: {:.1} ms/query, {:.0} queries/s, {:.2} GB/s of corpus scanned",
-        one * 1e3,
-        1.0 / one,
-        bytes / one / 1e9
-    );
-    let m = a.batch;
-    // Warm-up: builds the batched kernels (per query-block size) so that
-    // their compile is not timed.
-    let spin = common::wait(format!(
-        "batched search of {m} queries (compiles its kernels first)"
-    ));
-    index
-        .search(&queries[..m.min(64) * d], k)
-        .map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    index
-        .search(&queries[..m * d], k)
-        .map_err(|e| e.to_string())?;
-    let bt = t.elapsed().as_secs_f64();
-    spin.finish_and_clear();
-    println!(
-        "m={m}: {:.1} ms/batch, {:.0} queries/s ({:.1}x m=1)",
-        bt * 1e3,
-        m as f64 / bt,
-        m as f64 / bt * one
-    );
-    if let Some(share) = a.filter {
+
+    /// Times and prints the m=1 search with a random allow-list keeping
+    /// `share` of the ids, against the unfiltered `one`.
+    fn time_filtered(&self, share: f64, one: f64) -> Result<(), String> {
+        let (d, k) = (self.d, self.k);
         // A random allow-list: ids whose hash falls below the share.
         let allow = |id: u64| {
             let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
             (h as f64 / (1u64 << 53) as f64) < share
         };
-        let passing = (0..n as u64).filter(|&id| allow(id)).count();
-        index
-            .search_filtered(&queries[..d], k, allow)
-            .map_err(|e| e.to_string())?;
+        let passing = (0..self.n as u64).filter(|&id| allow(id)).count();
+        let q = &self.queries[..d];
+        self.index.search_filtered(q, k, allow).map_err(msg)?;
         let t = Instant::now();
         let mut got = None;
-        for _ in 0..reps {
-            got = Some(
-                index
-                    .search_filtered(&queries[..d], k, allow)
-                    .map_err(|e| e.to_string())?,
-            );
+        for _ in 0..REPS {
+            got = Some(self.index.search_filtered(q, k, allow).map_err(msg)?);
         }
-        let ft = t.elapsed().as_secs_f64() / reps as f64;
+        let ft = t.elapsed().as_secs_f64() / REPS as f64;
         let hits = got.map_or(0, |g| g.ids.iter().filter(|&&i| i >= 0).count());
         println!(
             "filter keeping {:.1}% ({passing} ids): m=1 {:.1} ms/query ({:.2}x unfiltered), {hits}/{k} results",
@@ -364,85 +492,103 @@ fn run(a: &Args) -> Result<(), String> {
             ft * 1e3,
             ft / one
         );
+        Ok(())
     }
-    // Check query 0 against the CPU reference (cosine = dot of normalised rows).
-    let spin = common::wait("CPU reference and host baselines");
-    let cosine = metric == Metric::Cosine;
-    let qn: Vec<f32> = {
-        let mut q = queries[..d].to_vec();
-        if cosine {
-            normalize(&mut q);
-        }
-        q
-    };
-    let cn: Vec<f32> = corpus
-        .chunks_exact(d)
-        .flat_map(|row| {
-            let mut v = row.to_vec();
+
+    /// Checks query 0 against the CPU reference (cosine = dot of normalised
+    /// rows) and prints the agreement; an f32 index must agree on every id.
+    /// Returns the host corpus and query 0 as compared (normalised for
+    /// cosine), for the host baselines.
+    fn check_reference(
+        &self,
+        corpus: &[f32],
+        storage: Storage,
+        metric: Metric,
+    ) -> Result<(Vec<f32>, Vec<f32>), String> {
+        let (d, k) = (self.d, self.k);
+        let spin = common::wait("CPU reference and host baselines");
+        let cosine = metric == Metric::Cosine;
+        let qn: Vec<f32> = {
+            let mut q = self.queries[..d].to_vec();
             if cosine {
-                normalize(&mut v);
+                normalize(&mut q);
             }
-            v
-        })
-        .collect();
-    let want = if metric == Metric::L2 {
-        // Squared distances in f64, nearest first, ties by the lower row.
-        let mut all: Vec<(f64, u32)> = cn
+            q
+        };
+        let cn: Vec<f32> = corpus
             .chunks_exact(d)
-            .enumerate()
-            .map(|(i, x)| {
-                let dist = x
-                    .iter()
-                    .zip(&qn)
-                    .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-                    .sum();
-                (dist, i as u32)
+            .flat_map(|row| {
+                let mut v = row.to_vec();
+                if cosine {
+                    normalize(&mut v);
+                }
+                v
             })
             .collect();
-        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        all.truncate(k);
-        vec![all]
-    } else {
-        reference::search::topk(&qn, &cn, d, k)
-    };
-    let got = index.search(&queries[..d], k).map_err(|e| e.to_string())?;
-    let want_ids: Vec<i64> = want[0].iter().map(|x| x.1 as i64).collect();
-    let overlap = got.ids.iter().filter(|i| want_ids.contains(i)).count();
-    let max_err = got
-        .scores
-        .iter()
-        .zip(&want[0])
-        .map(|(g, w)| (*g as f64 - w.0).abs())
-        .fold(0.0, f64::max);
-    spin.finish_and_clear();
-    println!(
-        "CPU reference check, query 0: {overlap}/{k} ids agree, max score error {max_err:.2e}"
-    );
-    if storage == Storage::F32 && overlap != k {
-        return Err("f32 index disagrees with the CPU reference".into());
+        let want = if metric == Metric::L2 {
+            vec![l2_topk(&qn, &cn, d, k)]
+        } else {
+            reference::search::topk(&qn, &cn, d, k)
+        };
+        let got = self.search_first()?;
+        let want_ids: Vec<i64> = want[0].iter().map(|x| x.1 as i64).collect();
+        let overlap = got.ids.iter().filter(|i| want_ids.contains(i)).count();
+        let max_err = got
+            .scores
+            .iter()
+            .zip(&want[0])
+            .map(|(g, w)| (*g as f64 - w.0).abs())
+            .fold(0.0, f64::max);
+        spin.finish_and_clear();
+        println!(
+            "CPU reference check, query 0: {overlap}/{k} ids agree, max score error {max_err:.2e}"
+        );
+        if storage == Storage::F32 && overlap != k {
+            return Err("f32 index disagrees with the CPU reference".into());
+        }
+        Ok((cn, qn))
     }
-    cpu_baselines(&cn, &qn, d, one);
-    if a.remove > 0.0 {
-        // Every (1/fraction)-th id, spread over every chunk.
-        let step = (1.0 / a.remove).round().max(1.0) as usize;
+
+    /// Removes every (1/`fraction`)-th id, spread over every chunk, times
+    /// the compaction and the m=1 search after it, and prints both.
+    fn time_removal(&mut self, fraction: f64) -> Result<(), String> {
+        let n = self.n;
+        let step = (1.0 / fraction).round().max(1.0) as usize;
         let gone: Vec<u64> = (0..n as u64).step_by(step).collect();
         let t = Instant::now();
-        let removed = index.remove_ids(&gone).map_err(|e| e.to_string())?;
-        index.synchronize().map_err(|e| e.to_string())?;
+        let removed = self.index.remove_ids(&gone).map_err(msg)?;
+        self.index.synchronize().map_err(msg)?;
         let rt = t.elapsed().as_secs_f64();
-        index.search(&queries[..d], k).map_err(|e| e.to_string())?;
-        let t = Instant::now();
-        for _ in 0..reps {
-            index.search(&queries[..d], k).map_err(|e| e.to_string())?;
-        }
+        self.search_first()?;
+        let after = self.mean_m1()?;
         println!(
             "removed {removed} vectors ({:.0}%) with compaction on the device in {:.2} s; m=1 search now {:.1} ms",
             100.0 * removed as f64 / n as f64,
             rt,
-            t.elapsed().as_secs_f64() / reps as f64 * 1e3
+            after * 1e3
         );
+        Ok(())
     }
-    Ok(())
+}
+
+/// The `k` nearest rows of `corpus` to `q` by squared L2 distance in f64,
+/// nearest first, ties by the lower row: (distance, row).
+fn l2_topk(q: &[f32], corpus: &[f32], d: usize, k: usize) -> Vec<(f64, u32)> {
+    let mut all: Vec<(f64, u32)> = corpus
+        .chunks_exact(d)
+        .enumerate()
+        .map(|(i, x)| {
+            let dist = x
+                .iter()
+                .zip(q)
+                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                .sum();
+            (dist, i as u32)
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.truncate(k);
+    all
 }
 
 /// What the host CPU does with the same f32 corpus, one thread per core: a plain

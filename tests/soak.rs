@@ -28,111 +28,162 @@ const DIMS: [usize; 3] = [5, 8, 33];
 fn call(ctx: &Context, rng: &mut Rng64, i: usize) -> &'static str {
     let n = ROWS[rng.random_range(0..ROWS.len())];
     let d = DIMS[rng.random_range(0..DIMS.len())];
-    let up = |v: &[f32], shape: &[usize]| Tensor::from_slice(ctx, v, shape).unwrap();
     let (a, b) = (uniform(rng, n * d), uniform(rng, n * d));
-    let (ta, tb) = (up(&a, &[n, d]), up(&b, &[n, d]));
-    let what = |op: &str| format!("call {i}: {op} [{n}, {d}]");
+    let c = Call {
+        ctx,
+        i,
+        n,
+        d,
+        ta: Tensor::from_slice(ctx, &a, &[n, d]).unwrap(),
+        tb: Tensor::from_slice(ctx, &b, &[n, d]).unwrap(),
+        a,
+        b,
+    };
     match i % 6 {
-        0 => {
-            let got = read(&dot(&ta, &tb).unwrap());
-            let want = reference::dot::dot(&a, &b, d);
-            check(
-                &verify::compare(&got, &want),
-                dot_tolerance(&a, &b, d, &want),
-                &what("dot"),
-            );
-            "dot"
-        }
-        1 => {
-            let got = read(&cosine(&ta, &tb).unwrap());
-            let want = reference::similarity::cosine(&a, &b, d);
-            check(
-                &verify::compare(&got, &want),
-                cosine_tolerance(&a, &b, d, &want),
-                &what("cosine"),
-            );
-            let got = read(&normalize(&ta).unwrap());
-            check(
-                &verify::compare(&got, &reference::similarity::normalize(&a, d)),
-                1e-5,
-                &what("normalize"),
-            );
-            "cosine+normalize"
-        }
-        2 => {
-            let k = DIMS[rng.random_range(0..DIMS.len())];
-            let w = uniform(rng, d * k);
-            let got = read(&matmul(&ta, &up(&w, &[d, k])).unwrap());
-            let want = reference::matmul::matmul(&a, &w, n, d, k, false, false);
-            check(&verify::compare(&got, &want), 1e-5, &what("matmul"));
-            "matmul"
-        }
-        3 => {
-            let out = DIMS[rng.random_range(0..DIMS.len())];
-            let (w, bias) = (uniform(rng, out * d), uniform(rng, out));
-            let got = read(
-                &linear(
-                    &ta,
-                    &up(&w, &[out, d]),
-                    Some(&up(&bias, &[out])),
-                    Activation::GeluTanh,
-                )
-                .unwrap(),
-            );
-            let want = reference::matmul::linear(
-                &a,
-                &w,
-                Some(&bias),
-                LinearArgs::new(n, d, out).act(Activation::GeluTanh),
-            );
-            check(&verify::compare(&got, &want), 1e-5, &what("linear"));
-            "linear"
-        }
-        4 => {
-            let (g, beta) = (uniform(rng, d), uniform(rng, d));
-            let out = Tensor::zeros(ctx, &[n, d], DType::F32).unwrap();
-            layer_norm_into(&ta, None, &up(&g, &[d]), &up(&beta, &[d]), 1e-5, &out).unwrap();
-            let want = reference::norm::layer_norm(&a, None, &g, &beta, 1e-5, d);
-            check(
-                &verify::compare(&read(&out), &want),
-                1e-4,
-                &what("layer_norm"),
-            );
-            "layer_norm"
-        }
-        _ => {
-            // 2 query heads over 1 KV head, seq_q = n, seq_k = 7.
-            let (hq, sk) = (2, 7);
-            let q = uniform(rng, hq * n * d);
-            let (k, v) = (uniform(rng, sk * d), uniform(rng, sk * d));
-            let causal = [Causal::None, Causal::BottomRight][i % 2];
-            let opts = AttentionOptions::default().causal(causal);
-            let got = attention(
-                &up(&q, &[1, hq, n, d]),
-                &up(&k, &[1, 1, sk, d]),
-                &up(&v, &[1, 1, sk, d]),
-                &opts,
+        0 => c.dot(),
+        1 => c.cosine_normalize(),
+        2 => c.matmul(rng),
+        3 => c.linear(rng),
+        4 => c.layer_norm(rng),
+        _ => c.attention(rng),
+    }
+}
+
+/// What every mixed call starts from: `a` and `b` of `[n, d]`, on the host
+/// and uploaded. Each op draws any further inputs from the call's rng after
+/// these, so a thread's sequence of calls stays the same.
+struct Call<'a> {
+    ctx: &'a Context,
+    i: usize,
+    n: usize,
+    d: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    ta: Tensor,
+    tb: Tensor,
+}
+
+impl Call<'_> {
+    fn up(&self, v: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_slice(self.ctx, v, shape).unwrap()
+    }
+
+    /// Names the call in a failed check.
+    fn what(&self, op: &str) -> String {
+        format!("call {}: {op} [{}, {}]", self.i, self.n, self.d)
+    }
+
+    fn dot(&self) -> &'static str {
+        let (a, b, d) = (&self.a, &self.b, self.d);
+        let got = read(&dot(&self.ta, &self.tb).unwrap());
+        let want = reference::dot::dot(a, b, d);
+        check(
+            &verify::compare(&got, &want),
+            dot_tolerance(a, b, d, &want),
+            &self.what("dot"),
+        );
+        "dot"
+    }
+
+    fn cosine_normalize(&self) -> &'static str {
+        let (a, b, d) = (&self.a, &self.b, self.d);
+        let got = read(&cosine(&self.ta, &self.tb).unwrap());
+        let want = reference::similarity::cosine(a, b, d);
+        check(
+            &verify::compare(&got, &want),
+            cosine_tolerance(a, b, d, &want),
+            &self.what("cosine"),
+        );
+        let got = read(&normalize(&self.ta).unwrap());
+        check(
+            &verify::compare(&got, &reference::similarity::normalize(a, d)),
+            1e-5,
+            &self.what("normalize"),
+        );
+        "cosine+normalize"
+    }
+
+    fn matmul(&self, rng: &mut Rng64) -> &'static str {
+        let (n, d) = (self.n, self.d);
+        let k = DIMS[rng.random_range(0..DIMS.len())];
+        let w = uniform(rng, d * k);
+        let got = read(&matmul(&self.ta, &self.up(&w, &[d, k])).unwrap());
+        let want = reference::matmul::matmul(&self.a, &w, n, d, k, false, false);
+        check(&verify::compare(&got, &want), 1e-5, &self.what("matmul"));
+        "matmul"
+    }
+
+    fn linear(&self, rng: &mut Rng64) -> &'static str {
+        let (n, d) = (self.n, self.d);
+        let out = DIMS[rng.random_range(0..DIMS.len())];
+        let (w, bias) = (uniform(rng, out * d), uniform(rng, out));
+        let got = read(
+            &linear(
+                &self.ta,
+                &self.up(&w, &[out, d]),
+                Some(&self.up(&bias, &[out])),
+                Activation::GeluTanh,
             )
-            .unwrap();
-            let (want, _) = reference::attention::attention(&AttentionRef {
-                q: &q,
-                k: &k,
-                v: &v,
-                dims: [1, hq, 1, n, sk, d, d],
-                layout: opts.layout,
-                causal,
-                scale: None,
-                kv_len: None,
-                bias: None,
-                ..Default::default()
-            });
-            check(
-                &verify::compare(&read(&got.out), &want),
-                1e-5,
-                &what("attention"),
-            );
-            "attention"
-        }
+            .unwrap(),
+        );
+        let want = reference::matmul::linear(
+            &self.a,
+            &w,
+            Some(&bias),
+            LinearArgs::new(n, d, out).act(Activation::GeluTanh),
+        );
+        check(&verify::compare(&got, &want), 1e-5, &self.what("linear"));
+        "linear"
+    }
+
+    fn layer_norm(&self, rng: &mut Rng64) -> &'static str {
+        let (n, d) = (self.n, self.d);
+        let (g, beta) = (uniform(rng, d), uniform(rng, d));
+        let out = Tensor::zeros(self.ctx, &[n, d], DType::F32).unwrap();
+        let (tg, tbeta) = (self.up(&g, &[d]), self.up(&beta, &[d]));
+        layer_norm_into(&self.ta, None, &tg, &tbeta, 1e-5, &out).unwrap();
+        let want = reference::norm::layer_norm(&self.a, None, &g, &beta, 1e-5, d);
+        check(
+            &verify::compare(&read(&out), &want),
+            1e-4,
+            &self.what("layer_norm"),
+        );
+        "layer_norm"
+    }
+
+    /// 2 query heads over 1 KV head, seq_q = n, seq_k = 7.
+    fn attention(&self, rng: &mut Rng64) -> &'static str {
+        let (n, d) = (self.n, self.d);
+        let (hq, sk) = (2, 7);
+        let q = uniform(rng, hq * n * d);
+        let (k, v) = (uniform(rng, sk * d), uniform(rng, sk * d));
+        let causal = [Causal::None, Causal::BottomRight][self.i % 2];
+        let opts = AttentionOptions::default().causal(causal);
+        let got = attention(
+            &self.up(&q, &[1, hq, n, d]),
+            &self.up(&k, &[1, 1, sk, d]),
+            &self.up(&v, &[1, 1, sk, d]),
+            &opts,
+        )
+        .unwrap();
+        let (want, _) = reference::attention::attention(&AttentionRef {
+            q: &q,
+            k: &k,
+            v: &v,
+            dims: [1, hq, 1, n, sk, d, d],
+            layout: opts.layout,
+            causal,
+            scale: None,
+            kv_len: None,
+            bias: None,
+            ..Default::default()
+        });
+        check(
+            &verify::compare(&read(&got.out), &want),
+            1e-5,
+            &self.what("attention"),
+        );
+        "attention"
     }
 }
 
