@@ -214,12 +214,12 @@ fn ext_score(hx: vec2<f32>, row: u32, j: u32, s: f32) -> f32 {
 
 // (output factor, LSE) of a row with running max m and sum l: the output is
 // acc · factor. A learned sink logit joins the denominator (and the LSE); a
-// row that saw no key outputs zeros.
+// row that saw no key outputs zeros; a NaN sum (a NaN score) stays NaN.
 fn fin(h: u32, m: f32, l: f32) -> vec2<f32> {
 //#if EXT
     if ((P.flags & 2u) != 0u) {
         let sk = bitcast<f32>(aux[P.head_off + P.hq + h]);
-        if (l > 0.0) {
+        if (!(l <= 0.0)) {
             let mm = max(m, sk);
             let c = exp(m - mm);
             let ll = l * c + exp(sk - mm);
@@ -228,8 +228,8 @@ fn fin(h: u32, m: f32, l: f32) -> vec2<f32> {
         return vec2<f32>(0.0, sk);
     }
 //#endif
-    return vec2<f32>(select(0.0, 1.0 / l, l > 0.0),
-                     select(bitcast<f32>(0xff800000u), m + log(l), l > 0.0));
+    return vec2<f32>(select(0.0, 1.0 / l, !(l <= 0.0)),
+                     select(bitcast<f32>(0xff800000u), m + log(l), !(l <= 0.0)));
 }
 
 // Where key j of sequence b lives: (outer index, position) of K and V, the

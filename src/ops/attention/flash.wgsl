@@ -213,7 +213,7 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3<u32>,
             o{i}_{c} *= corr;
 //#endfor
 //#for j < KB
-            s{i}_{j} = select(0.0, exp(s{i}_{j} - tmax), s{i}_{j} > MASKED);
+            s{i}_{j} = select(0.0, exp(s{i}_{j} - tmax), !(s{i}_{j} <= MASKED));
             l{i} += s{i}_{j};
 //#endfor
         }
@@ -529,13 +529,15 @@ fn flash_keysplit(@builtin(workgroup_id) wid: vec3<u32>,
     if (lid < DV4) {
         var mx = NEG;
         for (var t = 0u; t < 64u; t++) {
-            if (red_ml[t].y > 0.0) { mx = max(mx, red_ml[t].x); }
+            if (!(red_ml[t].y <= 0.0)) { mx = max(mx, red_ml[t].x); }
         }
         var l = 0.0;
         var acc = vec4<f32>(0.0);
         for (var t = 0u; t < 64u; t++) {
             let ml = red_ml[t];
-            if (ml.y > 0.0) {
+            // A partial that saw a key (l > 0) or a NaN score (l NaN) joins:
+            // NaN propagates as in the one-pass kernels.
+            if (!(ml.y <= 0.0)) {
                 let w = exp(ml.x - mx);
                 l += ml.y * w;
                 acc = fma(vec4<f32>(w), red_o[t * DV4 + lid], acc);

@@ -144,14 +144,15 @@ fn merge(@builtin(global_invocation_id) gid: vec3<u32>,
     var mx = NEG;
     for (var s = 0u; s < P.nsplit; s++) {
         let ml = part_ml[rbh * P.nsplit + s];
-        if (ml.y > 0.0) { mx = max(mx, ml.x); }
+        if (!(ml.y <= 0.0)) { mx = max(mx, ml.x); }
     }
     var l = 0.0;
     var acc = vec4<f32>(0.0);
     for (var s = 0u; s < P.nsplit; s++) {
         let slot = rbh * P.nsplit + s;
         let ml = part_ml[slot];
-        if (ml.y > 0.0) {
+        // Partials that saw a key, or a NaN score (l NaN, which propagates).
+        if (!(ml.y <= 0.0)) {
             let w = exp(ml.x - mx);
             l += ml.y * w;
             acc = fma(vec4<f32>(w), part_o[slot * DV4 + c], acc);
