@@ -41,6 +41,7 @@ mod codec;
 pub mod file;
 mod flat;
 mod ids;
+mod kmeans;
 mod plan;
 mod scan;
 mod sharded;
@@ -49,11 +50,16 @@ mod store;
 pub use codec::Storage;
 pub use flat::FlatIndex;
 pub use ids::MAX_ID;
+pub use kmeans::{kmeans, KMeansOptions, KMeansResult};
 pub use plan::{Scan, SearchPlan};
 pub use sharded::ShardedIndex;
 
 use crate::error::{Error, Result};
 use crate::ops::similarity::Metric;
+#[cfg(test)]
+pub(crate) use kmeans::reachable_specs as kmeans_specs;
+#[cfg(test)]
+pub(crate) use kmeans::KMeansParams;
 #[cfg(test)]
 pub(crate) use plan::reachable as reachable_specs;
 #[cfg(test)]
