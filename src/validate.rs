@@ -109,6 +109,7 @@ fn all_kernels() -> Vec<Kernel> {
     v.extend(pooling::PoolSpec::reachable().iter().map(kernel));
     v.extend(matmul::reachable_specs().iter().map(kernel));
     v.extend(search::reachable_specs(&p).iter().map(kernel));
+    v.extend(search::kmeans_specs().iter().map(kernel));
     v.extend(attention::reachable_specs(&p).iter().map(kernel));
     v
 }
@@ -338,5 +339,6 @@ fn params_structs_mirror_their_wgsl() {
     mirrors::<pooling::PoolParams>(pooling::PoolSpec::reachable()[0].source());
     mirrors::<matmul::MatmulParams>(matmul::reachable_specs()[0].source());
     mirrors::<search::TopkParams>(search::reachable_specs(&profiles())[0].source());
+    mirrors::<search::KMeansParams>(search::kmeans_specs()[0].source());
     mirrors::<attention::AttentionParams>(attention::reachable_specs(&profiles())[0].source());
 }

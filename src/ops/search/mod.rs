@@ -35,12 +35,17 @@
 //! - this file — the API types; `flat` — [`FlatIndex`], a store and an id
 //!   map; `file` ([`FlatIndex::save`] / [`FlatIndex::load`]) and `sharded`
 //!   ([`ShardedIndex`]) on top of it.
+//! - `kmeans` ([`kmeans`]: assignment by a [`FlatIndex`] of the centroids,
+//!   the centroid means by its own kernel) and `ivf` ([`IvfIndex`]: a flat
+//!   index per list, a flat quantiser trained by `kmeans`) on top of `flat`.
 
 mod add;
 mod codec;
 pub mod file;
 mod flat;
 mod ids;
+mod ivf;
+mod kmeans;
 mod plan;
 mod scan;
 mod sharded;
@@ -49,11 +54,17 @@ mod store;
 pub use codec::Storage;
 pub use flat::FlatIndex;
 pub use ids::MAX_ID;
+pub use ivf::{IvfIndex, IvfOptions, IvfSearchParams};
+pub use kmeans::{kmeans, KMeansOptions, KMeansResult};
 pub use plan::{Scan, SearchPlan};
 pub use sharded::ShardedIndex;
 
 use crate::error::{Error, Result};
 use crate::ops::similarity::Metric;
+#[cfg(test)]
+pub(crate) use kmeans::reachable_specs as kmeans_specs;
+#[cfg(test)]
+pub(crate) use kmeans::KMeansParams;
 #[cfg(test)]
 pub(crate) use plan::reachable as reachable_specs;
 #[cfg(test)]
