@@ -28,7 +28,7 @@ const SRC: &str = include_str!("kmeans.wgsl");
 /// FAISS's relative perturbation of a split centroid (`EPS = 1 / 1024`).
 const SPLIT_EPS: f32 = 1.0 / 1024.0;
 
-crate::params! {
+crate::shader::params! {
     /// Mirrors `Params` in `kmeans.wgsl`.
     pub(crate) struct KMeansParams {
         /// Clusters.
@@ -40,7 +40,7 @@ crate::params! {
     }
 }
 
-crate::defines! {
+crate::shader::defines! {
     /// Defines of `kmeans.wgsl` (none).
     pub(crate) enum KMeansDefine {}
 }
