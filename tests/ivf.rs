@@ -4,34 +4,12 @@
 
 mod common;
 
-use common::{ctx, rng, Rng64};
+use common::{blobs, ctx, rng};
 use flashdot::ops::search::{
     FlatIndex, IndexOptions, IvfIndex, IvfOptions, IvfSearchParams, KMeansOptions, Storage,
 };
 use flashdot::ops::similarity::Metric;
 use flashdot::Error;
-use rand::Rng;
-
-fn normal(r: &mut Rng64) -> f32 {
-    let (u, v): (f64, f64) = (r.random::<f64>().max(1e-300), r.random());
-    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-}
-
-/// `n` points of `dim` around `blobs` random centres (uniform in ±1),
-/// standard deviation `sd`; point `i` is of blob `i % blobs`.
-fn blobs(r: &mut Rng64, n: usize, dim: usize, blobs: usize, sd: f32) -> Vec<f32> {
-    let centres: Vec<f32> = (0..blobs * dim)
-        .map(|_| r.random_range(-1.0..1.0))
-        .collect();
-    (0..n)
-        .flat_map(|i| {
-            let c = (i % blobs) * dim;
-            (0..dim)
-                .map(|j| centres[c + j] + sd * normal(r))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
 
 const METRICS: [Metric; 3] = [Metric::InnerProduct, Metric::Cosine, Metric::L2];
 const STORAGES: [Storage; 3] = [Storage::F32, Storage::F16, Storage::Int8];
@@ -47,8 +25,8 @@ fn ivf_with_every_list_probed_is_the_flat_index() {
     let ctx = ctx();
     let (n, dim, nlist, m, k) = (800, 36, 8, 17, 10);
     let mut r = rng("ivf = flat");
-    let data = blobs(&mut r, n, dim, nlist, 0.3);
-    let queries = blobs(&mut r, m, dim, nlist, 0.5);
+    let data = blobs(&mut r, n, dim, nlist, 1.0, 0.3);
+    let queries = blobs(&mut r, m, dim, nlist, 1.0, 0.5);
     for metric in METRICS {
         for storage in STORAGES {
             let case = format!("{metric:?} {storage:?}");
@@ -100,8 +78,8 @@ fn ivf_recall_on_clustered_data_grows_with_nprobe() {
     let ctx = ctx();
     let (n, dim, nlist, m) = (3000, 32, 24, 48);
     let mut r = rng("ivf recall");
-    let data = blobs(&mut r, n, dim, nlist, 0.25);
-    let queries = blobs(&mut r, m, dim, nlist, 0.25);
+    let data = blobs(&mut r, n, dim, nlist, 1.0, 0.25);
+    let queries = blobs(&mut r, m, dim, nlist, 1.0, 0.25);
     let km = KMeansOptions::default().niter(10);
     let t = std::time::Instant::now();
     let mut ivf = trained(
@@ -141,8 +119,8 @@ fn ivf_ids_removal_reconstruction_and_filters() {
     let ctx = ctx();
     let (n, dim, nlist) = (600, 16, 8);
     let mut r = rng("ivf ids");
-    let data = blobs(&mut r, n, dim, nlist, 0.3);
-    let queries = blobs(&mut r, 9, dim, nlist, 0.4);
+    let data = blobs(&mut r, n, dim, nlist, 1.0, 0.3);
+    let queries = blobs(&mut r, 9, dim, nlist, 1.0, 0.4);
     let ids: Vec<u64> = (0..n as u64).map(|i| 1000 + 3 * i).collect();
     let mut ivf = trained(
         &data,
@@ -224,7 +202,7 @@ fn ivf_bad_input_is_a_typed_error() {
         "dim mismatch"
     );
     let mut r = rng("ivf errors");
-    let good = blobs(&mut r, 40, dim, 4, 0.2);
+    let good = blobs(&mut r, 40, dim, 4, 1.0, 0.2);
     ivf.train(&good).unwrap();
     assert!(matches!(
         ivf.add(&good[..dim + 1]),

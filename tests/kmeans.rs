@@ -4,33 +4,11 @@
 
 mod common;
 
-use common::{ctx, rng, Rng64};
+use common::{blobs, ctx, rng};
 use flashdot::ops::search::{kmeans, KMeansOptions};
 use flashdot::ops::similarity::Metric;
 use flashdot::Error;
 use rand::Rng;
-
-/// A standard normal (Box–Muller).
-fn normal(r: &mut Rng64) -> f32 {
-    let (u, v): (f64, f64) = (r.random::<f64>().max(1e-300), r.random());
-    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-}
-
-/// `n` points of `dim` around `blobs` centres (uniform in ±`spread`),
-/// standard deviation `sd`.
-fn blobs(r: &mut Rng64, n: usize, dim: usize, blobs: usize, spread: f32, sd: f32) -> Vec<f32> {
-    let centres: Vec<f32> = (0..blobs * dim)
-        .map(|_| r.random_range(-spread..spread))
-        .collect();
-    (0..n)
-        .flat_map(|i| {
-            let c = (i % blobs) * dim;
-            (0..dim)
-                .map(|j| centres[c + j] + sd * normal(r))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
 
 #[test]
 fn kmeans_matches_the_cpu_reference_from_the_same_init() {
