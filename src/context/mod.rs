@@ -26,7 +26,7 @@ use crate::error::{Error, GpuErrorKind, Result};
 
 pub(crate) use arena::{Param, Table};
 pub(crate) use bindcache::BindCache;
-pub(crate) use dispatch::Bind;
+pub(crate) use dispatch::{Bind, Window};
 pub use memory::MemoryStats;
 pub(crate) use memory::{Tracked, TrackedTexture};
 pub(crate) use pipelines::Spec;

@@ -5,7 +5,7 @@
 //! f16 elements per word).
 
 use super::{shape_str, Tensor};
-use crate::context::{Bind, Spec};
+use crate::context::{Bind, Spec, Window};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shader;
@@ -85,26 +85,31 @@ fn collapse(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
     out.into_iter().unzip()
 }
 
-/// Copies the view `src` (shape, element strides, byte offset) into `out`, a
-/// new contiguous tensor of the same shape and dtype.
-pub(crate) fn gather_into(src: &Tensor, strides: &[usize], out: &Tensor) -> Result<()> {
-    let n = src.len();
-    if n == 0 {
-        return Ok(());
-    }
+/// What the gather kernel reads of a view: its dims merged into at most 4,
+/// their strides, and the storage window of its buffer that holds its span.
+struct Layout {
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    window: Window,
+}
+
+/// The checks a gather of the view `src` makes before it copies (the view's
+/// dims merge into 4, its span fits one storage window, the copy fits one
+/// binding), so that a planner can make them without copying; `what` names
+/// the view in errors.
+fn layout(src: &Tensor, strides: &[usize], what: &str) -> Result<Layout> {
     let (shape, strides) = collapse(src.shape(), strides);
     if shape.len() > 4 {
         return Err(Error::InvalidArgument {
             op: OP,
             detail: format!(
-                "a view of shape {} whose strides do not merge into 4 dims",
+                "{what} of shape {} whose strides do not merge into 4 dims",
                 shape_str(src.shape())
             ),
         });
     }
     let ctx = src.context();
     let eb = src.dtype().size();
-    let first = src.offset() / eb;
     let span = shape
         .iter()
         .zip(&strides)
@@ -113,18 +118,50 @@ pub(crate) fn gather_into(src: &Tensor, strides: &[usize], out: &Tensor) -> Resu
         + 1;
     let too_large = |size: u64| Error::TooLarge {
         op: OP,
-        what: format!("a view of shape {}", shape_str(src.shape())),
+        what: format!("{what} of shape {}", shape_str(src.shape())),
         size,
         limit: ctx.max_binding(),
         kind: crate::error::Limit::StorageBinding,
     };
     // The kernel reads 32-bit words: f16 windows start on a word.
     let w = ctx
-        .window(src.buffer().size(), eb, first, span)
+        .window(src.buffer().size(), eb, src.offset() / eb, span)
         .ok_or_else(|| too_large(span * eb))?;
-    if out.padded_bytes() > ctx.max_binding() {
-        return Err(too_large(out.padded_bytes()));
+    let out_bytes = super::padded_bytes(src.len(), src.dtype());
+    if out_bytes > ctx.max_binding() {
+        return Err(too_large(out_bytes));
     }
+    Ok(Layout {
+        shape,
+        strides,
+        window: w,
+    })
+}
+
+impl Tensor {
+    /// Fails as [`Tensor::contiguous`] would on this tensor, without copying
+    /// (a planner's check of a view it will gather); `name` names it.
+    pub(crate) fn check_gather(&self, name: &str) -> Result<()> {
+        if self.is_dense() || self.is_empty() {
+            return Ok(());
+        }
+        layout(self, &self.strides(), &format!("{name}, a view")).map(|_| ())
+    }
+}
+
+/// Copies the view `src` (shape, element strides, byte offset) into `out`, a
+/// new contiguous tensor of the same shape and dtype.
+pub(crate) fn gather_into(src: &Tensor, strides: &[usize], out: &Tensor) -> Result<()> {
+    let n = src.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let Layout {
+        shape,
+        strides,
+        window: w,
+    } = layout(src, strides, "a view")?;
+    let ctx = src.context();
     let pad = 4 - shape.len();
     let mut p = GatherParams {
         n: n as u32,

@@ -97,7 +97,7 @@ pub(crate) fn check(x: &Inputs) -> Result<Dims> {
     values(x, dims.hq)?;
     extents(x, &dims)?;
     for (name, t) in [("q", x.q), ("k", x.k), ("v", x.v)] {
-        gatherable(name, t)?;
+        t.check_gather(name)?;
     }
     Ok(dims)
 }
@@ -148,33 +148,6 @@ fn one_context(tensors: &[(&str, &Tensor)]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Fails as the gather copy of `t` ([`Tensor::contiguous`]) would: a view
-/// whose span does not fit one storage binding window cannot be read.
-fn gatherable(name: &str, t: &Tensor) -> Result<()> {
-    if t.is_dense() || t.is_empty() {
-        return Ok(());
-    }
-    let ctx = t.context();
-    let esize = t.dtype().size();
-    let span = t
-        .shape()
-        .iter()
-        .zip(t.strides())
-        .map(|(&n, s)| (n as u64 - 1) * s as u64)
-        .sum::<u64>()
-        + 1;
-    match ctx.window(t.buffer().size(), esize, t.offset() / esize, span) {
-        Some(_) => Ok(()),
-        None => Err(Error::TooLarge {
-            op: "Tensor::contiguous",
-            what: format!("{name}, a view of shape {}", shape_str(t.shape())),
-            size: span * esize,
-            limit: ctx.max_binding(),
-            kind: crate::Limit::StorageBinding,
-        }),
-    }
 }
 
 /// A shape error of the call naming all three shapes, then `why`.
