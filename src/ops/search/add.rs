@@ -14,11 +14,24 @@ use crate::tensor::DType;
 const OP: &str = "search";
 
 /// Rows encoded on the device as the host encodes them: stored rows
-/// (`row_bytes` each, as u32 words), int8 scales and L2 norms.
-struct Packed {
+/// (`row_bytes` each, as u32 words, or the f32 rows themselves), int8
+/// scales and L2 norms.
+pub(super) struct Packed {
     rows: crate::Tensor,
     scales: Option<crate::Tensor>,
     norms: Option<crate::Tensor>,
+}
+
+impl Packed {
+    /// The rows as a store's source of new rows.
+    pub fn rows(&self) -> Rows<'_> {
+        Rows::Device {
+            tensor: &self.rows,
+            first: 0,
+            norms: self.norms.as_ref(),
+            scales: self.scales.as_ref(),
+        }
+    }
 }
 
 impl ChunkStore {
@@ -99,6 +112,47 @@ impl ChunkStore {
             done += take;
         }
         Ok(())
+    }
+
+    /// Every row of `x` (f32 `[n, dim]`, dense, on the store's context: the
+    /// caller checked) as the store holds them, on the device: normalised
+    /// for cosine, encoded unless the storage is f32 of whole groups of 8;
+    /// `op` names the caller.
+    ///
+    /// Errors: rows the device encodes over one storage binding
+    /// ([`Error::TooLarge`]).
+    pub(super) fn encode_tensor(&self, x: &crate::Tensor, op: &'static str) -> Result<Packed> {
+        let codec = *self.codec();
+        let src = if codec.metric == Metric::Cosine {
+            crate::ops::similarity::normalize(x)?
+        } else {
+            x.contiguous()?
+        };
+        if codec.storage == Storage::F32 && codec.dim.is_multiple_of(8) {
+            let norms = codec
+                .l2()
+                .then(|| crate::ops::dot::dot(&src, &src))
+                .transpose()?;
+            return Ok(Packed {
+                rows: src,
+                scales: None,
+                norms,
+            });
+        }
+        let max = self.context().max_binding();
+        if src.bytes() > max {
+            return Err(Error::TooLarge {
+                op,
+                what: format!(
+                    "x {} (encoded on the device: add it in parts)",
+                    crate::tensor::shape_str(src.shape())
+                ),
+                size: src.bytes(),
+                limit: max,
+                kind: crate::Limit::StorageBinding,
+            });
+        }
+        self.pack_rows(&src, 0, src.shape()[0])
     }
 
     /// Rows `first..first + n` of `src` (f32 `[rows, dim]`) encoded on the

@@ -320,7 +320,7 @@ impl FlatIndex {
         self.check_queries(queries, SD)?;
         check_k(SD, k)?;
         let m = queries.shape()[0];
-        let out = self.device_outputs(SD, m, k)?;
+        let out = device_outputs(self.context(), SD, m, k)?;
         let kk = k.min(self.len());
         if m == 0 || k == 0 {
             return Ok(out);
@@ -352,27 +352,6 @@ impl FlatIndex {
             scanner.finish(&list, batch, &finish)?;
         }
         Ok(out)
-    }
-
-    /// `[m, k]` score and `[m, k, 2]` id tensors, zeroed.
-    ///
-    /// Errors: either over one storage binding ([`Error::TooLarge`]).
-    fn device_outputs(&self, op: &'static str, m: usize, k: usize) -> Result<DeviceSearchResult> {
-        let ctx = self.context();
-        let scores = crate::Tensor::zeros(ctx, &[m, k], DType::F32)?;
-        let ids = crate::Tensor::zeros(ctx, &[m, k, 2], DType::U32)?;
-        for t in [&scores, &ids] {
-            if t.bytes() > ctx.max_binding() {
-                return Err(Error::TooLarge {
-                    op,
-                    what: format!("results {}", shape_str(t.shape())),
-                    size: t.bytes(),
-                    limit: ctx.max_binding(),
-                    kind: crate::Limit::StorageBinding,
-                });
-            }
-        }
-        Ok(DeviceSearchResult { scores, ids })
     }
 
     /// `queries` must be f32 `[m, dim]` on this index's context.
@@ -488,4 +467,29 @@ impl FlatIndex {
             self.store.codec().padded(),
         )
     }
+}
+
+/// `[m, k]` score and `[m, k, 2]` id tensors, zeroed.
+///
+/// Errors: either over one storage binding ([`Error::TooLarge`]).
+pub(super) fn device_outputs(
+    ctx: &Context,
+    op: &'static str,
+    m: usize,
+    k: usize,
+) -> Result<DeviceSearchResult> {
+    let scores = crate::Tensor::zeros(ctx, &[m, k], DType::F32)?;
+    let ids = crate::Tensor::zeros(ctx, &[m, k, 2], DType::U32)?;
+    for t in [&scores, &ids] {
+        if t.bytes() > ctx.max_binding() {
+            return Err(Error::TooLarge {
+                op,
+                what: format!("results {}", shape_str(t.shape())),
+                size: t.bytes(),
+                limit: ctx.max_binding(),
+                kind: crate::Limit::StorageBinding,
+            });
+        }
+    }
+    Ok(DeviceSearchResult { scores, ids })
 }

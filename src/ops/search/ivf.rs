@@ -2,26 +2,33 @@
 //! vectors partitioned into `nlist` lists by k-means ([`kmeans`]), each
 //! query scanning only the `nprobe` lists whose centroids are nearest it.
 //!
-//! Layout: one [`FlatIndex`] per list — its own chunk store (a list's rows
-//! contiguous in its textures, growing and compacting alone; a list past one
-//! binding is chunked as the flat index chunks) and its own id map (so a
-//! removal shifts only that list's rows), with the same codecs and the same
-//! fused scan as the flat index. The coarse quantiser is a flat f32 index of
-//! the centroids. A search quantises the whole query batch once, groups the
-//! queries by probed list, scans each probed list once for all of its
-//! queries, and merges the partial top-k per query on the host (ties to the
-//! vector added first, as the flat index breaks them), so `nprobe = nlist`
-//! gives the flat index's ids and scores exactly.
+//! Layout: one chunk store of every vector, the flat index's codecs, with
+//! each list's rows contiguous (list after list, FAISS's GPU
+//! `IVFFlat` layout), so one query's probes and one list's queries read
+//! contiguous texture rows; an add or a removal lays the lists out again in
+//! one pass of device copies ([`ChunkStore::rearranged`]). Each row also has
+//! an order — its place in the order vectors were added — which the id map
+//! maps to ids and which ties break by, as the flat index breaks them by
+//! storage order. The coarse quantiser is a flat f32 index of the centroids.
+//! A search quantises the query batch (one readback of the probes), then one
+//! dispatch per chunk scans every probed list for every query that probes it
+//! (queries of a list share its reads), the select passes merge each
+//! query's candidates, and one readback returns them ([`ListScanner`]); so
+//! `nprobe = nlist` gives the flat index's ids and scores exactly.
 
-use std::collections::{HashMap, HashSet};
-
+use super::codec::Codec;
 use super::flat::FlatIndex;
-use super::ids::{fresh_ids, MAX_ID};
+use super::ids::IdMap;
 use super::kmeans::{imbalance, kmeans, KMeansOptions, KMeansResult};
-use super::{check_k, pad_score, IndexOptions, SearchResult, Storage};
-use crate::context::Context;
-use crate::error::{Error, Result};
+use super::lists::{queries_per_list, ListScanner, Lists};
+use super::rearrange::Piece;
+use super::scan::{device_queries, Candidates, Finish, Queries};
+use super::store::{ChunkStore, Rows};
+use super::{check_k, pad_score, DeviceSearchResult, IndexOptions, SearchResult, Storage};
+use crate::context::{Context, Tracked};
+use crate::error::{expect_dtype, Error, Result};
 use crate::ops::similarity::Metric;
+use crate::tensor::{shape_str, DType};
 
 const OP: &str = "IvfIndex";
 
@@ -40,6 +47,9 @@ pub struct IvfOptions {
     pub nprobe: usize,
     /// The training run's k-means options (its metric is the index's).
     pub kmeans: KMeansOptions,
+    /// Rows per chunk of the store; `None`: as the flat index sizes them.
+    /// Small values force lists across chunks (tests).
+    pub max_chunk_rows: Option<usize>,
 }
 
 impl IvfOptions {
@@ -51,7 +61,13 @@ impl IvfOptions {
             storage: Storage::default(),
             nprobe: 1,
             kmeans: KMeansOptions::default(),
+            max_chunk_rows: None,
         }
+    }
+    /// Options with at most `rows` rows per chunk.
+    pub fn max_chunk_rows(mut self, rows: usize) -> Self {
+        self.max_chunk_rows = Some(rows);
+        self
     }
     /// Options with `metric`.
     pub fn metric(mut self, metric: Metric) -> Self {
@@ -81,6 +97,11 @@ impl IvfOptions {
 pub struct IvfSearchParams {
     /// Lists to probe; `None`: the index's `nprobe`.
     pub nprobe: Option<usize>,
+    /// Whether queries that probe the same list share one read of it (a
+    /// work item of several queries); `None`: on GPUs, when the batch
+    /// averages two or more queries per probed list (never on software
+    /// adapters, where it is slower).
+    pub group_queries: Option<bool>,
 }
 
 impl IvfSearchParams {
@@ -88,16 +109,15 @@ impl IvfSearchParams {
     pub fn nprobe(nprobe: usize) -> Self {
         IvfSearchParams {
             nprobe: Some(nprobe),
+            ..Default::default()
         }
     }
-}
-
-/// Where a stored id lives: its list, and the order it was added in (ties
-/// between lists go to the earlier one, as the flat index breaks them).
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    list: u32,
-    seq: u64,
+    /// Parameters that group queries by list (`true`) or scan each
+    /// (query, list) pair alone (`false`).
+    pub fn group_queries(mut self, on: bool) -> Self {
+        self.group_queries = Some(on);
+        self
+    }
 }
 
 /// An inverted-file index of `dim`-dimensional vectors with `u64` ids.
@@ -109,19 +129,33 @@ pub struct IvfIndex {
     /// The flat index of the centroids, once trained.
     quantizer: Option<FlatIndex>,
     centroids: Vec<f32>,
-    lists: Vec<FlatIndex>,
-    slots: HashMap<u64, Slot>,
-    next_id: u64,
-    next_seq: u64,
     training: Option<KMeansResult>,
+    /// Every row, list after list.
+    store: ChunkStore,
+    /// List `l` is storage rows `starts[l]..starts[l + 1]`.
+    starts: Vec<usize>,
+    /// Ids by order (the order rows were added in, removals compacted).
+    ids: IdMap,
+    /// The order of each storage row, and the storage row of each order.
+    row_order: Vec<u32>,
+    order_row: Vec<u32>,
+    /// `row_order` on the device, one buffer per chunk.
+    orders: Vec<Tracked>,
+}
+
+/// A search's queries as the caller gave them.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Host(&'a [f32]),
+    Device(&'a crate::Tensor),
 }
 
 impl IvfIndex {
     /// An untrained, empty index.
     ///
     /// Errors ([`Error::InvalidArgument`]): `dim` or `nlist` 0, `nprobe`
-    /// not in `1..=nlist`; as [`FlatIndex::new`] for a `dim` the adapter's
-    /// textures cannot hold.
+    /// not in `1..=nlist`; [`Error::Unsupported`] for a `dim` the adapter's
+    /// textures cannot hold (as [`FlatIndex::new`]).
     pub fn new(ctx: &Context, dim: usize, opts: IvfOptions) -> Result<Self> {
         if dim == 0 || opts.nlist == 0 {
             return Err(Error::InvalidArgument {
@@ -133,23 +167,32 @@ impl IvfIndex {
             });
         }
         check_nprobe(opts.nprobe, opts.nlist)?;
-        let list_opts = IndexOptions::default()
-            .metric(opts.metric)
-            .storage(opts.storage);
-        let lists = (0..opts.nlist)
-            .map(|_| FlatIndex::new(ctx, dim, list_opts))
-            .collect::<Result<_>>()?;
+        if opts.nlist > u32::MAX as usize {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                detail: format!("nlist {} is over {}", opts.nlist, u32::MAX),
+            });
+        }
+        // The flat index checks `dim` against the adapter's textures.
+        FlatIndex::new(ctx, dim, IndexOptions::default().storage(opts.storage))?;
+        let codec = Codec {
+            dim,
+            storage: opts.storage,
+            metric: opts.metric,
+        };
         Ok(IvfIndex {
             ctx: ctx.clone(),
             dim,
+            store: ChunkStore::new(ctx, codec, opts.max_chunk_rows),
+            starts: vec![0; opts.nlist + 1],
             opts,
             quantizer: None,
             centroids: Vec::new(),
-            lists,
-            slots: HashMap::new(),
-            next_id: 0,
-            next_seq: 0,
             training: None,
+            ids: IdMap::default(),
+            row_order: Vec::new(),
+            order_row: Vec::new(),
+            orders: Vec::new(),
         })
     }
 
@@ -164,6 +207,10 @@ impl IvfIndex {
     /// Lists.
     pub fn nlist(&self) -> usize {
         self.opts.nlist
+    }
+    /// The index's options.
+    pub fn options(&self) -> &IvfOptions {
+        &self.opts
     }
     /// Lists a search probes by default.
     pub fn nprobe(&self) -> usize {
@@ -189,7 +236,7 @@ impl IvfIndex {
     }
     /// Vectors in each list.
     pub fn list_sizes(&self) -> Vec<usize> {
-        self.lists.iter().map(FlatIndex::len).collect()
+        self.starts.windows(2).map(|w| w[1] - w[0]).collect()
     }
     /// FAISS's imbalance factor of the lists (1: all the same size).
     pub fn imbalance(&self) -> f64 {
@@ -197,7 +244,7 @@ impl IvfIndex {
     }
     /// Vectors in the index.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.store.len()
     }
     /// Whether the index is empty.
     pub fn is_empty(&self) -> bool {
@@ -205,17 +252,21 @@ impl IvfIndex {
     }
     /// Whether a vector with this id is stored.
     pub fn contains(&self, id: u64) -> bool {
-        self.slots.contains_key(&id)
+        self.ids.row_of(id).is_some()
     }
-    /// Device bytes the stored vectors and centroids take.
+    /// The ids of the stored vectors, in the order they were added.
+    pub fn ids(&self) -> &[u64] {
+        self.ids.ids()
+    }
+    /// Device bytes the stored vectors, their orders and the centroids take.
     pub fn bytes(&self) -> u64 {
         let q = self.quantizer.as_ref().map_or(0, FlatIndex::bytes);
-        q + self.lists.iter().map(FlatIndex::bytes).sum::<u64>()
+        q + self.store.bytes() + self.orders.iter().map(|b| b.size()).sum::<u64>()
     }
 
     /// Trains the quantiser: k-means of `vectors` (`[n, dim]` row-major
-    /// f32, at least `nlist` rows; at most `256 · nlist` are sampled) into
-    /// `nlist` centroids on the GPU.
+    /// f32, at least `nlist` rows; at most `max_points_per_centroid · nlist`
+    /// are sampled) into `nlist` centroids on the GPU.
     ///
     /// Errors: [`Error::InvalidArgument`] for fewer rows than `nlist`, or an
     /// index that holds vectors (they were assigned to the old centroids:
@@ -230,15 +281,22 @@ impl IvfIndex {
         }
         let km = self.opts.kmeans.clone().metric(self.opts.metric);
         let res = kmeans(&self.ctx, vectors, self.dim, self.nlist(), &km)?;
+        self.set_centroids(res.centroids.clone())?;
+        self.training = Some(res);
+        Ok(())
+    }
+
+    /// Uses `centroids` (`[nlist, dim]`) as the quantiser (a loaded index,
+    /// or centroids trained elsewhere).
+    pub(crate) fn set_centroids(&mut self, centroids: Vec<f32>) -> Result<()> {
         let mut q = FlatIndex::new(
             &self.ctx,
             self.dim,
             IndexOptions::default().metric(self.opts.metric),
         )?;
-        q.add(&res.centroids)?;
-        self.centroids = res.centroids.clone();
+        q.add(&centroids)?;
+        self.centroids = centroids;
         self.quantizer = Some(q);
-        self.training = Some(res);
         Ok(())
     }
 
@@ -268,140 +326,265 @@ impl IvfIndex {
     }
 
     /// Appends `data` (`[n, dim]` row-major f32), each vector to the list of
-    /// its nearest centroid, with the next free ids (as
-    /// [`FlatIndex::add`]).
+    /// its nearest centroid, with the next free ids (as [`FlatIndex::add`]).
+    /// The lists are laid out again on the device (a copy of the index):
+    /// add in large batches.
     ///
     /// Errors: untrained ([`Error::InvalidArgument`]); rows not of `dim`
-    /// ([`Error::Shape`]).
+    /// ([`Error::Shape`]). Nothing is added on error.
     pub fn add(&mut self, data: &[f32]) -> Result<()> {
-        let n = self.rows("IvfIndex::add", "data", data)?;
-        let ids = fresh_ids(self.next_id, n, "IvfIndex::add")?;
-        self.add_rows("IvfIndex::add", data, &ids)
+        self.add_host("IvfIndex::add", data, None)
     }
 
     /// Appends `data` (`[n, dim]` row-major f32) with the caller's ids.
     ///
-    /// Errors: untrained, an id over [`MAX_ID`], already stored or repeated
-    /// ([`Error::InvalidArgument`]); rows not of `dim` or `ids.len() != n`
-    /// ([`Error::Shape`]). Nothing is added on these errors.
+    /// Errors: untrained, an id over [`MAX_ID`](super::MAX_ID), already
+    /// stored or repeated ([`Error::InvalidArgument`]); rows not of `dim` or
+    /// `ids.len() != n` ([`Error::Shape`]). Nothing is added on error.
     pub fn add_with_ids(&mut self, data: &[f32], ids: &[u64]) -> Result<()> {
-        const ADD: &str = "IvfIndex::add_with_ids";
-        let n = self.rows(ADD, "data", data)?;
-        if ids.len() != n {
-            return Err(Error::Shape {
-                op: ADD,
-                detail: format!("{n} vectors but {} ids", ids.len()),
-            });
-        }
-        let mut seen = HashSet::with_capacity(n);
-        for &id in ids {
-            if id > MAX_ID || self.slots.contains_key(&id) || !seen.insert(id) {
-                return Err(Error::InvalidArgument {
-                    op: ADD,
-                    detail: format!(
-                        "id {id} is over {MAX_ID}, already in the index or repeated in the call"
-                    ),
-                });
-            }
-        }
-        self.add_rows(ADD, data, ids)
+        self.add_host("IvfIndex::add_with_ids", data, Some(ids))
     }
 
-    fn add_rows(&mut self, op: &'static str, data: &[f32], ids: &[u64]) -> Result<()> {
+    fn add_host(&mut self, op: &'static str, data: &[f32], given: Option<&[u64]>) -> Result<()> {
+        let n = self.rows(op, "data", data)?;
         let q = self.quantizer(op)?;
-        if ids.is_empty() {
+        let new_ids = self.ids.new_ids(n, given, op)?;
+        if n == 0 {
             return Ok(());
         }
         let lists = q.search(data, 1)?.ids;
-        let mut groups: Vec<(Vec<f32>, Vec<u64>)> = vec![Default::default(); self.nlist()];
-        for (i, &l) in lists.iter().enumerate() {
-            let g = &mut groups[l.max(0) as usize];
-            g.0.extend_from_slice(&data[i * self.dim..(i + 1) * self.dim]);
-            g.1.push(ids[i]);
+        let (perm, counts) = by_list(&lists, self.nlist());
+        let codec = *self.store.codec();
+        let mut enc = super::codec::Encoded::default();
+        for &i in &perm {
+            codec.encode(&data[i * self.dim..(i + 1) * self.dim], &mut enc);
         }
-        // Sequence numbers in the caller's order, so ties across lists go to
-        // the vector added first.
-        let seq0 = self.next_seq;
-        let seq_of: HashMap<u64, u64> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| (id, seq0 + i as u64))
-            .collect();
-        self.next_seq += ids.len() as u64;
-        for (l, (rows, gids)) in groups.into_iter().enumerate() {
-            if gids.is_empty() {
-                continue;
+        // The encoded rows are in list order already.
+        let pieces = self.insert_pieces(&counts, 0..n);
+        self.insert(&pieces, &counts, &perm, Rows::Host(&enc), &new_ids)
+    }
+
+    /// Appends the rows of a device tensor `x [n, dim]` f32 (embeddings a
+    /// model produced on the GPU): assigned to lists by the quantiser on
+    /// the device (only the list numbers are read back), normalised there
+    /// for cosine, encoded there for f16 and int8, and copied into their
+    /// lists, with the next free ids.
+    ///
+    /// Errors: [`Error::DType`] unless `x` is f32, [`Error::Shape`] unless
+    /// it is `[n, dim]`, [`Error::InvalidArgument`] for a tensor of another
+    /// context or an untrained index; [`Error::TooLarge`] for rows encoded
+    /// on the device past one storage binding (add them in parts).
+    pub fn add_tensor(&mut self, x: &crate::Tensor) -> Result<()> {
+        self.add_device("IvfIndex::add_tensor", x, None)
+    }
+
+    /// [`add_tensor`](Self::add_tensor) with the caller's ids, checked as
+    /// [`add_with_ids`](Self::add_with_ids) checks them.
+    pub fn add_tensor_with_ids(&mut self, x: &crate::Tensor, ids: &[u64]) -> Result<()> {
+        self.add_device("IvfIndex::add_tensor_with_ids", x, Some(ids))
+    }
+
+    fn add_device(
+        &mut self,
+        op: &'static str,
+        x: &crate::Tensor,
+        given: Option<&[u64]>,
+    ) -> Result<()> {
+        self.check_tensor(op, "x", "n", x)?;
+        let q = self.quantizer(op)?;
+        let n = x.shape()[0];
+        let new_ids = self.ids.new_ids(n, given, op)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let lists = q.search_tensor(x, 1)?.ids;
+        let (perm, counts) = by_list(&lists, self.nlist());
+        let packed = self.store.encode_tensor(x, op)?;
+        let pieces = self.insert_pieces(&counts, perm.iter().copied());
+        self.insert(&pieces, &counts, &perm, packed.rows(), &new_ids)
+    }
+
+    /// The pieces of the store after an insert of rows sorted by list
+    /// (`counts` per list): each list's old rows, then its new ones; `src`
+    /// gives, for each new row in list order, the row of the source it is
+    /// read from (runs of consecutive source rows are merged).
+    fn insert_pieces(&self, counts: &[usize], mut src: impl Iterator<Item = usize>) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        for (l, &c) in counts.iter().enumerate() {
+            if self.starts[l + 1] > self.starts[l] {
+                pieces.push(Piece::Old(self.starts[l]..self.starts[l + 1]));
             }
-            let before = self.lists[l].len();
-            let r = self.lists[l].add_with_ids(&rows, &gids);
-            // Rows a list took before a device error keep their ids.
-            for &id in &gids[..self.lists[l].len() - before] {
-                let seq = seq_of[&id];
-                self.slots.insert(
-                    id,
-                    Slot {
-                        list: l as u32,
-                        seq,
-                    },
-                );
-                self.next_id = self.next_id.max(id + 1);
+            for _ in 0..c {
+                let s = src.next().unwrap_or_default();
+                match pieces.last_mut() {
+                    Some(Piece::New(r)) if r.end == s => r.end += 1,
+                    _ => pieces.push(Piece::New(s..s + 1)),
+                }
             }
-            r?;
+        }
+        pieces
+    }
+
+    /// Lays the store out again with `pieces` (new rows from `new`: the
+    /// caller's rows `perm` in list order, `counts` per list) and records
+    /// their ids; on error nothing changes.
+    fn insert(
+        &mut self,
+        pieces: &[Piece],
+        counts: &[usize],
+        perm: &[usize],
+        new: Rows<'_>,
+        new_ids: &[u64],
+    ) -> Result<()> {
+        let store = self.store.rearranged(pieces, Some(new))?;
+        let old = self.len() as u32;
+        let mut row_order = Vec::with_capacity(store.len());
+        let mut starts = vec![0; self.nlist() + 1];
+        let mut j = 0;
+        for (l, &c) in counts.iter().enumerate() {
+            row_order.extend_from_slice(&self.row_order[self.starts[l]..self.starts[l + 1]]);
+            // New rows are ordered after every stored row, in the caller's
+            // order.
+            row_order.extend(perm[j..j + c].iter().map(|&i| old + i as u32));
+            j += c;
+            starts[l + 1] = row_order.len();
+        }
+        let orders = order_buffers(&self.ctx, &store, &row_order);
+        self.ids.commit(new_ids);
+        self.apply(store, starts, row_order, orders);
+        Ok(())
+    }
+
+    /// Installs a new layout.
+    fn apply(
+        &mut self,
+        store: ChunkStore,
+        starts: Vec<usize>,
+        row_order: Vec<u32>,
+        orders: Vec<Tracked>,
+    ) {
+        let mut order_row = vec![0u32; row_order.len()];
+        for (r, &o) in row_order.iter().enumerate() {
+            order_row[o as usize] = r as u32;
+        }
+        self.store = store;
+        self.starts = starts;
+        self.row_order = row_order;
+        self.order_row = order_row;
+        self.orders = orders;
+    }
+
+    /// Fails unless `t` (the operand `what`) is f32 `[rows, dim]` on this
+    /// index's context.
+    fn check_tensor(
+        &self,
+        op: &'static str,
+        what: &str,
+        rows: &str,
+        t: &crate::Tensor,
+    ) -> Result<()> {
+        if !std::sync::Arc::ptr_eq(&t.context().inner, &self.ctx.inner) {
+            return Err(Error::InvalidArgument {
+                op,
+                detail: format!(
+                    "{what} is on context {:?}, the index on another, {:?}",
+                    t.context(),
+                    self.ctx
+                ),
+            });
+        }
+        expect_dtype(op, what, t.dtype(), &[DType::F32])?;
+        let s = t.shape();
+        if s.len() != 2 || s[1] != self.dim {
+            return Err(Error::Shape {
+                op,
+                detail: format!(
+                    "{what} is {}, the index takes [{rows}, {}]",
+                    shape_str(s),
+                    self.dim
+                ),
+            });
         }
         Ok(())
     }
 
     /// Removes the vectors with these ids (ids not stored are skipped) and
-    /// returns how many were removed; only the lists that held them are
-    /// compacted (on the device, as [`FlatIndex::remove_ids`]).
+    /// returns how many were removed; the kept rows are laid out again on
+    /// the device (no host round trip, no re-encoding) and keep their
+    /// order. Ids are not reused by later adds.
+    ///
+    /// Errors: a device error while copying (the index is then unchanged).
     pub fn remove_ids(&mut self, ids: &[u64]) -> Result<usize> {
-        let mut per: HashMap<u32, Vec<u64>> = HashMap::new();
-        for &id in ids {
-            if let Some(s) = self.slots.get(&id) {
-                per.entry(s.list).or_default().push(id);
-            }
+        let gone = self.ids.rows_of_ids(ids);
+        if gone.is_empty() {
+            return Ok(0);
         }
-        let mut removed = 0;
-        for (l, gone) in per {
-            removed += self.lists[l as usize].remove_ids(&gone)?;
-            for id in gone {
-                self.slots.remove(&id);
-            }
+        let mut dropped = vec![false; self.len()];
+        for &o in &gone {
+            dropped[self.order_row[o] as usize] = true;
         }
-        Ok(removed)
+        let mut pieces = Vec::new();
+        let mut starts = vec![0; self.nlist() + 1];
+        let mut row_order = Vec::with_capacity(self.len() - gone.len());
+        for l in 0..self.nlist() {
+            let rows = self.starts[l]..self.starts[l + 1];
+            for r in rows.filter(|&r| !dropped[r]) {
+                match pieces.last_mut() {
+                    Some(Piece::Old(run)) if run.end == r => run.end += 1,
+                    _ => pieces.push(Piece::Old(r..r + 1)),
+                }
+                // Orders after removed ones move up.
+                let o = self.row_order[r] as usize;
+                row_order.push((o - gone.partition_point(|&g| g < o)) as u32);
+            }
+            starts[l + 1] = row_order.len();
+        }
+        let store = self.store.rearranged(&pieces, None)?;
+        let orders = order_buffers(&self.ctx, &store, &row_order);
+        self.ids.remove_rows(&gone);
+        self.apply(store, starts, row_order, orders);
+        Ok(gone.len())
     }
 
     /// The stored vector with this id (dequantised; normalised for cosine),
-    /// read from its list. Errors: no vector has this id
+    /// read back from the device. Errors: no vector has this id
     /// ([`Error::InvalidArgument`]).
     pub fn reconstruct(&self, id: u64) -> Result<Vec<f32>> {
-        match self.slots.get(&id) {
-            Some(s) => self.lists[s.list as usize].reconstruct(id),
-            None => Err(Error::InvalidArgument {
-                op: "IvfIndex::reconstruct",
+        const REC: &str = "IvfIndex::reconstruct";
+        let Some(o) = self.ids.row_of(id) else {
+            return Err(Error::InvalidArgument {
+                op: REC,
                 detail: format!("no vector has id {id}"),
-            }),
-        }
+            });
+        };
+        let (c, local) = self.store.locate(self.order_row[o] as usize);
+        let bytes = self.store.read_rows(REC, c, local, 1)?;
+        let scale = self.store.read_scales(REC, c, local, 1)?;
+        let codec = self.store.codec();
+        Ok(codec.decode(&bytes, scale.first().copied().unwrap_or(1.0)))
     }
 
     /// The list holding `id`, if it is stored.
     pub fn list_of(&self, id: u64) -> Option<usize> {
-        self.slots.get(&id).map(|s| s.list as usize)
+        let row = self.order_row[self.ids.row_of(id)?] as usize;
+        Some(self.starts.partition_point(|&s| s <= row) - 1)
     }
 
     /// Removes every vector (the training stays; the next `add` starts
     /// again from id 0).
     pub fn reset(&mut self) {
-        self.lists.iter_mut().for_each(FlatIndex::reset);
-        self.slots.clear();
-        self.next_id = 0;
-        self.next_seq = 0;
+        self.store.clear();
+        self.starts.iter_mut().for_each(|s| *s = 0);
+        self.ids.clear();
+        self.row_order.clear();
+        self.order_row.clear();
+        self.orders.clear();
     }
 
     /// The `k` best vectors for each of `queries` (`[m, dim]` row-major f32)
     /// among the index's `nprobe` lists nearest each query: `[m, k]` scores
     /// and ids, best first, padded with id −1 and score −∞ (+∞ for L2) as
-    /// [`FlatIndex::search`].
+    /// [`FlatIndex::search`]; ties go to the vector added first.
     ///
     /// Errors: untrained or `k` over [`MAX_K`](super::MAX_K)
     /// ([`Error::InvalidArgument`]); queries not of `dim` ([`Error::Shape`]).
@@ -418,12 +601,13 @@ impl IvfIndex {
         k: usize,
         params: IvfSearchParams,
     ) -> Result<SearchResult> {
-        self.search_impl(queries, k, params, None::<fn(u64) -> bool>)
+        self.search_impl(Input::Host(queries), k, params, None)
     }
 
     /// [`search_with`](Self::search_with) over only the vectors whose id
-    /// `allow` accepts, applied inside each list's scan (as
-    /// [`FlatIndex::search_filtered`]); the quantiser is not filtered.
+    /// `allow` accepts, applied inside the list scan (a bitmap the kernel
+    /// reads, as [`FlatIndex::search_filtered`]); the quantiser is not
+    /// filtered.
     pub fn search_filtered(
         &self,
         queries: &[f32],
@@ -431,88 +615,247 @@ impl IvfIndex {
         params: IvfSearchParams,
         allow: impl Fn(u64) -> bool,
     ) -> Result<SearchResult> {
-        self.search_impl(queries, k, params, Some(allow))
+        let bits = self.ids.bitmap(allow);
+        self.search_impl(Input::Host(queries), k, params, Some(&bits))
     }
 
-    fn search_impl<F: Fn(u64) -> bool>(
+    /// [`search_with`](Self::search_with) for queries that are a device
+    /// tensor `[m, dim]` f32: quantised and scanned on the device (the
+    /// probes and the results are read back; an L2 index also reads the
+    /// query norms).
+    ///
+    /// Errors: [`Error::DType`] unless f32, [`Error::Shape`] unless
+    /// `[m, dim]`, [`Error::InvalidArgument`] for another context; as
+    /// [`search_with`](Self::search_with).
+    pub fn search_tensor(
         &self,
-        queries: &[f32],
+        queries: &crate::Tensor,
         k: usize,
         params: IvfSearchParams,
-        allow: Option<F>,
+    ) -> Result<SearchResult> {
+        self.check_tensor("IvfIndex::search_tensor", "queries", "m", queries)?;
+        self.search_impl(Input::Device(queries), k, params, None)
+    }
+
+    /// [`search_tensor`](Self::search_tensor) with the results left on the
+    /// device, as [`FlatIndex::search_device`] leaves them: `[m, k]` f32
+    /// scores and `[m, k, 2]` u32 ids (i64 halves); only the probes cross to
+    /// the host.
+    ///
+    /// Errors: as [`search_tensor`](Self::search_tensor); outputs over one
+    /// storage binding ([`Error::TooLarge`]).
+    pub fn search_device(
+        &self,
+        queries: &crate::Tensor,
+        k: usize,
+        params: IvfSearchParams,
+    ) -> Result<DeviceSearchResult> {
+        const SD: &str = "IvfIndex::search_device";
+        self.check_tensor(SD, "queries", "m", queries)?;
+        let q = self.quantizer(SD)?;
+        check_k(SD, k)?;
+        let nprobe = params.nprobe.unwrap_or(self.opts.nprobe);
+        check_nprobe(nprobe, self.nlist())?;
+        let m = queries.shape()[0];
+        let out = super::flat::device_outputs(&self.ctx, SD, m, k)?;
+        let pad_rows = |rows: std::ops::Range<usize>| -> Result<()> {
+            let n = rows.len() * k;
+            let pad = vec![pad_score(self.opts.metric); n];
+            let (s, i) = (&out.scores, &out.ids);
+            let at = (rows.start * k) as u64;
+            let sb = bytemuck::cast_slice(&pad);
+            self.ctx
+                .write_buffer_ordered(SD, s.buffer(), s.offset() + at * 4, &[sb])?;
+            let ib = vec![0xffu8; n * 8];
+            self.ctx
+                .write_buffer_ordered(SD, i.buffer(), i.offset() + at * 8, &[&ib])
+        };
+        let kk = k.min(self.len());
+        if m == 0 || k == 0 {
+            return Ok(out);
+        }
+        if kk == 0 {
+            pad_rows(0..m)?;
+            return Ok(out);
+        }
+        let probes = q.search_tensor(queries, nprobe)?.ids;
+        let (qt, qnorm) = device_queries(self.store.codec(), queries)?;
+        let scanner = self.scanner(kk, &probes, params, None)?;
+        let table = self.ids.device_table(&self.ctx);
+        let finish = Finish {
+            op: SD,
+            table: &table,
+            qnorm: qnorm.as_ref(),
+            scores: &out.scores,
+            ids: &out.ids,
+            k,
+        };
+        for batch in scanner.batches(&probes, nprobe)? {
+            match scanner.scan(Queries::Device(&qt), &probes, nprobe, batch.clone())? {
+                Some(list) => scanner.finish(&list, batch, &finish)?,
+                None => pad_rows(batch)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The list scanner of a search for the top `kk` over `probes`.
+    fn scanner(
+        &self,
+        kk: usize,
+        probes: &[i64],
+        params: IvfSearchParams,
+        allow: Option<&[u32]>,
+    ) -> Result<ListScanner<'_>> {
+        // Grouping shares a list's reads among its queries, at the price of
+        // QB queries' candidate lists held at once: on a software adapter
+        // those spill and ungrouped scans are faster (docs/SEARCH.md).
+        let group = match params.group_queries {
+            Some(false) => 1,
+            Some(true) => queries_per_list(probes),
+            None if self.ctx.profile().texel_reads => 1,
+            None => match queries_per_list(probes) {
+                g if g >= 2 => g,
+                _ => 1,
+            },
+        };
+        let lists = Lists {
+            store: &self.store,
+            starts: &self.starts,
+            orders: &self.orders,
+        };
+        ListScanner::new(lists, kk, group, allow)
+    }
+
+    fn search_impl(
+        &self,
+        input: Input<'_>,
+        k: usize,
+        params: IvfSearchParams,
+        allow: Option<&[u32]>,
     ) -> Result<SearchResult> {
         const S: &str = "IvfIndex::search";
         let q = self.quantizer(S)?;
         check_k(S, k)?;
         let nprobe = params.nprobe.unwrap_or(self.opts.nprobe);
         check_nprobe(nprobe, self.nlist())?;
-        let m = self.rows(S, "queries", queries)?;
+        let m = match input {
+            Input::Host(qs) => self.rows(S, "queries", qs)?,
+            Input::Device(t) => t.shape()[0],
+        };
         let mut res = SearchResult {
             m,
             k,
             scores: Vec::with_capacity(m * k),
             ids: Vec::with_capacity(m * k),
         };
-        if m == 0 || k == 0 {
+        let kk = k.min(self.len());
+        if m == 0 || kk == 0 || allow.is_some_and(|a| a.iter().all(|&w| w == 0)) {
+            self.pad(&mut res, m);
             return Ok(res);
         }
-        let probes = q.search(queries, nprobe)?.ids;
-        // The queries of each list, in query order.
-        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.nlist()];
-        for (i, p) in probes.chunks_exact(nprobe).enumerate() {
-            for &l in p.iter().filter(|&&l| l >= 0) {
-                groups[l as usize].push(i);
+        let codec = self.store.codec();
+        let (probes, host, qnorm, device) = match input {
+            Input::Host(qs) => {
+                let probes = q.search(qs, nprobe)?.ids;
+                let (rows, norms) = codec.queries(qs);
+                (probes, rows, norms, None)
             }
-        }
-        let mut found: Vec<Vec<(f32, u64, i64)>> = vec![Vec::new(); m];
-        for (l, qs) in groups.iter().enumerate() {
-            let list = &self.lists[l];
-            if qs.is_empty() || list.is_empty() {
-                continue;
+            Input::Device(t) => {
+                let probes = q.search_tensor(t, nprobe)?.ids;
+                let (qt, norms) = device_queries(codec, t)?;
+                let norms = norms.map(|n| n.to_vec::<f32>()).transpose()?;
+                (probes, Vec::new(), norms.unwrap_or_default(), Some(qt))
             }
-            let rows: Vec<f32> = qs
-                .iter()
-                .flat_map(|&i| &queries[i * self.dim..(i + 1) * self.dim])
-                .copied()
-                .collect();
-            let r = match &allow {
-                Some(f) => list.search_filtered(&rows, k, f)?,
-                None => list.search(&rows, k)?,
+        };
+        let scanner = self.scanner(kk, &probes, params, allow)?;
+        for batch in scanner.batches(&probes, nprobe)? {
+            let queries = match &device {
+                Some(t) => Queries::Device(t),
+                None => Queries::Host(&host),
             };
-            for (j, &i) in qs.iter().enumerate() {
-                let span = j * k..(j + 1) * k;
-                for (&s, &id) in r.scores[span.clone()].iter().zip(&r.ids[span]) {
-                    if id < 0 {
-                        break;
-                    }
-                    found[i].push((s, self.slots[&(id as u64)].seq, id));
+            match scanner.scan(queries, &probes, nprobe, batch.clone())? {
+                Some(list) => {
+                    let found = scanner.read(&list, batch.len())?;
+                    self.push_rows(&mut res, &found, batch, kk, &qnorm);
                 }
+                None => self.pad(&mut res, batch.end),
             }
-        }
-        let l2 = self.opts.metric == Metric::L2;
-        for mut f in found {
-            f.sort_by(|a, b| rank(a.0, b.0, l2).then(a.1.cmp(&b.1)));
-            f.truncate(k);
-            let pad = k - f.len();
-            res.scores.extend(f.iter().map(|e| e.0));
-            res.ids.extend(f.iter().map(|e| e.2));
-            res.scores
-                .extend(std::iter::repeat_n(pad_score(self.opts.metric), pad));
-            res.ids.extend(std::iter::repeat_n(-1, pad));
         }
         Ok(res)
     }
+
+    /// Appends the results of the queries `batch` to `res`: each query's
+    /// first `kk` candidates as (score, id) until one is padding, then
+    /// padding to `k`.
+    fn push_rows(
+        &self,
+        res: &mut SearchResult,
+        found: &Candidates,
+        batch: std::ops::Range<usize>,
+        kk: usize,
+        qnorm: &[f32],
+    ) {
+        let l2 = self.opts.metric == Metric::L2;
+        for (i, q) in batch.enumerate() {
+            for (sc, order) in found.query(i, kk) {
+                let Some(id) = self.ids.id_at(order as usize) else {
+                    break;
+                };
+                res.scores.push(if l2 { qnorm[q] - sc } else { sc });
+                res.ids.push(id as i64);
+            }
+            self.pad(res, q + 1);
+        }
+    }
+
+    /// Fills `res`'s rows so far up to `rows · k` entries.
+    fn pad(&self, res: &mut SearchResult, rows: usize) {
+        res.scores.resize(rows * res.k, pad_score(self.opts.metric));
+        res.ids.resize(rows * res.k, -1);
+    }
 }
 
-/// Best first: higher similarity, or smaller L2 distance; NaN last.
-fn rank(a: f32, b: f32, l2: bool) -> std::cmp::Ordering {
-    match (a.is_nan(), b.is_nan()) {
-        (false, true) => std::cmp::Ordering::Less,
-        (true, false) => std::cmp::Ordering::Greater,
-        (true, true) => std::cmp::Ordering::Equal,
-        _ if l2 => a.total_cmp(&b),
-        _ => b.total_cmp(&a),
+/// The rows of `lists` (each row's list; −1, a row of NaN, goes to list 0)
+/// sorted by list, stable, and the rows of each list.
+fn by_list(lists: &[i64], nlist: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut counts = vec![0usize; nlist];
+    for &l in lists {
+        counts[l.max(0) as usize] += 1;
     }
+    let mut next: Vec<usize> = counts
+        .iter()
+        .scan(0, |acc, &c| {
+            let s = *acc;
+            *acc += c;
+            Some(s)
+        })
+        .collect();
+    let mut perm = vec![0; lists.len()];
+    for (i, &l) in lists.iter().enumerate() {
+        let l = l.max(0) as usize;
+        perm[next[l]] = i;
+        next[l] += 1;
+    }
+    (perm, counts)
+}
+
+/// Each chunk's slice of `row_order` on the device.
+fn order_buffers(ctx: &Context, store: &ChunkStore, row_order: &[u32]) -> Vec<Tracked> {
+    let mut at = 0;
+    store
+        .chunks()
+        .iter()
+        .map(|c| {
+            let part = &row_order[at..at + c.rows];
+            at += c.rows;
+            ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("ivf row orders"),
+                contents: bytemuck::cast_slice(part),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        })
+        .collect()
 }
 
 /// Fails unless `nprobe` is in `1..=nlist`.

@@ -19,8 +19,8 @@
 //! # Layering
 //!
 //! The pieces are those FAISS separates, each usable by another index type
-//! (an inverted-file index owns one store per list, or one with list
-//! offsets) without [`FlatIndex`]; each file imports only from the ones
+//! (the inverted-file index keeps one store with list offsets) without
+//! [`FlatIndex`]; each file imports only from the ones
 //! listed before it:
 //!
 //! - `ids` — the id map (`IndexIDMap`): ids ↔ storage rows, removals, the
@@ -35,9 +35,14 @@
 //! - this file — the API types; `flat` — [`FlatIndex`], a store and an id
 //!   map; `file` ([`FlatIndex::save`] / [`FlatIndex::load`]) and `sharded`
 //!   ([`ShardedIndex`]) on top of it.
+//! - `rearrange` — a store rebuilt in another row order by device copies;
+//!   `lists` — the inverted-file list scan over a store laid out list by
+//!   list (a work table of probed lists and their queries, the scan with
+//!   `IVF`, ragged select, one readback).
 //! - `kmeans` ([`kmeans`]: assignment by a [`FlatIndex`] of the centroids,
-//!   the centroid means by its own kernel) and `ivf` ([`IvfIndex`]: a flat
-//!   index per list, a flat quantiser trained by `kmeans`) on top of `flat`.
+//!   the centroid means by its own kernel) and `ivf` ([`IvfIndex`]: one
+//!   store list by list, a flat quantiser trained by `kmeans`, searched by
+//!   `lists`) on top of `flat`.
 
 mod add;
 mod codec;
@@ -46,7 +51,9 @@ mod flat;
 mod ids;
 mod ivf;
 mod kmeans;
+mod lists;
 mod plan;
+mod rearrange;
 mod scan;
 mod sharded;
 mod store;

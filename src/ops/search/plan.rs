@@ -49,6 +49,12 @@ pub(crate) mod slot {
     pub const ROW_NORM: u32 = 5;
     /// Scan, filtered: the allow bitmap over index rows.
     pub const ALLOW: u32 = 6;
+    /// Scan, IVF: the work table.
+    pub const WORK: u32 = 7;
+    /// Scan, IVF: each storage row's order.
+    pub const ORDER: u32 = 8;
+    /// Select, ragged: each query's list length.
+    pub const LIST_LENS: u32 = 3;
     /// Select: the list read.
     pub const LIST_IN: u32 = 1;
     /// Select: the list written.
@@ -87,7 +93,52 @@ crate::shader::defines! {
         Sg = "SG",
         MetricL2 = "METRIC_L2",
         Filter = "FILTER",
+        Ivf = "IVF",
+        Ragged = "RAGGED",
     }
+}
+
+/// Most queries an inverted-file batch's uniform block holds (fewer for
+/// long rows).
+const IVF_MAX_BATCH: usize = 256;
+
+/// Queries of `dp` (padded) values an inverted-file batch's uniform block
+/// holds: the list scan reads any of the batch's queries.
+pub(crate) fn ivf_batch(profile: &DeviceProfile, dp: usize) -> usize {
+    (profile.max_uniform_binding as usize / (dp * 4)).clamp(1, IVF_MAX_BATCH)
+}
+
+impl TopkSpec {
+    /// This scan spec as an inverted-file list scan with `queries` in the
+    /// batch's uniform block, for lists of about `rows` rows (other specs
+    /// are returned as they are).
+    pub(crate) fn ivf(mut self, queries: usize, rows: usize) -> TopkSpec {
+        if let TopkSpec::Scan { ivf, scan, .. } = &mut self {
+            let rpl = match scan {
+                Scan::Lists { rpl, .. } => *rpl as u32,
+                Scan::Sort => 1,
+            };
+            // Rows per step a power of two, at most the list scan's.
+            let rb = (rows.div_ceil(64).next_power_of_two() as u32)
+                .clamp(1, LIST_RB)
+                .min(rpl);
+            *ivf = Some(IvfScan {
+                queries: queries as u32,
+                rb,
+            });
+        }
+        self
+    }
+}
+
+/// The inverted-file form of a scan spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct IvfScan {
+    /// Queries in the batch's uniform block.
+    pub queries: u32,
+    /// Rows an invocation scores at once (lists are short: 64·rb rows per
+    /// step fit a typical list).
+    pub rb: u32,
 }
 
 /// The binding of a tensor's bytes (exactly its length) at a kernel slot.
@@ -148,9 +199,12 @@ pub(crate) enum TopkSpec {
         l2: bool,
         /// Score only rows set in an allow bitmap.
         filter: bool,
+        /// An inverted-file list scan over a work table.
+        ivf: Option<IvfScan>,
     },
-    /// Reduces candidate lists `sl` entries at a time to `kp`.
-    Select { sl: u32, kp: u32 },
+    /// Reduces candidate lists `sl` entries at a time to `kp`; `ragged`:
+    /// each query's list has its own length.
+    Select { sl: u32, kp: u32, ragged: bool },
     /// Writes the final lists as device scores and ids (L2: distances).
     Finish { l2: bool },
     /// Encodes device f32 rows into the index's storage (and L2 norms).
@@ -185,13 +239,20 @@ impl Spec for TopkSpec {
                 sg,
                 l2,
                 filter,
+                ivf,
             } => {
                 let (kind, l, rpl) = match scan {
                     Scan::Sort => (D::KindScan, 1, 1),
                     Scan::Lists { l, rpl } => (D::KindScanLists, l as u32, rpl as u32),
                 };
                 let mut defines = vec![kind, store_define(storage)];
-                for (on, d) in [(sg, D::Sg), (l2, D::MetricL2), (filter, D::Filter)] {
+                let flags = [
+                    (sg, D::Sg),
+                    (l2, D::MetricL2),
+                    (filter, D::Filter),
+                    (ivf.is_some(), D::Ivf),
+                ];
+                for (on, d) in flags {
                     if on {
                         defines.push(d);
                     }
@@ -203,14 +264,19 @@ impl Spec for TopkSpec {
                     ("L", l),
                     ("LM1", l - 1),
                     ("RPL", rpl),
-                    ("RB", LIST_RB),
-                    ("QN", qb * 2 * dv),
+                    ("RB", ivf.map_or(LIST_RB, |v| v.rb)),
+                    ("QN", ivf.map_or(qb, |v| v.queries) * 2 * dv),
                 ];
                 shader::render(self, SRC, DType::F32, false, &defines, &consts)
             }
-            TopkSpec::Select { sl, kp } => {
+            TopkSpec::Select { sl, kp, ragged } => {
                 let consts = [("QB", 1), ("SL", sl), ("KP", kp)];
-                shader::render(self, SRC, DType::F32, false, &[D::KindSelect], &consts)
+                let defines: &[D] = if ragged {
+                    &[D::KindSelect, D::Ragged]
+                } else {
+                    &[D::KindSelect]
+                };
+                shader::render(self, SRC, DType::F32, false, defines, &consts)
             }
             TopkSpec::Pack { storage, l2 } => {
                 let consts = [("QB", 1), ("SL", 64), ("KP", 1)];
@@ -368,14 +434,16 @@ impl SearchPlan {
             sg: self.sg,
             l2,
             filter,
+            ivf: None,
         }
     }
 
-    /// The select kernel's spec.
-    pub(crate) fn select_spec(&self) -> TopkSpec {
+    /// The select kernel's spec (`ragged`: per-query list lengths).
+    pub(crate) fn select_spec(&self, ragged: bool) -> TopkSpec {
         TopkSpec::Select {
             sl: self.sl as u32,
             kp: self.kp as u32,
+            ragged,
         }
     }
 }
@@ -402,12 +470,23 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<TopkSpec> {
                     } else {
                         &[(false, false)]
                     };
+                    let cap = ivf_batch(p, dp);
                     for storage in [Storage::F32, Storage::F16, Storage::Int8] {
                         for &(l2, filter) in flags {
-                            v.insert(plan.scan_spec(storage, dp / 8, l2, filter));
+                            let spec = plan.scan_spec(storage, dp / 8, l2, filter);
+                            // The list scan's code differs from the flat
+                            // scan's in the work items only: its rows per
+                            // step (1 to 8) on the k classes' edges.
+                            if [1, 10, 17].contains(&k) {
+                                for rows in [1, 200, 10_000] {
+                                    v.insert(spec.clone().ivf(cap, rows));
+                                }
+                            }
+                            v.insert(spec);
                         }
                     }
-                    v.insert(plan.select_spec());
+                    v.insert(plan.select_spec(false));
+                    v.insert(plan.select_spec(true));
                 }
             }
         }

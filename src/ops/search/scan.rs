@@ -51,8 +51,8 @@ pub(crate) fn device_queries(
 /// A batch's final candidate lists on the device: per query `slots` (= kp)
 /// entries of (score bits, storage row).
 pub(crate) struct List {
-    buffer: Tracked,
-    slots: usize,
+    pub buffer: Tracked,
+    pub slots: usize,
 }
 
 /// A batch's final candidates read back: per query `kp` (score, storage
@@ -211,7 +211,7 @@ impl<'a> Scanner<'a> {
         let dv = codec.padded() / 8;
         let filter = self.allow.is_some();
         let scan = ctx.pipeline(&self.plan.scan_spec(codec.storage, dv, codec.l2(), filter))?;
-        let select = ctx.pipeline(&self.plan.select_spec())?;
+        let select = ctx.pipeline(&self.plan.select_spec(false))?;
         let m = q.len();
         let blocks = QueryBlocks::new(ctx, &self.plan, dv, m);
         let qbytes = match queries {
@@ -234,7 +234,7 @@ impl<'a> Scanner<'a> {
             };
             let mut enc = ctx.encoder();
             self.dispatch_scan(&mut enc, &scan, &qbuf, &blocks, &list, m);
-            let list = self.dispatch_select(&mut enc, &select, list, m);
+            let list = select_lists(ctx, &self.plan, &mut enc, &select, list, m);
             ctx.submit(enc);
             Ok(list)
         })
@@ -298,93 +298,114 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Reduces each query's list SL entries at a time until KP remain.
-    fn dispatch_select(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        select: &wgpu::ComputePipeline,
-        mut list: List,
-        m: usize,
-    ) -> List {
-        let ctx = self.store.context();
-        let plan = &self.plan;
-        while list.slots > plan.kp {
-            let chunks = list.slots.div_ceil(plan.sl);
-            let out_slots = chunks * plan.kp;
-            let out = candidate_list(ctx, m * out_slots);
-            let p = TopkParams {
-                rows: list.slots as u32,
-                slots: out_slots as u32,
-                ..Default::default()
-            };
-            let ubuf = ctx.uniform(&p);
-            let binds = [
-                (slot::LIST_IN, Bind::whole(&list.buffer)),
-                (slot::LIST_OUT, Bind::whole(&out)),
-            ];
-            ctx.dispatch(enc, select, &ubuf, &binds, (chunks as u32, m as u32, 1));
-            list = List {
-                buffer: out,
-                slots: out_slots,
-            };
-        }
-        list
-    }
-
     /// `list` of a batch of `m` queries read back.
     pub fn read(&self, list: &List, m: usize) -> Result<Candidates> {
-        let ctx = self.store.context();
-        let bytes = (m * list.slots * 8) as u64;
-        let raw = pollster::block_on(ctx.read_buffer(OP, &list.buffer, 0, bytes, Wait::Here))?;
-        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&raw);
-        Ok(Candidates {
-            kp: list.slots,
-            scores: words
-                .iter()
-                .step_by(2)
-                .map(|&b| f32::from_bits(b))
-                .collect(),
-            rows: words.iter().skip(1).step_by(2).copied().collect(),
-        })
+        read_list(self.store.context(), list, m)
     }
 
     /// Writes `list`, the final lists of queries `q`, as device scores and
     /// ids into `out` (rows `q` of its tensors; L2: distances).
     pub fn finish(&self, list: &List, q: Range<usize>, out: &Finish<'_>) -> Result<()> {
-        let ctx = self.store.context();
-        let finish = ctx.pipeline(&TopkSpec::Finish {
-            l2: self.store.codec().l2(),
-        })?;
-        ctx.scoped(out.op, || {
-            let p = TopkParams {
-                rows: self.k as u32,
-                dv: out.k as u32,
-                m: q.len() as u32,
-                q0: q.start as u32,
-                slots: list.slots as u32,
-                ..Default::default()
-            };
-            let ubuf = ctx.uniform(&p);
-            let mut binds = vec![
-                (slot::LIST_FIN, Bind::whole(&list.buffer)),
-                (slot::ID_TABLE, Bind::whole(out.table)),
-                (slot::OUT_SCORES, tensor_bind(out.scores)),
-                (slot::OUT_IDS, tensor_bind(out.ids)),
-            ];
-            if let Some(n) = out.qnorm {
-                binds.push((slot::QNORM, tensor_bind(n)));
-            }
-            let mut enc = ctx.encoder();
-            let groups = (out.k.div_ceil(64) as u32, q.len() as u32, 1);
-            ctx.dispatch(&mut enc, &finish, &ubuf, &binds, groups);
-            ctx.submit(enc);
-            Ok(())
-        })
+        finish_list(
+            self.store.context(),
+            self.store.codec().l2(),
+            self.k,
+            list,
+            q,
+            out,
+        )
     }
 }
 
+/// Reduces each query's list SL entries at a time until KP remain.
+pub(crate) fn select_lists(
+    ctx: &Context,
+    plan: &SearchPlan,
+    enc: &mut wgpu::CommandEncoder,
+    select: &wgpu::ComputePipeline,
+    mut list: List,
+    m: usize,
+) -> List {
+    while list.slots > plan.kp {
+        let chunks = list.slots.div_ceil(plan.sl);
+        let out_slots = chunks * plan.kp;
+        let out = candidate_list(ctx, m * out_slots);
+        let p = TopkParams {
+            rows: list.slots as u32,
+            slots: out_slots as u32,
+            ..Default::default()
+        };
+        let ubuf = ctx.uniform(&p);
+        let binds = [
+            (slot::LIST_IN, Bind::whole(&list.buffer)),
+            (slot::LIST_OUT, Bind::whole(&out)),
+        ];
+        ctx.dispatch(enc, select, &ubuf, &binds, (chunks as u32, m as u32, 1));
+        list = List {
+            buffer: out,
+            slots: out_slots,
+        };
+    }
+    list
+}
+
+/// `list` of a batch of `m` queries read back.
+pub(crate) fn read_list(ctx: &Context, list: &List, m: usize) -> Result<Candidates> {
+    let bytes = (m * list.slots * 8) as u64;
+    let raw = pollster::block_on(ctx.read_buffer(OP, &list.buffer, 0, bytes, Wait::Here))?;
+    let words: Vec<u32> = bytemuck::pod_collect_to_vec(&raw);
+    Ok(Candidates {
+        kp: list.slots,
+        scores: words
+            .iter()
+            .step_by(2)
+            .map(|&b| f32::from_bits(b))
+            .collect(),
+        rows: words.iter().skip(1).step_by(2).copied().collect(),
+    })
+}
+
+/// Writes `list`, the final lists of queries `q` (`k` real entries each),
+/// as device scores and ids into `out` (rows `q` of its tensors; L2:
+/// distances).
+pub(crate) fn finish_list(
+    ctx: &Context,
+    l2: bool,
+    k: usize,
+    list: &List,
+    q: Range<usize>,
+    out: &Finish<'_>,
+) -> Result<()> {
+    let finish = ctx.pipeline(&TopkSpec::Finish { l2 })?;
+    ctx.scoped(out.op, || {
+        let p = TopkParams {
+            rows: k as u32,
+            dv: out.k as u32,
+            m: q.len() as u32,
+            q0: q.start as u32,
+            slots: list.slots as u32,
+            ..Default::default()
+        };
+        let ubuf = ctx.uniform(&p);
+        let mut binds = vec![
+            (slot::LIST_FIN, Bind::whole(&list.buffer)),
+            (slot::ID_TABLE, Bind::whole(out.table)),
+            (slot::OUT_SCORES, tensor_bind(out.scores)),
+            (slot::OUT_IDS, tensor_bind(out.ids)),
+        ];
+        if let Some(n) = out.qnorm {
+            binds.push((slot::QNORM, tensor_bind(n)));
+        }
+        let mut enc = ctx.encoder();
+        let groups = (out.k.div_ceil(64) as u32, q.len() as u32, 1);
+        ctx.dispatch(&mut enc, &finish, &ubuf, &binds, groups);
+        ctx.submit(enc);
+        Ok(())
+    })
+}
+
 /// A candidate list of `entries` (score bits, storage row) pairs.
-fn candidate_list(ctx: &Context, entries: usize) -> Tracked {
+pub(crate) fn candidate_list(ctx: &Context, entries: usize) -> Tracked {
     ctx.create_buffer(&wgpu::BufferDescriptor {
         label: Some("candidates"),
         size: (entries * 8).max(16) as u64,

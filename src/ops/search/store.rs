@@ -18,12 +18,12 @@ const OP: &str = "search";
 /// one row per line.
 #[derive(Debug)]
 pub(crate) struct Chunk {
-    texture: TrackedTexture,
+    pub(super) texture: TrackedTexture,
     /// The 2-D array view the scan binds.
     pub view: wgpu::TextureView,
     /// Lines of the texture: `1 << lsh`, or fewer for a chunk of one layer.
-    height: usize,
-    layers: usize,
+    pub(super) height: usize,
+    pub(super) layers: usize,
     /// Per-row scales (int8 storage).
     pub scales: Option<Tracked>,
     /// Squared norms of the stored rows (L2).
@@ -69,14 +69,14 @@ enum Side<'a> {
 /// Encoded rows of one codec in chunks, storage rows `0..len`.
 #[derive(Debug)]
 pub(crate) struct ChunkStore {
-    ctx: Context,
-    codec: Codec,
+    pub(super) ctx: Context,
+    pub(super) codec: Codec,
     /// Rows per chunk.
-    per: usize,
+    pub(super) per: usize,
     /// log2 of the lines per texture layer.
-    lsh: u32,
-    chunks: Vec<Chunk>,
-    len: usize,
+    pub(super) lsh: u32,
+    pub(super) chunks: Vec<Chunk>,
+    pub(super) len: usize,
 }
 
 impl ChunkStore {
@@ -300,7 +300,11 @@ impl ChunkStore {
     }
 
     /// The copy location of row `row` of `texture`: its line and layer.
-    fn at<'t>(&self, texture: &'t wgpu::Texture, row: usize) -> wgpu::TexelCopyTextureInfo<'t> {
+    pub(super) fn at<'t>(
+        &self,
+        texture: &'t wgpu::Texture,
+        row: usize,
+    ) -> wgpu::TexelCopyTextureInfo<'t> {
         let lines = self.lines();
         wgpu::TexelCopyTextureInfo {
             texture,
@@ -315,7 +319,7 @@ impl ChunkStore {
     }
 
     /// The copy extent of `n` rows within one layer.
-    fn extent(&self, n: usize) -> wgpu::Extent3d {
+    pub(super) fn extent(&self, n: usize) -> wgpu::Extent3d {
         wgpu::Extent3d {
             width: self.codec.row_texels() as u32,
             height: n as u32,
@@ -325,7 +329,10 @@ impl ChunkStore {
 
     /// An empty chunk texture for `rows` rows (at least one): the texture, its
     /// 2-D array view (what the scan binds), its lines and its layers.
-    fn chunk_texture(&self, rows: usize) -> (TrackedTexture, wgpu::TextureView, usize, usize) {
+    pub(super) fn chunk_texture(
+        &self,
+        rows: usize,
+    ) -> (TrackedTexture, wgpu::TextureView, usize, usize) {
         let ctx = &self.ctx;
         let lines = self.lines();
         let layers = rows.div_ceil(lines).max(1);
@@ -469,7 +476,7 @@ impl ChunkStore {
     /// Copies rows `rows` (within one layer) of `texture` from `buffer`,
     /// whose rows are the texture's rows from byte `offset`: one copy where
     /// the row pitch meets the copy alignment, else one per row.
-    fn copy_rows(
+    pub(super) fn copy_rows(
         &self,
         enc: &mut wgpu::CommandEncoder,
         buffer: &wgpu::Buffer,
@@ -501,7 +508,7 @@ impl ChunkStore {
 
     /// The buffer layout of rows from byte `offset`, with the row pitch
     /// named or not.
-    fn layout(&self, offset: u64, pitch: bool) -> wgpu::TexelCopyBufferLayout {
+    pub(super) fn layout(&self, offset: u64, pitch: bool) -> wgpu::TexelCopyBufferLayout {
         let (_, texel_bytes) = self.codec.storage.texel();
         wgpu::TexelCopyBufferLayout {
             offset,
@@ -596,7 +603,7 @@ impl ChunkStore {
 }
 
 /// A per-row f32 buffer (int8 scales, L2 norms) of `bytes` bytes.
-fn side_buffer(ctx: &Context, bytes: usize) -> Tracked {
+pub(super) fn side_buffer(ctx: &Context, bytes: usize) -> Tracked {
     ctx.create_buffer(&wgpu::BufferDescriptor {
         label: Some("index row values"),
         size: bytes.max(4) as u64,

@@ -19,6 +19,16 @@
 // best is the nearest: the host turns it into ‖q‖² − that = ‖q − x‖². FILTER
 // scores only rows whose id has its bit set in an allow bitmap, so that a
 // filter keeping 1% of the corpus still yields k results where k exist.
+// IVF (an inverted-file index's list scan): each workgroup takes one work
+// item of a table — runs of list rows in the chunk (first storage row and
+// length of each: the lists its queries probe) and up to QB queries of the
+// batch, each with the candidate slot its results go to — so that one
+// dispatch scans every probed list of a chunk for all of its queries, and a
+// workgroup's candidate lists span all of its runs. Rows carry an order (their place in the order vectors were
+// added, `order`), which candidates hold instead of the storage row: ties
+// then break as the flat index breaks them, and the allow bitmap is over
+// orders. The queries uniform holds the whole batch. Select with RAGGED
+// reads each query's own list length (`lens`).
 // Consts QB, SL (power of two, multiple of 64), KP (≤ SL), L, LM1 = L - 1,
 // RPL (multiple of RB), RB, QN (vec4s of the dispatch's query block); STORE_F32 /
 // STORE_F16 / STORE_I8 pick the corpus storage (f16 is read as packed u32
@@ -156,8 +166,28 @@ fn finish(s: f32, row: u32) -> f32 { return 2.0 * s - row_norm[row]; }
 //#else
 fn finish(s: f32, row: u32) -> f32 { return s; }
 //#endif
+//#if IVF
+// Work items of WS words: the word where its runs start (pairs of first
+// storage row and rows), runs, unused, queries, then per query its row in
+// `queries` and its first candidate slot.
+@group(0) @binding(7) var<storage, read> work: array<u32>;
+@group(0) @binding(8) var<storage, read> order: array<u32>;
+const WS: u32 = 4u + 2u * QB;
+fn row_id(srow: u32) -> u32 { return order[srow]; }
+// A work item's words are the same for the whole workgroup; read through a
+// subgroup broadcast they are known to be, so the query loads they index are
+// scalar loads (a software adapter otherwise gathers them lane by lane).
+//#if SG
+fn item(i: u32) -> u32 { return subgroupBroadcastFirst(work[i]); }
+//#else
+fn item(i: u32) -> u32 { return work[i]; }
+//#endif
+//#else
+fn row_id(srow: u32) -> u32 { return P.id_base + srow; }
+//#endif
 //#if FILTER
-// Bit `id` (the index-wide row) set: the row may be returned.
+// Bit `id` (the index-wide row, or the order of an IVF row) set: the row
+// may be returned.
 @group(0) @binding(6) var<storage, read> allow: array<u32>;
 fn allowed(id: u32) -> bool { return (allow[id >> 5u] & (1u << (id & 31u))) != 0u; }
 //#else
@@ -169,16 +199,34 @@ fn allowed(id: u32) -> bool { return true; }
 @compute @workgroup_size(64)
 fn scan(@builtin(workgroup_id) wg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
+//#if IVF
+    if (wg.x + wg.y * 65535u >= P.m) {
+        return;
+    }
+    let wb = (P.q0 + wg.x + wg.y * 65535u) * WS;
+    // One run of at most SL rows.
+    let seg0 = item(item(wb));
+    let nrows = item(item(wb) + 1u);
+    let slice = 0u;
+    let nq = item(wb + 3u);
+//#for i < QB
+    let qr{i} = item(wb + 4u + 2u * min({i}u, nq - 1u)) * 2u * P.dv;
+//#endfor
+//#else
     let slice = wg.x;
+    let seg0 = 0u;
+    let nrows = P.rows;
+    let nq = P.m;
     // Queries past the end score a clamped query and are not written.
 //#for i < QB
     let qr{i} = min({i}u, P.m - 1u) * 2u * P.dv;
 //#endfor
+//#endif
     let ymask = (1u << P.lsh) - 1u;
     for (var r = 0u; r < SL / 64u; r++) {
         let local = r * 64u + lid;
         let row = slice * SL + local;
-        let rowc = min(row, P.rows - 1u);
+        let rowc = seg0 + min(row, nrows - 1u);
         let y = rowc & ymask;
         let layer = rowc >> P.lsh;
 //#for i < QB
@@ -193,14 +241,15 @@ fn scan(@builtin(workgroup_id) wg: vec3<u32>,
 //#endfor
         }
 //#if STORE_I8
-        let f = row_scale[min(row, P.rows - 1u)];
+        let f = row_scale[rowc];
 //#else
         let f = 1.0;
 //#endif
-        let ok = row < P.rows && allowed(P.id_base + rowc);
+        let id = row_id(rowc);
+        let ok = row < nrows && allowed(id);
 //#for i < QB
         ws[{i}u * SL + local] = select(neg_inf(), finish(acc{i} * f, rowc), ok);
-        wid_[{i}u * SL + local] = select(NO_ID, P.id_base + row, ok);
+        wid_[{i}u * SL + local] = select(NO_ID, id, ok);
 //#endfor
     }
     workgroupBarrier();
@@ -208,10 +257,14 @@ fn scan(@builtin(workgroup_id) wg: vec3<u32>,
     for (var e = lid; e < QB * KP; e += 64u) {
         let qi = e / KP;
         let t = e % KP;
-        if (qi < P.m) {
+        if (qi < nq) {
             let src = qi * SL + t;
-            cand[(P.q0 + qi) * P.slots + (P.slice_base + slice) * KP + t] =
-                vec2<u32>(bitcast<u32>(ws[src]), wid_[src]);
+//#if IVF
+            let o = work[wb + 5u + 2u * qi];
+//#else
+            let o = (P.q0 + qi) * P.slots + (P.slice_base + slice) * KP;
+//#endif
+            cand[o + t] = vec2<u32>(bitcast<u32>(ws[src]), wid_[src]);
         }
     }
 }
@@ -221,21 +274,46 @@ fn scan(@builtin(workgroup_id) wg: vec3<u32>,
 @compute @workgroup_size(64)
 fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
+//#if IVF
+    if (wg.x + wg.y * 65535u >= P.m) {
+        return;
+    }
+    let wb = (P.q0 + wg.x + wg.y * 65535u) * WS;
+    let runs0 = item(wb);
+    let nruns = item(wb + 1u);
+    let nq = item(wb + 3u);
+//#else
+    // One run: the slice.
     let slice = wg.x;
+    let nruns = 1u;
+    let nq = P.m;
+//#endif
     let ymask = (1u << P.lsh) - 1u;
 //#for i < QB
+//#if IVF
+    let qr{i} = item(wb + 4u + 2u * min({i}u, nq - 1u)) * 2u * P.dv;
+//#else
     let qr{i} = min({i}u, P.m - 1u) * 2u * P.dv;
+//#endif
 //#for j < L
     var ls{i}_{j} = neg_inf();
     var li{i}_{j} = NO_ID;
 //#endfor
 //#endfor
-    for (var r = 0u; r < RPL; r += RB) {
+    for (var run = 0u; run < nruns; run++) {
+//#if IVF
+    let seg0 = item(runs0 + 2u * run);
+    let nrows = item(runs0 + 2u * run + 1u);
+//#else
+    let seg0 = slice * RPL * 64u;
+    let nrows = min(RPL * 64u, P.rows - seg0);
+//#endif
+    for (var r = 0u; r * 64u < nrows; r += RB) {
         // Invocations take consecutive rows so a workgroup reads a contiguous
         // span; each takes RB rows at once so one query load feeds RB rows.
 //#for b < RB
-        let grow{b} = (slice * RPL + r + {b}u) * 64u + lid;
-        let rowc{b} = min(grow{b}, P.rows - 1u);
+        let grow{b} = (r + {b}u) * 64u + lid;
+        let rowc{b} = seg0 + min(grow{b}, nrows - 1u);
         let y{b} = rowc{b} & ymask;
         let layer{b} = rowc{b} >> P.lsh;
 //#for i < QB
@@ -266,14 +344,18 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
 //#endfor
 //#endfor
         for (var b = 0u; b < RB; b++) {
-            let row = (slice * RPL + r + b) * 64u + lid;
-            if (row < P.rows && allowed(P.id_base + row)) {
+            let lrow = (r + b) * 64u + lid;
+            let row = seg0 + lrow;
+            var id = NO_ID;
+            if (lrow < nrows) {
+                id = row_id(row);
+            }
+            if (id != NO_ID && allowed(id)) {
 //#if STORE_I8
                 let f = row_scale[row];
 //#else
                 let f = 1.0;
 //#endif
-                let id = P.id_base + row;
 //#for i < QB
                 {
                     var s = finish(sc{i}[b] * f, row);
@@ -296,6 +378,7 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
             }
         }
     }
+    }
 //#if SG
     // Each group of 8 lanes merges its 8 lists into one (L rounds; each
     // takes the best head over the group by a butterfly over lanes g ^ 1,
@@ -303,9 +386,13 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
     // select passes, which otherwise cost as much as the scan of a batch.
     // Lanes g ^ 1, 2, 4 are lid ^ 1, 2, 4: subgroups of a 1-D workgroup hold
     // consecutive local indices on the Vulkan, Metal and D3D12 drivers.
-    let base = (P.slice_base + slice) * 8u * L + (lid / 8u) * L;
 //#for i < QB
     {
+//#if IVF
+        let base = item(wb + 5u + 2u * min({i}u, nq - 1u)) + (lid / 8u) * L;
+//#else
+        let base = (P.q0 + {i}u) * P.slots + (P.slice_base + slice) * 8u * L + (lid / 8u) * L;
+//#endif
         var ms = array<f32, L>(
 //#for j < L
             ls{i}_{j},
@@ -325,8 +412,8 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
             idm = min(idm, subgroupShuffleXor(idm, 1u));
             idm = min(idm, subgroupShuffleXor(idm, 2u));
             idm = min(idm, subgroupShuffleXor(idm, 4u));
-            if ({i}u < P.m && (lid & 7u) == 0u) {
-                cand[(P.q0 + {i}u) * P.slots + base + t] = vec2<u32>(key_bits(kmax), idm);
+            if ({i}u < nq && (lid & 7u) == 0u) {
+                cand[base + t] = vec2<u32>(key_bits(kmax), idm);
             }
             let pop = key == kmax && mi[0] == idm;
             for (var j = 0u; j + 1u < L; j++) {
@@ -339,10 +426,13 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
     }
 //#endfor
 //#else
-    let base = (P.slice_base + slice) * 64u * L + lid * L;
 //#for i < QB
-    if ({i}u < P.m) {
-        let o = (P.q0 + {i}u) * P.slots + base;
+    if ({i}u < nq) {
+//#if IVF
+        let o = item(wb + 5u + 2u * min({i}u, nq - 1u)) + lid * L;
+//#else
+        let o = (P.q0 + {i}u) * P.slots + (P.slice_base + slice) * 64u * L + lid * L;
+//#endif
 //#for j < L
         cand[o + {j}u] = vec2<u32>(bitcast<u32>(ls{i}_{j}), li{i}_{j});
 //#endfor
@@ -355,6 +445,10 @@ fn scan_lists(@builtin(workgroup_id) wg: vec3<u32>,
 //#if KIND_SELECT
 @group(0) @binding(1) var<storage, read> list_in: array<vec2<u32>>;
 @group(0) @binding(2) var<storage, read_write> list_out: array<vec2<u32>>;
+//#if RAGGED
+// Each query's own list length (the rest of its P.rows slots is not written).
+@group(0) @binding(3) var<storage, read> lens: array<u32>;
+//#endif
 
 // One workgroup per (chunk of SL entries, query): keep the chunk's best KP.
 // P.rows is the input list length per query; P.slots the output's.
@@ -366,7 +460,12 @@ fn select_topk(@builtin(workgroup_id) wg: vec3<u32>,
     for (var e = lid; e < SL; e += 64u) {
         let i = chunk * SL + e;
         var v = vec2<u32>(0xff800000u, NO_ID);
-        if (i < P.rows) {
+//#if RAGGED
+        let n = lens[q];
+//#else
+        let n = P.rows;
+//#endif
+        if (i < n) {
             v = list_in[q * P.rows + i];
         }
         ws[e] = bitcast<f32>(v.x);
