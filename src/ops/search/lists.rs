@@ -313,8 +313,6 @@ impl<'a> ListScanner<'a> {
                 self.lists.store.len() / (self.lists.starts.len() - 1),
             );
         let scan = ctx.pipeline(&spec)?;
-        let ragged = ctx.pipeline(&self.plan.select_spec(true))?;
-        let select = ctx.pipeline(&self.plan.select_spec(false))?;
         let mut qbytes = vec![0u8; self.cap * dp * 4];
         if let Queries::Host(rows) = queries {
             let b: &[u8] = bytemuck::cast_slice(&rows[batch.start * dp..batch.end * dp]);
@@ -346,8 +344,11 @@ impl<'a> ListScanner<'a> {
                 contents: bytemuck::cast_slice(&work.lens),
                 usage: wgpu::BufferUsages::STORAGE,
             });
-            let list = self.dispatch_ragged(&mut enc, &ragged, cand, &lens, work.stride, m);
-            let list = select_lists(ctx, &self.plan, &mut enc, &select, list, m);
+            let cand = List {
+                buffer: cand,
+                slots: work.stride,
+            };
+            let list = select_lists(ctx, &self.plan, &mut enc, cand, Some(&lens), m)?;
             ctx.submit(enc);
             Ok(Some(list))
         })
@@ -399,40 +400,6 @@ impl<'a> ListScanner<'a> {
             let gx = count.min(65535);
             let grid = (gx as u32, count.div_ceil(gx) as u32, 1);
             ctx.dispatch(enc, scan, &ubuf, &binds, grid);
-        }
-    }
-
-    /// The first select pass: each query's own `lens` entries of its
-    /// `stride` slots, `sl` at a time, to `kp`.
-    fn dispatch_ragged(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        ragged: &wgpu::ComputePipeline,
-        cand: Tracked,
-        lens: &wgpu::Buffer,
-        stride: usize,
-        m: usize,
-    ) -> List {
-        let ctx = self.lists.store.context();
-        let plan = &self.plan;
-        let chunks = stride.div_ceil(plan.sl);
-        let out_slots = chunks * plan.kp;
-        let out = candidate_list(ctx, m * out_slots);
-        let p = TopkParams {
-            rows: stride as u32,
-            slots: out_slots as u32,
-            ..Default::default()
-        };
-        let ubuf = ctx.uniform(&p);
-        let binds = [
-            (slot::LIST_IN, Bind::whole(&cand)),
-            (slot::LIST_OUT, Bind::whole(&out)),
-            (slot::LIST_LENS, Bind::whole(lens)),
-        ];
-        ctx.dispatch(enc, ragged, &ubuf, &binds, (chunks as u32, m as u32, 1));
-        List {
-            buffer: out,
-            slots: out_slots,
         }
     }
 

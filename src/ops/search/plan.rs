@@ -85,6 +85,7 @@ crate::shader::defines! {
         KindScan = "KIND_SCAN",
         KindScanLists = "KIND_SCAN_LISTS",
         KindSelect = "KIND_SELECT",
+        KindSelectSerial = "KIND_SELECT_SERIAL",
         KindFinish = "KIND_FINISH",
         KindPack = "KIND_PACK",
         StoreF32 = "STORE_F32",
@@ -205,6 +206,8 @@ pub(crate) enum TopkSpec {
     /// Reduces candidate lists `sl` entries at a time to `kp`; `ragged`:
     /// each query's list has its own length.
     Select { sl: u32, kp: u32, ragged: bool },
+    /// Reduces each query's whole list to `kp` in one invocation.
+    SelectSerial { kp: u32, ragged: bool },
     /// Writes the final lists as device scores and ids (L2: distances).
     Finish { l2: bool },
     /// Encodes device f32 rows into the index's storage (and L2 norms).
@@ -222,6 +225,7 @@ impl Spec for TopkSpec {
             } => "scan",
             TopkSpec::Scan { .. } => "scan_lists",
             TopkSpec::Select { .. } => "select_topk",
+            TopkSpec::SelectSerial { .. } => "select_serial",
             TopkSpec::Finish { .. } => "finish",
             TopkSpec::Pack { .. } => "pack",
         }
@@ -278,6 +282,15 @@ impl Spec for TopkSpec {
                 };
                 shader::render(self, SRC, DType::F32, false, defines, &consts)
             }
+            TopkSpec::SelectSerial { kp, ragged } => {
+                let consts = [("QB", 1), ("SL", 64), ("KP", kp), ("KPM1", kp - 1)];
+                let defines: &[D] = if ragged {
+                    &[D::KindSelectSerial, D::Ragged]
+                } else {
+                    &[D::KindSelectSerial]
+                };
+                shader::render(self, SRC, DType::F32, false, defines, &consts)
+            }
             TopkSpec::Pack { storage, l2 } => {
                 let consts = [("QB", 1), ("SL", 64), ("KP", 1)];
                 let mut defines = vec![D::KindPack, store_define(storage)];
@@ -315,6 +328,9 @@ pub struct SearchPlan {
     pub scan: Scan,
     /// Subgroups of at least 8 lanes: the list scan merges lists by groups of 8.
     pub sg: bool,
+    /// Longest candidate list (per query) that one invocation reduces to
+    /// `kp` by itself (no barriers) instead of the sorting select; 0: never.
+    pub serial_select: usize,
     /// Why this scan.
     pub reason: &'static str,
 }
@@ -323,13 +339,18 @@ impl fmt::Display for SearchPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "search: {:?} scan ({}), {} queries per workgroup, select {} of {}{}",
+            "search: {:?} scan ({}), {} queries per workgroup, select {} of {}{}{}",
             self.scan,
             self.reason,
             self.qb,
             self.kp,
             self.sl,
-            if self.sg { ", subgroup merge" } else { "" }
+            if self.sg { ", subgroup merge" } else { "" },
+            match self.serial_select {
+                0 => String::new(),
+                usize::MAX => ", serial select".into(),
+                n => format!(", serial select up to {n}"),
+            }
         )
     }
 }
@@ -371,12 +392,18 @@ impl SearchPlan {
             // adapter has few cores to fill, a GPU wants more workgroups.
             let rpl = if profile.texel_reads { 128 } else { 16 };
             let qb = m.next_power_of_two().min(16).min(qmax) as u32;
+            // A software adapter pays dozens of barriers per sorting select
+            // workgroup (a switch between SIMD slices each) — more than one
+            // invocation reading thousands of candidates; a GPU sorts long
+            // lists faster in parallel.
+            let serial_select = if profile.texel_reads { usize::MAX } else { 512 };
             return Ok(SearchPlan {
                 sl,
                 kp,
                 qb,
                 scan: Scan::Lists { l: k, rpl },
                 sg: profile.subgroups_of_8,
+                serial_select,
                 reason: "k ≤ 16: candidate lists in registers",
             });
         }
@@ -393,6 +420,7 @@ impl SearchPlan {
             qb,
             scan: Scan::Sort,
             sg: false,
+            serial_select: 0,
             reason: "k > 16: slices sorted in workgroup memory",
         })
     }
@@ -487,6 +515,14 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<TopkSpec> {
                     }
                     v.insert(plan.select_spec(false));
                     v.insert(plan.select_spec(true));
+                    if plan.serial_select > 0 {
+                        for ragged in [false, true] {
+                            v.insert(TopkSpec::SelectSerial {
+                                kp: plan.kp as u32,
+                                ragged,
+                            });
+                        }
+                    }
                 }
             }
         }

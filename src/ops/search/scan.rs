@@ -211,7 +211,6 @@ impl<'a> Scanner<'a> {
         let dv = codec.padded() / 8;
         let filter = self.allow.is_some();
         let scan = ctx.pipeline(&self.plan.scan_spec(codec.storage, dv, codec.l2(), filter))?;
-        let select = ctx.pipeline(&self.plan.select_spec(false))?;
         let m = q.len();
         let blocks = QueryBlocks::new(ctx, &self.plan, dv, m);
         let qbytes = match queries {
@@ -234,7 +233,7 @@ impl<'a> Scanner<'a> {
             };
             let mut enc = ctx.encoder();
             self.dispatch_scan(&mut enc, &scan, &qbuf, &blocks, &list, m);
-            let list = select_lists(ctx, &self.plan, &mut enc, &select, list, m);
+            let list = select_lists(ctx, &self.plan, &mut enc, list, None, m)?;
             ctx.submit(enc);
             Ok(list)
         })
@@ -317,36 +316,69 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Reduces each query's list SL entries at a time until KP remain.
+/// Reduces each query's list to KP: in one serial pass where the plan
+/// allows it, else SL entries at a time until KP remain; `lens`: each
+/// query's own list length (the first pass reads only those entries).
 pub(crate) fn select_lists(
     ctx: &Context,
     plan: &SearchPlan,
     enc: &mut wgpu::CommandEncoder,
-    select: &wgpu::ComputePipeline,
     mut list: List,
+    lens: Option<&wgpu::Buffer>,
     m: usize,
-) -> List {
-    while list.slots > plan.kp {
-        let chunks = list.slots.div_ceil(plan.sl);
+) -> Result<List> {
+    let ragged = lens.is_some();
+    let serial = list.slots <= plan.serial_select;
+    if !ragged && list.slots <= plan.kp {
+        return Ok(list);
+    }
+    let pass = |enc: &mut wgpu::CommandEncoder, list: &List, spec: TopkSpec, first: bool| {
+        let pipeline = ctx.pipeline(&spec)?;
+        let chunks = if serial {
+            1
+        } else {
+            list.slots.div_ceil(plan.sl)
+        };
         let out_slots = chunks * plan.kp;
         let out = candidate_list(ctx, m * out_slots);
         let p = TopkParams {
             rows: list.slots as u32,
+            m: m as u32,
             slots: out_slots as u32,
             ..Default::default()
         };
         let ubuf = ctx.uniform(&p);
-        let binds = [
+        let mut binds = vec![
             (slot::LIST_IN, Bind::whole(&list.buffer)),
             (slot::LIST_OUT, Bind::whole(&out)),
         ];
-        ctx.dispatch(enc, select, &ubuf, &binds, (chunks as u32, m as u32, 1));
-        list = List {
+        if let (true, Some(l)) = (first, lens) {
+            binds.push((slot::LIST_LENS, Bind::whole(l)));
+        }
+        let grid = match serial {
+            true => (m.div_ceil(64) as u32, 1, 1),
+            false => (chunks as u32, m as u32, 1),
+        };
+        ctx.dispatch(enc, &pipeline, &ubuf, &binds, grid);
+        Ok::<_, crate::Error>(List {
             buffer: out,
             slots: out_slots,
+        })
+    };
+    if serial {
+        let spec = TopkSpec::SelectSerial {
+            kp: plan.kp as u32,
+            ragged,
         };
+        return pass(enc, &list, spec, true);
     }
-    list
+    let mut first = true;
+    while first && ragged || list.slots > plan.kp {
+        let spec = plan.select_spec(first && ragged);
+        list = pass(enc, &list, spec, first)?;
+        first = false;
+    }
+    Ok(list)
 }
 
 /// `list` of a batch of `m` queries read back.

@@ -50,8 +50,11 @@ struct Params {
 fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
 const NO_ID: u32 = 0xffffffffu;
 
+//#if KIND_SELECT_SERIAL
+//#else
 var<workgroup> ws: array<f32, QB * SL>;
 var<workgroup> wid_: array<u32, QB * SL>;
+//#endif
 
 fn is_nan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
@@ -92,6 +95,8 @@ fn key_bits(k: u32) -> u32 {
     return select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u);
 }
 
+//#if KIND_SELECT_SERIAL
+//#else
 // Sorts each of the QB segments of SL pairs, best first.
 fn sort_segments(lid: u32) {
     for (var size = 2u; size <= SL; size <<= 1u) {
@@ -120,6 +125,7 @@ fn sort_segments(lid: u32) {
         }
     }
 }
+//#endif
 
 //#if KIND_SCAN || KIND_SCAN_LISTS
 // The dispatch's queries (QN vec4s: up to QB rows of 2·dv vec4s). A uniform
@@ -476,6 +482,57 @@ fn select_topk(@builtin(workgroup_id) wg: vec3<u32>,
     for (var t = lid; t < KP; t += 64u) {
         list_out[q * P.slots + chunk * KP + t] = vec2<u32>(bitcast<u32>(ws[t]), wid_[t]);
     }
+}
+//#endif
+
+//#if KIND_SELECT_SERIAL
+@group(0) @binding(1) var<storage, read> list_in: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read_write> list_out: array<vec2<u32>>;
+//#if RAGGED
+@group(0) @binding(3) var<storage, read> lens: array<u32>;
+//#endif
+
+// One invocation per query: its list (P.rows slots a query; with RAGGED its
+// own length) reduced to the best KP in registers, as the list scan keeps
+// them. No workgroup memory and no barriers: on a software adapter a
+// barrier switches between SIMD slices, and the sorting select's dozens of
+// them cost more than reading a few thousand candidates in turn. P.m is the
+// number of queries, P.slots the output's slots per query (KP).
+@compute @workgroup_size(64)
+fn select_serial(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let q = gid.x;
+    if (q >= P.m) {
+        return;
+    }
+//#if RAGGED
+    let n = lens[q];
+//#else
+    let n = P.rows;
+//#endif
+//#for j < KP
+    var ls{j} = neg_inf();
+    var li{j} = NO_ID;
+//#endfor
+    for (var e = 0u; e < n; e++) {
+        let v = list_in[q * P.rows + e];
+        var s = bitcast<f32>(v.x);
+        var t = v.y;
+        if (better(s, t, ls{KPM1}, li{KPM1})) {
+//#for j < KP
+            if (better(s, t, ls{j}, li{j})) {
+                let ps = ls{j};
+                let pi = li{j};
+                ls{j} = s;
+                li{j} = t;
+                s = ps;
+                t = pi;
+            }
+//#endfor
+        }
+    }
+//#for j < KP
+    list_out[q * P.slots + {j}u] = vec2<u32>(bitcast<u32>(ls{j}), li{j});
+//#endfor
 }
 //#endif
 
