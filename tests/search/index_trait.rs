@@ -78,7 +78,7 @@ fn script(mut ix: Box<dyn Index>, data: &Data) -> Vec<(String, Outcome)> {
             outcome(ix.search(q, k), Outcome::Search),
         );
     }
-    let every_third = |id: u64| id % 3 == 0;
+    let every_third = |id: u64| id.is_multiple_of(3);
     step(
         "filtered",
         outcome(ix.search_filtered(q, 10, &every_third), Outcome::Search),
