@@ -3,6 +3,12 @@
 //! queries drawn near known items, prints the top-k with scores and timings, and
 //! checks one query against the CPU reference. With a path it loads a real corpus
 //! instead: `.npy` (f32 [n, d], C order) or `.fvecs` (the ANN benchmarks' format).
+//!
+//! `--index ivf --nlist N --nprobe P` builds an inverted-file index instead
+//! (k-means-trained lists, `nprobe` of them scanned per query) and prints its
+//! training time and its recall@k against the flat index beside queries/s.
+//! Every index is held as a `Box<dyn Index>`: the flat, sharded and IVF runs
+//! share every step but the build.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -12,7 +18,10 @@ mod vectors;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use flashdot::ops::search::{FlatIndex, IndexOptions, SearchResult, ShardedIndex, Storage};
+use flashdot::ops::search::{
+    FlatIndex, Index, IndexOptions, IvfIndex, IvfOptions, KMeansOptions, SearchResult,
+    ShardedIndex, Storage,
+};
 use flashdot::ops::similarity::Metric;
 use flashdot::reference;
 
@@ -30,58 +39,13 @@ enum MetricArg {
     L2,
 }
 
-/// One index, or one split over several contexts.
-enum Index {
-    One(FlatIndex),
-    Shards(ShardedIndex),
-}
-
-impl Index {
-    fn add(&mut self, x: &[f32]) -> flashdot::Result<()> {
-        match self {
-            Index::One(i) => i.add(x),
-            Index::Shards(i) => i.add(x),
-        }
-    }
-    fn search(&self, q: &[f32], k: usize) -> flashdot::Result<SearchResult> {
-        match self {
-            Index::One(i) => i.search(q, k),
-            Index::Shards(i) => i.search(q, k),
-        }
-    }
-    fn search_filtered(
-        &self,
-        q: &[f32],
-        k: usize,
-        allow: impl Fn(u64) -> bool + Sync,
-    ) -> flashdot::Result<SearchResult> {
-        match self {
-            Index::One(i) => i.search_filtered(q, k, allow),
-            Index::Shards(i) => i.search_filtered(q, k, allow),
-        }
-    }
-    fn remove_ids(&mut self, ids: &[u64]) -> flashdot::Result<usize> {
-        match self {
-            Index::One(i) => i.remove_ids(ids),
-            Index::Shards(i) => i.remove_ids(ids),
-        }
-    }
-    /// Waits for every shard's device work.
-    fn synchronize(&self) -> flashdot::Result<()> {
-        match self {
-            Index::One(i) => i.context().synchronize(),
-            Index::Shards(i) => i
-                .shards()
-                .iter()
-                .try_for_each(|s| s.context().synchronize()),
-        }
-    }
-    fn bytes(&self) -> u64 {
-        match self {
-            Index::One(i) => i.bytes(),
-            Index::Shards(i) => i.shards().iter().map(FlatIndex::bytes).sum(),
-        }
-    }
+/// The index type.
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum IndexArg {
+    /// Exact: every query against every vector.
+    Flat,
+    /// Inverted file: k-means lists, `--nprobe` of them scanned per query.
+    Ivf,
 }
 
 #[derive(Parser)]
@@ -129,6 +93,19 @@ struct Args {
     /// device) and time it.
     #[arg(long, default_value_t = 0.0)]
     remove: f64,
+    /// Index type: exact (flat), or an inverted file (ivf) trained by
+    /// k-means on the corpus, whose recall is measured against a flat index.
+    #[arg(long, value_enum, default_value_t = IndexArg::Flat)]
+    index: IndexArg,
+    /// IVF lists [default: √n, at least 1].
+    #[arg(long)]
+    nlist: Option<usize>,
+    /// IVF lists scanned per query [default: 8, at most nlist].
+    #[arg(long)]
+    nprobe: Option<usize>,
+    /// IVF training: k-means iterations [default: 25, FAISS's].
+    #[arg(long)]
+    niter: Option<usize>,
 }
 
 struct Rng(u64);
@@ -184,11 +161,16 @@ fn run(a: &Args) -> Result<(), String> {
     let ctx = common::open(a.backend).map_err(msg)?;
     let (corpus, d) = read_corpus(a, &ctx)?;
     let (storage, metric) = index_settings(a)?;
-    let index = open_index(a, &ctx, &corpus, d, storage, metric)?;
-    save_index(a, &index)?;
+    let opts = IndexOptions::default().metric(metric).storage(storage);
+    let index = open_index(a, &ctx, &corpus, d, opts)?;
+    let exact = match a.index {
+        IndexArg::Ivf => Some(exact_index(&ctx, &corpus, d, opts)?),
+        IndexArg::Flat => None,
+    };
     let (sources, queries) = make_queries(&corpus, d, a.batch);
     let mut bench = Bench {
         index,
+        exact,
         queries,
         n: corpus.len() / d,
         d,
@@ -196,7 +178,7 @@ fn run(a: &Args) -> Result<(), String> {
     };
     bench.warm_up()?;
     bench.print_queries(&sources)?;
-    let one = bench.time_m1()?;
+    let one = bench.time_m1(a.batch)?;
     bench.time_batched(a.batch, one)?;
     if let Some(share) = a.filter {
         bench.time_filtered(share, one)?;
@@ -259,24 +241,35 @@ fn index_settings(a: &Args) -> Result<(Storage, Metric), String> {
     if a.shards > 1 && (a.save.is_some() || a.load.is_some()) {
         return Err("--save and --load take one index: use them with --shards 1".into());
     }
+    if a.index == IndexArg::Ivf && (a.shards > 1 || a.save.is_some() || a.load.is_some()) {
+        return Err(
+            "--shards, --save and --load take a flat index: use them with --index flat".into(),
+        );
+    }
+    if a.index == IndexArg::Flat && (a.nlist.is_some() || a.nprobe.is_some() || a.niter.is_some()) {
+        return Err(
+            "--nlist, --nprobe and --niter set up an IVF index: use them with --index ivf".into(),
+        );
+    }
     Ok((storage, metric))
 }
 
 /// The index: loaded from `--load` (which must hold this corpus's shape), or
-/// built from the corpus on one context or `--shards` of them. Prints its
-/// settings, device size and build or load time.
+/// built from the corpus (flat on one context or `--shards` of them, or IVF).
+/// Prints its settings, device size and build or load time, then where
+/// `--save` wrote it.
 fn open_index(
     a: &Args,
     ctx: &flashdot::Context,
     corpus: &[f32],
     d: usize,
-    storage: Storage,
-    metric: Metric,
-) -> Result<Index, String> {
+    opts: IndexOptions,
+) -> Result<Box<dyn Index>, String> {
     let n = corpus.len() / d;
     let t = Instant::now();
-    let index = match &a.load {
-        Some(p) => {
+    let mut saved = None;
+    let (index, kind, how, secs): (Box<dyn Index>, String, &str, f64) = match (&a.load, a.index) {
+        (Some(p), _) => {
             let _spin = common::wait(format!("loading {}", p.display()));
             let ix = FlatIndex::load(ctx, p).map_err(msg)?;
             if ix.dim() != d || ix.len() != n {
@@ -287,68 +280,141 @@ fn open_index(
                     ix.dim()
                 ));
             }
-            Index::One(ix)
+            let secs = t.elapsed().as_secs_f64();
+            (Box::new(ix), "1 shard(s)".into(), "loaded", secs)
         }
-        None => build_index(
-            a,
-            ctx,
-            corpus,
-            d,
-            IndexOptions::default().metric(metric).storage(storage),
-        )?,
+        (None, IndexArg::Ivf) => {
+            let (ix, kind) = build_ivf(a, ctx, corpus, d, opts)?;
+            (ix, kind, "built", t.elapsed().as_secs_f64())
+        }
+        (None, IndexArg::Flat) if a.shards > 1 => {
+            let ctxs = (0..a.shards)
+                .map(|_| common::context(a.backend))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(msg)?;
+            let mut ix = ShardedIndex::new(&ctxs, d, opts).map_err(msg)?;
+            fill(&mut ix, corpus, d)?;
+            let kind = format!("{} shard(s)", a.shards);
+            (Box::new(ix), kind, "built", t.elapsed().as_secs_f64())
+        }
+        (None, IndexArg::Flat) => {
+            let mut ix = FlatIndex::new(ctx, d, opts).map_err(msg)?;
+            fill(&mut ix, corpus, d)?;
+            let secs = t.elapsed().as_secs_f64();
+            // Saved before it goes behind the trait (files are the flat
+            // index's own API); reported after the index line.
+            if let Some(p) = &a.save {
+                saved = Some(save_index(p, &ix)?);
+            }
+            (Box::new(ix), "1 shard(s)".into(), "built", secs)
+        }
     };
     println!(
-        "index: {storage:?}, {metric:?}, {} shard(s), {:.0} MiB on the device ({} in {:.1} s)",
-        a.shards,
+        "index: {:?}, {:?}, {kind}, {:.0} MiB on the device ({how} in {secs:.1} s)",
+        opts.storage,
+        opts.metric,
         index.bytes() as f64 / (1 << 20) as f64,
-        if a.load.is_some() { "loaded" } else { "built" },
-        t.elapsed().as_secs_f64()
     );
+    if let Some(line) = saved {
+        println!("{line}");
+    }
     Ok(index)
 }
 
-/// A new index over `corpus`, added in chunks of 50,000 rows with a progress
-/// bar.
-fn build_index(
-    a: &Args,
-    ctx: &flashdot::Context,
-    corpus: &[f32],
-    d: usize,
-    opts: IndexOptions,
-) -> Result<Index, String> {
-    let mut ix = if a.shards > 1 {
-        let ctxs = (0..a.shards)
-            .map(|_| common::context(a.backend))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(msg)?;
-        Index::Shards(ShardedIndex::new(&ctxs, d, opts).map_err(msg)?)
-    } else {
-        Index::One(FlatIndex::new(ctx, d, opts).map_err(msg)?)
-    };
+/// Adds `corpus` to `ix` in chunks of 50,000 rows with a progress bar.
+fn fill(ix: &mut dyn Index, corpus: &[f32], d: usize) -> Result<(), String> {
     let bar = common::progress(corpus.len() / d, "indexing");
     for part in corpus.chunks(50_000 * d) {
         ix.add(part).map_err(msg)?;
         bar.inc((part.len() / d) as u64);
     }
     bar.finish_and_clear();
-    Ok(ix)
+    Ok(())
 }
 
-/// Writes the index to `--save` (one index only) and prints the file's size
-/// and the time taken.
-fn save_index(a: &Args, index: &Index) -> Result<(), String> {
-    if let (Some(p), Index::One(ix)) = (&a.save, index) {
-        let t = Instant::now();
-        ix.save(p).map_err(msg)?;
-        let size = std::fs::metadata(p).map_or(0, |m| m.len());
+/// An IVF index over `corpus`: trained by k-means on the corpus (of a
+/// sample of at most 256 points per list, as FAISS trains), then filled.
+/// Prints the training; returns the index and its description for the
+/// index line.
+fn build_ivf(
+    a: &Args,
+    ctx: &flashdot::Context,
+    corpus: &[f32],
+    d: usize,
+    opts: IndexOptions,
+) -> Result<(Box<dyn Index>, String), String> {
+    let n = corpus.len() / d;
+    let nlist = a
+        .nlist
+        .unwrap_or_else(|| ((n as f64).sqrt().round() as usize).max(1));
+    let nprobe = a.nprobe.unwrap_or(8.min(nlist));
+    let mut km = KMeansOptions::default();
+    if let Some(niter) = a.niter {
+        km = km.niter(niter);
+    }
+    let ivf_opts = IvfOptions::new(nlist)
+        .metric(opts.metric)
+        .storage(opts.storage)
+        .nprobe(nprobe)
+        .kmeans(km);
+    let mut ix = IvfIndex::new(ctx, d, ivf_opts).map_err(msg)?;
+    let t = Instant::now();
+    {
+        let _spin = common::wait(format!("training: k-means into {nlist} lists"));
+        ix.train(corpus).map_err(msg)?;
+    }
+    let train_s = t.elapsed().as_secs_f64();
+    if let Some(km) = ix.training() {
         println!(
-            "saved to {}: {:.0} MiB in {:.2} s",
-            p.display(),
-            size as f64 / (1 << 20) as f64,
-            t.elapsed().as_secs_f64()
+            "train: k-means of {} x {d} into {nlist} lists in {train_s:.2} s ({} iterations, \
+             objective {:.6e}, imbalance {:.2})",
+            km.sample.as_ref().map_or(n, Vec::len),
+            km.objective.len(),
+            km.objective.last().copied().unwrap_or(f64::NAN),
+            km.imbalance
         );
     }
-    Ok(())
+    fill(&mut ix, corpus, d)?;
+    let kind = format!(
+        "IVF {nlist} lists, nprobe {nprobe} (list imbalance {:.2})",
+        ix.imbalance()
+    );
+    Ok((Box::new(ix), kind))
+}
+
+/// The flat index of the same corpus and options, for the IVF index's
+/// recall; prints its size and build time.
+fn exact_index(
+    ctx: &flashdot::Context,
+    corpus: &[f32],
+    d: usize,
+    opts: IndexOptions,
+) -> Result<Box<dyn Index>, String> {
+    let t = Instant::now();
+    let mut ix = FlatIndex::new(ctx, d, opts).map_err(msg)?;
+    fill(&mut ix, corpus, d)?;
+    println!(
+        "flat index for the recall: {:?}, {:?}, {:.0} MiB on the device (built in {:.1} s)",
+        opts.storage,
+        opts.metric,
+        ix.bytes() as f64 / (1 << 20) as f64,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(Box::new(ix))
+}
+
+/// Writes `ix` to `path`; returns the line that reports the file's size and
+/// the time taken.
+fn save_index(path: &std::path::Path, ix: &FlatIndex) -> Result<String, String> {
+    let t = Instant::now();
+    ix.save(path).map_err(msg)?;
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    Ok(format!(
+        "saved to {}: {:.0} MiB in {:.2} s",
+        path.display(),
+        size as f64 / (1 << 20) as f64,
+        t.elapsed().as_secs_f64()
+    ))
 }
 
 /// Queries: known items plus noise, so each should find its source near the
@@ -371,12 +437,32 @@ fn make_queries(corpus: &[f32], d: usize, batch: usize) -> (Vec<usize>, Vec<f32>
 
 /// The index under test with its queries: the timed steps of the demo.
 struct Bench {
-    index: Index,
+    index: Box<dyn Index>,
+    /// With `--index ivf`: the flat index of the same corpus and options,
+    /// whose results the IVF ones are scored against.
+    exact: Option<Box<dyn Index>>,
     queries: Vec<f32>,
     /// Corpus rows.
     n: usize,
     d: usize,
     k: usize,
+}
+
+/// Queries searched one at a time for the m=1 recall (each a whole m=1
+/// search: a few, so the flat index's answers come from one batch).
+const RECALL_M1: usize = 64;
+
+/// Recall@k of `got` against `want` (`[m, k]` ids each): the share of
+/// `want`'s ids (−1 padding aside) that `got` found in the same row.
+fn recall(got: &[i64], want: &[i64], k: usize) -> f64 {
+    let (mut hits, mut total) = (0, 0);
+    for (g, w) in got.chunks(k).zip(want.chunks(k)) {
+        for id in w.iter().filter(|&&id| id >= 0) {
+            total += 1;
+            hits += usize::from(g.contains(id));
+        }
+    }
+    hits as f64 / total.max(1) as f64
 }
 
 impl Bench {
@@ -387,11 +473,11 @@ impl Bench {
             .map_err(msg)
     }
 
-    /// Seconds per first-query search, over [`REPS`] searches.
-    fn mean_m1(&self) -> Result<f64, String> {
+    /// Seconds per first-query search of `ix`, over [`REPS`] searches.
+    fn mean_m1(&self, ix: &dyn Index) -> Result<f64, String> {
         let t = Instant::now();
         for _ in 0..REPS {
-            self.search_first()?;
+            ix.search(&self.queries[..self.d], self.k).map_err(msg)?;
         }
         Ok(t.elapsed().as_secs_f64() / REPS as f64)
     }
@@ -400,6 +486,9 @@ impl Bench {
     fn warm_up(&self) -> Result<(), String> {
         let _spin = common::wait("first search (compiles its kernels)");
         self.search_first()?;
+        if let Some(exact) = &self.exact {
+            exact.search(&self.queries[..self.d], self.k).map_err(msg)?;
+        }
         Ok(())
     }
 
@@ -427,42 +516,83 @@ impl Bench {
         Ok(())
     }
 
-    /// Times and prints the m=1 search; returns its seconds per query.
-    fn time_m1(&self) -> Result<f64, String> {
-        let one = self.mean_m1()?;
-        let bytes = self.index.bytes() as f64;
+    /// Times and prints the m=1 search; returns its seconds per query. With
+    /// a flat index to compare with, also its recall over up to
+    /// [`RECALL_M1`] of the `batch` queries, each searched alone, and the
+    /// flat index's m=1 time.
+    fn time_m1(&self, batch: usize) -> Result<f64, String> {
+        let one = self.mean_m1(&*self.index)?;
+        let Some(exact) = &self.exact else {
+            let bytes = self.index.bytes() as f64;
+            println!(
+                "m=1: {:.1} ms/query, {:.0} queries/s, {:.2} GB/s of corpus scanned",
+                one * 1e3,
+                1.0 / one,
+                bytes / one / 1e9
+            );
+            return Ok(one);
+        };
+        let (d, k) = (self.d, self.k);
+        let m = batch.min(RECALL_M1);
+        let spin = common::wait(format!("recall of {m} single-query searches"));
+        let mut got = Vec::with_capacity(m * k);
+        for q in self.queries[..m * d].chunks_exact(d) {
+            got.extend(self.index.search(q, k).map_err(msg)?.ids);
+        }
+        let want = exact.search(&self.queries[..m * d], k).map_err(msg)?.ids;
+        let flat_one = self.mean_m1(&**exact)?;
+        spin.finish_and_clear();
         println!(
-            "m=1: {:.1} ms/query, {:.0} queries/s, {:.2} GB/s of corpus scanned",
+            "m=1: {:.1} ms/query, {:.0} queries/s, recall@{k} {:.3} over {m} queries against \
+             the flat index ({:.1} ms/query there: {:.1}x its queries/s)",
             one * 1e3,
             1.0 / one,
-            bytes / one / 1e9
+            recall(&got, &want, k),
+            flat_one * 1e3,
+            flat_one / one
         );
         Ok(one)
     }
 
-    /// Times and prints one batched search of `m` queries against `one`, the
-    /// m=1 seconds per query.
-    fn time_batched(&self, m: usize, one: f64) -> Result<(), String> {
+    /// Seconds of one batched search of the first `m` queries on `ix`, after
+    /// an untimed one of up to 64 that builds the batched kernels (per
+    /// query-block size) so that their compile is not timed; and its ids.
+    fn timed_batch(&self, ix: &dyn Index, m: usize) -> Result<(f64, Vec<i64>), String> {
         let d = self.d;
-        // Warm-up: builds the batched kernels (per query-block size) so that
-        // their compile is not timed.
+        ix.search(&self.queries[..m.min(64) * d], self.k)
+            .map_err(msg)?;
+        let t = Instant::now();
+        let r = ix.search(&self.queries[..m * d], self.k).map_err(msg)?;
+        Ok((t.elapsed().as_secs_f64(), r.ids))
+    }
+
+    /// Times and prints one batched search of `m` queries against `one`, the
+    /// m=1 seconds per query; with a flat index to compare with, also the
+    /// batch's recall and the flat index's batch time.
+    fn time_batched(&self, m: usize, one: f64) -> Result<(), String> {
         let spin = common::wait(format!(
             "batched search of {m} queries (compiles its kernels first)"
         ));
-        self.index
-            .search(&self.queries[..m.min(64) * d], self.k)
-            .map_err(msg)?;
-        let t = Instant::now();
-        self.index
-            .search(&self.queries[..m * d], self.k)
-            .map_err(msg)?;
-        let bt = t.elapsed().as_secs_f64();
-        spin.finish_and_clear();
-        println!(
+        let (bt, got) = self.timed_batch(&*self.index, m)?;
+        let line = format!(
             "m={m}: {:.1} ms/batch, {:.0} queries/s ({:.1}x m=1)",
             bt * 1e3,
             m as f64 / bt,
             m as f64 / bt * one
+        );
+        let Some(exact) = &self.exact else {
+            spin.finish_and_clear();
+            println!("{line}");
+            return Ok(());
+        };
+        let (ft, want) = self.timed_batch(&**exact, m)?;
+        spin.finish_and_clear();
+        println!(
+            "{line}, recall@{} {:.3} against the flat index ({:.0} queries/s there: {:.1}x)",
+            self.k,
+            recall(&got, &want, self.k),
+            m as f64 / ft,
+            ft / bt
         );
         Ok(())
     }
@@ -478,11 +608,11 @@ impl Bench {
         };
         let passing = (0..self.n as u64).filter(|&id| allow(id)).count();
         let q = &self.queries[..d];
-        self.index.search_filtered(q, k, allow).map_err(msg)?;
+        self.index.search_filtered(q, k, &allow).map_err(msg)?;
         let t = Instant::now();
         let mut got = None;
         for _ in 0..REPS {
-            got = Some(self.index.search_filtered(q, k, allow).map_err(msg)?);
+            got = Some(self.index.search_filtered(q, k, &allow).map_err(msg)?);
         }
         let ft = t.elapsed().as_secs_f64() / REPS as f64;
         let hits = got.map_or(0, |g| g.ids.iter().filter(|&&i| i >= 0).count());
@@ -496,7 +626,8 @@ impl Bench {
     }
 
     /// Checks query 0 against the CPU reference (cosine = dot of normalised
-    /// rows) and prints the agreement; an f32 index must agree on every id.
+    /// rows) and prints the agreement; a flat f32 index must agree on every
+    /// id.
     /// Returns the host corpus and query 0 as compared (normalised for
     /// cosine), for the host baselines.
     fn check_reference(
@@ -543,7 +674,8 @@ impl Bench {
         println!(
             "CPU reference check, query 0: {overlap}/{k} ids agree, max score error {max_err:.2e}"
         );
-        if storage == Storage::F32 && overlap != k {
+        // IVF is approximate: its recall is measured against the flat index.
+        if storage == Storage::F32 && self.exact.is_none() && overlap != k {
             return Err("f32 index disagrees with the CPU reference".into());
         }
         Ok((cn, qn))
@@ -560,7 +692,7 @@ impl Bench {
         self.index.synchronize().map_err(msg)?;
         let rt = t.elapsed().as_secs_f64();
         self.search_first()?;
-        let after = self.mean_m1()?;
+        let after = self.mean_m1(&*self.index)?;
         println!(
             "removed {removed} vectors ({:.0}%) with compaction on the device in {:.2} s; m=1 search now {:.1} ms",
             100.0 * removed as f64 / n as f64,

@@ -5,6 +5,10 @@
 //! from the device tensor, then answers the queries given on the command
 //! line with the top-k sentences, their scores and timings.
 //!
+//! `--index ivf [--nlist N] [--nprobe P]` answers from an inverted-file index
+//! instead, trained by k-means on the corpus embeddings, and prints its
+//! recall@10 against the flat index.
+//!
 //! `cargo run --release --example semantic_search -- "How do I open a file?" "license of the software"`
 
 #[path = "common/mod.rs"]
@@ -12,11 +16,20 @@ mod common;
 
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use flashdot::models::{default_model_dir, SentenceEncoder};
-use flashdot::ops::search::{FlatIndex, IndexOptions, Storage};
+use flashdot::ops::search::{FlatIndex, Index, IndexOptions, IvfIndex, IvfOptions, Storage};
 use flashdot::ops::similarity::Metric;
 use flashdot::DType;
+
+/// The index the queries are answered from.
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum IndexArg {
+    /// Exact: every query against every sentence.
+    Flat,
+    /// Inverted file: k-means lists, `--nprobe` of them scanned per query.
+    Ivf,
+}
 
 #[derive(Parser)]
 #[command(about = "semantic search over a real corpus with all-MiniLM-L6-v2 on flashdot")]
@@ -49,12 +62,25 @@ struct Args {
     /// index, every corpus sentence a query (its own entry left out).
     #[arg(long)]
     recall: bool,
+    /// Answer from the exact flat index, or from an IVF index trained on the
+    /// corpus embeddings (its recall@10 against the flat one is printed).
+    #[arg(long, value_enum, default_value_t = IndexArg::Flat)]
+    index: IndexArg,
+    /// IVF lists [default: √n, at least 1].
+    #[arg(long)]
+    nlist: Option<usize>,
+    /// IVF lists scanned per query [default: 8, at most nlist].
+    #[arg(long)]
+    nprobe: Option<usize>,
 }
 
 fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let dtype = DType::from(a.dtype);
     if a.batch == 0 || a.k == 0 {
         return Err("--batch and --k must be at least 1".into());
+    }
+    if a.index == IndexArg::Flat && (a.nlist.is_some() || a.nprobe.is_some()) {
+        return Err("--nlist and --nprobe set up an IVF index: use them with --index ivf".into());
     }
     let dir = a.model.clone().unwrap_or_else(default_model_dir);
     let corpus_path = a
@@ -92,17 +118,73 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64()
     );
 
-    let (index, host) = embed_corpus(&enc, &corpus, &corpus_path, a)?;
-    answer(&enc, &index, &corpus, &queries(a), a.k)?;
+    let (flat, host) = embed_corpus(&enc, &corpus, &corpus_path, a)?;
+    let ivf = match a.index {
+        IndexArg::Ivf => Some(build_ivf(&ctx, &host, enc.dim(), a)?),
+        IndexArg::Flat => None,
+    };
+    // The one line that picks the index the queries see.
+    let index: &dyn Index = match &ivf {
+        Some(ivf) => ivf,
+        None => &flat,
+    };
+    answer(&enc, index, &corpus, &queries(a), a.k)?;
+    let d = enc.dim();
+    if let Some(ivf) = &ivf {
+        let hits = recall_of(&top10(ivf, &host, d)?, &top10(&flat, &host, d)?);
+        println!(
+            "recall@10 of the IVF index against the flat index, {} queries (each sentence, \
+             itself left out): {hits:.4}",
+            corpus.len()
+        );
+    }
     if a.recall {
-        recall(&ctx, &index, &host, enc.dim())?;
+        recall(&ctx, &flat, &host, d)?;
     }
     Ok(())
 }
 
+/// An IVF index of the corpus embeddings `host` (`[n, d]`, ids their corpus
+/// positions, as the flat index's): trained by k-means on them (at most 256
+/// per list sampled, as FAISS trains), then added. Prints the training and
+/// the add times.
+fn build_ivf(
+    ctx: &flashdot::Context,
+    host: &[f32],
+    d: usize,
+    a: &Args,
+) -> Result<IvfIndex, Box<dyn std::error::Error>> {
+    let n = host.len() / d;
+    let nlist = a
+        .nlist
+        .unwrap_or_else(|| ((n as f64).sqrt().round() as usize).max(1));
+    let nprobe = a.nprobe.unwrap_or(8.min(nlist));
+    let opts = IvfOptions::new(nlist).metric(Metric::Cosine).nprobe(nprobe);
+    let mut ivf = IvfIndex::new(ctx, d, opts)?;
+    let t = Instant::now();
+    {
+        let _spin = common::wait(format!(
+            "training the IVF index: k-means into {nlist} lists"
+        ));
+        ivf.train(host)?;
+    }
+    let train_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let ids: Vec<u64> = (0..n as u64).collect();
+    ivf.add_with_ids(host, &ids)?;
+    ctx.synchronize()?;
+    println!(
+        "IVF index: {nlist} lists, nprobe {nprobe}; trained in {train_s:.2} s (k-means of {n} x {d}), \
+         {n} embeddings added in {:.3} s (list imbalance {:.2})",
+        t.elapsed().as_secs_f64(),
+        ivf.imbalance()
+    );
+    Ok(ivf)
+}
+
 /// The corpus (read from `source`) embedded `a.batch` sentences at a time into a cosine
 /// `FlatIndex` (ids: corpus positions), with the embeddings on the host in
-/// corpus order when `--recall` wants them (else empty).
+/// corpus order when `--recall` or `--index ivf` wants them (else empty).
 fn embed_corpus(
     enc: &SentenceEncoder,
     corpus: &[&str],
@@ -119,14 +201,8 @@ fn embed_corpus(
         enc.dim(),
         IndexOptions::default().metric(Metric::Cosine),
     )?;
-    let mut host = vec![
-        0.0f32;
-        if a.recall {
-            corpus.len() * enc.dim()
-        } else {
-            0
-        }
-    ];
+    let keep = a.recall || a.index == IndexArg::Ivf;
+    let mut host = vec![0.0f32; if keep { corpus.len() * enc.dim() } else { 0 }];
     let t = Instant::now();
     let (mut embed_s, mut add_s) = (0.0, 0.0);
     let bar = common::progress(corpus.len(), "embedding the corpus");
@@ -143,7 +219,7 @@ fn embed_corpus(
         index.add_tensor_with_ids(&e, &ids)?;
         ctx.synchronize()?;
         add_s += s.elapsed().as_secs_f64();
-        if a.recall {
+        if keep {
             let d = enc.dim();
             for (row, &i) in e.to_vec::<f32>()?.chunks_exact(d).zip(chunk) {
                 host[i * d..(i + 1) * d].copy_from_slice(row);
@@ -181,7 +257,7 @@ fn queries(a: &Args) -> Vec<String> {
 /// scores and the embedding and search times.
 fn answer(
     enc: &SentenceEncoder,
-    index: &FlatIndex,
+    index: &dyn Index,
     corpus: &[&str],
     queries: &[String],
     k: usize,
@@ -212,6 +288,38 @@ fn answer(
     Ok(())
 }
 
+/// Each corpus embedding's top 10 in `ix` (ids are corpus positions), its
+/// own entry left out: the queries of the recall measurements.
+fn top10(ix: &dyn Index, host: &[f32], d: usize) -> flashdot::Result<Vec<Vec<i64>>> {
+    let n = host.len() / d;
+    let mut out = Vec::with_capacity(n);
+    for (b, q) in host.chunks(256 * d).enumerate() {
+        let r = ix.search(q, 11)?;
+        for (i, row) in r.ids.chunks_exact(11).enumerate() {
+            let me = (b * 256 + i) as i64;
+            out.push(
+                row.iter()
+                    .copied()
+                    .filter(|&id| id != me)
+                    .take(10)
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The share of `want`'s ids that `got` found in the same row.
+fn recall_of(got: &[Vec<i64>], want: &[Vec<i64>]) -> f64 {
+    let hits: usize = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| g.iter().filter(|id| w.contains(id)).count())
+        .sum();
+    let total: usize = want.iter().map(Vec::len).sum();
+    hits as f64 / total.max(1) as f64
+}
+
 /// Recall@10 of f16 and int8 storage against the exact f32 index on the
 /// corpus's own embeddings, each one a query with its own entry left out.
 fn recall(
@@ -221,24 +329,7 @@ fn recall(
     d: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let n = host.len() / d;
-    let top10 = |ix: &FlatIndex| -> flashdot::Result<Vec<Vec<i64>>> {
-        let mut out = Vec::with_capacity(n);
-        for (b, q) in host.chunks(256 * d).enumerate() {
-            let r = ix.search(q, 11)?;
-            for (i, row) in r.ids.chunks_exact(11).enumerate() {
-                let me = (b * 256 + i) as i64;
-                out.push(
-                    row.iter()
-                        .copied()
-                        .filter(|&id| id != me)
-                        .take(10)
-                        .collect(),
-                );
-            }
-        }
-        Ok(out)
-    };
-    let want = top10(exact)?;
+    let want = top10(exact, host, d)?;
     let ids: Vec<u64> = (0..n as u64).collect();
     for storage in [Storage::F16, Storage::Int8] {
         let mut ix = FlatIndex::new(
@@ -249,17 +340,10 @@ fn recall(
                 .storage(storage),
         )?;
         ix.add_with_ids(host, &ids)?;
-        let got = top10(&ix)?;
-        let hits: usize = got
-            .iter()
-            .zip(&want)
-            .map(|(g, w)| g.iter().filter(|id| w.contains(id)).count())
-            .sum();
-        let total: usize = want.iter().map(Vec::len).sum();
         println!(
             "recall@10 of {storage:?} storage against exact f32, {n} queries (each sentence, \
              itself left out): {:.4}",
-            hits as f64 / total as f64
+            recall_of(&top10(&ix, host, d)?, &want)
         );
     }
     Ok(())

@@ -50,6 +50,7 @@ ok search --n 20000 --batch 8 --save "$tmp/index.fdindex" --remove 0.1
 ok search --n 20000 --batch 8 --load "$tmp/index.fdindex"
 ok search --n 20000 --batch 8 --shards 2 --metric ip --storage int8
 ok search --n 20000 --batch 8 --metric l2 --filter 0.01
+ok search --n 1000 --dim 64 --batch 8 --index ivf --nlist 8 --nprobe 4 --niter 3
 ok embed "The weather is lovely today." "It's so sunny outside!"
 ok semantic_search --limit 64 "How do I open a file for reading?"
 ok wgpu_interop
@@ -87,6 +88,8 @@ printf 'not an npy file' >"$tmp/bad.npy"
 refused search "$tmp/bad.npy"
 refused search --n 20000 --load "$tmp/bad.npy"
 refused search --n 20000 --shards 0
+refused search --n 1000 --dim 64 --index ivf --nlist 8 --nprobe 9
+refused search --n 1000 --nprobe 4
 refused embed --model /nonexistent/model "a sentence"
 refused info --backend metal
 refused info --no-such-flag

@@ -1,7 +1,8 @@
 //! The fuzz tier: seeded random calls of every public op with inputs biased
 //! to edges (sizes 0, 1, odd, huge, overflowing products, mismatched shapes,
 //! dtypes, NaN/Inf/subnormal values, k = 0 or > n, kv_len/bias/GQA errors,
-//! forced variants and tile configs). Every call runs inside `catch_unwind`
+//! forced variants and tile configs; the IVF index's nprobe 0 or past nlist,
+//! search before training). Every call runs inside `catch_unwind`
 //! and must return `Ok` (then, with finite inputs, match the f64 reference)
 //! or a typed `Error` — never panic. Counts per op and outcome are printed; a
 //! failing case prints a one-line reproduction, and the slowest cases are

@@ -12,7 +12,10 @@ use flashdot::ops::matmul::{
 };
 use flashdot::ops::norm::layer_norm_into;
 use flashdot::ops::pooling::mean_pool_into;
-use flashdot::ops::search::{FlatIndex, IndexOptions, Storage, MAX_ID};
+use flashdot::ops::search::{
+    FlatIndex, Index, IndexOptions, IvfIndex, IvfOptions, IvfSearchParams, KMeansOptions, Storage,
+    MAX_ID,
+};
 use flashdot::ops::similarity::{cosine, normalize, scores, Metric};
 use flashdot::{reference, verify, DType, Tensor};
 use rand::Rng;
@@ -43,8 +46,9 @@ fn differs(what: String) -> Check {
 pub type Gen = fn(Env<'_>, &mut Rng64) -> Check;
 
 /// One generator/checker per op. The case draws its op as an index into this
-/// table, so its order is part of every printed reproduction: keep it.
-pub const OPS: [(&str, Gen); 12] = [
+/// table, so its order is part of every printed reproduction: keep it (new
+/// ops go last; a new row still changes which case a seed and number name).
+pub const OPS: [(&str, Gen); 13] = [
     ("tensor", tensor_case),
     ("dot", dot_case),
     ("cosine", cosine_case),
@@ -57,6 +61,7 @@ pub const OPS: [(&str, Gen); 12] = [
     ("embedding", embedding_case),
     ("layer_norm", layer_norm_case),
     ("mean_pool", mean_pool_case),
+    ("ivf", ivf_case),
 ];
 
 /// Creation, reshape, narrow and contiguous copy of a random tensor.
@@ -354,9 +359,10 @@ fn index_id(r: &mut Rng64) -> u64 {
     }
 }
 
-/// Adds up to 40 rows (or a ragged length) to `idx`, with or without ids,
-/// then sometimes removes and reconstructs a few ids.
-fn index_fill(e: Env<'_>, r: &mut Rng64, idx: &mut FlatIndex, dim: usize) -> flashdot::Result<()> {
+/// Adds up to 40 rows (or a ragged length) to `idx` (any index, through the
+/// trait), with or without ids, then sometimes removes and reconstructs a
+/// few ids.
+fn index_fill(e: Env<'_>, r: &mut Rng64, idx: &mut dyn Index, dim: usize) -> flashdot::Result<()> {
     let rows = r.random_range(0..40usize);
     let len = if r.random_range(0..6) == 0 {
         r.random_range(0..300)
@@ -416,6 +422,111 @@ fn index_case(e: Env<'_>, r: &mut Rng64) -> Check {
         idx.search(&q, k)?;
     }
     Ok(None)
+}
+
+/// An `nprobe` for `nlist` lists: mostly valid, else 0, one past `nlist` or
+/// huge.
+fn nprobe_for(r: &mut Rng64, nlist: usize) -> usize {
+    match r.random_range(0..8) {
+        0 => 0,
+        1 => nlist.saturating_add(1),
+        2 => usize::MAX,
+        3 => nlist,
+        _ => r.random_range(1..=nlist.max(1)),
+    }
+}
+
+/// The IVF index: creation with `nlist` and `nprobe` at the edges (nprobe 0
+/// or past nlist; nlist past the training rows), add and search before
+/// training, training on random rows (too few, ragged, special values),
+/// `set_nprobe`, adds with and without ids, removal and reconstruction, then
+/// a search with a per-call `nprobe` (invalid ones included), filtered or
+/// not, whether or not the adds were refused. Besides panics, wrong results are: an untrained index that adds or
+/// searches, a failed training that leaves it trained, an invalid `nprobe`
+/// accepted, and a result naming an id the index does not hold (or the
+/// filter refused).
+fn ivf_case(e: Env<'_>, r: &mut Rng64) -> Check {
+    // Dim 8 is the flat index case's narrow dim (every metric, filters), so
+    // the lists' scan kernels are the ones it compiles; 0 and 2^40 are
+    // refused.
+    let dim = [0, 8, 8, 8, 8, 8, 8, 1 << 40][r.random_range(0..8)];
+    let storage = [Storage::F32, Storage::F16, Storage::Int8][r.random_range(0..3)];
+    let metric = [Metric::Cosine, Metric::InnerProduct, Metric::L2][r.random_range(0..3)];
+    // No huge nlist: each list is an index, made when the IVF index is.
+    let nlist = [0, 1, 2, 3, 7, 64][r.random_range(0..6)];
+    let default_nprobe = if r.random_range(0..6) == 0 {
+        nprobe_for(r, nlist)
+    } else {
+        r.random_range(1..=nlist.max(1))
+    };
+    let km = KMeansOptions::default().niter(r.random_range(1..3));
+    let opts = IvfOptions::new(nlist)
+        .metric(metric)
+        .storage(storage)
+        .nprobe(default_nprobe)
+        .kmeans(km);
+    let mut ivf = IvfIndex::new(e.ctx, dim, opts)?;
+    let one: Vec<f32> = (0..dim).map(|_| value(r, e.sp)).collect();
+    if ivf.search(&one, 1).is_ok() || ivf.add(&one).is_ok() || !ivf.is_empty() {
+        return Ok(Some("an untrained IVF index searched or added".into()));
+    }
+    let rows = r.random_range(0..40usize);
+    let len = if r.random_range(0..6) == 0 {
+        r.random_range(0..300)
+    } else {
+        rows.saturating_mul(dim).min(1 << 16)
+    };
+    let train: Vec<f32> = (0..len).map(|_| value(r, e.sp)).collect();
+    if let Err(err) = ivf.train(&train) {
+        if ivf.is_trained() {
+            return Ok(Some(format!(
+                "a failed training left the index trained: {err}"
+            )));
+        }
+        return Err(err);
+    }
+    if r.random_range(0..4) == 0 {
+        let p = nprobe_for(r, nlist);
+        let valid = (1..=nlist).contains(&p);
+        if ivf.set_nprobe(p).is_ok() != valid
+            || ivf.nprobe() != if valid { p } else { default_nprobe }
+        {
+            return Ok(Some(format!("set_nprobe({p}) with {nlist} lists")));
+        }
+    }
+    // A refused add or removal leaves the index searchable: search anyway,
+    // and report the refusal if the search passes.
+    let filled = index_fill(e, r, &mut ivf, dim);
+    let ql = if r.random_range(0..6) == 0 {
+        r.random_range(0..50)
+    } else {
+        dim.min(1 << 12) * r.random_range(1..4)
+    };
+    let q: Vec<f32> = (0..ql).map(|_| value(r, e.sp)).collect();
+    let k = [0, 1, 5, 17, 1025, usize::MAX][r.random_range(0..6)];
+    let p = r.random::<bool>().then(|| nprobe_for(r, nlist));
+    let params = p.map_or_else(IvfSearchParams::default, IvfSearchParams::nprobe);
+    let keep = r.random_range(1..5u64);
+    let filtered = r.random::<bool>();
+    let res = if filtered {
+        ivf.search_filtered(&q, k, params, |id| id % keep == 0)?
+    } else {
+        ivf.search_with(&q, k, params)?
+    };
+    if let Some(p) = p.filter(|p| !(1..=nlist).contains(p)) {
+        return Ok(Some(format!("nprobe {p} of {nlist} lists was accepted")));
+    }
+    let foreign = res.ids.iter().find(|&&id| {
+        id >= 0 && (!ivf.contains(id as u64) || (filtered && !(id as u64).is_multiple_of(keep)))
+    });
+    if res.ids.len() != res.m * k || foreign.is_some() {
+        return Ok(Some(format!(
+            "IVF search [{}, {k}]: {} ids, or one not stored or not allowed ({foreign:?})",
+            res.m,
+            res.ids.len()
+        )));
+    }
+    filled.map(|()| None)
 }
 
 fn embedding_case(e: Env<'_>, r: &mut Rng64) -> Check {

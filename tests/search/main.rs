@@ -3,7 +3,8 @@
 //! binary (`cargo test --test search`) in modules by what they test: `exact`
 //! (results against the reference for every metric and storage), `ids` (user
 //! ids, removal, filters, reset, reconstruct), `files` (save/load, corrupt
-//! files), `device` (device tensors in and out, recordings), `sharded`. The
+//! files), `device` (device tensors in and out, recordings), `sharded`,
+//! `index_trait` (every index behind `Box<dyn Index>` against the flat one). The
 //! data makers and reference checks they share live here.
 
 #[path = "../common/mod.rs"]
@@ -13,6 +14,7 @@ mod device;
 mod exact;
 mod files;
 mod ids;
+mod index_trait;
 mod sharded;
 
 use common::*;

@@ -43,12 +43,16 @@
 //!   the centroid means by its own kernel) and `ivf` ([`IvfIndex`]: one
 //!   store list by list, a flat quantiser trained by `kmeans`, searched by
 //!   `lists`) on top of `flat`.
+//! - `index` — the [`Index`] trait (FAISS's `faiss::Index`) that
+//!   [`FlatIndex`], [`IvfIndex`] and [`ShardedIndex`] implement, on top of
+//!   all three: `Box<dyn Index>` swaps one for another.
 
 mod add;
 mod codec;
 pub mod file;
 mod flat;
 mod ids;
+mod index;
 mod ivf;
 mod kmeans;
 mod lists;
@@ -61,6 +65,7 @@ mod store;
 pub use codec::Storage;
 pub use flat::FlatIndex;
 pub use ids::MAX_ID;
+pub use index::Index;
 pub use ivf::{IvfIndex, IvfOptions, IvfSearchParams};
 pub use kmeans::{kmeans, KMeansOptions, KMeansResult};
 pub use plan::{Scan, SearchPlan};

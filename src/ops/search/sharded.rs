@@ -67,6 +67,16 @@ impl ShardedIndex {
     pub fn contains(&self, id: u64) -> bool {
         self.shards.iter().any(|s| s.contains(id))
     }
+    /// Device bytes the stored vectors take, over every shard.
+    pub fn bytes(&self) -> u64 {
+        self.shards.iter().map(FlatIndex::bytes).sum()
+    }
+    /// Removes every vector and id from every shard (the next `add` starts
+    /// again from id 0, as [`FlatIndex::reset`]).
+    pub fn reset(&mut self) {
+        self.shards.iter_mut().for_each(FlatIndex::reset);
+        self.next_id = 0;
+    }
 
     /// Appends `data` (`[n, dim]` row-major f32) with the next free ids,
     /// spread over the shards. Errors: as [`FlatIndex::add`].
