@@ -32,6 +32,10 @@ use crate::tensor::{shape_str, DType};
 
 const OP: &str = "IvfIndex";
 
+/// Most lists an index takes (FAISS's largest published indexes use 2^20;
+/// each list costs its offsets on the host before any vector is added).
+pub const MAX_NLIST: usize = 1 << 24;
+
 /// Options of an [`IvfIndex`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -153,8 +157,8 @@ enum Input<'a> {
 impl IvfIndex {
     /// An untrained, empty index.
     ///
-    /// Errors ([`Error::InvalidArgument`]): `dim` or `nlist` 0, `nprobe`
-    /// not in `1..=nlist`; [`Error::Unsupported`] for a `dim` the adapter's
+    /// Errors ([`Error::InvalidArgument`]): `dim` or `nlist` 0, `nlist`
+    /// over [`MAX_NLIST`], `nprobe` not in `1..=nlist`; [`Error::Unsupported`] for a `dim` the adapter's
     /// textures cannot hold (as [`FlatIndex::new`]).
     pub fn new(ctx: &Context, dim: usize, opts: IvfOptions) -> Result<Self> {
         if dim == 0 || opts.nlist == 0 {
@@ -167,10 +171,10 @@ impl IvfIndex {
             });
         }
         check_nprobe(opts.nprobe, opts.nlist)?;
-        if opts.nlist > u32::MAX as usize {
+        if opts.nlist > MAX_NLIST {
             return Err(Error::InvalidArgument {
                 op: OP,
-                detail: format!("nlist {} is over {}", opts.nlist, u32::MAX),
+                detail: format!("nlist {} is over {MAX_NLIST}", opts.nlist),
             });
         }
         // The flat index checks `dim` against the adapter's textures.

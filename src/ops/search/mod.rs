@@ -66,7 +66,7 @@ pub use codec::Storage;
 pub use flat::FlatIndex;
 pub use ids::MAX_ID;
 pub use index::Index;
-pub use ivf::{IvfIndex, IvfOptions, IvfSearchParams};
+pub use ivf::{IvfIndex, IvfOptions, IvfSearchParams, MAX_NLIST};
 pub use kmeans::{kmeans, KMeansOptions, KMeansResult};
 pub use plan::{Scan, SearchPlan};
 pub use sharded::ShardedIndex;
