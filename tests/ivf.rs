@@ -186,7 +186,9 @@ fn ivf_bad_input_is_a_typed_error() {
     let inv = |r: flashdot::Result<()>| matches!(r, Err(Error::InvalidArgument { .. }));
     assert!(IvfIndex::new(&ctx, dim, IvfOptions::new(0)).is_err());
     let huge = flashdot::ops::search::MAX_NLIST + 1;
-    assert!(inv(IvfIndex::new(&ctx, dim, IvfOptions::new(huge)).map(|_| ())));
+    assert!(inv(
+        IvfIndex::new(&ctx, dim, IvfOptions::new(huge)).map(|_| ())
+    ));
     assert!(IvfIndex::new(&ctx, dim, IvfOptions::new(4).nprobe(0)).is_err());
     assert!(IvfIndex::new(&ctx, dim, IvfOptions::new(4).nprobe(5)).is_err());
     let mut ivf = IvfIndex::new(&ctx, dim, IvfOptions::new(4)).unwrap();
