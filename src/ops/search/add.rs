@@ -25,9 +25,14 @@ pub(super) struct Packed {
 impl Packed {
     /// The rows as a store's source of new rows.
     pub fn rows(&self) -> Rows<'_> {
+        self.rows_from(0)
+    }
+
+    /// The rows from row `first` on as a store's source of new rows.
+    pub fn rows_from(&self, first: usize) -> Rows<'_> {
         Rows::Device {
             tensor: &self.rows,
-            first: 0,
+            first,
             norms: self.norms.as_ref(),
             scales: self.scales.as_ref(),
         }
@@ -60,55 +65,12 @@ impl ChunkStore {
     /// Errors: rows the device encodes (f16, int8, or a dim that is not a
     /// multiple of 8) over one storage binding ([`Error::TooLarge`]).
     pub fn add_tensor(&mut self, x: &crate::Tensor, op: &'static str) -> Result<()> {
-        let codec = *self.codec();
         let n = x.shape()[0];
-        let src = if codec.metric == Metric::Cosine {
-            crate::ops::similarity::normalize(x)?
-        } else {
-            x.contiguous()?
-        };
-        // f32 rows of whole groups of 8 are copied as they are (their norms
-        // are the rows' own); others are encoded on the device, a chunk's
-        // worth at a time.
-        let direct = codec.storage == Storage::F32 && codec.dim.is_multiple_of(8);
-        let norms = match codec.l2() {
-            true if direct => Some(crate::ops::dot::dot(&src, &src)?),
-            _ => None,
-        };
-        let max = self.context().max_binding();
-        if !direct && src.bytes() > max {
-            return Err(Error::TooLarge {
-                op,
-                what: format!(
-                    "x {} (encoded on the device: add it in parts)",
-                    crate::tensor::shape_str(src.shape())
-                ),
-                size: src.bytes(),
-                limit: max,
-                kind: crate::Limit::StorageBinding,
-            });
-        }
+        let packed = self.encode_tensor(x, op)?;
         let mut done = 0;
         while done < n {
             let take = self.room().min(n - done);
-            if direct {
-                let new = Rows::Device {
-                    tensor: &src,
-                    first: done,
-                    norms: norms.as_ref(),
-                    scales: None,
-                };
-                self.append(new, take)?;
-            } else {
-                let p = self.pack_rows(&src, done, take)?;
-                let new = Rows::Device {
-                    tensor: &p.rows,
-                    first: 0,
-                    norms: p.norms.as_ref(),
-                    scales: p.scales.as_ref(),
-                };
-                self.append(new, take)?;
-            }
+            self.append(packed.rows_from(done), take)?;
             done += take;
         }
         Ok(())

@@ -171,9 +171,8 @@ impl FlatIndex {
         given: Option<&[u64]>,
         op: &'static str,
     ) -> Result<()> {
-        self.check_context(op, "x", x)?;
+        check_tensor(self.context(), self.dim(), op, "x", "n", x)?;
         crate::Tensor::same_context(op, &[("x", x)])?;
-        self.check_rows(op, "x", "n", x)?;
         let n = x.shape()[0];
         let new_ids = self.ids.new_ids(n, given, op)?;
         if n == 0 {
@@ -183,44 +182,6 @@ impl FlatIndex {
         let r = self.store.add_tensor(x, op);
         self.ids.commit(&new_ids[..self.len() - old]);
         r
-    }
-
-    /// Fails unless `t` (the operand `what`) is on this index's context.
-    fn check_context(&self, op: &'static str, what: &str, t: &crate::Tensor) -> Result<()> {
-        if std::sync::Arc::ptr_eq(&t.context().inner, &self.context().inner) {
-            return Ok(());
-        }
-        Err(Error::InvalidArgument {
-            op,
-            detail: format!(
-                "{what} is on context {:?}, the index on another, {:?}",
-                t.context(),
-                self.context()
-            ),
-        })
-    }
-
-    /// Fails unless `t` (the operand `what`) is f32 `[rows, dim]`.
-    fn check_rows(
-        &self,
-        op: &'static str,
-        what: &str,
-        rows: &str,
-        t: &crate::Tensor,
-    ) -> Result<()> {
-        expect_dtype(op, what, t.dtype(), &[DType::F32])?;
-        let s = t.shape();
-        if s.len() != 2 || s[1] != self.dim() {
-            return Err(Error::Shape {
-                op,
-                detail: format!(
-                    "{what} is {}, the index takes [{rows}, {}]",
-                    shape_str(s),
-                    self.dim()
-                ),
-            });
-        }
-        Ok(())
     }
 
     /// Removes the vectors with these ids (ids not stored are skipped) and
@@ -356,8 +317,7 @@ impl FlatIndex {
 
     /// `queries` must be f32 `[m, dim]` on this index's context.
     fn check_queries(&self, queries: &crate::Tensor, op: &'static str) -> Result<()> {
-        self.check_context(op, "queries", queries)?;
-        self.check_rows(op, "queries", "m", queries)
+        check_tensor(self.context(), self.dim(), op, "queries", "m", queries)
     }
 
     fn search_impl(
@@ -389,7 +349,7 @@ impl FlatIndex {
             ids: Vec::with_capacity(m * k),
         };
         if m == 0 || kk == 0 || allow.is_some_and(|a| a.iter().all(|&w| w == 0)) {
-            self.pad(&mut res, m);
+            pad_rows(&mut res, m, self.opts.metric);
             return Ok(res);
         }
         let codec = self.store.codec();
@@ -412,41 +372,17 @@ impl FlatIndex {
             };
             let list = scanner.scan(queries, batch.clone())?;
             let found = scanner.read(&list, batch.len())?;
-            self.push_rows(&mut res, &found, batch, kk, &qnorm);
+            push_found(
+                &mut res,
+                &found,
+                batch,
+                kk,
+                &qnorm,
+                &self.ids,
+                self.opts.metric,
+            );
         }
         Ok(res)
-    }
-
-    /// Appends the results of the batch of queries `batch` to `res`: each
-    /// query's first `kk` candidates as (score, id) until one falls outside
-    /// the stored rows (the filter's padding), then padding to `k`.
-    fn push_rows(
-        &self,
-        res: &mut SearchResult,
-        found: &Candidates,
-        batch: std::ops::Range<usize>,
-        kk: usize,
-        qnorm: &[f32],
-    ) {
-        let l2 = self.opts.metric == Metric::L2;
-        for (i, q) in batch.enumerate() {
-            for (sc, row) in found.query(i, kk) {
-                let Some(id) = self.ids.id_at(row as usize) else {
-                    break;
-                };
-                // L2: the kernel ranks by 2·q·x − ‖x‖²; the distance is
-                // ‖q‖² minus that.
-                res.scores.push(if l2 { qnorm[q] - sc } else { sc });
-                res.ids.push(id as i64);
-            }
-            self.pad(res, q + 1);
-        }
-    }
-
-    /// Fills `res`'s rows so far up to `rows · k` entries.
-    fn pad(&self, res: &mut SearchResult, rows: usize) {
-        res.scores.resize(rows * res.k, pad_score(self.opts.metric));
-        res.ids.resize(rows * res.k, -1);
     }
 
     /// The plan a search of `m` queries for the top `k` would run.
@@ -492,4 +428,72 @@ pub(super) fn device_outputs(
         }
     }
     Ok(DeviceSearchResult { scores, ids })
+}
+
+/// Fails unless `t` (the operand `what`) is f32 `[rows, dim]` on `ctx`, the
+/// index's context.
+pub(super) fn check_tensor(
+    ctx: &Context,
+    dim: usize,
+    op: &'static str,
+    what: &str,
+    rows: &str,
+    t: &crate::Tensor,
+) -> Result<()> {
+    if !std::sync::Arc::ptr_eq(&t.context().inner, &ctx.inner) {
+        return Err(Error::InvalidArgument {
+            op,
+            detail: format!(
+                "{what} is on context {:?}, the index on another, {ctx:?}",
+                t.context()
+            ),
+        });
+    }
+    expect_dtype(op, what, t.dtype(), &[DType::F32])?;
+    let s = t.shape();
+    if s.len() != 2 || s[1] != dim {
+        return Err(Error::Shape {
+            op,
+            detail: format!(
+                "{what} is {}, the index takes [{rows}, {dim}]",
+                shape_str(s)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Appends the results of the queries `batch` to `res`: each query's first
+/// `kk` candidates as (score, id), `ids` mapping a candidate's row (the
+/// flat index's storage row, the IVF index's order) to its id, until one
+/// falls outside them (padding), then padding to `k`.
+pub(super) fn push_found(
+    res: &mut SearchResult,
+    found: &Candidates,
+    batch: std::ops::Range<usize>,
+    kk: usize,
+    qnorm: &[f32],
+    ids: &IdMap,
+    metric: Metric,
+) {
+    let l2 = metric == Metric::L2;
+    for (i, q) in batch.enumerate() {
+        for (sc, row) in found.query(i, kk) {
+            let Some(id) = ids.id_at(row as usize) else {
+                break;
+            };
+            // L2: the kernel ranks by 2·q·x − ‖x‖²; the distance is ‖q‖²
+            // minus that.
+            res.scores.push(if l2 { qnorm[q] - sc } else { sc });
+            res.ids.push(id as i64);
+        }
+        pad_rows(res, q + 1, metric);
+    }
+}
+
+/// Fills `res`'s rows so far up to `rows · k` entries with `metric`'s
+/// padding.
+pub(super) fn pad_rows(res: &mut SearchResult, rows: usize, metric: Metric) {
+    res.scores.resize(rows * res.k, pad_score(metric));
+    res.ids.resize(rows * res.k, -1);
 }

@@ -17,18 +17,15 @@
 //! `nprobe = nlist` gives the flat index's ids and scores exactly.
 
 use super::codec::Codec;
-use super::flat::FlatIndex;
+use super::flat::{check_tensor, FlatIndex};
 use super::ids::IdMap;
 use super::kmeans::{imbalance, kmeans, KMeansOptions, KMeansResult};
-use super::lists::{queries_per_list, ListScanner, Lists};
 use super::rearrange::Piece;
-use super::scan::{device_queries, Candidates, Finish, Queries};
 use super::store::{ChunkStore, Rows};
-use super::{check_k, pad_score, DeviceSearchResult, IndexOptions, SearchResult, Storage};
+use super::{IndexOptions, Storage};
 use crate::context::{Context, Tracked};
-use crate::error::{expect_dtype, Error, Result};
+use crate::error::{Error, Result};
 use crate::ops::similarity::Metric;
-use crate::tensor::{shape_str, DType};
 
 const OP: &str = "IvfIndex";
 
@@ -127,31 +124,24 @@ impl IvfSearchParams {
 /// An inverted-file index of `dim`-dimensional vectors with `u64` ids.
 #[derive(Debug)]
 pub struct IvfIndex {
-    ctx: Context,
-    dim: usize,
-    opts: IvfOptions,
+    pub(super) ctx: Context,
+    pub(super) dim: usize,
+    pub(super) opts: IvfOptions,
     /// The flat index of the centroids, once trained.
-    quantizer: Option<FlatIndex>,
+    pub(super) quantizer: Option<FlatIndex>,
     centroids: Vec<f32>,
     training: Option<KMeansResult>,
     /// Every row, list after list.
-    store: ChunkStore,
+    pub(super) store: ChunkStore,
     /// List `l` is storage rows `starts[l]..starts[l + 1]`.
-    starts: Vec<usize>,
+    pub(super) starts: Vec<usize>,
     /// Ids by order (the order rows were added in, removals compacted).
-    ids: IdMap,
+    pub(super) ids: IdMap,
     /// The order of each storage row, and the storage row of each order.
     row_order: Vec<u32>,
     order_row: Vec<u32>,
     /// `row_order` on the device, one buffer per chunk.
-    orders: Vec<Tracked>,
-}
-
-/// A search's queries as the caller gave them.
-#[derive(Clone, Copy)]
-enum Input<'a> {
-    Host(&'a [f32]),
-    Device(&'a crate::Tensor),
+    pub(super) orders: Vec<Tracked>,
 }
 
 impl IvfIndex {
@@ -305,7 +295,7 @@ impl IvfIndex {
     }
 
     /// The quantiser, or the error of using an untrained index in `op`.
-    fn quantizer(&self, op: &'static str) -> Result<&FlatIndex> {
+    pub(super) fn quantizer(&self, op: &'static str) -> Result<&FlatIndex> {
         self.quantizer
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument {
@@ -315,7 +305,7 @@ impl IvfIndex {
     }
 
     /// Rows of `data` as `[n, dim]`, or a shape error naming `what`.
-    fn rows(&self, op: &'static str, what: &str, data: &[f32]) -> Result<usize> {
+    pub(super) fn rows(&self, op: &'static str, what: &str, data: &[f32]) -> Result<usize> {
         if !data.len().is_multiple_of(self.dim) {
             return Err(Error::Shape {
                 op,
@@ -394,7 +384,7 @@ impl IvfIndex {
         x: &crate::Tensor,
         given: Option<&[u64]>,
     ) -> Result<()> {
-        self.check_tensor(op, "x", "n", x)?;
+        check_tensor(&self.ctx, self.dim, op, "x", "n", x)?;
         let q = self.quantizer(op)?;
         let n = x.shape()[0];
         let new_ids = self.ids.new_ids(n, given, op)?;
@@ -478,40 +468,6 @@ impl IvfIndex {
         self.orders = orders;
     }
 
-    /// Fails unless `t` (the operand `what`) is f32 `[rows, dim]` on this
-    /// index's context.
-    fn check_tensor(
-        &self,
-        op: &'static str,
-        what: &str,
-        rows: &str,
-        t: &crate::Tensor,
-    ) -> Result<()> {
-        if !std::sync::Arc::ptr_eq(&t.context().inner, &self.ctx.inner) {
-            return Err(Error::InvalidArgument {
-                op,
-                detail: format!(
-                    "{what} is on context {:?}, the index on another, {:?}",
-                    t.context(),
-                    self.ctx
-                ),
-            });
-        }
-        expect_dtype(op, what, t.dtype(), &[DType::F32])?;
-        let s = t.shape();
-        if s.len() != 2 || s[1] != self.dim {
-            return Err(Error::Shape {
-                op,
-                detail: format!(
-                    "{what} is {}, the index takes [{rows}, {}]",
-                    shape_str(s),
-                    self.dim
-                ),
-            });
-        }
-        Ok(())
-    }
-
     /// Removes the vectors with these ids (ids not stored are skipped) and
     /// returns how many were removed; the kept rows are laid out again on
     /// the device (no host round trip, no re-encoding) and keep their
@@ -584,240 +540,6 @@ impl IvfIndex {
         self.order_row.clear();
         self.orders.clear();
     }
-
-    /// The `k` best vectors for each of `queries` (`[m, dim]` row-major f32)
-    /// among the index's `nprobe` lists nearest each query: `[m, k]` scores
-    /// and ids, best first, padded with id −1 and score −∞ (+∞ for L2) as
-    /// [`FlatIndex::search`]; ties go to the vector added first.
-    ///
-    /// Errors: untrained or `k` over [`MAX_K`](super::MAX_K)
-    /// ([`Error::InvalidArgument`]); queries not of `dim` ([`Error::Shape`]).
-    pub fn search(&self, queries: &[f32], k: usize) -> Result<SearchResult> {
-        self.search_with(queries, k, IvfSearchParams::default())
-    }
-
-    /// [`search`](Self::search) with per-call parameters.
-    ///
-    /// Errors: as [`search`](Self::search); `nprobe` not in `1..=nlist`.
-    pub fn search_with(
-        &self,
-        queries: &[f32],
-        k: usize,
-        params: IvfSearchParams,
-    ) -> Result<SearchResult> {
-        self.search_impl(Input::Host(queries), k, params, None)
-    }
-
-    /// [`search_with`](Self::search_with) over only the vectors whose id
-    /// `allow` accepts, applied inside the list scan (a bitmap the kernel
-    /// reads, as [`FlatIndex::search_filtered`]); the quantiser is not
-    /// filtered.
-    pub fn search_filtered(
-        &self,
-        queries: &[f32],
-        k: usize,
-        params: IvfSearchParams,
-        allow: impl Fn(u64) -> bool,
-    ) -> Result<SearchResult> {
-        let bits = self.ids.bitmap(allow);
-        self.search_impl(Input::Host(queries), k, params, Some(&bits))
-    }
-
-    /// [`search_with`](Self::search_with) for queries that are a device
-    /// tensor `[m, dim]` f32: quantised and scanned on the device (the
-    /// probes and the results are read back; an L2 index also reads the
-    /// query norms).
-    ///
-    /// Errors: [`Error::DType`] unless f32, [`Error::Shape`] unless
-    /// `[m, dim]`, [`Error::InvalidArgument`] for another context; as
-    /// [`search_with`](Self::search_with).
-    pub fn search_tensor(
-        &self,
-        queries: &crate::Tensor,
-        k: usize,
-        params: IvfSearchParams,
-    ) -> Result<SearchResult> {
-        self.check_tensor("IvfIndex::search_tensor", "queries", "m", queries)?;
-        self.search_impl(Input::Device(queries), k, params, None)
-    }
-
-    /// [`search_tensor`](Self::search_tensor) with the results left on the
-    /// device, as [`FlatIndex::search_device`] leaves them: `[m, k]` f32
-    /// scores and `[m, k, 2]` u32 ids (i64 halves); only the probes cross to
-    /// the host.
-    ///
-    /// Errors: as [`search_tensor`](Self::search_tensor); outputs over one
-    /// storage binding ([`Error::TooLarge`]).
-    pub fn search_device(
-        &self,
-        queries: &crate::Tensor,
-        k: usize,
-        params: IvfSearchParams,
-    ) -> Result<DeviceSearchResult> {
-        const SD: &str = "IvfIndex::search_device";
-        self.check_tensor(SD, "queries", "m", queries)?;
-        let q = self.quantizer(SD)?;
-        check_k(SD, k)?;
-        let nprobe = params.nprobe.unwrap_or(self.opts.nprobe);
-        check_nprobe(nprobe, self.nlist())?;
-        let m = queries.shape()[0];
-        let out = super::flat::device_outputs(&self.ctx, SD, m, k)?;
-        let pad_rows = |rows: std::ops::Range<usize>| -> Result<()> {
-            let n = rows.len() * k;
-            let pad = vec![pad_score(self.opts.metric); n];
-            let (s, i) = (&out.scores, &out.ids);
-            let at = (rows.start * k) as u64;
-            let sb = bytemuck::cast_slice(&pad);
-            self.ctx
-                .write_buffer_ordered(SD, s.buffer(), s.offset() + at * 4, &[sb])?;
-            let ib = vec![0xffu8; n * 8];
-            self.ctx
-                .write_buffer_ordered(SD, i.buffer(), i.offset() + at * 8, &[&ib])
-        };
-        let kk = k.min(self.len());
-        if m == 0 || k == 0 {
-            return Ok(out);
-        }
-        if kk == 0 {
-            pad_rows(0..m)?;
-            return Ok(out);
-        }
-        let probes = q.search_tensor(queries, nprobe)?.ids;
-        let (qt, qnorm) = device_queries(self.store.codec(), queries)?;
-        let scanner = self.scanner(kk, &probes, params, None)?;
-        let table = self.ids.device_table(&self.ctx);
-        let finish = Finish {
-            op: SD,
-            table: &table,
-            qnorm: qnorm.as_ref(),
-            scores: &out.scores,
-            ids: &out.ids,
-            k,
-        };
-        for batch in scanner.batches(&probes, nprobe)? {
-            match scanner.scan(Queries::Device(&qt), &probes, nprobe, batch.clone())? {
-                Some(list) => scanner.finish(&list, batch, &finish)?,
-                None => pad_rows(batch)?,
-            }
-        }
-        Ok(out)
-    }
-
-    /// The list scanner of a search for the top `kk` over `probes`.
-    fn scanner(
-        &self,
-        kk: usize,
-        probes: &[i64],
-        params: IvfSearchParams,
-        allow: Option<&[u32]>,
-    ) -> Result<ListScanner<'_>> {
-        // Grouping shares a list's reads among its queries, at the price of
-        // QB queries' candidate lists held at once: on a software adapter
-        // those spill and ungrouped scans are faster (docs/SEARCH.md).
-        let group = match params.group_queries {
-            Some(false) => 1,
-            Some(true) => queries_per_list(probes),
-            None if self.ctx.profile().texel_reads => 1,
-            None => match queries_per_list(probes) {
-                g if g >= 2 => g,
-                _ => 1,
-            },
-        };
-        let lists = Lists {
-            store: &self.store,
-            starts: &self.starts,
-            orders: &self.orders,
-        };
-        ListScanner::new(lists, kk, group, allow)
-    }
-
-    fn search_impl(
-        &self,
-        input: Input<'_>,
-        k: usize,
-        params: IvfSearchParams,
-        allow: Option<&[u32]>,
-    ) -> Result<SearchResult> {
-        const S: &str = "IvfIndex::search";
-        let q = self.quantizer(S)?;
-        check_k(S, k)?;
-        let nprobe = params.nprobe.unwrap_or(self.opts.nprobe);
-        check_nprobe(nprobe, self.nlist())?;
-        let m = match input {
-            Input::Host(qs) => self.rows(S, "queries", qs)?,
-            Input::Device(t) => t.shape()[0],
-        };
-        let mut res = SearchResult {
-            m,
-            k,
-            scores: Vec::with_capacity(m * k),
-            ids: Vec::with_capacity(m * k),
-        };
-        let kk = k.min(self.len());
-        if m == 0 || kk == 0 || allow.is_some_and(|a| a.iter().all(|&w| w == 0)) {
-            self.pad(&mut res, m);
-            return Ok(res);
-        }
-        let codec = self.store.codec();
-        let (probes, host, qnorm, device) = match input {
-            Input::Host(qs) => {
-                let probes = q.search(qs, nprobe)?.ids;
-                let (rows, norms) = codec.queries(qs);
-                (probes, rows, norms, None)
-            }
-            Input::Device(t) => {
-                let probes = q.search_tensor(t, nprobe)?.ids;
-                let (qt, norms) = device_queries(codec, t)?;
-                let norms = norms.map(|n| n.to_vec::<f32>()).transpose()?;
-                (probes, Vec::new(), norms.unwrap_or_default(), Some(qt))
-            }
-        };
-        let scanner = self.scanner(kk, &probes, params, allow)?;
-        for batch in scanner.batches(&probes, nprobe)? {
-            let queries = match &device {
-                Some(t) => Queries::Device(t),
-                None => Queries::Host(&host),
-            };
-            match scanner.scan(queries, &probes, nprobe, batch.clone())? {
-                Some(list) => {
-                    let found = scanner.read(&list, batch.len())?;
-                    self.push_rows(&mut res, &found, batch, kk, &qnorm);
-                }
-                None => self.pad(&mut res, batch.end),
-            }
-        }
-        Ok(res)
-    }
-
-    /// Appends the results of the queries `batch` to `res`: each query's
-    /// first `kk` candidates as (score, id) until one is padding, then
-    /// padding to `k`.
-    fn push_rows(
-        &self,
-        res: &mut SearchResult,
-        found: &Candidates,
-        batch: std::ops::Range<usize>,
-        kk: usize,
-        qnorm: &[f32],
-    ) {
-        let l2 = self.opts.metric == Metric::L2;
-        for (i, q) in batch.enumerate() {
-            for (sc, order) in found.query(i, kk) {
-                let Some(id) = self.ids.id_at(order as usize) else {
-                    break;
-                };
-                res.scores.push(if l2 { qnorm[q] - sc } else { sc });
-                res.ids.push(id as i64);
-            }
-            self.pad(res, q + 1);
-        }
-    }
-
-    /// Fills `res`'s rows so far up to `rows · k` entries.
-    fn pad(&self, res: &mut SearchResult, rows: usize) {
-        res.scores.resize(rows * res.k, pad_score(self.opts.metric));
-        res.ids.resize(rows * res.k, -1);
-    }
 }
 
 /// The rows of `lists` (each row's list; −1, a row of NaN, goes to list 0)
@@ -863,7 +585,7 @@ fn order_buffers(ctx: &Context, store: &ChunkStore, row_order: &[u32]) -> Vec<Tr
 }
 
 /// Fails unless `nprobe` is in `1..=nlist`.
-fn check_nprobe(nprobe: usize, nlist: usize) -> Result<()> {
+pub(super) fn check_nprobe(nprobe: usize, nlist: usize) -> Result<()> {
     if nprobe == 0 || nprobe > nlist {
         return Err(Error::InvalidArgument {
             op: OP,

@@ -41,8 +41,8 @@
 //!   `IVF`, ragged select, one readback).
 //! - `kmeans` ([`kmeans`]: assignment by a [`FlatIndex`] of the centroids,
 //!   the centroid means by its own kernel) and `ivf` ([`IvfIndex`]: one
-//!   store list by list, a flat quantiser trained by `kmeans`, searched by
-//!   `lists`) on top of `flat`.
+//!   store list by list, a flat quantiser trained by `kmeans`) on top of
+//!   `flat`, and `ivf_search` (its searches, by `lists`) on top of `ivf`.
 //! - `index` — the [`Index`] trait (FAISS's `faiss::Index`) that
 //!   [`FlatIndex`], [`IvfIndex`] and [`ShardedIndex`] implement, on top of
 //!   all three: `Box<dyn Index>` swaps one for another.
@@ -54,6 +54,7 @@ mod flat;
 mod ids;
 mod index;
 mod ivf;
+mod ivf_search;
 mod kmeans;
 mod lists;
 mod plan;
