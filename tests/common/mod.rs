@@ -15,6 +15,8 @@ pub fn ctx() -> Context {
     static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
     // Every call runs the kernel it names, not a quick-compiling stand-in.
     let opts = ContextOptions::default().wait_for_best_kernels(true);
+    // `RUST_LOG=flashdot=info` names every kernel whose compile took > 1 s.
+    let _ = env_logger::builder().is_test(true).try_init();
     match CTX.get_or_init(|| Context::with_options(opts).map_err(|e| e.to_string())) {
         Ok(c) => c.clone(),
         Err(e) => panic!("flashdot tests need a GPU adapter: {e}"),
