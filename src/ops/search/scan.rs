@@ -105,11 +105,27 @@ pub(crate) struct Scanner<'a> {
     allow: Option<Tracked>,
 }
 
+/// Scan dispatches (compute passes) one batch records at most.
+///
+/// wgpu keeps a finished encoder's command pool for later encoders, and its
+/// Vulkan backend records every pass into a command buffer of its own (two,
+/// with the barriers'), so one encoder of thousands of passes leaves a pool
+/// that every later submission resets buffer by buffer: on lavapipe, after
+/// one 20,000-pass encoder each two-pass submission took 9.4 ms instead of
+/// 0.2 ms, for the rest of the process (an IVF add of 300,000 vectors made
+/// every later one-query search ~6 ms slower). Batches of ≤ 512 passes keep
+/// pools small and still amortise a batch's readback.
+pub(crate) const MAX_BATCH_PASSES: usize = 512;
+
 /// Queries per batch: few enough that a batch's candidate lists fit one
-/// storage binding.
-fn batch_size(ctx: &Context, plan: &SearchPlan, slices: usize) -> usize {
+/// storage binding, and that its scan (a dispatch per chunk and block of
+/// `plan.qb` queries) records at most [`MAX_BATCH_PASSES`] passes.
+fn batch_size(max_binding: u64, plan: &SearchPlan, slices: usize, chunks: usize) -> usize {
     let per_query = (slices * plan.slice_slots() * 8) as u64;
-    ((ctx.max_binding() / per_query.max(1)) as usize).clamp(1, 65535)
+    let blocks = (MAX_BATCH_PASSES / chunks.max(1)).max(1);
+    ((max_binding / per_query.max(1)) as usize)
+        .min(blocks * plan.qb as usize)
+        .clamp(1, 65535)
 }
 
 /// Query blocks of `qb` rows, each at an aligned offset of one uniform
@@ -179,7 +195,7 @@ impl<'a> Scanner<'a> {
             .iter()
             .map(|c| c.rows.div_ceil(plan.slice_rows()))
             .sum();
-        let batch = batch_size(ctx, &plan, slices);
+        let batch = batch_size(ctx.max_binding(), &plan, slices, store.chunks().len());
         let allow = allow.map(|bits| {
             ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("search allow bitmap"),
@@ -444,4 +460,34 @@ pub(crate) fn candidate_list(ctx: &Context, entries: usize) -> Tracked {
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch's scan records at most `MAX_BATCH_PASSES` dispatches (one per
+    /// chunk and query block) while its candidates fit a binding, on every
+    /// profile, for one chunk and for many.
+    #[test]
+    fn a_batch_records_a_bounded_number_of_passes() {
+        for p in crate::validate::profiles() {
+            for (k, m) in [(1, 1 << 20), (10, 1 << 20), (100, 5000)] {
+                let plan = SearchPlan::new(&p, k, m, 128).unwrap();
+                for chunks in [1, 3, 700] {
+                    let slices = chunks * 4;
+                    let b = batch_size(128 << 20, &plan, slices, chunks);
+                    let passes = chunks * b.div_ceil(plan.qb as usize);
+                    assert!(b >= 1, "{p:?}");
+                    assert!(
+                        passes <= MAX_BATCH_PASSES.max(chunks),
+                        "{passes} passes for {b} queries over {chunks} chunks (qb {})",
+                        plan.qb
+                    );
+                    let bytes = (b * slices * plan.slice_slots() * 8) as u64;
+                    assert!(bytes <= 128 << 20 || b == 1, "{bytes} bytes of candidates");
+                }
+            }
+        }
+    }
 }
