@@ -138,7 +138,7 @@ pub struct IvfIndex {
     /// Ids by order (the order rows were added in, removals compacted).
     pub(super) ids: IdMap,
     /// The order of each storage row, and the storage row of each order.
-    row_order: Vec<u32>,
+    pub(super) row_order: Vec<u32>,
     order_row: Vec<u32>,
     /// `row_order` on the device, one buffer per chunk.
     pub(super) orders: Vec<Tracked>,
@@ -450,7 +450,7 @@ impl IvfIndex {
     }
 
     /// Installs a new layout.
-    fn apply(
+    pub(super) fn apply(
         &mut self,
         store: ChunkStore,
         starts: Vec<usize>,
@@ -567,7 +567,7 @@ fn by_list(lists: &[i64], nlist: usize) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// Each chunk's slice of `row_order` on the device.
-fn order_buffers(ctx: &Context, store: &ChunkStore, row_order: &[u32]) -> Vec<Tracked> {
+pub(super) fn order_buffers(ctx: &Context, store: &ChunkStore, row_order: &[u32]) -> Vec<Tracked> {
     let mut at = 0;
     store
         .chunks()

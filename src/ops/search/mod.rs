@@ -42,7 +42,9 @@
 //! - `kmeans` ([`kmeans`]: assignment by a [`FlatIndex`] of the centroids,
 //!   the centroid means by its own kernel) and `ivf` ([`IvfIndex`]: one
 //!   store list by list, a flat quantiser trained by `kmeans`) on top of
-//!   `flat`, and `ivf_search` (its searches, by `lists`) on top of `ivf`.
+//!   `flat`, and `ivf_search` (its searches, by `lists`) and `ivf_file`
+//!   ([`IvfIndex::save`] / [`IvfIndex::load`], by `file`'s reader and
+//!   writer) on top of `ivf`.
 //! - `index` — the [`Index`] trait (FAISS's `faiss::Index`) that
 //!   [`FlatIndex`], [`IvfIndex`] and [`ShardedIndex`] implement, on top of
 //!   all three: `Box<dyn Index>` swaps one for another.
@@ -54,6 +56,7 @@ mod flat;
 mod ids;
 mod index;
 mod ivf;
+pub mod ivf_file;
 mod ivf_search;
 mod kmeans;
 mod lists;
