@@ -5,6 +5,7 @@
 use super::flat::{check_tensor, device_outputs, pad_rows, push_found};
 use super::ivf::{check_nprobe, IvfIndex, IvfSearchParams};
 use super::lists::{queries_per_list, ListScanner, Lists};
+use super::plan::ivf_group;
 use super::scan::{device_queries, Finish, Queries};
 use super::{check_k, pad_score, DeviceSearchResult, SearchResult};
 use crate::error::Result;
@@ -150,18 +151,8 @@ impl IvfIndex {
         params: IvfSearchParams,
         allow: Option<&[u32]>,
     ) -> Result<ListScanner<'_>> {
-        // Grouping shares a list's reads among its queries, at the price of
-        // QB queries' candidate lists held at once: on a software adapter
-        // those spill and ungrouped scans are faster (docs/SEARCH.md).
-        let group = match params.group_queries {
-            Some(false) => 1,
-            Some(true) => queries_per_list(probes),
-            None if self.ctx.profile().texel_reads => 1,
-            None => match queries_per_list(probes) {
-                g if g >= 2 => g,
-                _ => 1,
-            },
-        };
+        let per_list = queries_per_list(probes);
+        let group = ivf_group(self.ctx.profile(), params.group_queries, per_list);
         let lists = Lists {
             store: &self.store,
             starts: &self.starts,

@@ -109,6 +109,34 @@ pub(crate) fn ivf_batch(profile: &DeviceProfile, dp: usize) -> usize {
     (profile.max_uniform_binding as usize / (dp * 4)).clamp(1, IVF_MAX_BATCH)
 }
 
+/// Queries of an inverted-file batch one list-scan work item serves: 1
+/// (ungrouped: an item is one query's probed runs in a chunk) or the batch's
+/// mean queries per probed list `per_list` (grouped: a list's queries share
+/// its reads). `forced` is `IvfSearchParams::group_queries`.
+///
+/// A grouped item holds its queries' candidate lists at once: on a software
+/// adapter they spill registers, so grouping pays only where many queries
+/// share a list (lavapipe, 256 queries: 1.2–2.3× faster at 8 and 64 queries
+/// a list, within 3% at 16, a tie or slower below 4: docs/SEARCH.md); on
+/// GPUs it shares the list's reads once two or more queries probe a list.
+pub(crate) fn ivf_group(profile: &DeviceProfile, forced: Option<bool>, per_list: usize) -> usize {
+    let least = if profile.device_type == wgpu::DeviceType::Cpu {
+        SOFTWARE_GROUP_LEAST
+    } else {
+        2
+    };
+    match forced {
+        Some(false) => 1,
+        Some(true) => per_list.max(1),
+        None if per_list >= least => per_list,
+        None => 1,
+    }
+}
+
+/// Queries a list a software adapter's batch needs before its list scan is
+/// grouped ([`ivf_group`]).
+const SOFTWARE_GROUP_LEAST: usize = 8;
+
 impl TopkSpec {
     /// This scan spec as an inverted-file list scan with `queries` in the
     /// batch's uniform block, for lists of about `rows` rows (other specs
@@ -534,4 +562,24 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<TopkSpec> {
         }
     }
     v.into_iter().collect()
+}
+
+#[cfg(test)]
+mod ivf_group_tests {
+    use super::*;
+
+    #[test]
+    fn grouping_follows_the_adapter_and_queries_per_list() {
+        for p in crate::validate::profiles() {
+            let software = p.device_type == wgpu::DeviceType::Cpu;
+            for per_list in [0, 1, 2, 7, 8, 16] {
+                assert_eq!(ivf_group(&p, Some(false), per_list), 1);
+                assert_eq!(ivf_group(&p, Some(true), per_list), per_list.max(1));
+                let auto = ivf_group(&p, None, per_list);
+                let least = if software { 8 } else { 2 };
+                let want = if per_list < least { 1 } else { per_list };
+                assert_eq!(auto, want, "{p:?} at {per_list} queries a list");
+            }
+        }
+    }
 }
