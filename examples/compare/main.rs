@@ -10,17 +10,23 @@
 //! measurement) and one SVG chart per family (throughput vs the swept size, a
 //! line per variant and one for the CPU). `--quick` runs a small sweep (the
 //! default on a software adapter, where the full one takes minutes and ~9 GB),
-//! `--full` the full one.
+//! `--full` the full one. Last, the IVF index's recall–throughput curve
+//! against the flat index (`ivf.rs`), with FAISS's as baseline where it is
+//! installed.
 
 //!
 //! Files: `families.rs` (each family's sweep, validation and timing),
-//! `report.rs` (the tables, `results.json` and the SVG charts).
+//! `report.rs` (the tables, `results.json` and the SVG charts), `ivf.rs` (the
+//! IVF curve, measured by `examples/common/ivf_curve.rs`).
 
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../common/cpu.rs"]
 mod cpu;
+#[path = "../common/ivf_curve.rs"]
+mod curve;
 mod families;
+mod ivf;
 mod report;
 
 use clap::Parser;
@@ -146,6 +152,7 @@ fn run(a: &Args) -> R<()> {
     for f in &FAMILIES {
         print!("{}", table(&recs, f));
     }
+    print!("{}", ivf::ivf_section(&ctx, a)?);
     if let Some(dir) = &a.out {
         let io = |e: std::io::Error| fail(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
