@@ -342,3 +342,53 @@ fn params_structs_mirror_their_wgsl() {
     mirrors::<search::KMeansParams>(search::kmeans_specs()[0].source());
     mirrors::<attention::AttentionParams>(attention::reachable_specs(&profiles())[0].source());
 }
+
+/// A search batch's scan records at most `MAX_BATCH_PASSES` dispatches (one
+/// per chunk and query block) while its candidates fit a binding, on every
+/// profile, for one chunk and for many.
+#[test]
+fn a_search_batch_records_a_bounded_number_of_passes() {
+    use search::{batch_size, SearchPlan, MAX_BATCH_PASSES};
+    for p in profiles() {
+        for (k, m) in [(1, 1 << 20), (10, 1 << 20), (100, 5000)] {
+            let plan = SearchPlan::new(&p, k, m, 128).unwrap();
+            for chunks in [1, 3, 700] {
+                let slices = chunks * 4;
+                let b = batch_size(128 << 20, &plan, slices, chunks);
+                let passes = chunks * b.div_ceil(plan.qb as usize);
+                assert!(b >= 1, "{p:?}");
+                assert!(
+                    passes <= MAX_BATCH_PASSES.max(chunks),
+                    "{passes} passes for {b} queries over {chunks} chunks (qb {})",
+                    plan.qb
+                );
+                let bytes = (b * slices * plan.slice_slots() * 8) as u64;
+                assert!(bytes <= 128 << 20 || b == 1, "{bytes} bytes of candidates");
+            }
+        }
+    }
+}
+
+/// The IVF list scan is grouped from 8 queries a list on software adapters,
+/// from 2 on GPUs, and as forced when forced.
+#[test]
+fn ivf_grouping_follows_the_adapter_and_queries_per_list() {
+    use search::ivf_group;
+    for p in profiles() {
+        let least = if p.device_type == wgpu::DeviceType::Cpu {
+            8
+        } else {
+            2
+        };
+        for per_list in [0, 1, 2, 7, 8, 16] {
+            assert_eq!(ivf_group(&p, Some(false), per_list), 1);
+            assert_eq!(ivf_group(&p, Some(true), per_list), per_list.max(1));
+            let want = if per_list < least { 1 } else { per_list };
+            assert_eq!(
+                ivf_group(&p, None, per_list),
+                want,
+                "{p:?} at {per_list} queries a list"
+            );
+        }
+    }
+}

@@ -82,9 +82,13 @@ pub(crate) use kmeans::reachable_specs as kmeans_specs;
 #[cfg(test)]
 pub(crate) use kmeans::KMeansParams;
 #[cfg(test)]
+pub(crate) use plan::ivf_group;
+#[cfg(test)]
 pub(crate) use plan::reachable as reachable_specs;
 #[cfg(test)]
 pub(crate) use plan::TopkParams;
+#[cfg(test)]
+pub(crate) use scan::{batch_size, MAX_BATCH_PASSES};
 
 /// Largest supported k.
 pub const MAX_K: usize = 1024;

@@ -563,23 +563,3 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<TopkSpec> {
     }
     v.into_iter().collect()
 }
-
-#[cfg(test)]
-mod ivf_group_tests {
-    use super::*;
-
-    #[test]
-    fn grouping_follows_the_adapter_and_queries_per_list() {
-        for p in crate::validate::profiles() {
-            let software = p.device_type == wgpu::DeviceType::Cpu;
-            for per_list in [0, 1, 2, 7, 8, 16] {
-                assert_eq!(ivf_group(&p, Some(false), per_list), 1);
-                assert_eq!(ivf_group(&p, Some(true), per_list), per_list.max(1));
-                let auto = ivf_group(&p, None, per_list);
-                let least = if software { 8 } else { 2 };
-                let want = if per_list < least { 1 } else { per_list };
-                assert_eq!(auto, want, "{p:?} at {per_list} queries a list");
-            }
-        }
-    }
-}

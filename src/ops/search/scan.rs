@@ -120,7 +120,12 @@ pub(crate) const MAX_BATCH_PASSES: usize = 512;
 /// Queries per batch: few enough that a batch's candidate lists fit one
 /// storage binding, and that its scan (a dispatch per chunk and block of
 /// `plan.qb` queries) records at most [`MAX_BATCH_PASSES`] passes.
-fn batch_size(max_binding: u64, plan: &SearchPlan, slices: usize, chunks: usize) -> usize {
+pub(crate) fn batch_size(
+    max_binding: u64,
+    plan: &SearchPlan,
+    slices: usize,
+    chunks: usize,
+) -> usize {
     let per_query = (slices * plan.slice_slots() * 8) as u64;
     let blocks = (MAX_BATCH_PASSES / chunks.max(1)).max(1);
     ((max_binding / per_query.max(1)) as usize)
@@ -460,34 +465,4 @@ pub(crate) fn candidate_list(ctx: &Context, entries: usize) -> Tracked {
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A batch's scan records at most `MAX_BATCH_PASSES` dispatches (one per
-    /// chunk and query block) while its candidates fit a binding, on every
-    /// profile, for one chunk and for many.
-    #[test]
-    fn a_batch_records_a_bounded_number_of_passes() {
-        for p in crate::validate::profiles() {
-            for (k, m) in [(1, 1 << 20), (10, 1 << 20), (100, 5000)] {
-                let plan = SearchPlan::new(&p, k, m, 128).unwrap();
-                for chunks in [1, 3, 700] {
-                    let slices = chunks * 4;
-                    let b = batch_size(128 << 20, &plan, slices, chunks);
-                    let passes = chunks * b.div_ceil(plan.qb as usize);
-                    assert!(b >= 1, "{p:?}");
-                    assert!(
-                        passes <= MAX_BATCH_PASSES.max(chunks),
-                        "{passes} passes for {b} queries over {chunks} chunks (qb {})",
-                        plan.qb
-                    );
-                    let bytes = (b * slices * plan.slice_slots() * 8) as u64;
-                    assert!(bytes <= 128 << 20 || b == 1, "{bytes} bytes of candidates");
-                }
-            }
-        }
-    }
 }
