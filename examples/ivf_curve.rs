@@ -13,25 +13,14 @@
 
 #[path = "common/ivf_curve.rs"]
 mod curve;
+#[path = "common/search_args.rs"]
+mod search_args;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use curve::{measure, Corpus, CurveOptions};
 use flashdot::ops::search::Storage;
 use flashdot::ops::similarity::Metric;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum StorageArg {
-    F32,
-    F16,
-    Int8,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum MetricArg {
-    Ip,
-    Cosine,
-    L2,
-}
+use search_args::{MetricArg, StorageArg};
 
 #[derive(Parser, Debug)]
 #[command(about = "IVF recall@10 and queries/s against the flat index, per nprobe")]
@@ -68,7 +57,9 @@ struct Args {
     batch: usize,
     /// Also write the corpus and the batch's queries to DIR/corpus.fvecs
     /// and DIR/queries.fvecs (the FAISS baseline, scripts/faiss-ivf.py,
-    /// reads them).
+    /// reads them), and k-means' training points, initial centroids and
+    /// objectives to DIR/train.fvecs, init.fvecs, objective.txt
+    /// (scripts/faiss-kmeans.py runs FAISS's k-means from the same start).
     #[arg(long)]
     write: Option<std::path::PathBuf>,
     /// The nprobe values, comma separated.
@@ -82,16 +73,8 @@ struct Args {
 
 fn main() -> flashdot::Result<()> {
     let a = Args::parse();
-    let metric = match a.metric {
-        MetricArg::Ip => Metric::InnerProduct,
-        MetricArg::Cosine => Metric::Cosine,
-        MetricArg::L2 => Metric::L2,
-    };
-    let storage = match a.storage {
-        StorageArg::F32 => Storage::F32,
-        StorageArg::F16 => Storage::F16,
-        StorageArg::Int8 => Storage::Int8,
-    };
+    let metric = Metric::from(a.metric);
+    let storage = Storage::from(a.storage);
     let ctx = flashdot::Context::new()?;
     println!("adapter: {}", ctx.info().name);
     let c = Corpus::clustered(a.n, a.dim, a.clusters, a.spread, a.batch);
@@ -112,6 +95,7 @@ fn main() -> flashdot::Result<()> {
         niter: a.niter,
         points_per_list: a.points_per_list,
         nprobe: a.nprobe.clone(),
+        write_training: a.write.clone(),
     };
     let curve = measure(&ctx, &c, &opts, &mut |line| println!("{line}"))?;
     let hwm = std::fs::read_to_string("/proc/self/status")

@@ -12,6 +12,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/search_args.rs"]
+mod search_args;
 #[path = "common/vectors.rs"]
 mod vectors;
 
@@ -24,20 +26,7 @@ use flashdot::ops::search::{
 };
 use flashdot::ops::similarity::Metric;
 use flashdot::reference;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum StorageArg {
-    F32,
-    F16,
-    Int8,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum MetricArg {
-    Ip,
-    Cosine,
-    L2,
-}
+use search_args::{MetricArg, StorageArg};
 
 /// The index type.
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -220,16 +209,8 @@ fn read_corpus(a: &Args, ctx: &flashdot::Context) -> Result<(Vec<f32>, usize), S
 /// The index's storage and metric from the flags, after checking the flags
 /// that shape the run (shards, removal and filter shares, save/load).
 fn index_settings(a: &Args) -> Result<(Storage, Metric), String> {
-    let storage = match a.storage {
-        StorageArg::F32 => Storage::F32,
-        StorageArg::F16 => Storage::F16,
-        StorageArg::Int8 => Storage::Int8,
-    };
-    let metric = match a.metric {
-        MetricArg::Ip => Metric::InnerProduct,
-        MetricArg::Cosine => Metric::Cosine,
-        MetricArg::L2 => Metric::L2,
-    };
+    let storage = Storage::from(a.storage);
+    let metric = Metric::from(a.metric);
     if a.shards == 0
         || !(0.0..1.0).contains(&a.remove)
         || a.filter.is_some_and(|f| !(f > 0.0 && f <= 1.0))

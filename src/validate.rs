@@ -110,6 +110,7 @@ fn all_kernels() -> Vec<Kernel> {
     v.extend(matmul::reachable_specs().iter().map(kernel));
     v.extend(search::reachable_specs(&p).iter().map(kernel));
     v.extend(search::kmeans_specs().iter().map(kernel));
+    v.extend(search::nearest_specs(&p).iter().map(kernel));
     v.extend(attention::reachable_specs(&p).iter().map(kernel));
     v
 }
@@ -340,6 +341,7 @@ fn params_structs_mirror_their_wgsl() {
     mirrors::<matmul::MatmulParams>(matmul::reachable_specs()[0].source());
     mirrors::<search::TopkParams>(search::reachable_specs(&profiles())[0].source());
     mirrors::<search::KMeansParams>(search::kmeans_specs()[0].source());
+    mirrors::<search::NearestParams>(search::nearest_specs(&profiles())[0].source());
     mirrors::<attention::AttentionParams>(attention::reachable_specs(&profiles())[0].source());
 }
 

@@ -95,6 +95,29 @@ impl Corpus {
 
 /// Writes `rows` (`[n, dim]`) as `.fvecs`: per vector its dim (i32) and
 /// its values (f32), little-endian.
+/// The training run's points, initial centroids and objectives, for a
+/// k-means elsewhere from the same start.
+fn write_training(
+    dir: &std::path::Path,
+    c: &Corpus,
+    tr: &flashdot::ops::search::KMeansResult,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let d = c.dim;
+    let rows: Vec<f32> = match &tr.sample {
+        Some(s) => s
+            .iter()
+            .flat_map(|&i| &c.vectors[i * d..(i + 1) * d])
+            .copied()
+            .collect(),
+        None => c.vectors.clone(),
+    };
+    write_fvecs(&dir.join("train.fvecs"), &rows, d)?;
+    write_fvecs(&dir.join("init.fvecs"), &tr.initial, d)?;
+    let obj: String = tr.objective.iter().map(|o| format!("{o:.9e}\n")).collect();
+    std::fs::write(dir.join("objective.txt"), obj)
+}
+
 fn write_fvecs(path: &std::path::Path, rows: &[f32], dim: usize) -> std::io::Result<()> {
     let mut bytes = Vec::with_capacity(rows.len() / dim * (dim + 1) * 4);
     for row in rows.chunks_exact(dim) {
@@ -127,6 +150,10 @@ pub struct CurveOptions {
     pub niter: usize,
     pub points_per_list: usize,
     pub nprobe: Vec<usize>,
+    /// Write the k-means training points, its initial centroids and its
+    /// objective per iteration here (DIR/train.fvecs, init.fvecs,
+    /// objective.txt: scripts/faiss-kmeans.py runs FAISS from them).
+    pub write_training: Option<std::path::PathBuf>,
 }
 
 /// One nprobe's row: recall@10 against the flat index, the one-query
@@ -197,6 +224,12 @@ pub fn measure(
             tr.imbalance,
         )
     });
+    if let (Some(dir), Some(tr)) = (&o.write_training, ivf.training()) {
+        write_training(dir, c, tr).map_err(|e| flashdot::Error::InvalidArgument {
+            op: "ivf_curve",
+            detail: format!("writing {}: {e}", dir.display()),
+        })?;
+    }
     say(format!(
         "train: {} lists in {train:.1} s ({} iterations, {} points a list), objective {objective:.6e}, imbalance {imbalance:.3}",
         o.nlist, o.niter, o.points_per_list

@@ -33,6 +33,7 @@ pub(crate) fn ivf_section(ctx: &Context, a: &Args) -> R<String> {
         niter,
         points_per_list: ppl,
         nprobe: nprobe.clone(),
+        write_training: None,
     };
     let mut log = String::new();
     let curve = measure(ctx, &c, &opts, &mut |line| {

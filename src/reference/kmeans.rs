@@ -44,33 +44,8 @@ pub fn kmeans(data: &[f32], d: usize, init: &[f32], niter: usize, metric: Metric
         assign: Vec::new(),
     };
     for _ in 0..niter {
-        let mut obj = 0.0;
-        let assign: Vec<usize> = x
-            .chunks_exact(d)
-            .map(|p| {
-                let score = |ci: usize| {
-                    let cr = &c[ci * d..(ci + 1) * d];
-                    match metric {
-                        Metric::L2 => p
-                            .iter()
-                            .zip(cr)
-                            .map(|(a, b)| (a - b) * (a - b))
-                            .sum::<f64>(),
-                        _ => p.iter().zip(cr).map(|(a, b)| a * b).sum::<f64>(),
-                    }
-                };
-                let better = |a: f64, b: f64| if metric == Metric::L2 { a < b } else { a > b };
-                let mut best = (0, score(0));
-                for ci in 1..k {
-                    let s = score(ci);
-                    if better(s, best.1) {
-                        best = (ci, s);
-                    }
-                }
-                obj += best.1;
-                best.0
-            })
-            .collect();
+        let (assign, best) = nearest(&x, d, &c, metric);
+        let obj: f64 = best.iter().sum();
         out.objective.push(obj);
         let mut sums = vec![0.0f64; k * d];
         let mut counts = vec![0usize; k];
@@ -95,4 +70,34 @@ pub fn kmeans(data: &[f32], d: usize, init: &[f32], niter: usize, metric: Metric
     }
     out.centroids = c;
     out
+}
+
+/// Each row of `x [n, d]` to its best row of `c [k, d]` (the lowest squared
+/// distance for L2, else the highest inner product; ties to the lower
+/// centroid) and that score.
+pub fn nearest(x: &[f64], d: usize, c: &[f64], metric: Metric) -> (Vec<usize>, Vec<f64>) {
+    let k = c.len() / d;
+    x.chunks_exact(d)
+        .map(|p| {
+            let score = |ci: usize| score(p, &c[ci * d..(ci + 1) * d], metric);
+            let better = |a: f64, b: f64| if metric == Metric::L2 { a < b } else { a > b };
+            let mut best = (0, score(0));
+            for ci in 1..k {
+                let s = score(ci);
+                if better(s, best.1) {
+                    best = (ci, s);
+                }
+            }
+            best
+        })
+        .unzip()
+}
+
+/// Point `p` against centroid `c`: the squared distance (L2) or the inner
+/// product.
+pub fn score(p: &[f64], c: &[f64], metric: Metric) -> f64 {
+    match metric {
+        Metric::L2 => p.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum(),
+        _ => p.iter().zip(c).map(|(a, b)| a * b).sum(),
+    }
 }

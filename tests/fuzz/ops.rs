@@ -13,8 +13,8 @@ use flashdot::ops::matmul::{
 use flashdot::ops::norm::layer_norm_into;
 use flashdot::ops::pooling::mean_pool_into;
 use flashdot::ops::search::{
-    FlatIndex, Index, IndexOptions, IvfIndex, IvfOptions, IvfSearchParams, KMeansOptions, Storage,
-    MAX_ID,
+    assign, assign_tensor, FlatIndex, Index, IndexOptions, IvfIndex, IvfOptions, IvfSearchParams,
+    KMeansOptions, Storage, MAX_ID,
 };
 use flashdot::ops::similarity::{cosine, normalize, scores, Metric};
 use flashdot::{reference, verify, DType, Tensor};
@@ -48,7 +48,7 @@ pub type Gen = fn(Env<'_>, &mut Rng64) -> Check;
 /// One generator/checker per op. The case draws its op as an index into this
 /// table, so its order is part of every printed reproduction: keep it (new
 /// ops go last; a new row still changes which case a seed and number name).
-pub const OPS: [(&str, Gen); 13] = [
+pub const OPS: [(&str, Gen); 14] = [
     ("tensor", tensor_case),
     ("dot", dot_case),
     ("cosine", cosine_case),
@@ -62,6 +62,7 @@ pub const OPS: [(&str, Gen); 13] = [
     ("layer_norm", layer_norm_case),
     ("mean_pool", mean_pool_case),
     ("ivf", ivf_case),
+    ("assign", assign_case),
 ];
 
 /// Creation, reshape, narrow and contiguous copy of a random tensor.
@@ -593,5 +594,59 @@ fn mean_pool_case(e: Env<'_>, r: &mut Rng64) -> Check {
         .collect();
     let (out, _) = tensor(e.ctx, r, &[b, h], DType::F32, false)?;
     mean_pool_into(&x, &lens, &out)?;
+    Ok(None)
+}
+
+/// Nearest-centroid assignment (host rows or a device tensor): dims 0 and
+/// 2^40, no centroids, ragged rows, special values. Besides panics, wrong
+/// results are: a label past the centroids, a result of another length, and
+/// (on finite inputs) a label whose f64 score is not a best one within the
+/// f32 bound.
+fn assign_case(e: Env<'_>, r: &mut Rng64) -> Check {
+    let dim = [0, 1, 3, 8, 59, 1 << 40][r.random_range(0..6)];
+    let d = dim.min(64);
+    let k = [0, 1, 2, 3, 7, 64, 65][r.random_range(0..7)];
+    let n = [0, 1, 3, 33, 127][r.random_range(0..5)];
+    let ragged = usize::from(r.random_range(0..8) == 0);
+    let data: Vec<f32> = (0..n * d + ragged).map(|_| value(r, e.sp)).collect();
+    let cents: Vec<f32> = (0..k * d).map(|_| value(r, e.sp)).collect();
+    let metric = [Metric::Cosine, Metric::InnerProduct, Metric::L2][r.random_range(0..3)];
+    let got = if r.random::<bool>() && ragged == 0 && d > 0 {
+        let x = Tensor::from_slice(e.ctx, &data, &[n, d])?;
+        assign_tensor(&x, &cents, dim, metric)?
+    } else {
+        assign(e.ctx, &data, &cents, dim, metric)?
+    };
+    // With dim 1 a "ragged" row is one more point.
+    let n = data.len() / d.max(1);
+    let what = format!("assign [{n}, {dim}] to {k} {metric:?}");
+    if got.labels.len() != n
+        || got.distances.len() != n
+        || got.labels.iter().any(|&l| l as usize >= k)
+    {
+        return differs(what);
+    }
+    if data
+        .iter()
+        .chain(&cents)
+        .any(|v| !v.is_finite() || v.abs() > 1e30)
+        || metric == Metric::Cosine
+    {
+        return Ok(None);
+    }
+    let (x, c): (Vec<f64>, Vec<f64>) = (
+        data.iter().map(|&v| v as f64).collect(),
+        cents.iter().map(|&v| v as f64).collect(),
+    );
+    let (_, best) = reference::kmeans::nearest(&x, d, &c, metric);
+    for (i, p) in x.chunks_exact(d).enumerate() {
+        let l = got.labels[i] as usize;
+        let mine = reference::kmeans::score(p, &c[l * d..(l + 1) * d], metric);
+        // Rows of values in [-1, 1): norms at most d.
+        let tol = 4.0 * (d as f64 + 4.0) * f32::EPSILON as f64 * 2.0 * d as f64;
+        if (mine - best[i]).abs() > tol {
+            return differs(what);
+        }
+    }
     Ok(None)
 }

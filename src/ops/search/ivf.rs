@@ -16,10 +16,11 @@
 //! query's candidates, and one readback returns them ([`ListScanner`]); so
 //! `nprobe = nlist` gives the flat index's ids and scores exactly.
 
-use super::codec::Codec;
+use super::codec::{normalized, Codec};
 use super::flat::{check_tensor, FlatIndex};
 use super::ids::IdMap;
 use super::kmeans::{imbalance, kmeans, KMeansOptions, KMeansResult};
+use super::nearest::{Centroids, Points};
 use super::rearrange::Piece;
 use super::store::{ChunkStore, Rows};
 use super::{IndexOptions, Storage};
@@ -129,6 +130,9 @@ pub struct IvfIndex {
     pub(super) opts: IvfOptions,
     /// The flat index of the centroids, once trained.
     pub(super) quantizer: Option<FlatIndex>,
+    /// The centroids as adds assign to them (`None` where the adapter
+    /// cannot hold them for that kernel: the quantiser assigns).
+    assigner: Option<Centroids>,
     centroids: Vec<f32>,
     training: Option<KMeansResult>,
     /// Every row, list after list.
@@ -181,6 +185,7 @@ impl IvfIndex {
             starts: vec![0; opts.nlist + 1],
             opts,
             quantizer: None,
+            assigner: None,
             centroids: Vec::new(),
             training: None,
             ids: IdMap::default(),
@@ -289,6 +294,25 @@ impl IvfIndex {
             IndexOptions::default().metric(self.opts.metric),
         )?;
         q.add(&centroids)?;
+        // Cosine ranks as the inner product with unit centroids: a point's
+        // norm scales all its similarities alike.
+        let l2 = self.opts.metric == Metric::L2;
+        let unit: Vec<f32>;
+        let rows = match self.opts.metric {
+            Metric::Cosine => {
+                unit = centroids
+                    .chunks_exact(self.dim)
+                    .flat_map(normalized)
+                    .collect();
+                &unit
+            }
+            _ => &centroids,
+        };
+        self.assigner = match Centroids::new(&self.ctx, rows, self.dim, l2) {
+            Ok(c) => Some(c),
+            Err(Error::TooLarge { .. }) => None,
+            Err(e) => return Err(e),
+        };
         self.centroids = centroids;
         self.quantizer = Some(q);
         Ok(())
@@ -346,7 +370,7 @@ impl IvfIndex {
         if n == 0 {
             return Ok(());
         }
-        let lists = q.search(data, 1)?.ids;
+        let lists = self.lists_of(q, Points::Host(data))?;
         let (perm, counts) = by_list(&lists, self.nlist());
         let codec = *self.store.codec();
         let mut enc = super::codec::Encoded::default();
@@ -391,11 +415,22 @@ impl IvfIndex {
         if n == 0 {
             return Ok(());
         }
-        let lists = q.search_tensor(x, 1)?.ids;
+        let lists = self.lists_of(q, Points::Device(x))?;
         let (perm, counts) = by_list(&lists, self.nlist());
         let packed = self.store.encode_tensor(x, op)?;
         let pieces = self.insert_pieces(&counts, perm.iter().copied());
         self.insert(&pieces, &counts, &perm, packed.rows(), &new_ids)
+    }
+
+    /// Each point's list: its nearest centroid, by the assignment kernel
+    /// (a GEMM with an argmin, much faster than the flat scan for many
+    /// points) or, where that cannot hold the centroids, by quantiser `q`.
+    fn lists_of(&self, q: &FlatIndex, points: Points<'_>) -> Result<Vec<i64>> {
+        match (&self.assigner, points) {
+            (Some(c), _) => Ok(c.nearest(points)?.0.into_iter().map(i64::from).collect()),
+            (None, Points::Host(data)) => Ok(q.search(data, 1)?.ids),
+            (None, Points::Device(x)) => Ok(q.search_tensor(x, 1)?.ids),
+        }
     }
 
     /// The pieces of the store after an insert of rows sorted by list

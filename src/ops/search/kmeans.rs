@@ -2,9 +2,9 @@
 //! quantiser of [`IvfIndex`](super::IvfIndex) is trained by it). Kernel
 //! source: `kmeans.wgsl`.
 //!
-//! Each iteration assigns every training point to its best centroid by the
-//! flat index's fused scan (a [`FlatIndex`] of the centroids searched with
-//! `k = 1`: no second scan kernel), then recomputes each centroid as the mean
+//! Each iteration assigns every training point to its best centroid by
+//! [`assign`](super::assign)'s kernel (a GEMM with the argmin fused, as FAISS
+//! assigns), then recomputes each centroid as the mean
 //! of its points by a reduction without float atomics: the host groups the
 //! point numbers by cluster (a counting sort of the assignment it has read
 //! back anyway) and a kernel whose workgroups each own one cluster and 64 of
@@ -13,10 +13,9 @@
 //! spherical (centroids normalised after each update, as FAISS's `IndexIVF`
 //! trains for inner product); cosine runs cluster the normalised points.
 
-use super::codec::normalized;
-use super::flat::FlatIndex;
+use super::codec::{normalized, stored_norm};
+use super::nearest::{Centroids, Points};
 use super::plan::tensor_bind;
-use super::IndexOptions;
 use crate::context::{Context, Spec};
 use crate::error::{Error, Result};
 use crate::ops::similarity::Metric;
@@ -135,6 +134,10 @@ pub struct KMeansResult {
     /// The training points (indices into the data, ascending), when more
     /// than `k · max_points_per_centroid` were given; else `None` (all).
     pub sample: Option<Vec<usize>>,
+    /// `[k, dim]` centroids the first iteration started from (the init
+    /// given, or the seeded pick): what a run elsewhere needs to start from
+    /// the same place.
+    pub initial: Vec<f32>,
     /// Each training point's cluster in the last iteration's assignment.
     pub assign: Vec<u32>,
     /// Imbalance factor of that assignment: `k · Σ size² / n²` (1 when
@@ -251,8 +254,9 @@ pub fn kmeans(
         }
     };
     let run = Run::new(ctx, &points, dim, k, opts.metric)?;
-    let mut res = run.iterate(centroids, opts.niter)?;
+    let mut res = run.iterate(centroids.clone(), opts.niter)?;
     res.sample = sample;
+    res.initial = centroids;
     Ok(res)
 }
 
@@ -260,6 +264,9 @@ pub fn kmeans(
 struct Run<'a> {
     ctx: &'a Context,
     points: crate::Tensor,
+    host: &'a [f32],
+    /// Σ ‖x‖² over the points.
+    sq_norms: f64,
     n: usize,
     dim: usize,
     k: usize,
@@ -267,7 +274,13 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(ctx: &'a Context, points: &[f32], dim: usize, k: usize, metric: Metric) -> Result<Self> {
+    fn new(
+        ctx: &'a Context,
+        points: &'a [f32],
+        dim: usize,
+        k: usize,
+        metric: Metric,
+    ) -> Result<Self> {
         let n = points.len() / dim;
         let bytes = (points.len() * 4) as u64;
         if bytes > ctx.max_binding() {
@@ -282,6 +295,11 @@ impl<'a> Run<'a> {
         Ok(Run {
             ctx,
             points: crate::Tensor::from_slice(ctx, points, &[n, dim])?,
+            host: points,
+            sq_norms: points
+                .chunks_exact(dim)
+                .map(|x| stored_norm(x) as f64)
+                .sum(),
             n,
             dim,
             k,
@@ -301,6 +319,7 @@ impl<'a> Run<'a> {
             centroids: Vec::new(),
             objective: Vec::with_capacity(niter),
             sample: None,
+            initial: Vec::new(),
             assign: Vec::new(),
             imbalance: 1.0,
             splits: 0,
@@ -308,8 +327,19 @@ impl<'a> Run<'a> {
         // FAISS's split generator is seeded once per run.
         let mut rng = SplitMix::new(1234);
         for _ in 0..niter {
-            let (assign, obj) =
-                assign_points(self.ctx, &self.points, &centroids, self.dim, self.metric)?;
+            // Texel copies straight from the device rows need whole vec4s.
+            let points = match self.dim % 4 {
+                0 => Points::Device(&self.points),
+                _ => Points::Host(self.host),
+            };
+            let (assign, obj) = assign_points(
+                self.ctx,
+                points,
+                &centroids,
+                self.dim,
+                self.metric,
+                self.sq_norms,
+            )?;
             res.objective.push(obj);
             let mut counts = vec![0usize; self.k];
             for &a in &assign {
@@ -372,27 +402,23 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Each point's best centroid by the flat scan (top 1 over a flat index of
-/// the centroids; ties to the lower centroid) and the objective: the sum
-/// of the distances (L2) or similarities. `points` is `[n, dim]` f32, unit
-/// rows for cosine (so the scan is an inner product).
+/// Each point's best centroid by the nearest-centroid kernel (ties to the
+/// lower centroid) and the objective: the sum of the squared distances
+/// (L2) or similarities. `points` is `[n, dim]` f32, unit rows for cosine
+/// (so that the ranking is an inner product); `sq_norms` is the sum of
+/// their squared norms (L2's objective adds it).
 pub(crate) fn assign_points(
     ctx: &Context,
-    points: &crate::Tensor,
+    points: Points<'_>,
     centroids: &[f32],
     dim: usize,
     metric: Metric,
+    sq_norms: f64,
 ) -> Result<(Vec<u32>, f64)> {
-    let scan = if metric == Metric::L2 {
-        Metric::L2
-    } else {
-        Metric::InnerProduct
-    };
-    let mut index = FlatIndex::new(ctx, dim, IndexOptions::default().metric(scan))?;
-    index.add(centroids)?;
-    let r = index.search_tensor(points, 1)?;
-    let obj = r.scores.iter().map(|&s| s as f64).sum();
-    Ok((r.ids.iter().map(|&i| i.max(0) as u32).collect(), obj))
+    let l2 = metric == Metric::L2;
+    let (assign, scores) = Centroids::new(ctx, centroids, dim, l2)?.nearest(points)?;
+    let sum: f64 = scores.iter().map(|&s| s as f64).sum();
+    Ok((assign, if l2 { sq_norms + sum } else { -sum }))
 }
 
 /// FAISS's imbalance factor of cluster sizes `counts` over `n` points.

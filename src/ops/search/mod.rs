@@ -39,8 +39,9 @@
 //!   `lists` — the inverted-file list scan over a store laid out list by
 //!   list (a work table of probed lists and their queries, the scan with
 //!   `IVF`, ragged select, one readback).
-//! - `kmeans` ([`kmeans`]: assignment by a [`FlatIndex`] of the centroids,
-//!   the centroid means by its own kernel) and `ivf` ([`IvfIndex`]: one
+//! - `nearest` ([`assign`]: each point's nearest centroid, a GEMM with an
+//!   argmin epilogue, `nearest.wgsl`); `kmeans` ([`kmeans`]: assignment by
+//!   `nearest`, the centroid means by its own kernel) and `ivf` ([`IvfIndex`]: one
 //!   store list by list, a flat quantiser trained by `kmeans`) on top of
 //!   `flat`, and `ivf_search` (its searches, by `lists`) and `ivf_file`
 //!   ([`IvfIndex::save`] / [`IvfIndex::load`], by `file`'s reader and
@@ -60,6 +61,7 @@ pub mod ivf_file;
 mod ivf_search;
 mod kmeans;
 mod lists;
+mod nearest;
 mod plan;
 mod rearrange;
 mod scan;
@@ -72,6 +74,7 @@ pub use ids::MAX_ID;
 pub use index::Index;
 pub use ivf::{IvfIndex, IvfOptions, IvfSearchParams, MAX_NLIST};
 pub use kmeans::{kmeans, KMeansOptions, KMeansResult};
+pub use nearest::{assign, assign_tensor, Assignment};
 pub use plan::{Scan, SearchPlan};
 pub use sharded::ShardedIndex;
 
@@ -81,6 +84,8 @@ use crate::ops::similarity::Metric;
 pub(crate) use kmeans::reachable_specs as kmeans_specs;
 #[cfg(test)]
 pub(crate) use kmeans::KMeansParams;
+#[cfg(test)]
+pub(crate) use nearest::{reachable_specs as nearest_specs, NearestParams};
 #[cfg(test)]
 pub(crate) use plan::ivf_group;
 #[cfg(test)]
