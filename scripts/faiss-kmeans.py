@@ -12,18 +12,7 @@ import argparse
 import os
 import time
 
-import numpy as np
-
-try:
-    import faiss
-except ImportError:
-    raise SystemExit("faiss is not installed: pip install faiss-cpu")
-
-
-def fvecs(path):
-    raw = np.fromfile(path, dtype="<i4")
-    d = int(raw[0])
-    return raw.reshape(-1, d + 1)[:, 1:].copy().view("<f4"), d
+from faiss_common import faiss, fvecs
 
 
 def main():

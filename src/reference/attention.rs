@@ -41,9 +41,20 @@ pub struct AttentionRef<'a> {
 struct Geometry<'a> {
     a: &'a AttentionRef<'a>,
     scale: f64,
+    /// Query heads per key/value head.
+    group: usize,
 }
 
-impl Geometry<'_> {
+impl<'a> Geometry<'a> {
+    fn new(a: &'a AttentionRef<'a>) -> Self {
+        let [_, hq, hkv, _, _, d, _] = a.dims;
+        Geometry {
+            a,
+            scale: a.scale.map_or(1.0 / (d as f64).sqrt(), |s| s as f64),
+            group: hq / hkv.max(1),
+        }
+    }
+
     fn idx(&self, bb: usize, h: usize, heads: usize, s: usize, seq: usize, dim: usize) -> usize {
         match self.a.layout {
             Layout::Bhsd => ((bb * heads + h) * seq + s) * dim,
@@ -74,7 +85,7 @@ impl Geometry<'_> {
     ) -> (bool, bool) {
         let a = self.a;
         let [_, hq, hkv, sq, sk, d, _] = a.dims;
-        let hk = h / (hq / hkv.max(1));
+        let hk = h / self.group;
         let kvend = a.kv_len.map_or(sk, |l| (l[bb] as usize).min(sk));
         // The diagonal: key i + diag is query i's own. Aligned to this
         // sequence's keys except under TopLeft: with kv_len, its last query
@@ -149,18 +160,14 @@ impl Geometry<'_> {
 /// score (scale, soft cap, ALiBi, bias), then the softmax with the sink in the
 /// denominator.
 pub fn attention(a: &AttentionRef) -> (Vec<f64>, Vec<f64>) {
-    let [b, hq, hkv, sq, sk, d, dv] = a.dims;
-    let g = Geometry {
-        a,
-        scale: a.scale.map_or(1.0 / (d as f64).sqrt(), |s| s as f64),
-    };
-    let group = hq / hkv.max(1);
+    let [b, hq, hkv, sq, sk, _, dv] = a.dims;
+    let g = Geometry::new(a);
     let mut out = vec![0.0f64; b * hq * sq * dv];
     let mut lse = vec![f64::NEG_INFINITY; b * hq * sq];
     let (mut p, mut dcap) = (vec![0.0f64; sk], vec![0.0f64; sk]);
     for bb in 0..b {
         for h in 0..hq {
-            let hk = h / group;
+            let hk = h / g.group;
             for i in 0..sq {
                 let (seen, nan) = g.row(bb, h, i, &mut p, &mut dcap);
                 let li = (bb * hq + h) * sq + i;
@@ -217,14 +224,11 @@ pub struct AttentionGrads {
 /// where D_i = Σ_j P_ij dP_ij (= dO_i · O_i); through the soft cap
 /// (× 1 − tanh²) and the scale to q and k; dv_j = Σ_i P_ij dO_i. GQA sums
 /// dk and dv over each group's query heads. Fully masked rows contribute
-/// nothing (zero gradients, not NaN); a NaN row makes its gradients NaN.
+/// nothing (zero gradients, not NaN); a row with a NaN score makes its dq
+/// NaN and adds nothing to dk and dv.
 pub fn attention_backward(a: &AttentionRef, d_out: &[f32]) -> AttentionGrads {
     let [b, hq, hkv, sq, sk, d, dv] = a.dims;
-    let g = Geometry {
-        a,
-        scale: a.scale.map_or(1.0 / (d as f64).sqrt(), |s| s as f64),
-    };
-    let group = hq / hkv.max(1);
+    let g = Geometry::new(a);
     let mut gr = AttentionGrads {
         dq: vec![0.0; b * hq * sq * d],
         dk: vec![0.0; b * hkv * sk * d],
@@ -234,7 +238,7 @@ pub fn attention_backward(a: &AttentionRef, d_out: &[f32]) -> AttentionGrads {
     let (mut p, mut dcap) = (vec![0.0f64; sk], vec![0.0f64; sk]);
     for bb in 0..b {
         for h in 0..hq {
-            let hk = h / group;
+            let hk = h / g.group;
             for i in 0..sq {
                 let (seen, nan) = g.row(bb, h, i, &mut p, &mut dcap);
                 let oo = g.idx(bb, h, hq, i, sq, dv);

@@ -16,7 +16,7 @@
 //! query's candidates, and one readback returns them ([`ListScanner`]); so
 //! `nprobe = nlist` gives the flat index's ids and scores exactly.
 
-use super::codec::{normalized, Codec};
+use super::codec::Codec;
 use super::flat::{check_tensor, FlatIndex};
 use super::ids::IdMap;
 use super::kmeans::{imbalance, kmeans, KMeansOptions, KMeansResult};
@@ -294,25 +294,12 @@ impl IvfIndex {
             IndexOptions::default().metric(self.opts.metric),
         )?;
         q.add(&centroids)?;
-        // Cosine ranks as the inner product with unit centroids: a point's
-        // norm scales all its similarities alike.
-        let l2 = self.opts.metric == Metric::L2;
-        let unit: Vec<f32>;
-        let rows = match self.opts.metric {
-            Metric::Cosine => {
-                unit = centroids
-                    .chunks_exact(self.dim)
-                    .flat_map(normalized)
-                    .collect();
-                &unit
-            }
-            _ => &centroids,
-        };
-        self.assigner = match Centroids::new(&self.ctx, rows, self.dim, l2) {
-            Ok(c) => Some(c),
-            Err(Error::TooLarge { .. }) => None,
-            Err(e) => return Err(e),
-        };
+        self.assigner =
+            match Centroids::for_metric(&self.ctx, &centroids, self.dim, self.opts.metric) {
+                Ok(c) => Some(c),
+                Err(Error::TooLarge { .. }) => None,
+                Err(e) => return Err(e),
+            };
         self.centroids = centroids;
         self.quantizer = Some(q);
         Ok(())

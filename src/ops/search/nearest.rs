@@ -166,41 +166,24 @@ pub fn assign(
     dim: usize,
     metric: Metric,
 ) -> Result<Assignment> {
-    if dim == 0 || centroids.is_empty() {
-        return Err(Error::InvalidArgument {
+    check_centroids(centroids, dim)?;
+    if !data.len().is_multiple_of(dim) {
+        return Err(Error::Shape {
             op: OP,
             detail: format!(
-                "dim {dim} with {} centroid values: need dim ≥ 1 and one centroid",
-                centroids.len()
+                "data: {} values are not whole rows of dim {dim}",
+                data.len()
             ),
         });
     }
-    for (what, v) in [("data", data), ("centroids", centroids)] {
-        if !v.len().is_multiple_of(dim) {
-            return Err(Error::Shape {
-                op: OP,
-                detail: format!("{what}: {} values are not whole rows of dim {dim}", v.len()),
-            });
-        }
-    }
-    let (data, cents) = match metric {
-        Metric::Cosine => (
-            data.chunks_exact(dim).flat_map(normalized).collect(),
-            centroids.chunks_exact(dim).flat_map(normalized).collect(),
-        ),
-        _ => (data.to_vec(), centroids.to_vec()),
+    let data: Vec<f32> = match metric {
+        Metric::Cosine => data.chunks_exact(dim).flat_map(normalized).collect(),
+        _ => data.to_vec(),
     };
-    let l2 = metric == Metric::L2;
-    let c = Centroids::new(ctx, &cents, dim, l2)?;
+    let c = Centroids::for_metric(ctx, centroids, dim, metric)?;
     let (labels, scores) = c.nearest(Points::Host(&data))?;
-    let distances = scores
-        .iter()
-        .zip(data.chunks_exact(dim))
-        .map(|(&s, x)| match l2 {
-            true => clamp_distance(super::codec::stored_norm(x) as f64 + s as f64),
-            false => -s,
-        })
-        .collect();
+    let norms = data.chunks_exact(dim).map(super::codec::stored_norm);
+    let distances = c.distances(&scores, norms);
     Ok(Assignment { labels, distances })
 }
 
@@ -217,33 +200,44 @@ pub fn assign_tensor(
     metric: Metric,
 ) -> Result<Assignment> {
     let ctx = x.context();
-    if dim == 0 || centroids.is_empty() || !centroids.len().is_multiple_of(dim) {
-        return assign(ctx, &[], centroids, dim, metric);
-    }
+    check_centroids(centroids, dim)?;
     check_tensor(ctx, dim, OP, "x", "n", x)?;
-    let x = x.contiguous()?;
-    let l2 = metric == Metric::L2;
-    let cents: Vec<f32> = match metric {
-        Metric::Cosine => centroids.chunks_exact(dim).flat_map(normalized).collect(),
-        _ => centroids.to_vec(),
-    };
     let x = match metric {
-        Metric::Cosine => crate::ops::similarity::normalize(&x)?,
-        _ => x,
+        Metric::Cosine => crate::ops::similarity::normalize(&x.contiguous()?)?,
+        _ => x.contiguous()?,
     };
-    let (labels, scores) = Centroids::new(ctx, &cents, dim, l2)?.nearest(Points::Device(&x))?;
-    let distances = match l2 {
-        true if !labels.is_empty() => {
-            let norms = crate::ops::dot::dot(&x, &x)?.to_vec::<f32>()?;
-            scores
-                .iter()
-                .zip(norms)
-                .map(|(&s, q)| clamp_distance(q as f64 + s as f64))
-                .collect()
-        }
-        _ => scores.iter().map(|&s| -s).collect(),
+    let c = Centroids::for_metric(ctx, centroids, dim, metric)?;
+    let (labels, scores) = c.nearest(Points::Device(&x))?;
+    // Only L2's distances need the points' norms.
+    let norms = match c.l2 && !labels.is_empty() {
+        true => crate::ops::dot::dot(&x, &x)?.to_vec::<f32>()?,
+        false => Vec::new(),
     };
+    let distances = c.distances(&scores, norms.into_iter());
     Ok(Assignment { labels, distances })
+}
+
+/// Fails unless `centroids` are one or more whole rows of `dim` ≥ 1.
+fn check_centroids(centroids: &[f32], dim: usize) -> Result<()> {
+    if dim == 0 || centroids.is_empty() {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            detail: format!(
+                "dim {dim} with {} centroid values: need dim ≥ 1 and one centroid",
+                centroids.len()
+            ),
+        });
+    }
+    if !centroids.len().is_multiple_of(dim) {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!(
+                "centroids: {} values are not whole rows of dim {dim}",
+                centroids.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Points to assign: host rows or a device tensor, both `[n, dim]` f32.
@@ -302,6 +296,40 @@ impl Centroids {
             rows: Tensor::from_slice(ctx, &padded, &[k, dv4 * 4])?,
             norms: Tensor::from_slice(ctx, &norms, &[k])?,
         })
+    }
+
+    /// `centroids` ranked as `metric` ranks them: squared L2, or the inner
+    /// product with unit rows for cosine (a point's norm scales all its
+    /// similarities alike, so the points need not be normalised to rank).
+    ///
+    /// Errors: as [`new`](Self::new).
+    pub fn for_metric(
+        ctx: &Context,
+        centroids: &[f32],
+        dim: usize,
+        metric: Metric,
+    ) -> Result<Self> {
+        match metric {
+            Metric::Cosine => {
+                let unit: Vec<f32> = centroids.chunks_exact(dim).flat_map(normalized).collect();
+                Centroids::new(ctx, &unit, dim, false)
+            }
+            _ => Centroids::new(ctx, centroids, dim, metric == Metric::L2),
+        }
+    }
+
+    /// [`nearest`](Self::nearest)'s scores as distances: squared L2 from
+    /// the points' squared norms `sq_norms` (read only for L2), or the
+    /// similarities.
+    fn distances(&self, scores: &[f32], sq_norms: impl Iterator<Item = f32>) -> Vec<f32> {
+        match self.l2 {
+            true => scores
+                .iter()
+                .zip(sq_norms)
+                .map(|(&s, q)| clamp_distance(q as f64 + s as f64))
+                .collect(),
+            false => scores.iter().map(|&s| -s).collect(),
+        }
     }
 
     /// Each point's best centroid and its score: `‖c‖² − 2·x·c` (L2: the
