@@ -32,6 +32,7 @@ pub(crate) fn profiles() -> Vec<DeviceProfile> {
         subgroups_of_8: true,
         max_storage_binding: 1 << 31,
         max_uniform_binding: 64 << 10,
+        max_storage_buffers: 16,
         max_buffer: 1 << 32,
         workgroup_memory: 48 << 10,
         max_invocations: 1024,
@@ -70,6 +71,7 @@ pub(crate) fn profiles() -> Vec<DeviceProfile> {
         DeviceProfile {
             max_storage_binding: minimal.max_storage_buffer_binding_size,
             max_uniform_binding: minimal.max_uniform_buffer_binding_size,
+            max_storage_buffers: minimal.max_storage_buffers_per_shader_stage,
             workgroup_memory: minimal.max_compute_workgroup_storage_size,
             max_invocations: minimal.max_compute_invocations_per_workgroup,
             max_workgroup_size: [256, 256, 64],

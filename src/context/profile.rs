@@ -28,6 +28,8 @@ pub struct DeviceProfile {
     pub max_storage_binding: u64,
     /// Largest uniform buffer binding, bytes.
     pub max_uniform_binding: u64,
+    /// Storage buffers one kernel may bind.
+    pub max_storage_buffers: u32,
     /// Largest buffer, bytes.
     pub max_buffer: u64,
     /// Workgroup memory per workgroup, bytes.
@@ -71,6 +73,7 @@ impl DeviceProfile {
             subgroups_of_8: subgroups && min_subgroup >= 8,
             max_storage_binding: l.max_storage_buffer_binding_size,
             max_uniform_binding: l.max_uniform_buffer_binding_size,
+            max_storage_buffers: l.max_storage_buffers_per_shader_stage,
             max_buffer: l.max_buffer_size,
             workgroup_memory: l.max_compute_workgroup_storage_size,
             max_invocations: l.max_compute_invocations_per_workgroup,

@@ -199,16 +199,26 @@ fn head_ext(b: u32, h: u32) -> vec2<f32> {
 // off): a run-time branch per score would split the kernels' unrolled score
 // blocks.
 fn ext_score(hx: vec2<f32>, row: u32, j: u32, s: f32) -> f32 {
-//#if EXT
-    var x = s;
+    return capped(s) - alibi(hx, row, j);
+}
+
+// The soft cap of a scaled score (the score itself without SOFTCAP).
+fn capped(s: f32) -> f32 {
 //#if SOFTCAP
     let e = exp(min(s * (2.0 / P.softcap), 80.0));
     let nan = (bitcast<u32>(s) & 0x7fffffffu) > 0x7f800000u;
-    x = select(P.softcap - 2.0 * P.softcap / (1.0 + e), s, nan);
-//#endif
-    return x - hx.x * abs(f32(row) + hx.y - f32(j));
+    return select(P.softcap - 2.0 * P.softcap / (1.0 + e), s, nan);
 //#else
     return s;
+//#endif
+}
+
+// ALiBi's term −(slope·|i + diag − j|) taken off a score (0 without EXT).
+fn alibi(hx: vec2<f32>, row: u32, j: u32) -> f32 {
+//#if EXT
+    return hx.x * abs(f32(row) + hx.y - f32(j));
+//#else
+    return 0.0;
 //#endif
 }
 

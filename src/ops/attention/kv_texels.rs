@@ -68,6 +68,15 @@ impl KvTextures {
         }
     }
 
+    /// Copies the texture addressing [`set_params`](Self::set_params) wrote
+    /// into `from` over to `to` (a kernel whose textures were made under
+    /// other params).
+    pub fn copy_params(from: &AttentionParams, to: &mut AttentionParams) {
+        (to.lsh, to.wsh) = (from.lsh, from.wsh);
+        (to.kt_sb, to.kt_sh, to.kt_ss) = (from.kt_sb, from.kt_sh, from.kt_ss);
+        (to.vt_sb, to.vt_sh, to.vt_ss) = (from.vt_sb, from.vt_sh, from.vt_ss);
+    }
+
     /// The pack kernels' specs (none when the buffers are copied as they are),
     /// for a call whose main kernel is `main`.
     pub fn pack_specs(&self, main: &AttentionSpec) -> Vec<AttentionSpec> {
@@ -75,7 +84,10 @@ impl KvTextures {
             return vec![];
         }
         let w4 = |dim| match main.kernel {
-            AttentionKernel::Rows { d4, dv4, .. } | AttentionKernel::Split { d4, dv4, .. } => {
+            AttentionKernel::Rows { d4, dv4, .. }
+            | AttentionKernel::Split { d4, dv4, .. }
+            | AttentionKernel::BwdQ { d4, dv4, .. }
+            | AttentionKernel::BwdKv { d4, dv4, .. } => {
                 if dim {
                     d4
                 } else {
@@ -133,10 +145,24 @@ impl<'a> KvSource<'a> {
         enc: &mut wgpu::CommandEncoder,
         ubuf: &Param<'_>,
     ) -> KvTexels {
-        let (ctx, dims, geo) = (call.ctx, call.dims, self.geo);
+        self.encode_tensors(call.ctx, call.dims, [call.k, call.v], enc, ubuf)
+    }
+
+    /// [`encode`](Self::encode) for any pair of tensors laid out as K and V
+    /// are in `dims` (and in the params `ubuf` holds): the backward's Q and
+    /// dO, seen as `[batch, heads_q, seq_q, d]` and `[.., d_v]`.
+    pub fn encode_tensors(
+        &self,
+        ctx: &Context,
+        dims: &Dims,
+        [k, v]: [&Tensor; 2],
+        enc: &mut wgpu::CommandEncoder,
+        ubuf: &Param<'_>,
+    ) -> KvTexels {
+        let geo = self.geo;
         let w4s = [dims.d.div_ceil(4) as u32, dims.dv.div_ceil(4) as u32];
         // The pack pass writes f32.
-        let format = vec4_format(if geo.pack { DType::F32 } else { call.k.dtype() });
+        let format = vec4_format(if geo.pack { DType::F32 } else { k.dtype() });
         let mut staging = Vec::new();
         let mut make = |i: usize, src: &Tensor| {
             let packed = self.packs.get(i).map(|pack| {
@@ -176,7 +202,7 @@ impl<'a> KvSource<'a> {
             staging.extend(packed);
             made
         };
-        let textures = [make(0, call.k), make(1, call.v)];
+        let textures = [make(0, k), make(1, v)];
         KvTexels {
             textures,
             _staging: staging,

@@ -33,6 +33,9 @@
 //! check the operands once (views of q, k and v included), plan once, and
 //! the calls then copy any view into a bindable tensor and run the plan.
 
+mod backward;
+mod backward_naive;
+mod backward_plan;
 mod call;
 mod check;
 mod flash;
@@ -47,10 +50,15 @@ mod reachable;
 mod spec;
 mod split_kv;
 
+pub use backward::{
+    attention_backward, attention_backward_into, attention_backward_plan, AttentionGradients,
+    GradientsInto,
+};
+pub use backward_plan::BackwardPlan;
 pub use kv_cache::kv_append;
 pub use options::{
-    AttentionOptions, AttentionVariant, BoolMask, Causal, FlashSchedule, KvReads, Layout, PagedKv,
-    Window, MAX_HEAD_DIM,
+    AttentionOptions, AttentionVariant, BackwardVariant, BoolMask, Causal, FlashSchedule, KvReads,
+    Layout, PagedKv, Window, MAX_HEAD_DIM,
 };
 pub use plan::AttentionPlan;
 

@@ -54,7 +54,7 @@ pub(super) fn run(call: &Call) -> Result<()> {
 }
 
 /// The masked softmax of the scores `s` into `probs` (and the LSE).
-fn softmax(call: &Call, s: &Tensor, probs: &Tensor) -> Result<()> {
+pub(super) fn softmax(call: &Call, s: &Tensor, probs: &Tensor) -> Result<()> {
     let (ctx, dims) = (call.ctx, call.dims);
     let pipe = ctx.pipeline(&AttentionSpec {
         kernel: AttentionKernel::Softmax,
@@ -89,14 +89,14 @@ fn softmax(call: &Call, s: &Tensor, probs: &Tensor) -> Result<()> {
 }
 
 /// `t` `[B, X, Y, D]` as a new `[B, Y, X, D]` tensor.
-fn permuted(t: &Tensor, [b, x, y, d]: [usize; 4]) -> Result<Tensor> {
+pub(super) fn permuted(t: &Tensor, [b, x, y, d]: [usize; 4]) -> Result<Tensor> {
     let out = Tensor::empty(t.context(), &[b, y, x, d], t.dtype())?;
     permute_into(t, [b, x, y, d], &out)?;
     Ok(out)
 }
 
 /// Writes `t` `[B, X, Y, D]` into `out` as `[B, Y, X, D]`.
-fn permute_into(t: &Tensor, [b, x, y, d]: [usize; 4], out: &Tensor) -> Result<()> {
+pub(super) fn permute_into(t: &Tensor, [b, x, y, d]: [usize; 4], out: &Tensor) -> Result<()> {
     let ctx = t.context();
     let n = b * x * y * d;
     if n == 0 {

@@ -68,6 +68,33 @@ impl AttentionVariant {
     ];
 }
 
+/// Attention backward kernels ([`attention_backward`](super::attention_backward)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackwardVariant {
+    /// Baseline composed from the matmul kernels and two row kernels: S =
+    /// Q·Kᵀ, P = softmax(S), dV = Pᵀ·dO, dP = dO·Vᵀ, dS, dQ = dS·K, dK =
+    /// dSᵀ·Q, with S, P and dP materialised (O(seq_q · seq_k) memory). Fails
+    /// with [`Error::TooLarge`] when S exceeds one storage binding.
+    Naive,
+    /// FlashAttention-2's backward: a prepass D = rowsum(dO ∘ O), a dK/dV
+    /// kernel (keys resident, query rows streamed) and a dQ kernel (query
+    /// rows resident, keys streamed), the probabilities recomputed from the
+    /// forward's LSE; no score matrix in device memory, no float atomics.
+    Flash,
+    /// Flash. The default.
+    Auto,
+}
+
+impl BackwardVariant {
+    /// Every variant.
+    pub const ALL: [BackwardVariant; 3] = [
+        BackwardVariant::Naive,
+        BackwardVariant::Flash,
+        BackwardVariant::Auto,
+    ];
+}
+
 /// How the [`AttentionVariant::Flash`] kernel is organised. All are fused (online
 /// softmax, no score matrix in device memory) and skip fully masked causal keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -345,6 +372,15 @@ pub struct AttentionOptions<'a> {
     pub mask: Option<&'a BoolMask>,
     /// K and V are page pools read through a block table.
     pub paged: Option<PagedKv<'a>>,
+    /// [`attention_backward`](super::attention_backward): also return the
+    /// bias's gradient (needs [`bias`](Self::bias)).
+    pub bias_grad: bool,
+    /// Backward kernel (`None`: Auto).
+    pub backward_variant: Option<BackwardVariant>,
+    /// Where the flash backward reads its streamed operands from (K and V
+    /// for dQ, Q and dO for dK/dV; `None`: chosen by the adapter's device
+    /// type, as for split-KV).
+    pub backward_reads: Option<KvReads>,
 }
 
 impl<'a> AttentionOptions<'a> {
@@ -426,6 +462,21 @@ impl<'a> AttentionOptions<'a> {
     /// Options reading K and V as page pools through a block table.
     pub fn paged(mut self, paged: PagedKv<'a>) -> Self {
         self.paged = Some(paged);
+        self
+    }
+    /// Options that make the backward return the bias's gradient (or not).
+    pub fn bias_grad(mut self, on: bool) -> Self {
+        self.bias_grad = on;
+        self
+    }
+    /// Options forcing the backward `variant`.
+    pub fn backward_variant(mut self, variant: BackwardVariant) -> Self {
+        self.backward_variant = Some(variant);
+        self
+    }
+    /// Options forcing where the flash backward reads its streamed operands.
+    pub fn backward_reads(mut self, reads: KvReads) -> Self {
+        self.backward_reads = Some(reads);
         self
     }
     /// The code options a call with these options compiles in.

@@ -4,8 +4,11 @@
 
 use std::collections::HashSet;
 
+use super::backward_plan::plan_backward;
 use super::check::Dims;
-use super::options::{AttentionOptions, AttentionVariant, FlashSchedule, KvReads, PagedKv};
+use super::options::{
+    AttentionOptions, AttentionVariant, BackwardVariant, FlashSchedule, KvReads, PagedKv,
+};
 use super::plan::{blocks_serves, plan_for, AttentionPlan, Launch};
 use super::spec::{AttentionKernel, AttentionSpec, Extras};
 use crate::context::DeviceProfile;
@@ -52,6 +55,7 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<AttentionSpec> {
             }
         }
     }
+    out.extend(backward(profiles));
     for dtype in [DType::F32, DType::F16] {
         for paged in [false, true] {
             out.insert(AttentionSpec {
@@ -68,6 +72,67 @@ pub(crate) fn reachable(profiles: &[DeviceProfile]) -> Vec<AttentionSpec> {
         }
     }
     out.into_iter().collect()
+}
+
+/// The backward's specs: every variant and source planned over the grid,
+/// then flagged with the bias, the bias gradient and the options as a call
+/// with them would (the planner reads the bias only for its shape).
+fn backward(profiles: &[DeviceProfile]) -> Vec<AttentionSpec> {
+    let mut out = Vec::new();
+    for p in profiles {
+        for dims in grid() {
+            for variant in BackwardVariant::ALL {
+                for reads in [None, Some(KvReads::Buffers), Some(KvReads::Texels)] {
+                    let opts = AttentionOptions {
+                        backward_variant: Some(variant),
+                        backward_reads: reads,
+                        ..Default::default()
+                    };
+                    let Ok(plan) = plan_backward(p, &dims, &opts) else {
+                        continue;
+                    };
+                    for spec in plan.specs() {
+                        for (bias, extras) in extra_flags(dims.d, dims.dv) {
+                            for dbias in [false, bias] {
+                                out.extend(backward_flagged(&spec, bias, dbias, extras));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A planned backward spec as a call with `bias` (and its gradient when
+/// `dbias`) and `extras` would have it, plus the bias sum when `dbias`.
+fn backward_flagged(s: &AttentionSpec, bias: bool, dbias: bool, x: Extras) -> Vec<AttentionSpec> {
+    let mut s = s.clone();
+    let x = Extras { paged: false, ..x };
+    match &mut s.kernel {
+        AttentionKernel::BwdQ { dbias: db, .. } => {
+            (*db, s.bias, s.extras) = (dbias, bias, x);
+        }
+        AttentionKernel::BwdKv { .. } => (s.bias, s.extras) = (bias, x),
+        AttentionKernel::BwdDs { dbias: db } => {
+            *db = dbias;
+            s.extras = Extras { mask: false, ..x };
+        }
+        _ => {}
+    }
+    let mut v = vec![s.clone()];
+    if dbias {
+        v.push(AttentionSpec {
+            kernel: AttentionKernel::BwdBias,
+            dtype: DType::F32,
+            vec: false,
+            bias: false,
+            lse: false,
+            extras: Extras::default(),
+        });
+    }
+    v
 }
 
 /// The dims planned: [`HEADS`] × a few (seq_q, seq_k) that reach every

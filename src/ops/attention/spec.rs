@@ -15,6 +15,7 @@ const FLASH: &str = include_str!("flash.wgsl");
 const SPLIT_KV: &str = include_str!("split_kv.wgsl");
 const NAIVE: &str = include_str!("naive.wgsl");
 const KV_CACHE: &str = include_str!("kv_cache.wgsl");
+const BACKWARD: &str = include_str!("backward.wgsl");
 /// Keys per online-softmax chunk inside a staged tile (named registers).
 pub(super) const SK: u32 = 8;
 
@@ -82,6 +83,13 @@ pub(crate) mod slot {
     pub const V_TEXELS: u32 = 10;
     /// The bit-packed boolean mask.
     pub const MASK: u32 = 11;
+    /// Backward: the output's gradient dO.
+    pub const D_OUT: u32 = 12;
+    /// Backward: the second gradient a kernel writes (dv beside dk at `OUT`).
+    pub const GRAD1: u32 = 13;
+    /// Backward: dS of every score, the bias gradient before its sum over
+    /// broadcast dimensions.
+    pub const DBIAS: u32 = 14;
     /// Merge: split-KV's partial outputs and statistics; softmax: scores in
     /// and probabilities out; permute: source and destination.
     pub const IN1: u32 = 1;
@@ -115,6 +123,13 @@ crate::shader::defines! {
         KindSoftmax = "KIND_SOFTMAX",
         KindPermute = "KIND_PERMUTE",
         KindAppend = "KIND_APPEND",
+        KindBwdPrep = "KIND_BWD_PREP",
+        KindBwdQ = "KIND_BWD_Q",
+        KindBwdKv = "KIND_BWD_KV",
+        KindBwdBias = "KIND_BWD_BIAS",
+        KindBwdDs = "KIND_BWD_DS",
+        BwdTex = "BWD_TEX",
+        Dbias = "DBIAS",
     }
 }
 
@@ -152,6 +167,34 @@ pub(crate) enum AttentionKernel {
     Permute,
     /// New K or V rows into a KV cache ([`kv_append`](super::kv_append)).
     Append,
+    /// Backward prepass: D = rowsum(dO ∘ O) beside each row's LSE.
+    BwdPrep,
+    /// Backward dq: `tm` query rows per invocation, `kb` keys a step;
+    /// `tex`: K/V read as texels (`sg`: shared by subgroup broadcast);
+    /// `dbias`: dS written for the bias gradient.
+    BwdQ {
+        d4: u32,
+        dv4: u32,
+        tm: u32,
+        kb: u32,
+        tex: bool,
+        sg: bool,
+        dbias: bool,
+    },
+    /// Backward dk and dv: `tm` keys per invocation, `kb` query rows a step;
+    /// `tex`: Q and dO read as texels (`sg`: shared by subgroup broadcast).
+    BwdKv {
+        d4: u32,
+        dv4: u32,
+        tm: u32,
+        kb: u32,
+        tex: bool,
+        sg: bool,
+    },
+    /// The bias gradient summed over the bias's broadcast dimensions.
+    BwdBias,
+    /// The naive backward's dS from S, P and dP; `dbias`: also as f32.
+    BwdDs { dbias: bool },
 }
 
 /// One attention kernel specialisation.
@@ -197,6 +240,11 @@ impl Spec for AttentionSpec {
             AttentionKernel::Softmax => "softmax",
             AttentionKernel::Permute => "permute",
             AttentionKernel::Append => "append",
+            AttentionKernel::BwdPrep => "bwd_prep",
+            AttentionKernel::BwdQ { .. } => "bwd_q",
+            AttentionKernel::BwdKv { .. } => "bwd_kv",
+            AttentionKernel::BwdBias => "bwd_bias",
+            AttentionKernel::BwdDs { .. } => "bwd_ds",
         }
     }
     fn source(&self) -> Result<String> {
@@ -206,6 +254,11 @@ impl Spec for AttentionSpec {
             | AttentionKernel::KeySplit { .. }
             | AttentionKernel::Blocks { .. }
             | AttentionKernel::Rows { .. } => self.flash_defines(&mut d),
+            AttentionKernel::BwdPrep
+            | AttentionKernel::BwdQ { .. }
+            | AttentionKernel::BwdKv { .. }
+            | AttentionKernel::BwdBias
+            | AttentionKernel::BwdDs { .. } => self.backward_defines(&mut d),
             _ => self.other_defines(&mut d),
         };
         // The kernel's own file after the shared part (WGSL declarations may
@@ -219,6 +272,11 @@ impl Spec for AttentionSpec {
             AttentionKernel::Split { .. } | AttentionKernel::Merge { .. } => SPLIT_KV,
             AttentionKernel::Softmax | AttentionKernel::Permute => NAIVE,
             AttentionKernel::Append => KV_CACHE,
+            AttentionKernel::BwdPrep
+            | AttentionKernel::BwdQ { .. }
+            | AttentionKernel::BwdKv { .. }
+            | AttentionKernel::BwdBias
+            | AttentionKernel::BwdDs { .. } => BACKWARD,
         };
         let src = [COMMON, KV_TEXELS, own].concat();
         shader::render(self, &src, self.dtype, false, &d, &consts)
@@ -306,6 +364,70 @@ impl AttentionSpec {
             }
             _ => vec![],
         }
+    }
+
+    /// The backward kernels' defines (added to `d`, or replacing the input
+    /// defines for the kernels that read no q, k, v) and constants.
+    fn backward_defines(&self, d: &mut Vec<AttentionDefine>) -> Vec<(&'static str, u32)> {
+        use AttentionDefine as D;
+        let x = self.extras;
+        let (kind, d4, dv4, tm, kb, tex, sg) = match self.kernel {
+            AttentionKernel::BwdQ {
+                d4,
+                dv4,
+                tm,
+                kb,
+                tex,
+                sg,
+                dbias,
+            } => {
+                if dbias {
+                    d.push(D::Dbias);
+                }
+                (D::KindBwdQ, d4, dv4, tm, kb, tex, sg)
+            }
+            AttentionKernel::BwdKv {
+                d4,
+                dv4,
+                tm,
+                kb,
+                tex,
+                sg,
+            } => (D::KindBwdKv, d4, dv4, tm, kb, tex, sg),
+            AttentionKernel::BwdDs { dbias } => {
+                *d = vec![D::KindBwdDs, D::Masks];
+                for (on, def) in [(x.ext, D::Ext), (x.softcap, D::Softcap), (dbias, D::Dbias)] {
+                    if on {
+                        d.push(def);
+                    }
+                }
+                return vec![];
+            }
+            AttentionKernel::BwdBias => {
+                *d = vec![D::KindBwdBias];
+                return vec![];
+            }
+            _ => {
+                *d = vec![D::KindBwdPrep];
+                return vec![];
+            }
+        };
+        d.push(kind);
+        if tex {
+            d.extend([D::BwdTex, D::KvTex]);
+        }
+        if sg {
+            d.push(D::Sg);
+        }
+        vec![
+            ("WG", 64),
+            ("TM", tm),
+            ("KB", kb),
+            ("D4", d4),
+            ("DV4", dv4),
+            ("KF", d4.div_ceil(8)),
+            ("VF", dv4.div_ceil(8)),
+        ]
     }
 
     /// The other kernels' defines (added to `d`, or replacing the input
