@@ -1,7 +1,8 @@
 //! Attention: Naive vs Flash vs SplitKv vs Auto, f32 and f16, batch 1, 8 heads,
 //! d 64, causal and not, plus decode (seq_q 1 over long caches). Throughput is
-//! FLOP (4·b·h·seq_q·seq_k·d, halved when causal). `FLASHDOT_BENCH_QUICK=1`
-//! keeps to the small sizes.
+//! FLOP (4·b·h·seq_q·seq_k·d, halved when causal). Then the backward
+//! (`attention_backward` group): flash vs naive beside the forward.
+//! `FLASHDOT_BENCH_QUICK=1` keeps to the small sizes.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashdot::ops::attention::*;
@@ -9,9 +10,14 @@ use flashdot::{f16, Context, DType, Tensor};
 use std::time::{Duration, Instant};
 
 fn tensor(ctx: &Context, shape: &[usize], dtype: DType) -> Tensor {
+    salted(ctx, shape, dtype, 0)
+}
+
+/// [`tensor`] with its pattern shifted by `salt` (distinct q, k, v, dO).
+fn salted(ctx: &Context, shape: &[usize], dtype: DType, salt: usize) -> Tensor {
     let n: usize = shape.iter().product();
     let x: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919 % 1000) as f32) / 1000.0 - 0.5)
+        .map(|i| (((i + salt) * 7919 % 1000) as f32) / 1000.0 - 0.5)
         .collect();
     match dtype {
         DType::F16 => {
@@ -101,5 +107,80 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The backward at 1 × 8 × seq × 64 (seq 1024; 256 too with
+/// `FLASHDOT_BENCH_QUICK` unset), causal and not, f32 and f16: the flash
+/// backward, the naive composed one, and the forward beside them for the
+/// ratio. Throughput is FlashAttention-2's backward FLOP, 10·h·seq²·d
+/// (halved when causal); the forward's entry counts 4·h·seq²·d.
+fn backward(c: &mut Criterion) {
+    let ctx = Context::new().unwrap_or_else(|e| panic!("{e}"));
+    let quick = std::env::var("FLASHDOT_BENCH_QUICK").is_ok();
+    let (h, d) = (8, 64);
+    let seqs: &[usize] = if quick { &[1024] } else { &[256, 1024] };
+    let mut g = c.benchmark_group("attention_backward");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(3));
+    for dtype in [DType::F32, DType::F16] {
+        if dtype == DType::F16 && !ctx.info().has_f16() {
+            continue;
+        }
+        for &s in seqs {
+            for causal in [Causal::None, Causal::BottomRight] {
+                let t = |salt| salted(&ctx, &[1, h, s, d], dtype, salt);
+                let (q, k, v, d_out) = (t(0), t(1), t(2), t(3));
+                let opts = AttentionOptions::default().causal(causal).return_lse(true);
+                let fwd = attention(&q, &k, &v, &opts).unwrap();
+                let lse = fwd.lse.as_ref();
+                let half = if causal == Causal::None { 1 } else { 2 };
+                let pairs = (h * s * s * d / half) as u64;
+                let name = |what: &str| format!("{what}/{dtype}/seq{s}_{causal:?}");
+                g.throughput(Throughput::Elements(4 * pairs));
+                g.bench_function(name("forward"), |b| {
+                    b.iter_custom(|iters| {
+                        timed(&ctx, iters, || {
+                            attention_into(&q, &k, &v, &opts, &fwd.out, lse).unwrap()
+                        })
+                    })
+                });
+                g.throughput(Throughput::Elements(10 * pairs));
+                for var in [BackwardVariant::Flash, BackwardVariant::Naive] {
+                    let o = opts.backward_variant(var);
+                    let gr = attention_backward(&q, &k, &v, &fwd.out, &d_out, lse, &o).unwrap();
+                    let into = GradientsInto {
+                        dq: &gr.dq,
+                        dk: &gr.dk,
+                        dv: &gr.dv,
+                        dbias: None,
+                    };
+                    ctx.finish_background_compiles();
+                    g.bench_function(name(&format!("backward-{var:?}")), |b| {
+                        b.iter_custom(|iters| {
+                            timed(&ctx, iters, || {
+                                attention_backward_into(
+                                    &q, &k, &v, &fwd.out, &d_out, lse, &o, &into,
+                                )
+                                .unwrap()
+                            })
+                        })
+                    });
+                }
+            }
+        }
+    }
+    g.finish();
+}
+
+/// Wall time of `iters` calls of `f`, the device idle before and after.
+fn timed(ctx: &Context, iters: u64, mut f: impl FnMut()) -> Duration {
+    ctx.synchronize().unwrap();
+    let s = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    ctx.synchronize().unwrap();
+    s.elapsed()
+}
+
+criterion_group!(benches, bench, backward);
 criterion_main!(benches);

@@ -2,7 +2,8 @@
 //! and the naive composed backward on one transformer-shaped input (batch 1,
 //! 8 heads, seq 1024, d 64) — time per call, GFLOP/s, the backward's ratio to
 //! its own forward and to the naive one, peak device memory of each, and the
-//! flash gradients' error against the naive ones.
+//! gradients' error against the f64 CPU reference on the first head (and
+//! the flash gradients' against the naive ones).
 //!
 //! FLOP: the forward 4·h·sq·sk·d; the backward FlashAttention-2's 10·h·sq·sk·d
 //! (2.5× the forward's matmul work; flashdot's split dQ kernel recomputes S
@@ -57,6 +58,8 @@ fn tensor(ctx: &Context, shape: &[usize], dtype: DType, salt: usize) -> flashdot
 
 fn main() {
     let args = Args::parse();
+    // `RUST_LOG=flashdot=info` names every kernel whose compile took > 1 s.
+    let _ = env_logger::try_init();
     common::exit_on_error(run(&args));
 }
 
@@ -127,6 +130,7 @@ fn run(a: &Args) -> flashdot::Result<()> {
             t.median.as_secs_f64() / tf.median.as_secs_f64(),
             peak as f64 / (1 << 20) as f64
         );
+        check_head0(a, &[&q, &k, &v, &d_out], &g, dtype)?;
         results.push((var, t.median, peak, g));
     }
     if let [(_, tf, mf, gf), (_, tn, mn, gn)] = &results[..] {
@@ -143,6 +147,59 @@ fn run(a: &Args) -> flashdot::Result<()> {
             let (x, y) = (read(x)?, read(y)?);
             let yr: Vec<f64> = y.iter().map(|&v| v as f64).collect();
             println!("{name}: flash vs naive {}", verify::compare(&x, &yr));
+        }
+    }
+    Ok(())
+}
+
+/// The gradients of head 0 against the f64 reference (which takes seconds
+/// per head on a CPU): its error printed, and past the storage precision's
+/// bound an error.
+fn check_head0(
+    a: &Args,
+    inputs: &[&Tensor; 4],
+    g: &AttentionGradients,
+    dtype: DType,
+) -> flashdot::Result<()> {
+    let n = a.seq * a.dim;
+    let head0 = |t: &Tensor| -> flashdot::Result<Vec<f32>> { Ok(read(t)?[..n].to_vec()) };
+    let [q, k, v, d_out] = [inputs[0], inputs[1], inputs[2], inputs[3]].map(head0);
+    let (q, k, v, d_out) = (q?, k?, v?, d_out?);
+    let r = flashdot::reference::attention::AttentionRef {
+        q: &q,
+        k: &k,
+        v: &v,
+        dims: [1, 1, 1, a.seq, a.seq, a.dim, a.dim],
+        layout: Layout::Bhsd,
+        causal: if a.causal {
+            Causal::BottomRight
+        } else {
+            Causal::None
+        },
+        scale: None,
+        kv_len: None,
+        bias: None,
+        window: (None, None),
+        sink_tokens: 0,
+        softcap: None,
+        alibi: None,
+        sinks: None,
+        mask: None,
+    };
+    let want = flashdot::reference::attention::attention_backward(&r, &d_out);
+    let tol = if dtype == DType::F16 { 1e-2 } else { 1e-4 };
+    for (name, got, want) in [
+        ("dq", &g.dq, &want.dq),
+        ("dk", &g.dk, &want.dk),
+        ("dv", &g.dv, &want.dv),
+    ] {
+        let report = verify::compare(&head0(got)?, want);
+        println!("  {name} (head 0) vs the f64 reference: {report}");
+        if !report.passes(tol) {
+            return Err(flashdot::Error::InvalidArgument {
+                op: "attention_backward demo",
+                detail: format!("{name} differs from the reference past {tol:e}"),
+            });
         }
     }
     Ok(())

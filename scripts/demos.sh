@@ -44,6 +44,7 @@ echo "== demos (small sizes)"
 ok info
 ok attention                      # the README's first command, as given
 ok attention --heads 2 --seq 128 --cache 512 --window 16 --softcap 10 --alibi --paged 16 --options-only --reps 1
+ok attention_backward --heads 2 --seq 128 --reps 1
 ok matmul --rows 64 --reps 1
 ok dot --n 10000 --reps 1
 ok search --n 20000 --batch 8 --save "$tmp/index.fdindex" --remove 0.1
@@ -78,6 +79,7 @@ fi
 echo "== bad input"
 refused attention --dim 300 --heads 1 --seq 16 --cache 16
 refused attention --only nosuchkernel
+refused attention_backward --dim 300 --heads 1 --seq 16
 refused attention --paged 0 --options-only
 refused attention --softcap 0 --options-only
 refused dot --n 0

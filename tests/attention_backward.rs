@@ -546,3 +546,58 @@ fn backward_plans_are_visible() {
         "{plan}"
     );
 }
+
+/// A query row with a NaN: its dq is NaN, it adds nothing to dk and dv
+/// (the other rows' gradients are the reference's), as the reference says.
+#[test]
+fn backward_nan_row_stays_in_its_row() {
+    let ctx = ctx();
+    let dims = [1, 1, 1, 3, 5, 4, 4];
+    let mut r = rng("nan row");
+    let mut qv = uniform(&mut r, 12);
+    qv[5] = f32::NAN;
+    let (kv, vv, dov) = (
+        uniform(&mut r, 20),
+        uniform(&mut r, 20),
+        uniform(&mut r, 12),
+    );
+    let t = |x: &[f32], s: &[usize]| Tensor::from_slice(&ctx, x, s).unwrap();
+    let (q, k, v, d_out) = (
+        t(&qv, &[1, 1, 3, 4]),
+        t(&kv, &[1, 1, 5, 4]),
+        t(&vv, &[1, 1, 5, 4]),
+        t(&dov, &[1, 1, 3, 4]),
+    );
+    let opts = AttentionOptions::default().return_lse(true);
+    let fwd = attention(&q, &k, &v, &opts).unwrap();
+    let g = attention_backward(&q, &k, &v, &fwd.out, &d_out, fwd.lse.as_ref(), &opts).unwrap();
+    let a = AttentionRef {
+        q: &qv,
+        k: &kv,
+        v: &vv,
+        dims,
+        layout: Layout::Bhsd,
+        causal: Causal::None,
+        scale: None,
+        kv_len: None,
+        bias: None,
+        window: (None, None),
+        sink_tokens: 0,
+        softcap: None,
+        alibi: None,
+        sinks: None,
+        mask: None,
+    };
+    let want = ref_backward(&a, &dov);
+    let dq = read(&g.dq);
+    assert!(
+        dq[4..8].iter().all(|x| x.is_nan()),
+        "the NaN row's dq: {:?}",
+        &dq[4..8]
+    );
+    let rest: Vec<f32> = [&dq[..4], &dq[8..]].concat();
+    let want_rest: Vec<f64> = [&want.dq[..4], &want.dq[8..]].concat();
+    check_elements(&rest, &want_rest, (1e-6, 1e-5), "dq of the other rows");
+    check_elements(&read(&g.dk), &want.dk, (1e-6, 1e-5), "dk");
+    check_elements(&read(&g.dv), &want.dv, (1e-6, 1e-5), "dv");
+}

@@ -8,8 +8,11 @@
 //! failing case prints a one-line reproduction, and the slowest cases are
 //! named. The fast tier runs 5,000 cases, the long tier (`--ignored`)
 //! 200,000 with every forced kernel and f16. The inputs are in
-//! `fuzz/inputs.rs`, one generator/checker per op in `fuzz/ops.rs`.
+//! `fuzz/inputs.rs`, one generator/checker per op in `fuzz/ops.rs` (the
+//! attention backward's in `fuzz/backward.rs`).
 
+#[path = "fuzz/backward.rs"]
+mod backward;
 mod common;
 #[path = "fuzz/inputs.rs"]
 mod inputs;

@@ -48,7 +48,7 @@ pub type Gen = fn(Env<'_>, &mut Rng64) -> Check;
 /// One generator/checker per op. The case draws its op as an index into this
 /// table, so its order is part of every printed reproduction: keep it (new
 /// ops go last; a new row still changes which case a seed and number name).
-pub const OPS: [(&str, Gen); 14] = [
+pub const OPS: [(&str, Gen); 15] = [
     ("tensor", tensor_case),
     ("dot", dot_case),
     ("cosine", cosine_case),
@@ -63,6 +63,10 @@ pub const OPS: [(&str, Gen); 14] = [
     ("mean_pool", mean_pool_case),
     ("ivf", ivf_case),
     ("assign", assign_case),
+    (
+        "attention_backward",
+        crate::backward::attention_backward_case,
+    ),
 ];
 
 /// Creation, reshape, narrow and contiguous copy of a random tensor.
@@ -273,7 +277,7 @@ fn matmul_case(e: Env<'_>, r: &mut Rng64) -> Check {
 }
 
 /// An attention size: mostly 0..9, one time in six any [`size`].
-fn small(r: &mut Rng64) -> usize {
+pub fn small(r: &mut Rng64) -> usize {
     if r.random_range(0..6) == 0 {
         size(r)
     } else {
@@ -284,7 +288,7 @@ fn small(r: &mut Rng64) -> usize {
 /// Head dims 8, or one the plan refuses: each valid head dim compiles its
 /// own kernels (seconds each on a software adapter), and head dims are the
 /// attention tests' grid.
-fn head_dim(r: &mut Rng64) -> usize {
+pub fn head_dim(r: &mut Rng64) -> usize {
     if r.random_range(0..8) == 0 {
         [0, 257, 1 << 20, usize::MAX][r.random_range(0..4)]
     } else {
@@ -294,7 +298,7 @@ fn head_dim(r: &mut Rng64) -> usize {
 
 /// Random options: causal mode, variant (forced in the long tier), LSE,
 /// layout, and now and then `lens` as kv_len, `bias`, or an odd scale.
-fn attention_options<'t>(
+pub fn attention_options<'t>(
     r: &mut Rng64,
     all_kernels: bool,
     lens: &'t [u32],
