@@ -4,6 +4,7 @@
 //! the plan: `backward_plan.rs`; the naive composed path:
 //! `backward_naive.rs`.
 
+use super::backward_call::{bias_sum, ds_target, grid, Bwd, GradientsInto};
 use super::backward_plan::{self, query_side, BackwardPlan, BwdLaunch, FlashBwd};
 use super::check::{self, Dims, Inputs};
 use super::kv_texels::{KvSource, KvTextures};
@@ -29,22 +30,6 @@ pub struct AttentionGradients {
     /// over the dimensions it is broadcast along), f32; when
     /// [`AttentionOptions::bias_grad`] asked for it.
     pub dbias: Option<Tensor>,
-}
-
-/// Where [`attention_backward_into`] writes: tensors of q's, k's and v's
-/// shapes and dtype (and of the bias's shape, f32, with
-/// [`AttentionOptions::bias_grad`]), bindable as they are and in buffers
-/// of their own.
-#[derive(Debug, Clone, Copy)]
-pub struct GradientsInto<'a> {
-    /// q's shape and dtype.
-    pub dq: &'a Tensor,
-    /// k's shape and dtype.
-    pub dk: &'a Tensor,
-    /// v's shape and dtype.
-    pub dv: &'a Tensor,
-    /// The bias's shape, f32 (exactly when `bias_grad` is set).
-    pub dbias: Option<&'a Tensor>,
 }
 
 /// The gradients of attention with respect to q, k and v (and the bias),
@@ -235,14 +220,6 @@ fn check_grads(
     Tensor::same_context(OP, &ctxs)
 }
 
-/// A checked backward call's operands, bindable, and its scratch.
-pub(super) struct Bwd<'a> {
-    pub call: Call<'a>,
-    pub d_out: &'a Tensor,
-    pub lse: &'a Tensor,
-    pub grads: &'a GradientsInto<'a>,
-}
-
 fn run(
     x: &Inputs,
     dims: &Dims,
@@ -300,20 +277,6 @@ fn zeros(ctx: &Context, g: &GradientsInto) -> Result<()> {
         ctx.submit(enc);
         Ok(())
     })
-}
-
-/// Where dS goes for the bias gradient: straight into dbias when the bias
-/// is not broadcast, else a full `[b, hq, sq, sk]` scratch then summed.
-pub(super) fn ds_target(bwd: &Bwd, summed: bool) -> Result<Option<Tensor>> {
-    let (d, ctx) = (bwd.call.dims, bwd.call.ctx);
-    match (bwd.grads.dbias, summed) {
-        (Some(_), true) => Ok(Some(Tensor::empty(
-            ctx,
-            &[d.b, d.hq, d.sq, d.sk],
-            DType::F32,
-        )?)),
-        _ => Ok(None),
-    }
 }
 
 /// The flash backward: prepass, dQ (and dS), dK/dV, the bias sum; one
@@ -420,33 +383,6 @@ fn flash(bwd: &Bwd, f: &FlashBwd) -> Result<()> {
         drop(tex);
         Ok(())
     })
-}
-
-/// Sums dS (`full`, `[b, hq, sq, sk]`) over the bias's broadcast
-/// dimensions into `dbias`.
-pub(super) fn bias_sum(
-    ctx: &Context,
-    enc: &mut wgpu::CommandEncoder,
-    pipe: &wgpu::ComputePipeline,
-    ubuf: &crate::context::Param<'_>,
-    full: &Tensor,
-    dbias: &Tensor,
-) {
-    let n = dbias.len() as u32;
-    ctx.dispatch(
-        enc,
-        pipe,
-        ubuf,
-        &[(slot::IN1, full.bind()), (slot::DBIAS, dbias.bind())],
-        grid(ctx, n.div_ceil(64)),
-    );
-}
-
-/// `groups` workgroups of 64 over (x, y) within the per-dimension limit
-/// (the kernels rebuild the id as `x + y · num_workgroups.x · 64`).
-pub(super) fn grid(ctx: &Context, groups: u32) -> (u32, u32, u32) {
-    let (x, y) = ctx.grid(groups.max(1));
-    (x, y, 1)
 }
 
 /// The params under which Q and dO are K and V (the dK/dV kernel's

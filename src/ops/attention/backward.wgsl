@@ -390,21 +390,29 @@ fn bwd_kv(@builtin(workgroup_id) wid: vec3<u32>,
                 if (ok) { x += bias[b * P.bias_sb + h * P.bias_sh + r{i} * P.sk + kc{t}]; }
 //#endif
                 let p = select(0.0, exp(x - st{i}.x), ok);
-                s{i}_{t} = p * (dp{i}_{t} - st{i}.y) * sc.y;
+                s{i}_{t} = select(0.0, p * (dp{i}_{t} - st{i}.y) * sc.y, ok);
                 dp{i}_{t} = p;
             }
+//#endfor
+            // A row that adds nothing (past the range, or a NaN row) must
+            // not add 0·NaN either.
+//#for c < D4
+            let qu{i}_{c} = select(vec4<f32>(0.0), q{i}_{c}, use{i});
+//#endfor
+//#for c < DV4
+            let du{i}_{c} = select(vec4<f32>(0.0), do{i}_{c}, use{i});
 //#endfor
 //#endfor
             // Each accumulator takes the step's KB updates in a row.
 //#for t < TM
 //#for c < D4
 //#for i < KB
-            dk{t}_{c} = fma(vec4<f32>(s{i}_{t}), q{i}_{c}, dk{t}_{c});
+            dk{t}_{c} = fma(vec4<f32>(s{i}_{t}), qu{i}_{c}, dk{t}_{c});
 //#endfor
 //#endfor
 //#for c < DV4
 //#for i < KB
-            dv{t}_{c} = fma(vec4<f32>(dp{i}_{t}), do{i}_{c}, dv{t}_{c});
+            dv{t}_{c} = fma(vec4<f32>(dp{i}_{t}), du{i}_{c}, dv{t}_{c});
 //#endfor
 //#endfor
 //#endfor

@@ -8,7 +8,7 @@
 //! head are adjacent, so each kv head's product covers its group and dK,
 //! dV come out summed over it.
 
-use super::backward::{bias_sum, ds_target, Bwd};
+use super::backward_call::{bias_sum, ds_target, Bwd};
 use super::backward_plan::NaiveBwd;
 use super::naive::{permute_into, permuted, softmax};
 use super::options::{Layout, OP};

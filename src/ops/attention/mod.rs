@@ -34,6 +34,7 @@
 //! the calls then copy any view into a bindable tensor and run the plan.
 
 mod backward;
+mod backward_call;
 mod backward_naive;
 mod backward_plan;
 mod call;
@@ -52,8 +53,8 @@ mod split_kv;
 
 pub use backward::{
     attention_backward, attention_backward_into, attention_backward_plan, AttentionGradients,
-    GradientsInto,
 };
+pub use backward_call::GradientsInto;
 pub use backward_plan::BackwardPlan;
 pub use kv_cache::kv_append;
 pub use options::{
