@@ -92,13 +92,9 @@ fn bench(c: &mut Criterion) {
                 ctx.finish_background_compiles();
                 g.bench_function(format!("{name}/{dtype}/sq{sq}_sk{sk}_{causal:?}"), |b| {
                     b.iter_custom(|iters| {
-                        ctx.synchronize().unwrap();
-                        let s = Instant::now();
-                        for _ in 0..iters {
-                            attention_into(&q, &k, &v, &opts, &out, None).unwrap();
-                        }
-                        ctx.synchronize().unwrap();
-                        s.elapsed()
+                        timed(&ctx, iters, || {
+                            attention_into(&q, &k, &v, &opts, &out, None).unwrap()
+                        })
                     })
                 });
             }

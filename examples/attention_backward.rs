@@ -176,15 +176,7 @@ fn check_head0(
         } else {
             Causal::None
         },
-        scale: None,
-        kv_len: None,
-        bias: None,
-        window: (None, None),
-        sink_tokens: 0,
-        softcap: None,
-        alibi: None,
-        sinks: None,
-        mask: None,
+        ..Default::default()
     };
     let want = flashdot::reference::attention::attention_backward(&r, &d_out);
     let tol = if dtype == DType::F16 { 1e-2 } else { 1e-4 };

@@ -340,13 +340,7 @@ fn backward_grid() {
             &both,
         );
         case("MQA d64", [1, 4, 1, 127, 127, 64, 64], dt, &br, &both);
-        case(
-            "d128",
-            [1, 1, 1, 33, 65, 128, 128],
-            dt,
-            &kv_len_free_bshd(),
-            &both,
-        );
+        case("d128", [1, 1, 1, 33, 65, 128, 128], dt, &bshd(), &both);
         case(
             "d256",
             [1, 1, 1, 9, 17, 256, 256],
@@ -412,7 +406,7 @@ fn backward_grid() {
     );
 }
 
-fn kv_len_free_bshd() -> Opts {
+fn bshd() -> Opts {
     Opts {
         layout: Layout::Bshd,
         ..Default::default()
@@ -576,17 +570,7 @@ fn backward_nan_row_stays_in_its_row() {
         k: &kv,
         v: &vv,
         dims,
-        layout: Layout::Bhsd,
-        causal: Causal::None,
-        scale: None,
-        kv_len: None,
-        bias: None,
-        window: (None, None),
-        sink_tokens: 0,
-        softcap: None,
-        alibi: None,
-        sinks: None,
-        mask: None,
+        ..Default::default()
     };
     let want = ref_backward(&a, &dov);
     let dq = read(&g.dq);

@@ -63,8 +63,7 @@ pub fn attention_backward(
     opts: &AttentionOptions,
 ) -> Result<AttentionGradients> {
     let x = Inputs { q, k, v, opts };
-    let dims = check_inputs(&x, out, d_out, lse)?;
-    let plan = backward_plan::plan_backward(q.context().profile(), &dims, opts)?;
+    let (dims, plan) = checked_plan(&x, out, d_out, lse)?;
     let ctx = q.context();
     let make = |shape: &[usize], dtype| Tensor::empty(ctx, shape, dtype);
     let grads = AttentionGradients {
@@ -122,9 +121,20 @@ pub fn attention_backward_plan(
     lse: Option<&Tensor>,
     opts: &AttentionOptions,
 ) -> Result<BackwardPlan> {
-    let x = Inputs { q, k, v, opts };
-    let dims = check_inputs(&x, out, d_out, lse)?;
-    backward_plan::plan_backward(q.context().profile(), &dims, opts)
+    checked_plan(&Inputs { q, k, v, opts }, out, d_out, lse).map(|(_, plan)| plan)
+}
+
+/// The check and plan of [`attention_backward`] and its plan (`_into`
+/// checks the gradients between the two).
+fn checked_plan(
+    x: &Inputs,
+    out: &Tensor,
+    d_out: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<(Dims, BackwardPlan)> {
+    let dims = check_inputs(x, out, d_out, lse)?;
+    let plan = backward_plan::plan_backward(x.q.context().profile(), &dims, x.opts)?;
+    Ok((dims, plan))
 }
 
 fn shape_err(what: &str, got: &[usize], want: &[usize]) -> Error {
@@ -287,18 +297,21 @@ fn flash(bwd: &Bwd, f: &FlashBwd) -> Result<()> {
     let stats = Tensor::empty(ctx, &[dims.b * dims.hq * dims.sq, 2], DType::F32)?;
     let full = ds_target(bwd, f.bias_sum.is_some())?;
     let ds_out = full.as_ref().or(g.dbias);
-    let pipes = [&f.prep, &f.q, &f.kv].map(|s| ctx.pipeline(s));
-    let [prep, pq, pkv] = pipes;
-    let (prep, pq, pkv) = (prep?, pq?, pkv?);
+    let (prep, pq, pkv) = (
+        ctx.pipeline(&f.prep)?,
+        ctx.pipeline(&f.q)?,
+        ctx.pipeline(&f.kv)?,
+    );
     let sum = f.bias_sum.as_ref().map(|s| ctx.pipeline(s)).transpose()?;
     let mut p = call.params;
     // The dK/dV kernel's Q and dO textures are made under params that see
     // them as K and V.
     let mut pside = side_params(&p, dims, call.opts.layout);
+    let qside = query_side(dims);
     let sources = match &f.tex {
         Some([kv, qo]) => Some((
             KvSource::new(ctx, kv, &f.q, &mut p, dims)?,
-            KvSource::new(ctx, qo, &f.kv, &mut pside, &query_side(dims))?,
+            KvSource::new(ctx, qo, &f.kv, &mut pside, &qside)?,
         )),
         None => None,
     };
@@ -330,13 +343,7 @@ fn flash(bwd: &Bwd, f: &FlashBwd) -> Result<()> {
         let tex = sources.as_ref().map(|(skv, sqo)| {
             (
                 skv.encode(call, &mut enc, &ubuf),
-                sqo.encode_tensors(
-                    ctx,
-                    &query_side(dims),
-                    [call.q, bwd.d_out],
-                    &mut enc,
-                    &ubuf_side,
-                ),
+                sqo.encode_tensors(ctx, &qside, [call.q, bwd.d_out], &mut enc, &ubuf_side),
             )
         });
         let mut common = vec![(slot::STATS, stats.bind()), (slot::AUX, call.aux.bind())];

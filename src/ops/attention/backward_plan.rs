@@ -130,19 +130,7 @@ pub(crate) fn plan_backward(
     dims.check_bindings(opts.layout, profile.max_storage_binding)?;
     let bias_grad = opts.bias_grad && opts.bias.is_some();
     if bias_grad {
-        let bytes = (dims.b * dims.hq * dims.sq * dims.sk) as u64 * 4;
-        if bytes > profile.max_storage_binding {
-            return Err(Error::TooLarge {
-                op: OP,
-                what: format!(
-                    "the bias gradient's dS [{}, {}, {}, {}] f32",
-                    dims.b, dims.hq, dims.sq, dims.sk
-                ),
-                size: bytes,
-                limit: profile.max_storage_binding,
-                kind: crate::Limit::StorageBinding,
-            });
-        }
+        dims.check_scores("the bias gradient's dS", profile.max_storage_binding)?;
     }
     let plan = |variant, reads, reason: String, launch| BackwardPlan {
         variant,
@@ -166,33 +154,23 @@ pub(crate) fn plan_backward(
         lse: false,
         extras: opts.extras(),
     };
-    // The bias sum reads and writes f32 whatever the inputs are.
-    let bias_sum = bias_grad
-        .then(|| {
-            let s = opts.bias.map(|b| b.shape().to_vec()).unwrap_or_default();
-            (s[0] != dims.b || s[1] != dims.hq).then(|| AttentionSpec {
-                dtype: DType::F32,
-                vec: false,
-                bias: false,
-                extras: Extras::default(),
-                ..spec(AttentionKernel::BwdBias)
-            })
-        })
-        .flatten();
+    // The bias sum (a bias broadcast over batches or heads) reads and
+    // writes f32 whatever the inputs are.
+    let bias_sum = opts
+        .bias
+        .filter(|b| bias_grad && (b.shape()[0] != dims.b || b.shape()[1] != dims.hq))
+        .map(|_| AttentionSpec {
+            dtype: DType::F32,
+            vec: false,
+            bias: false,
+            extras: Extras::default(),
+            ..spec(AttentionKernel::BwdBias)
+        });
     if variant == BackwardVariant::Naive {
-        let bytes = (dims.b * dims.hq * dims.sq * dims.sk) as u64 * 4;
-        if bytes > profile.max_storage_binding {
-            return Err(Error::TooLarge {
-                op: OP,
-                what: format!(
-                    "the naive backward's score matrix [{}, {}, {}, {}] f32",
-                    dims.b, dims.hq, dims.sq, dims.sk
-                ),
-                size: bytes,
-                limit: profile.max_storage_binding,
-                kind: crate::Limit::StorageBinding,
-            });
-        }
+        dims.check_scores(
+            "the naive backward's score matrix",
+            profile.max_storage_binding,
+        )?;
         let ds = AttentionSpec {
             vec: false,
             bias: false,

@@ -53,6 +53,26 @@ impl Dims {
         self.b * self.hq * self.sq == 0 || (self.dv == 0 && !lse)
     }
 
+    /// Fails with [`Error::TooLarge`] naming `what` when one f32 matrix
+    /// `[batch, heads_q, seq_q, seq_k]` (a score matrix, or dS) would exceed
+    /// one storage binding of `limit` bytes.
+    pub fn check_scores(&self, what: &str, limit: u64) -> Result<()> {
+        let bytes = (self.b * self.hq * self.sq * self.sk) as u64 * 4;
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                op: OP,
+                what: format!(
+                    "{what} [{}, {}, {}, {}] f32",
+                    self.b, self.hq, self.sq, self.sk
+                ),
+                size: bytes,
+                limit,
+                kind: crate::Limit::StorageBinding,
+            });
+        }
+        Ok(())
+    }
+
     /// Fails with [`Error::TooLarge`] when q, k, v or the output would
     /// exceed one storage binding of `limit` bytes (the kernels bind each
     /// whole).

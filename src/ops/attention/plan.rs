@@ -227,19 +227,10 @@ fn naive(ask: &Ask, why: &str) -> Result<AttentionPlan> {
                 .into(),
         ));
     }
-    let score_bytes = (dims.b * dims.hq * dims.sq * dims.sk) as u64 * 4;
-    if score_bytes > profile.max_storage_binding {
-        return Err(Error::TooLarge {
-            op: OP,
-            what: format!(
-                "the naive kernel's score matrix [{}, {}, {}, {}] f32",
-                dims.b, dims.hq, dims.sq, dims.sk
-            ),
-            size: score_bytes,
-            limit: profile.max_storage_binding,
-            kind: crate::Limit::StorageBinding,
-        });
-    }
+    dims.check_scores(
+        "the naive kernel's score matrix",
+        profile.max_storage_binding,
+    )?;
     let none = (None, None);
     Ok(plan(
         AttentionVariant::Naive,
