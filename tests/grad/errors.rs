@@ -203,7 +203,7 @@ fn embedding_and_loss_bad_inputs_are_errors() {
     shape_err(
         embedding_backward_into(&ids, None, &dy, grads),
         &[2, 4],
-        &[2, 4],
+        &[2, 3, 4],
     );
     let grads = EmbeddingGrads {
         word: Some(&z(&[5, 3], f)),

@@ -82,7 +82,8 @@ pub fn embedding_backward_into(
             shape_str(dy.shape())
         ));
     };
-    let n = batch * seq;
+    // Past usize only for an empty dy (h = 0), which no ids can match.
+    let n = batch.checked_mul(seq).unwrap_or(usize::MAX);
     for (name, len) in [
         ("ids", Some(ids.len())),
         ("type_ids", type_ids.map(<[u32]>::len)),
@@ -106,11 +107,17 @@ pub fn embedding_backward_into(
     }
     if let Some(pos) = grads.pos.filter(|p| p.shape()[0] < seq) {
         return bad(format!(
-            "sequences of {seq} tokens need {seq} position rows; the pos gradient is {}",
-            shape_str(pos.shape())
+            "the pos gradient is {}, but dy {} has sequences of {seq} tokens: it needs {seq} \
+             position rows",
+            shape_str(pos.shape()),
+            shape_str(dy.shape())
         ));
     }
     fit_binding(OP, &all)?;
+    if h == 0 {
+        // Every gradient is empty (and may claim any number of rows).
+        return Ok(());
+    }
     // The CSR of each table: [offsets (rows + 1) | positions (n)] in one
     // table; `keys` gives each token's row.
     let mut csr: Vec<u32> = Vec::new();
