@@ -170,8 +170,8 @@ fn adamw_ref(
     reference::grad::adamw_step(&mut s, g, t, o);
     let (b1, b2) = o.betas;
     let mut b = [Vec::new(), Vec::new(), Vec::new()];
-    for i in 0..g.len() {
-        let gi = (g[i] as f64).abs();
+    for (i, &gi) in g.iter().enumerate() {
+        let gi = (gi as f64).abs();
         let mh = s.m[i].abs() / (1.0 - b1.powi(t as i32));
         let vh = s.v[i] / (1.0 - b2.powi(t as i32));
         let upd = o.lr * mh / (vh.sqrt() + o.eps);

@@ -83,7 +83,7 @@ pub fn embedding_backward_into(
         ));
     };
     // Past usize only for an empty dy (h = 0), which no ids can match.
-    let n = batch.checked_mul(seq).unwrap_or(usize::MAX);
+    let n = batch.saturating_mul(seq);
     for (name, len) in [
         ("ids", Some(ids.len())),
         ("type_ids", type_ids.map(<[u32]>::len)),

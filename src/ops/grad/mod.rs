@@ -12,7 +12,7 @@
 //! invocation per (row, column) in a fixed order. Every result is
 //! deterministic. Storage is f32 or f16 where the forward takes f16
 //! (accumulation in f32); f16 on an adapter without `SHADER_F16` is
-//! [`Error::Unsupported`](crate::Error::Unsupported) when the tensor is made.
+//! [`Error::Unsupported`] when the tensor is made.
 
 mod activation;
 mod adamw;
