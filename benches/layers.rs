@@ -108,7 +108,7 @@ fn grad_bench(c: &mut Criterion, ctx: &Context) {
         let z = |shape: &[usize]| Tensor::zeros(ctx, shape, dtype).unwrap();
         let f32z = |shape: &[usize]| Tensor::zeros(ctx, shape, DType::F32).unwrap();
         // Column sums (db): one pass against two, at the model's widths.
-        for cols in [h, ff] {
+        for cols in [32, h, ff] {
             let (x, out) = (z(&[rows, cols]), f32z(&[cols]));
             bytes(&mut g, rows * cols * es);
             for v in [ColumnSumVariant::OnePass, ColumnSumVariant::TwoPass] {

@@ -374,6 +374,7 @@ fn grad_params_mirror_their_wgsl() {
     mirrors::<grad::CrossEntropyParams>(src(K::CrossEntropy { rows: true }));
     mirrors::<grad::CrossEntropyParams>(src(K::LossSum));
     mirrors::<grad::AdamWParams>(src(K::AdamW));
+    mirrors::<grad::TransposeParams>(src(K::Transpose));
 }
 
 /// A search batch's scan records at most `MAX_BATCH_PASSES` dispatches (one

@@ -78,14 +78,16 @@ fn bounds(l: &Layer, act: Activation, dims: (usize, usize, usize), f16: bool) ->
 #[test]
 fn linear_backward_matches_the_reference() {
     let mut r = rng("grad linear");
-    // (leading dims, in, out): 1, 3, 59, 127 and a 3-D x.
-    let shapes: [(&[usize], usize, usize); 6] = [
+    // (leading dims, in, out): 1, 3, 59, 127, a 3-D x, and rows and in
+    // multiples of 4 (where CPU adapters transpose dz before dW).
+    let shapes: [(&[usize], usize, usize); 7] = [
         (&[1], 1, 1),
         (&[3], 59, 127),
         (&[127], 3, 59),
         (&[59], 127, 3),
         (&[3, 5], 7, 9),
         (&[1009], 16, 33),
+        (&[4, 33], 20, 13),
     ];
     let mut acts = Activation::ALL.iter().cycle();
     for dtype in dtypes() {

@@ -2,11 +2,14 @@
 //! [`linear`](crate::ops::matmul::linear) (`y = act(x · wᵀ + b)`, `w`
 //! `[out, in]`): `dz = dy · act'(pre)`, `dx = dz · w`, `dw = dzᵀ · x`,
 //! `db = Σ_rows dz`. The two products run through the tiled matmul with its
-//! transpose flag (no GEMM of its own); `db` is a column sum.
+//! transpose flag (no GEMM of its own; where that flag sends A to a slow
+//! kernel, dz is transposed into a copy first); `db` is a column sum.
 
 use super::activation::activation_backward_into;
 use super::colsum::column_sum_into;
+use super::transpose::transpose_into;
 use super::write_zeros;
+use crate::context::DeviceProfile;
 use crate::error::{expect_dtype, Error, Result};
 use crate::ops::matmul::{matmul_into, Activation, MatmulOptions};
 use crate::tensor::{shape_str, DType, Tensor};
@@ -143,15 +146,28 @@ pub fn linear_backward_into(
         matmul_into(&dz, w, &opts, &dx.reshape(&[rows, i])?).map_err(rename)?;
     }
     if let Some(dw) = grads.dw {
-        let opts = MatmulOptions::default()
-            .transpose(true, false)
-            .out_dtype(dw.dtype());
-        matmul_into(&dz, &x2, &opts, dw).map_err(rename)?;
+        let opts = MatmulOptions::default().out_dtype(dw.dtype());
+        if transpose_first(ctx.profile(), rows, i) {
+            let dzt = Tensor::empty(ctx, &[o, rows], dz.dtype())?;
+            transpose_into(OP, &dz, &dzt)?;
+            matmul_into(&dzt, &x2, &opts, dw).map_err(rename)?;
+        } else {
+            matmul_into(&dz, &x2, &opts.transpose(true, false), dw).map_err(rename)?;
+        }
     }
     if let Some(db) = grads.db {
         column_sum_into(&dz, db).map_err(rename)?;
     }
     Ok(())
+}
+
+/// Whether `dw = dzᵀ · x` runs on a transposed copy of dz: where the
+/// matmul's fast kernel takes A only as stored (the texel kernel of CPU
+/// adapters, for k = rows and n = in multiples of 4). There the transposed
+/// read is a scalar kernel (DESIGN.md has the measured gap); the copy costs
+/// two passes over dz.
+fn transpose_first(profile: &DeviceProfile, rows: usize, inp: usize) -> bool {
+    profile.texel_reads && rows.is_multiple_of(4) && inp.is_multiple_of(4)
 }
 
 /// An error of a step, reported as this op's.

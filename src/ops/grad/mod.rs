@@ -24,6 +24,7 @@ mod linear;
 mod norm;
 mod pooling;
 mod spec;
+mod transpose;
 
 pub use activation::{activation_backward_into, activation_into};
 pub use adamw::{adamw_step, AdamWOptions};
@@ -53,6 +54,8 @@ pub(crate) use norm::NormGradParams;
 pub(crate) use pooling::PoolGradParams;
 #[cfg(test)]
 pub(crate) use spec::{reachable as reachable_specs, GradKernel, GradSpec};
+#[cfg(test)]
+pub(crate) use transpose::TransposeParams;
 
 use crate::context::{Bind, Context, Tracked};
 use crate::error::{Error, Result};

@@ -16,6 +16,7 @@ const CROSS_ENTROPY: &str = include_str!("cross_entropy.wgsl");
 const EMBEDDING: &str = include_str!("embedding.wgsl");
 const NORM: &str = include_str!("norm.wgsl");
 const POOLING: &str = include_str!("pooling.wgsl");
+const TRANSPOSE: &str = include_str!("transpose.wgsl");
 
 crate::shader::defines! {
     /// Defines of the `grad` family's templates.
@@ -61,6 +62,8 @@ pub(crate) enum GradKernel {
     LossSum,
     /// One AdamW step (`adamw.wgsl`): the gradient in dtype, the rest f32.
     AdamW,
+    /// A 2-D transpose (`transpose.wgsl`), for the linear backward.
+    Transpose,
 }
 
 /// One `grad` kernel specialisation: the kernel and its storage type `T`.
@@ -113,6 +116,7 @@ impl Spec for GradSpec {
             GradKernel::CrossEntropy { rows: false } => "cross_entropy",
             GradKernel::LossSum => "loss_sum",
             GradKernel::AdamW => "adamw_step",
+            GradKernel::Transpose => "transpose",
         }
     }
     fn source(&self) -> Result<String> {
@@ -154,6 +158,7 @@ impl Spec for GradSpec {
                 CROSS_ENTROPY
             }
             GradKernel::AdamW => ADAMW,
+            GradKernel::Transpose => TRANSPOSE,
         };
         shader::render(self, src, self.dtype, false, &d, &[])
     }
@@ -187,6 +192,7 @@ pub(crate) fn reachable() -> Vec<GradSpec> {
         v.push(spec(GradKernel::EmbeddingRows));
         v.push(spec(GradKernel::PoolBackward));
         v.push(spec(GradKernel::AdamW));
+        v.push(spec(GradKernel::Transpose));
     }
     v.push(GradSpec {
         dtype: DType::F32,
