@@ -15,7 +15,7 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 use crate::context::{DeviceProfile, Spec};
-use crate::ops::{attention, dot, embedding, matmul, norm, pooling, search, similarity};
+use crate::ops::{attention, dot, embedding, grad, matmul, norm, pooling, search, similarity};
 use crate::shader::Params;
 use crate::tensor::strided as gather;
 
@@ -114,6 +114,7 @@ fn all_kernels() -> Vec<Kernel> {
     v.extend(search::kmeans_specs().iter().map(kernel));
     v.extend(search::nearest_specs(&p).iter().map(kernel));
     v.extend(attention::reachable_specs(&p).iter().map(kernel));
+    v.extend(grad::reachable_specs().iter().map(kernel));
     v
 }
 
@@ -345,6 +346,37 @@ fn params_structs_mirror_their_wgsl() {
     mirrors::<search::KMeansParams>(search::kmeans_specs()[0].source());
     mirrors::<search::NearestParams>(search::nearest_specs(&profiles())[0].source());
     mirrors::<attention::AttentionParams>(attention::reachable_specs(&profiles())[0].source());
+    grad_params_mirror_their_wgsl();
+}
+
+/// Each `grad` kernel's params struct against the WGSL of one of its specs.
+fn grad_params_mirror_their_wgsl() {
+    use crate::tensor::DType;
+    use grad::{GradKernel as K, GradSpec};
+    let src = |kernel| {
+        GradSpec {
+            dtype: DType::F32,
+            kernel,
+        }
+        .source()
+    };
+    mirrors::<grad::ColSumParams>(GradSpec::column_sum(DType::F32, DType::F32).source());
+    mirrors::<grad::ActParams>(src(K::Activation {
+        act: matmul::Activation::GeluErf,
+        backward: true,
+    }));
+    mirrors::<grad::AddParams>(src(K::Add { accumulate: false }));
+    mirrors::<grad::NormGradParams>(src(K::NormRows {
+        residual: true,
+        rows: false,
+    }));
+    mirrors::<grad::NormGradParams>(src(K::NormPartials { residual: false }));
+    mirrors::<grad::EmbeddingGradParams>(src(K::EmbeddingRows));
+    mirrors::<grad::PoolGradParams>(src(K::PoolBackward));
+    mirrors::<grad::CrossEntropyParams>(src(K::CrossEntropy { rows: true }));
+    mirrors::<grad::CrossEntropyParams>(src(K::LossSum));
+    mirrors::<grad::AdamWParams>(src(K::AdamW));
+    mirrors::<grad::TransposeParams>(src(K::Transpose));
 }
 
 /// A search batch's scan records at most `MAX_BATCH_PASSES` dispatches (one

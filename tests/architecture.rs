@@ -27,6 +27,7 @@ const LAYERS: &[&[&str]] = &[
         "ops::matmul",
         "ops::attention",
         "ops::search",
+        "ops::grad",
     ],
     &["models"],
     &["reference"],

@@ -2,18 +2,22 @@
 //! to edges (sizes 0, 1, odd, huge, overflowing products, mismatched shapes,
 //! dtypes, NaN/Inf/subnormal values, k = 0 or > n, kv_len/bias/GQA errors,
 //! forced variants and tile configs; the IVF index's nprobe 0 or past nlist,
-//! search before training). Every call runs inside `catch_unwind`
+//! search before training; the training kernels' ids and targets past their
+//! tables and bad optimizer settings). Every call runs inside `catch_unwind`
 //! and must return `Ok` (then, with finite inputs, match the f64 reference)
 //! or a typed `Error` — never panic. Counts per op and outcome are printed; a
 //! failing case prints a one-line reproduction, and the slowest cases are
 //! named. The fast tier runs 5,000 cases, the long tier (`--ignored`)
 //! 200,000 with every forced kernel and f16. The inputs are in
 //! `fuzz/inputs.rs`, one generator/checker per op in `fuzz/ops.rs` (the
-//! attention backward's in `fuzz/backward.rs`).
+//! attention backward's in `fuzz/backward.rs`, the `grad` family's in
+//! `fuzz/grad.rs`).
 
 #[path = "fuzz/backward.rs"]
 mod backward;
 mod common;
+#[path = "fuzz/grad.rs"]
+mod grad;
 #[path = "fuzz/inputs.rs"]
 mod inputs;
 #[path = "fuzz/ops.rs"]

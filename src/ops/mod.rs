@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod dot;
 pub mod embedding;
+pub mod grad;
 pub mod matmul;
 pub mod norm;
 pub mod pooling;

@@ -6,6 +6,7 @@ pub mod attention;
 pub mod bert;
 pub mod dot;
 pub mod embedding;
+pub mod grad;
 pub mod kmeans;
 pub mod matmul;
 pub mod norm;

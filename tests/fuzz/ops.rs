@@ -20,6 +20,7 @@ use flashdot::ops::similarity::{cosine, normalize, scores, Metric};
 use flashdot::{reference, verify, DType, Tensor};
 use rand::Rng;
 
+use super::grad as g;
 use super::inputs::{dtype, large_output, mismatch, size, tensor, value};
 use crate::common::{cosine_tolerance, dot_tolerance, Rng64};
 
@@ -48,7 +49,7 @@ pub type Gen = fn(Env<'_>, &mut Rng64) -> Check;
 /// One generator/checker per op. The case draws its op as an index into this
 /// table, so its order is part of every printed reproduction: keep it (new
 /// ops go last; a new row still changes which case a seed and number name).
-pub const OPS: [(&str, Gen); 15] = [
+pub const OPS: [(&str, Gen); 24] = [
     ("tensor", tensor_case),
     ("dot", dot_case),
     ("cosine", cosine_case),
@@ -67,6 +68,15 @@ pub const OPS: [(&str, Gen); 15] = [
         "attention_backward",
         crate::backward::attention_backward_case,
     ),
+    ("column_sum", g::column_sum_case),
+    ("activation", g::activation_case),
+    ("grad_add", g::add_case),
+    ("linear_bwd", g::linear_backward_case),
+    ("norm_bwd", g::layer_norm_backward_case),
+    ("embed_bwd", g::embedding_backward_case),
+    ("pool_bwd", g::mean_pool_backward_case),
+    ("xentropy", g::cross_entropy_case),
+    ("adamw", g::adamw_case),
 ];
 
 /// Creation, reshape, narrow and contiguous copy of a random tensor.
