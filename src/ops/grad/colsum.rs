@@ -84,7 +84,13 @@ pub(super) fn partials(
     if !two_pass {
         return Ok(None);
     }
-    scratch(ctx, op, rows.div_ceil(BLOCK) * cols, "column-sum partials").map(Some)
+    scratch(
+        ctx,
+        op,
+        rows.div_ceil(BLOCK).max(1) * cols,
+        "column-sum partials",
+    )
+    .map(Some)
 }
 
 /// The passes of `s`: one, or two through `part` (from [`partials`]).

@@ -128,8 +128,14 @@ fn write_zeros(t: &Tensor) -> Result<()> {
 }
 
 /// The (x, y, 1) grid of `items` invocations in workgroups of `wg`.
+///
+/// Counted in usize: a workgroup-per-row kernel passes `rows · 64` items,
+/// which passes u32 long before the group count does. The group count
+/// itself fits: every caller's items are bounded by a bound binding's
+/// elements (times 64 at most), far under 2³² · wg.
 fn grid(ctx: &Context, items: usize, wg: u32) -> (u32, u32, u32) {
-    let (gx, gy) = ctx.grid((items as u32).div_ceil(wg));
+    let groups = items.div_ceil(wg as usize).min(u32::MAX as usize) as u32;
+    let (gx, gy) = ctx.grid(groups);
     (gx, gy, 1)
 }
 
