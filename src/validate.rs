@@ -372,7 +372,7 @@ fn grad_params_mirror_their_wgsl() {
     }));
     mirrors::<grad::NormGradParams>(src(K::NormPartials { residual: false }));
     mirrors::<grad::EmbeddingGradParams>(src(K::EmbeddingRows));
-    mirrors::<grad::PoolGradParams>(src(K::PoolBackward));
+    mirrors::<pooling::PoolParams>(src(K::PoolBackward));
     mirrors::<grad::CrossEntropyParams>(src(K::CrossEntropy { rows: true }));
     mirrors::<grad::CrossEntropyParams>(src(K::LossSum));
     mirrors::<grad::AdamWParams>(src(K::AdamW));

@@ -51,8 +51,6 @@ pub(crate) use embedding::EmbeddingGradParams;
 #[cfg(test)]
 pub(crate) use norm::NormGradParams;
 #[cfg(test)]
-pub(crate) use pooling::PoolGradParams;
-#[cfg(test)]
 pub(crate) use spec::{reachable as reachable_specs, GradKernel, GradSpec};
 #[cfg(test)]
 pub(crate) use transpose::TransposeParams;

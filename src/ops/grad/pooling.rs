@@ -5,19 +5,11 @@ use super::spec::{GradKernel, GradSpec};
 use super::{fit_binding, run, Pass};
 use crate::context::Bind;
 use crate::error::{expect_dtype, Error, Result};
+// The forward's params: the backward's WGSL declares the same struct.
+use crate::ops::pooling::PoolParams;
 use crate::tensor::{shape_str, DType, Tensor};
 
 const OP: &str = "mean_pool_backward";
-
-crate::shader::params! {
-    /// Mirrors `Params` in `ops/grad/pooling.wgsl`.
-    pub(crate) struct PoolGradParams {
-        batch: u32,
-        seq: u32,
-        h: u32,
-        _p0: u32,
-    }
-}
 
 /// `dx[b, t, j] = dy[b, j] / n_b` for `t < n_b`, else 0, where
 /// `n_b = min(lengths[b], seq)`: the gradient of the mean over each
@@ -57,7 +49,7 @@ pub fn mean_pool_backward_into(dy: &Tensor, lengths: &[u32], dx: &Tensor) -> Res
         dtype: dx.dtype(),
         kernel: GradKernel::PoolBackward,
     };
-    let p = PoolGradParams {
+    let p = PoolParams {
         batch: s[0] as u32,
         seq: s[1] as u32,
         h: s[2] as u32,
