@@ -5,13 +5,14 @@
 //! gradients (`ops::grad`, in `grad_bench`) at the same shapes, the
 //! feed-forward's 1536, a 30,522-word vocabulary and 128 rows of MLM
 //! logits: bytes as each kernel moves them (passes that re-read an input
-//! count it again), GFLOP/s for the linear backward's two products.
+//! count it again), GFLOP/s for the linear backward's two products and for
+//! dW alone by the matmul's transpose flag and by the linear backward.
 
 use criterion::SamplingMode;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashdot::ops::embedding::{embedding_into, EmbeddingTables};
 use flashdot::ops::grad::*;
-use flashdot::ops::matmul::Activation;
+use flashdot::ops::matmul::{matmul_into, Activation, MatmulOptions};
 use flashdot::ops::norm::{layer_norm_with, NormVariant};
 use flashdot::ops::pooling::mean_pool_into;
 use flashdot::{Context, DType, Tensor};
@@ -233,6 +234,27 @@ fn grad_bench(c: &mut Criterion, ctx: &Context) {
                     bch.iter_custom(timed(ctx, || {
                         linear_backward_into(&x, &w, &dy, Activation::GeluErf, Some(&pre), into)
                             .unwrap()
+                    }))
+                },
+            );
+            // dW = dzᵀ · x alone (2 · rows · 384 · 1536 FLOP): the matmul's
+            // transpose flag against the linear backward's route (on CPU
+            // adapters a transposed copy of dz, then the texel kernel).
+            g.throughput(Throughput::Elements((2 * rows * h * ff) as u64));
+            let flag = MatmulOptions::default().transpose(true, false);
+            g.bench_function(
+                format!("dw [{ff}, {h}] by transpose flag (FLOP)/{dtype}"),
+                |bch| bch.iter_custom(timed(ctx, || matmul_into(&dy, &x, &flag, &dw).unwrap())),
+            );
+            g.bench_function(
+                format!("dw [{ff}, {h}] by linear_backward (FLOP)/{dtype}"),
+                |bch| {
+                    let into = LinearGradsInto {
+                        dw: Some(&dw),
+                        ..Default::default()
+                    };
+                    bch.iter_custom(timed(ctx, || {
+                        linear_backward_into(&x, &w, &dy, Activation::None, None, into).unwrap()
                     }))
                 },
             );

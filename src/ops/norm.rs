@@ -2,12 +2,14 @@
 //! (`layer_norm(x + residual)`, a transformer block's post-norm). Kernel
 //! source: `ops/norm.wgsl`.
 
-use crate::context::{Bind, Spec};
+use crate::context::{Bind, DeviceProfile, Spec};
 use crate::error::{expect_dtype, Error, Result};
 use crate::shader;
 use crate::tensor::{shape_str, DType, Tensor};
 
 const SRC: &str = include_str!("norm.wgsl");
+/// The x (+ residual) bindings and `z()` both layer-norm templates read.
+pub(crate) const Z_SRC: &str = include_str!("norm_z.wgsl");
 const OP: &str = "layer_norm";
 
 crate::shader::params! {
@@ -44,6 +46,19 @@ pub enum NormVariant {
     Rows,
 }
 
+impl NormVariant {
+    /// Whether this schedule runs an invocation per row on `profile`'s
+    /// adapter (the one place `Auto` is resolved, for the forward, its
+    /// backward and the row-wise cross-entropy).
+    pub(crate) fn per_row(self, profile: &DeviceProfile) -> bool {
+        match self {
+            NormVariant::Auto => profile.texel_reads,
+            NormVariant::Workgroup => false,
+            NormVariant::Rows => true,
+        }
+    }
+}
+
 /// One layer-norm specialisation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct NormSpec {
@@ -72,7 +87,7 @@ impl Spec for NormSpec {
         if self.rows {
             d.push(NormDefine::Rows);
         }
-        shader::render(self, SRC, self.dtype, false, &d, &[])
+        shader::render(self, &[Z_SRC, SRC].concat(), self.dtype, false, &d, &[])
     }
 }
 
@@ -194,11 +209,7 @@ pub fn layer_norm_with(
     if rows == 0 {
         return Ok(());
     }
-    let rows_kernel = match variant {
-        NormVariant::Auto => ctx.profile().texel_reads,
-        NormVariant::Workgroup => false,
-        NormVariant::Rows => true,
-    };
+    let rows_kernel = variant.per_row(ctx.profile());
     let pipe = ctx.pipeline(&NormSpec {
         dtype: x.dtype(),
         residual: residual.is_some(),

@@ -5,6 +5,7 @@
 // (each invocation sums a strided slice, a tree in workgroup memory reduces:
 // GPUs), or an invocation per row (no barriers: CPU adapters, where a
 // barrier switches among the workgroup's SIMD slices).
+// x, res and z() are norm_z.wgsl's, concatenated before this file.
 
 struct Params {
     rows: u32,
@@ -14,21 +15,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-//#if RESIDUAL
-@group(0) @binding(2) var<storage, read> res: array<T>;
-//#endif
 @group(0) @binding(3) var<storage, read> gamma: array<T>;
 @group(0) @binding(4) var<storage, read> beta: array<T>;
 @group(0) @binding(5) var<storage, read_write> y: array<T>;
-
-fn z(i: u32) -> f32 {
-//#if RESIDUAL
-    return f32(x[i]) + f32(res[i]);
-//#else
-    return f32(x[i]);
-//#endif
-}
 
 //#if ROWS
 @compute @workgroup_size(64)

@@ -4,7 +4,7 @@
 //! mean of the row losses in one workgroup (no atomics).
 
 use super::spec::{GradKernel, GradSpec};
-use super::{fit_binding, run, write_zeros, Pass};
+use super::{fit_binding, fit_words, run, write_zeros, Pass};
 use crate::context::Bind;
 use crate::error::{expect_dtype, Error, Result};
 use crate::ops::norm::NormVariant;
@@ -107,6 +107,8 @@ pub fn cross_entropy_into(
         });
     }
     fit_binding(OP, &[("logits", logits), ("dlogits", dlogits)])?;
+    // The targets' table and the row losses: a word per row each.
+    fit_words(logits.context(), OP, n, "the targets and row losses")?;
     // The kernel's targets: ignored rows become u32::MAX (≥ classes).
     let mut table = Vec::with_capacity(n);
     for (r, &t) in targets.iter().enumerate() {
@@ -136,11 +138,7 @@ pub fn cross_entropy_into(
         write_zeros(&out.loss)?;
         return Ok(out);
     }
-    let per_row = match opts.variant {
-        NormVariant::Auto => ctx.profile().texel_reads,
-        NormVariant::Workgroup => false,
-        NormVariant::Rows => true,
-    };
+    let per_row = opts.variant.per_row(ctx.profile());
     let p = CrossEntropyParams {
         rows: n as u32,
         classes: classes as u32,

@@ -63,18 +63,25 @@ fn online(ms: vec2<f32>, v: f32) -> vec2<f32> {
 }
 
 // The row's loss from its (m, s) and target, and its gradient.
+// An ignored row reads no logits: zeros and a loss of 0. The branch is per
+// element, not an early return: with a return for ignored rows, lavapipe
+// (Mesa 22.3.6) left most of a kept row beside one unwritten (the Rows
+// schedule, in tests/grad/loss.rs).
 fn finish(row: u32, t: u32, ms: vec2<f32>, first: u32, stride: u32) {
     let base = row * P.classes;
-    let ignored = t >= P.classes;
+    let kept = t < P.classes;
     let inv = 1.0 / ms.y;
     for (var j = first; j < P.classes; j += stride) {
-        let p = exp(f32(logits[base + j]) - ms.x) * inv;
-        let g = (p - select(0.0, 1.0, j == t)) * P.scale;
-        dlogits[base + j] = T(select(g, 0.0, ignored));
+        var g = 0.0;
+        if (kept) {
+            let p = exp(f32(logits[base + j]) - ms.x) * inv;
+            g = (p - select(0.0, 1.0, j == t)) * P.scale;
+        }
+        dlogits[base + j] = T(g);
     }
     if (first == 0u) {
         var l = 0.0;
-        if (!ignored) {
+        if (kept) {
             l = log(ms.y) + ms.x - f32(logits[base + t]);
         }
         losses[row] = l;

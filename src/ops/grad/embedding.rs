@@ -8,7 +8,7 @@
 //! token read is zero.
 
 use super::spec::{GradKernel, GradSpec};
-use super::{fit_binding, run, Pass};
+use super::{fit_binding, fit_words, run, Pass};
 use crate::context::Bind;
 use crate::error::{expect_dtype, Error, Result};
 use crate::tensor::{shape_str, DType, Tensor};
@@ -114,14 +114,6 @@ pub fn embedding_backward_into(
         ));
     }
     fit_binding(OP, &all)?;
-    if h == 0 {
-        // Every gradient is empty (and may claim any number of rows).
-        return Ok(());
-    }
-    // The CSR of each table: [offsets (rows + 1) | positions (n)] in one
-    // table; `keys` gives each token's row.
-    let mut csr: Vec<u32> = Vec::new();
-    let mut tables = Vec::new();
     let word_key = |r: usize| ids[r];
     let pos_key = |r: usize| (r % seq.max(1)) as u32;
     let type_key = |r: usize| type_ids.map_or(0, |t| t[r]);
@@ -130,6 +122,9 @@ pub fn embedding_backward_into(
         ("position", grads.pos, &pos_key),
         ("type id", grads.types, &type_key),
     ];
+    // Ids are checked even when h = 0 (every gradient empty), as the
+    // forward lookup checks them.
+    let mut words = 0usize;
     for (what, grad, key) in keys {
         let Some(grad) = grad else { continue };
         let rows = grad.shape()[0];
@@ -145,11 +140,24 @@ pub fn embedding_backward_into(
                 ),
             });
         }
+        words = words.saturating_add(rows.saturating_add(n).saturating_add(1));
+    }
+    if h == 0 {
+        return Ok(());
+    }
+    let ctx = dy.context();
+    // The CSR of each table: [offsets (rows + 1) | positions (n)] in one
+    // table; `keys` gives each token's row.
+    fit_words(ctx, OP, words, "the token CSR of the tables")?;
+    let mut csr: Vec<u32> = Vec::with_capacity(words);
+    let mut tables = Vec::new();
+    for (_, grad, key) in keys {
+        let Some(grad) = grad else { continue };
+        let rows = grad.shape()[0];
         let offsets = csr.len();
         csr.extend(counting_sort(n, rows, key));
         tables.push((grad, rows, offsets, offsets + rows + 1));
     }
-    let ctx = dy.context();
     let table = ctx.table(&csr);
     let passes: Vec<Pass> = tables
         .iter()

@@ -8,7 +8,7 @@
 use super::activation::activation_backward_into;
 use super::colsum::column_sum_into;
 use super::transpose::transpose_into;
-use super::write_zeros;
+use super::{fit_binding, write_zeros};
 use crate::context::DeviceProfile;
 use crate::error::{expect_dtype, Error, Result};
 use crate::ops::matmul::{matmul_into, Activation, MatmulOptions};
@@ -101,6 +101,10 @@ pub fn linear_backward_into(
     let mut all = ins.clone();
     all.extend(&outs);
     Tensor::same_context(OP, &all)?;
+    // Every step binds its operands whole, and dz (and its transposed copy)
+    // has dy's shape and dtype: checked here, so that a call past a binding
+    // fails before it writes any gradient.
+    fit_binding(OP, &all)?;
     let shapes: [(&str, Option<&Tensor>, Vec<usize>); 3] = [
         ("dx", grads.dx, x.shape().to_vec()),
         ("dw", grads.dw, vec![o, i]),
@@ -135,7 +139,7 @@ pub fn linear_backward_into(
     let dz = match pre.filter(|_| act != Activation::None) {
         Some(pre) => {
             let dz = Tensor::empty(ctx, dy.shape(), dy.dtype())?;
-            activation_backward_into(pre, dy, act, &dz)?;
+            activation_backward_into(pre, dy, act, &dz).map_err(rename)?;
             dz.reshape(&[rows, o])?
         }
         None => dy.reshape(&[rows, o])?,

@@ -95,8 +95,9 @@ fn same_shape(op: &'static str, (an, a): (&str, &Tensor), (bn, b): (&str, &Tenso
     })
 }
 
-/// A device-only f32 scratch buffer of `elems` elements.
-fn scratch(ctx: &Context, op: &'static str, elems: usize, what: &str) -> Result<Tracked> {
+/// Fails with [`Error::TooLarge`] for a buffer of `elems` 4-byte words
+/// (f32 scratch, a u32 table) past one storage binding.
+fn fit_words(ctx: &Context, op: &'static str, elems: usize, what: &str) -> Result<u64> {
     let bytes = (elems as u64).saturating_mul(4);
     if bytes > ctx.max_binding() {
         return Err(Error::TooLarge {
@@ -107,6 +108,12 @@ fn scratch(ctx: &Context, op: &'static str, elems: usize, what: &str) -> Result<
             kind: crate::Limit::StorageBinding,
         });
     }
+    Ok(bytes)
+}
+
+/// A device-only f32 scratch buffer of `elems` elements.
+fn scratch(ctx: &Context, op: &'static str, elems: usize, what: &str) -> Result<Tracked> {
+    let bytes = fit_words(ctx, op, elems, what)?;
     Ok(ctx.create_buffer(&wgpu::BufferDescriptor {
         label: Some(op),
         size: bytes.max(16),

@@ -127,11 +127,7 @@ pub fn layer_norm_backward_with(
     let ctx = x.context();
     let rows = x.len() / h;
     let res = residual.is_some();
-    let per_row = match variant {
-        NormVariant::Auto => ctx.profile().texel_reads,
-        NormVariant::Workgroup => false,
-        NormVariant::Rows => true,
-    };
+    let per_row = variant.per_row(ctx.profile());
     let two = ColumnSumVariant::Auto.two_pass(ctx.profile(), rows, h);
     let block = if two { colsum::BLOCK } else { rows.max(1) };
     let blocks = rows.div_ceil(block).max(1);

@@ -10,6 +10,7 @@
 // atomics), writing [2, blocks, h] f32 that a column-sum pass finishes.
 // Σ g · (z − mean) is gathered in the variance pass (it needs no rstd), so a
 // row is read three times. Accumulates in f32.
+// x, res and z() are norm_z.wgsl's, concatenated before this file.
 
 struct Params {
     rows: u32,
@@ -20,10 +21,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-//#if RESIDUAL
-@group(0) @binding(2) var<storage, read> res: array<T>;
-//#endif
 @group(0) @binding(4) var<storage, read> dy: array<T>;
 //#if PARTIALS
 @group(0) @binding(6) var<storage, read> stats: array<f32>;
@@ -33,14 +30,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> dx: array<T>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
 //#endif
-
-fn z(i: u32) -> f32 {
-//#if RESIDUAL
-    return f32(x[i]) + f32(res[i]);
-//#else
-    return f32(x[i]);
-//#endif
-}
 
 //#if PARTIALS
 @compute @workgroup_size(64)

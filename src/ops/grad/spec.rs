@@ -122,7 +122,8 @@ impl Spec for GradSpec {
     fn source(&self) -> Result<String> {
         use GradDefine as D;
         let mut d = Vec::new();
-        let src = match self.kernel {
+        let norm: String;
+        let src: &str = match self.kernel {
             GradKernel::ColumnSum { input, output } => {
                 d.extend((input == DType::F16).then_some(D::InF16));
                 d.extend((output == DType::F16).then_some(D::OutF16));
@@ -140,12 +141,14 @@ impl Spec for GradSpec {
             GradKernel::NormRows { residual, rows } => {
                 d.extend(residual.then_some(D::Residual));
                 d.extend(rows.then_some(D::Rows));
-                NORM
+                norm = [crate::ops::norm::Z_SRC, NORM].concat();
+                &norm
             }
             GradKernel::NormPartials { residual } => {
                 d.extend(residual.then_some(D::Residual));
                 d.push(D::Partials);
-                NORM
+                norm = [crate::ops::norm::Z_SRC, NORM].concat();
+                &norm
             }
             GradKernel::EmbeddingRows => EMBEDDING,
             GradKernel::PoolBackward => POOLING,
