@@ -18,6 +18,8 @@ mod backward;
 mod common;
 #[path = "fuzz/grad.rs"]
 mod grad;
+#[path = "common/grad_bounds.rs"]
+mod grad_bounds;
 #[path = "fuzz/inputs.rs"]
 mod inputs;
 #[path = "fuzz/ops.rs"]

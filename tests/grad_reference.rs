@@ -235,8 +235,13 @@ fn add_gradient_matches_finite_differences() {
     let dyv: Vec<f64> = dy.iter().map(|&v| v as f64).collect();
     check("add a", &a, &dyv, |v| dot(&grad::add(v, &b), &dy));
     check("add b", &b, &dyv, |v| dot(&grad::add(&a, v), &dy));
-    let cols = grad::column_sum(&dy, 7);
-    assert_eq!(cols, dyv, "the column sums of one row are the row");
+    // y = x + b with b broadcast over 5 rows: b's gradient is dy's column sum.
+    let (x, dy, b) = (grid(&mut r, 35), grid(&mut r, 35), grid(&mut r, 7));
+    let bias = |b: &[f32]| -> f64 {
+        let y: Vec<f64> = (0..35).map(|e| x[e] as f64 + b[e % 7] as f64).collect();
+        dot(&y, &dy)
+    };
+    check("bias", &b, &grad::column_sum(&dy, 7), bias);
 }
 
 /// AdamW under a constant gradient g from zero moments: m_t = (1 − β1^t) g

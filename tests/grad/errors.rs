@@ -190,6 +190,17 @@ fn embedding_and_loss_bad_inputs_are_errors() {
         embedding_backward_into(&ids, Some(&[0, 0, 2, 0, 0, 0]), &dy, all),
         "type id 2",
     );
+    // With h = 0 every gradient is empty, and ids are still checked.
+    let (dy0, word0) = (z(&[2, 3, 0], f), z(&[5, 0], f));
+    let empty = EmbeddingGrads {
+        word: Some(&word0),
+        ..Default::default()
+    };
+    invalid(
+        embedding_backward_into(&past, None, &dy0, empty),
+        "has id 5",
+    );
+    embedding_backward_into(&ids, None, &dy0, empty).unwrap();
     let e = embedding_backward_into(&ids[..5], None, &dy, all).unwrap_err();
     assert!(
         matches!(e, Error::Shape { .. }) && e.to_string().contains("[2, 3, 4]"),

@@ -1,78 +1,9 @@
 //! The fused softmax cross-entropy (loss, per-row losses, gradient) and the
 //! AdamW step against their f64 references.
 
+use super::grad_bounds::ce_bounds;
 use super::*;
 use flashdot::ops::norm::NormVariant;
-
-/// Left-to-right maxima of `v`: how often a running maximum grows, so how
-/// often an online softmax rescales its sum.
-fn records(v: impl Iterator<Item = f32>) -> usize {
-    let mut m = f32::NEG_INFINITY;
-    v.filter(|&x| {
-        let grew = x > m;
-        m = m.max(x);
-        grew
-    })
-    .count()
-}
-
-/// Bounds of (row losses, dlogits, loss) from the kernel's arithmetic in
-/// f32. Per row, with a_j = x_max − x_j: exp errs by (3 + 2·|arg|) ulp
-/// (Vulkan's precision), so each term of s = Σ exp(−a_j) by (6 + 4 a_j) u;
-/// the sum of C terms by (C + 2) u; every rescale of the running sum (once
-/// per new maximum, in the sequential or the 64-strided order, plus 12 for
-/// the tree that merges 64 lanes) by at most (6 + 4·range) u. log errs by
-/// 2^-21 or 3 ulp. The gradient's p_j carries its exp's error and s's; the
-/// mean, n roundings of the row losses.
-fn ce_bounds(
-    logits: &[f32],
-    targets: &[u32],
-    classes: usize,
-    ignore: Option<u32>,
-) -> [Vec<f64>; 3] {
-    let want = reference::grad::cross_entropy(logits, targets, classes, ignore);
-    let scale = if want.count == 0 {
-        0.0
-    } else {
-        1.0 / want.count as f64
-    };
-    let (mut bl, mut bd) = (vec![0.0; targets.len()], vec![0.0; logits.len()]);
-    for (r, &t) in targets.iter().enumerate() {
-        if Some(t) == ignore {
-            continue;
-        }
-        let row: Vec<f64> = logits[r * classes..(r + 1) * classes]
-            .iter()
-            .map(|&v| v as f64)
-            .collect();
-        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let lo = row.iter().copied().fold(f64::INFINITY, f64::min);
-        let s: f64 = row.iter().map(|v| (v - m).exp()).sum();
-        let raw = &logits[r * classes..(r + 1) * classes];
-        let lanes = (0..64).map(|l| records(raw.iter().skip(l).step_by(64).copied()));
-        let rescales = records(raw.iter().copied()).max(lanes.max().unwrap_or(0) + 12);
-        let exp_err = |a: f64| (6.0 + 4.0 * a) * U;
-        let ds = (classes + 2) as f64 * U
-            + row
-                .iter()
-                .map(|v| (v - m).exp() / s * exp_err(m - v))
-                .sum::<f64>()
-            + rescales as f64 * exp_err(m - lo);
-        let ls = s.ln();
-        let xt = row[t as usize];
-        bl[r] = ds
-            + (2f64.powi(-21)).max(6.0 * U * ls.abs())
-            + 2.0 * U * (ls.abs() + m.abs() + xt.abs());
-        for (j, v) in row.iter().enumerate() {
-            let p = (v - m).exp() / s;
-            bd[r * classes + j] = (p * (exp_err(m - v) + ds + 3.0 * U) + 2.0 * U) * scale;
-        }
-    }
-    let n = targets.len();
-    let loss = bl.iter().sum::<f64>() * scale
-        + (n + 2) as f64 * U * want.row_losses.iter().map(|l| l.abs()).sum::<f64>() * scale;
-    [bl, bd, vec![loss]]
-}
 
 #[test]
 fn cross_entropy_matches_the_reference() {

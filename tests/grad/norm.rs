@@ -2,68 +2,9 @@
 //! without the residual, both per-row schedules, f16 storage and f16
 //! parameter gradients, zero rows.
 
+use super::grad_bounds::layer_norm_bounds;
 use super::*;
 use flashdot::ops::norm::NormVariant;
-
-/// Per-element bounds of (dx, dγ, dβ), from the kernel's arithmetic in f32
-/// (the statistics recomputed as the forward does): the row sums of h terms
-/// err by (h + 2)·u of their absolute sums, which moves the mean, the
-/// rstd (ρ, relative), x̂ and the two row means c1 = mean(g·x̂) and
-/// c2 = mean(g); dx = rstd·(g − c2 − x̂·c1) adds their errors; dγ and dβ
-/// are column sums over the rows of dy·x̂ and dy. Twice that, for the
-/// roundings this first-order sum leaves out.
-fn bounds(
-    x: &[f32],
-    res: Option<&[f32]>,
-    gamma: &[f32],
-    eps: f64,
-    dy: &[f32],
-    h: usize,
-) -> [Vec<f64>; 3] {
-    let rows = x.len() / h.max(1);
-    let (n, hu) = (h as f64, (h + 4) as f64 * U);
-    let (mut bx, mut bg, mut bb) = (Vec::new(), vec![0.0; h], vec![0.0; h]);
-    for r in 0..rows {
-        let idx = |j: usize| r * h + j;
-        let z: Vec<f64> = (0..h)
-            .map(|j| x[idx(j)] as f64 + res.map_or(0.0, |s| s[idx(j)] as f64))
-            .collect();
-        let dz: Vec<f64> = z.iter().map(|v| res.map_or(0.0, |_| U * v.abs())).collect();
-        let mean = z.iter().sum::<f64>() / n;
-        let d: Vec<f64> = z.iter().map(|v| v - mean).collect();
-        let var = d.iter().map(|v| v * v).sum::<f64>() / n;
-        let rstd = 1.0 / (var + eps).sqrt();
-        let avg = |f: &dyn Fn(usize) -> f64| (0..h).map(f).sum::<f64>() / n;
-        let dmu = hu * avg(&|j| z[j].abs()) + avg(&|j| dz[j]);
-        let dv = hu * var + 2.0 * dmu * avg(&|j| d[j].abs()) + 2.0 * avg(&|j| d[j].abs() * dz[j]);
-        let rho = 0.5 * dv / (var + eps) + 3.0 * U;
-        let xh: Vec<f64> = d.iter().map(|v| v * rstd).collect();
-        let dxh: Vec<f64> = (0..h)
-            .map(|j| (dz[j] + dmu + U * d[j].abs()) * rstd + xh[j].abs() * (rho + U))
-            .collect();
-        let g: Vec<f64> = (0..h)
-            .map(|j| dy[idx(j)] as f64 * gamma[j] as f64)
-            .collect();
-        let c2 = avg(&|j| g[j]);
-        let c1 = avg(&|j| g[j] * xh[j]);
-        let dc2 = hu * avg(&|j| g[j].abs());
-        let dc1 = rstd
-            * (hu * avg(&|j| (g[j] * d[j]).abs()) + avg(&|j| g[j].abs() * (dz[j] + dmu)))
-            + c1.abs() * (rho + 2.0 * U);
-        for j in 0..h {
-            let out = rstd * (g[j] - c2 - xh[j] * c1);
-            let terms = g[j].abs() + c2.abs() + (xh[j] * c1).abs();
-            let e = out.abs() * (rho + U)
-                + rstd * (U * g[j].abs() + dc2 + dxh[j] * c1.abs() + xh[j].abs() * dc1)
-                + 3.0 * U * rstd * terms;
-            bx.push(2.0 * e);
-            let dyj = (dy[idx(j)] as f64).abs();
-            bg[j] += 2.0 * ((rows + 3) as f64 * U * dyj * xh[j].abs() + dyj * dxh[j]);
-            bb[j] += 2.0 * (rows + 2) as f64 * U * dyj;
-        }
-    }
-    [bx, bg, bb]
-}
 
 #[test]
 fn layer_norm_backward_matches_the_reference() {
@@ -93,7 +34,7 @@ fn layer_norm_backward_matches_the_reference() {
             for with_res in [false, true] {
                 let rs = with_res.then_some(&rv[..]);
                 let want = reference::grad::layer_norm_backward(&xv, rs, &gv, 1e-5, &dyv, h);
-                let [bx, bg, bb] = bounds(&xv, rs, &gv, 1e-5, &dyv, h);
+                let [bx, bg, bb] = layer_norm_bounds(&xv, rs, &gv, 1e-5, &dyv, h);
                 for &v in &variants {
                     // The parameters' gradients in f32 and in the storage type, in turn.
                     let pdt = dtypes()[turn % dtypes().len()];
