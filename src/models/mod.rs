@@ -7,11 +7,18 @@
 //! masked mean pooling and L2 normalisation, recorded into one submission.
 //! `scripts/fetch-model.sh` fetches all-MiniLM-L6-v2 into
 //! `models/all-MiniLM-L6-v2`.
+//!
+//! [`Gpt2`] is a GPT-2-architecture causal language model under Hugging
+//! Face's GPT-2 tensor names (`config.json`, `model.safetensors`): loaded,
+//! saved, or drawn with GPT-2's seeded init, and its forward (token ids to
+//! logits) on the device.
 
 mod bert;
 mod files;
+mod gpt2;
 
 pub use bert::{Batch, BertConfig, EncoderDims, SentenceEncoder};
+pub use gpt2::{Gpt2, Gpt2Activations, Gpt2Config, NamedTensor};
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,8 @@ pub mod attention;
 pub mod bert;
 pub mod dot;
 pub mod embedding;
+#[cfg(feature = "models")]
+pub mod gpt2;
 pub mod grad;
 pub mod kmeans;
 pub mod matmul;

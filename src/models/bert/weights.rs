@@ -7,7 +7,7 @@ use std::fmt::Display;
 use std::path::Path;
 
 use crate::error::Result;
-use crate::models::files::model_error;
+use crate::models::files::{f32_tensor, model_error};
 use crate::{Context, DType, Tensor};
 
 /// The tensors of one safetensors file, uploaded on request to a context in
@@ -83,30 +83,12 @@ impl Prefix<'_> {
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let w = self.weights;
         let full = format!("{}{name}", self.prefix);
-        let t =
-            w.st.tensor(&full)
-                .or_else(|_| w.st.tensor(&format!("bert.{full}")))
-                .map_err(|_| model_error(w.path, format!("no tensor {full}")))?;
-        // The shape is checked before anything is sized from it.
-        if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape {
-            return Err(model_error(
-                w.path,
-                format!(
-                    "{full} is {:?} {:?}, expected F32 {shape:?} (from config.json)",
-                    t.dtype(),
-                    t.shape()
-                ),
-            ));
-        }
-        let v = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let v = f32_tensor(&w.st, w.path, &full, &["bert."], shape)?;
         if w.dtype == DType::F16 {
-            let h: Vec<half::f16> = v.map(half::f16::from_f32).collect();
+            let h: Vec<half::f16> = v.into_iter().map(half::f16::from_f32).collect();
             Tensor::from_slice(w.ctx, &h, shape)
         } else {
-            Tensor::from_slice(w.ctx, &v.collect::<Vec<f32>>(), shape)
+            Tensor::from_slice(w.ctx, &v, shape)
         }
     }
 }

@@ -1,0 +1,283 @@
+//! GPT-2's parts as Hugging Face names them (`wte`, `wpe`, `h.{i}` with
+//! `ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`,
+//! then `ln_f`): each loads its own tensors from its name prefix (with the
+//! init GPT-2 gives it) next to the code that runs it on flashdot's
+//! kernels, into a [`Gpt2Activations`].
+
+use super::activations::{BlockActs, Gpt2Activations};
+use super::config::Gpt2Config;
+use super::params::{Init, Param, Prefix};
+use crate::error::Result;
+use crate::ops::attention::{attention_into, AttentionOptions, Causal, Layout};
+use crate::ops::embedding::{embedding_into, EmbeddingTables};
+use crate::ops::grad::add_into;
+use crate::ops::matmul::{linear_into, Activation, MatmulOptions};
+use crate::ops::norm::layer_norm_into;
+use crate::{DType, Tensor};
+
+/// A layer norm over `n_embd`: `weight` (γ, init 1) and `bias` (β, init 0).
+#[derive(Debug)]
+struct LayerNorm {
+    weight: Param,
+    bias: Param,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn load(w: &Prefix, c: &Gpt2Config) -> Result<Self> {
+        let e = c.n_embd;
+        Ok(LayerNorm {
+            weight: w.get("weight", &[e], Init::Ones)?,
+            bias: w.get("bias", &[e], Init::Zeros)?,
+            eps: c.layer_norm_epsilon as f32,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, out: &Tensor) -> Result<()> {
+        layer_norm_into(
+            x,
+            None,
+            &self.weight.tensor,
+            &self.bias.tensor,
+            self.eps,
+            out,
+        )
+    }
+
+    fn params(&self) -> [&Param; 2] {
+        [&self.weight, &self.bias]
+    }
+}
+
+/// Hugging Face's `Conv1D`: `y = x · W + b` with `W [in, out]` in the file,
+/// held as `[out, in]` for [`linear_into`]; bias init 0.
+#[derive(Debug)]
+struct Conv1d {
+    weight: Param,
+    bias: Param,
+}
+
+impl Conv1d {
+    fn load(w: &Prefix, inp: usize, out: usize, std: f64) -> Result<Self> {
+        Ok(Conv1d {
+            weight: w.conv1d("weight", inp, out, Init::Normal(std))?,
+            bias: w.get("bias", &[out], Init::Zeros)?,
+        })
+    }
+
+    /// `out = act(x · W + b)`.
+    fn forward(&self, x: &Tensor, act: Activation, out: &Tensor) -> Result<()> {
+        let (w, b) = (&self.weight.tensor, &self.bias.tensor);
+        linear_into(x, w, Some(b), act, &MatmulOptions::default(), out)
+    }
+
+    fn params(&self) -> [&Param; 2] {
+        [&self.weight, &self.bias]
+    }
+}
+
+/// Causal self-attention: `c_attn` (q, k and v in one projection), every
+/// head over its sequence's earlier tokens, `c_proj`.
+#[derive(Debug)]
+struct Attention {
+    c_attn: Conv1d,
+    c_proj: Conv1d,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+impl Attention {
+    fn load(w: &Prefix, c: &Gpt2Config) -> Result<Self> {
+        let (e, std) = (c.n_embd, c.initializer_range);
+        Ok(Attention {
+            c_attn: Conv1d::load(&w.pp("c_attn"), e, 3 * e, std)?,
+            c_proj: Conv1d::load(&w.pp("c_proj"), e, e, proj_std(c))?,
+            heads: c.n_head,
+            head_dim: c.head_dim(),
+            scale: c.attn_scale() as f32,
+        })
+    }
+
+    /// `a.ln_1` through `c_attn` into `a.qkv`, attention into `a.attn`
+    /// (and `a.lse`), `c_proj` into `a.proj`.
+    fn forward(&self, a: &BlockActs) -> Result<()> {
+        self.c_attn.forward(&a.ln_1, Activation::None, &a.qkv)?;
+        let (b, s) = (a.attn.shape()[0], a.attn.shape()[1]);
+        let (h, d) = (self.heads, self.head_dim);
+        // Each row of qkv is [q | k | v], each [heads, d]: as [b, s, 3h, d],
+        // q, k and v are views of h heads from 0, h and 2h (strided: the
+        // attention reads each through one gather copy).
+        let qkv = a.qkv.reshape(&[b, s, 3 * h, d])?;
+        let opts = AttentionOptions::default()
+            .layout(Layout::Bshd)
+            .causal(Causal::TopLeft)
+            .scale(self.scale);
+        attention_into(
+            &qkv.narrow(2, 0, h)?,
+            &qkv.narrow(2, h, h)?,
+            &qkv.narrow(2, 2 * h, h)?,
+            &opts,
+            &a.attn,
+            a.lse.as_ref(),
+        )?;
+        let attn = a.attn.reshape(&[b * s, h * d])?;
+        self.c_proj.forward(&attn, Activation::None, &a.proj)
+    }
+
+    fn params(&self) -> [&Param; 4] {
+        let [w, b] = self.c_attn.params();
+        let [pw, pb] = self.c_proj.params();
+        [w, b, pw, pb]
+    }
+}
+
+/// GPT-2's init of the projections into the residual stream: std
+/// `initializer_range / √(2 · n_layer)` (two residual adds a block).
+fn proj_std(c: &Gpt2Config) -> f64 {
+    c.initializer_range / (2.0 * c.n_layer.max(1) as f64).sqrt()
+}
+
+/// The feed-forward: `c_fc` with the activation fused, `c_proj`.
+#[derive(Debug)]
+struct Mlp {
+    c_fc: Conv1d,
+    c_proj: Conv1d,
+    act: Activation,
+}
+
+impl Mlp {
+    fn load(w: &Prefix, c: &Gpt2Config, act: Activation) -> Result<Self> {
+        let (e, f) = (c.n_embd, c.inner());
+        Ok(Mlp {
+            c_fc: Conv1d::load(&w.pp("c_fc"), e, f, c.initializer_range)?,
+            c_proj: Conv1d::load(&w.pp("c_proj"), f, e, proj_std(c))?,
+            act,
+        })
+    }
+
+    /// `a.ln_2` through `c_fc` into `a.fc`, `c_proj` into `a.mlp`.
+    fn forward(&self, a: &BlockActs) -> Result<()> {
+        self.c_fc.forward(&a.ln_2, self.act, &a.fc)?;
+        self.c_proj.forward(&a.fc, Activation::None, &a.mlp)
+    }
+
+    fn params(&self) -> [&Param; 4] {
+        let [w, b] = self.c_fc.params();
+        let [pw, pb] = self.c_proj.params();
+        [w, b, pw, pb]
+    }
+}
+
+/// One pre-LN transformer block: `x + attn(ln_1(x))`, then that `+
+/// mlp(ln_2(·))`.
+#[derive(Debug)]
+struct Block {
+    ln_1: LayerNorm,
+    attn: Attention,
+    ln_2: LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(w: &Prefix, c: &Gpt2Config, act: Activation) -> Result<Self> {
+        Ok(Block {
+            ln_1: LayerNorm::load(&w.pp("ln_1"), c)?,
+            attn: Attention::load(&w.pp("attn"), c)?,
+            ln_2: LayerNorm::load(&w.pp("ln_2"), c)?,
+            mlp: Mlp::load(&w.pp("mlp"), c, act)?,
+        })
+    }
+
+    /// The stream `x` through the block into `out`, through `a`.
+    fn forward(&self, x: &Tensor, a: &BlockActs, out: &Tensor) -> Result<()> {
+        self.ln_1.forward(x, &a.ln_1)?;
+        self.attn.forward(a)?;
+        add_into(x, &a.proj, &a.mid)?;
+        self.ln_2.forward(&a.mid, &a.ln_2)?;
+        self.mlp.forward(a)?;
+        add_into(&a.mid, &a.mlp, out)
+    }
+
+    fn params(&self) -> impl Iterator<Item = &Param> {
+        let ln = self.ln_1.params().into_iter();
+        ln.chain(self.attn.params())
+            .chain(self.ln_2.params())
+            .chain(self.mlp.params())
+    }
+}
+
+/// The whole model: embeddings, the blocks, `ln_f`, and the LM head tied to
+/// `wte`.
+#[derive(Debug)]
+pub(super) struct Transformer {
+    /// `[vocab, n_embd]`, init normal(`initializer_range`).
+    wte: Param,
+    /// `[n_positions, n_embd]`, likewise.
+    wpe: Param,
+    /// A zero `[1, n_embd]` token-type table: the embedding op adds one
+    /// (GPT-2 has none; adding 0 changes no value).
+    no_types: Tensor,
+    h: Vec<Block>,
+    ln_f: LayerNorm,
+}
+
+impl Transformer {
+    /// Loads (or draws) the model's tensors from the root `w`, in the order
+    /// `wte`, `wpe`, each block's `ln_1`, `attn.c_attn`, `attn.c_proj`,
+    /// `ln_2`, `mlp.c_fc`, `mlp.c_proj` (weight then bias), `ln_f`: a
+    /// random init draws them in that order.
+    ///
+    /// Errors: as [`Prefix::get`], for the first tensor that fails.
+    pub fn load(w: &Prefix, c: &Gpt2Config, act: Activation) -> Result<Self> {
+        let (e, std) = (c.n_embd, c.initializer_range);
+        let wte = w.get("wte.weight", &[c.vocab_size, e], Init::Normal(std))?;
+        let no_types = Tensor::zeros(wte.tensor.context(), &[1, e], DType::F32)?;
+        Ok(Transformer {
+            wpe: w.get("wpe.weight", &[c.n_positions, e], Init::Normal(std))?,
+            wte,
+            no_types,
+            h: (0..c.n_layer)
+                .map(|i| Block::load(&w.pp("h").pp(i), c, act))
+                .collect::<Result<_>>()?,
+            ln_f: LayerNorm::load(&w.pp("ln_f"), c)?,
+        })
+    }
+
+    /// Every parameter, in load order.
+    pub fn params(&self) -> Vec<&Param> {
+        let mut p = vec![&self.wte, &self.wpe];
+        p.extend(self.h.iter().flat_map(Block::params));
+        p.extend(self.ln_f.params());
+        p
+    }
+
+    /// Token `ids [batch, seq]` u32 through the model into `acts` (their
+    /// shape and the model's checked by the caller): the embeddings into
+    /// stream 0, block `i` from stream `i` into stream `i + 1`, `ln_f`, and
+    /// the logits `ln_f · wteᵀ`.
+    pub fn forward(&self, ids: &Tensor, acts: &Gpt2Activations) -> Result<()> {
+        let (b, s) = (acts.batch, acts.seq);
+        let e = self.wte.tensor.shape()[1];
+        let tables = EmbeddingTables {
+            word: &self.wte.tensor,
+            pos: &self.wpe.tensor,
+            types: &self.no_types,
+        };
+        embedding_into(ids, None, tables, &acts.stream(0).reshape(&[b, s, e])?)?;
+        for (i, block) in self.h.iter().enumerate() {
+            block.forward(acts.stream(i), acts.block(i), acts.stream(i + 1))?;
+        }
+        self.ln_f.forward(acts.stream(self.h.len()), &acts.ln_f)?;
+        let opts = MatmulOptions::default();
+        let none = Activation::None;
+        linear_into(
+            &acts.ln_f,
+            &self.wte.tensor,
+            None,
+            none,
+            &opts,
+            acts.logits(),
+        )
+    }
+}
