@@ -106,9 +106,17 @@ fn adamw_ref(
         let mh = s.m[i].abs() / (1.0 - b1.powi(t as i32));
         let vh = s.v[i] / (1.0 - b2.powi(t as i32));
         let upd = o.lr * mh / (vh.sqrt() + o.eps);
-        b[0].push(8.0 * U * (state.0[i] as f64).abs() + 16.0 * U * upd);
-        b[1].push(4.0 * U * ((state.1[i] as f64).abs() + gi));
-        b[2].push(4.0 * U * ((state.2[i] as f64).abs() + gi * gi));
+        let bm = 4.0 * U * ((state.1[i] as f64).abs() + gi);
+        let bv = 4.0 * U * ((state.2[i] as f64).abs() + gi * gi);
+        // The new m and v carry their own roundings into the step: where
+        // β1·m + (1 − β1)·g nearly cancels, m's absolute error dominates.
+        let den = vh.sqrt() + o.eps;
+        let from_m = o.lr * bm / (1.0 - b1.powi(t as i32)) / den;
+        let dvh = bv / (1.0 - b2.powi(t as i32));
+        let from_v = upd * dvh / (2.0 * vh.sqrt().max(f64::MIN_POSITIVE) * den);
+        b[0].push(8.0 * U * (state.0[i] as f64).abs() + 16.0 * U * upd + from_m + from_v);
+        b[1].push(bm);
+        b[2].push(bv);
     }
     (s, b)
 }
