@@ -498,6 +498,76 @@ fn views_contiguity_and_errors() {
         .is_empty());
 }
 
+/// `copy_from` writes a view in place: a strided one (the columns of a
+/// fused projection, 4-D and 3-D) through the scatter kernel, an unaligned
+/// row run through a buffer copy, inside a recording too; every element
+/// outside the view keeps its value. f16 strided views, other shapes and
+/// dtypes are refused.
+#[test]
+fn copy_from_writes_views_in_place() {
+    let ctx = ctx();
+    let mut r = rng("copy_from");
+    let (rows, h, d) = (7, 3, 5);
+    let base = uniform(&mut r, rows * 3 * h * d);
+    let t = Tensor::from_slice(&ctx, &base, &[rows, 3 * h, d]).unwrap();
+    let mut want = base.clone();
+    for part in 0..3 {
+        let src = uniform(&mut r, rows * h * d);
+        let dev = Tensor::from_slice(&ctx, &src, &[rows, h, d]).unwrap();
+        let view = t.narrow(1, part * h, h).unwrap();
+        assert!(!view.is_contiguous());
+        if part == 1 {
+            ctx.record(|| view.copy_from(&dev)).unwrap();
+        } else {
+            view.copy_from(&dev).unwrap();
+        }
+        for (i, &v) in src.iter().enumerate() {
+            let (row, rest) = (i / (h * d), i % (h * d));
+            want[row * 3 * h * d + part * h * d + rest] = v;
+        }
+        assert_eq!(t.to_vec::<f32>().unwrap(), want, "part {part}");
+    }
+    // A strided source is gathered first; a contiguous unaligned row run.
+    let other = uniform(&mut r, 3 * 3 * h * d);
+    let cols = Tensor::from_slice(&ctx, &other, &[3, 3 * h, d]).unwrap();
+    let rows_view = t.narrow(0, 2, 3).unwrap().narrow(2, 1, 3).unwrap();
+    rows_view.copy_from(&cols.narrow(2, 0, 3).unwrap()).unwrap();
+    for row in 0..3 {
+        for j in 0..3 * h {
+            for k in 1..4 {
+                want[((row + 2) * 3 * h + j) * d + k] = other[(row * 3 * h + j) * d + k - 1];
+            }
+        }
+    }
+    assert_eq!(t.to_vec::<f32>().unwrap(), want);
+    let run = t.narrow(0, 1, 2).unwrap();
+    let src = uniform(&mut r, 2 * 3 * h * d);
+    run.copy_from(&Tensor::from_slice(&ctx, &src, &[2, 3 * h, d]).unwrap())
+        .unwrap();
+    want[3 * h * d..3 * 3 * h * d].copy_from_slice(&src);
+    assert_eq!(t.to_vec::<f32>().unwrap(), want);
+
+    let small = Tensor::zeros(&ctx, &[rows, h, d], DType::F32).unwrap();
+    let e = t.copy_from(&small).unwrap_err();
+    assert!(
+        matches!(e, Error::Shape { .. }) && e.to_string().contains("[7, 3, 5]"),
+        "{e}"
+    );
+    let u = Tensor::zeros(&ctx, &[rows, 3 * h, d], DType::U32).unwrap();
+    assert!(matches!(t.copy_from(&u), Err(Error::DType { .. })));
+    let e = t
+        .narrow(1, 0, h)
+        .unwrap()
+        .copy_from(&t.narrow(1, h, h).unwrap());
+    assert!(matches!(e, Err(Error::InvalidArgument { .. })));
+    if float_dtypes(&ctx).contains(&DType::F16) {
+        let hf = Tensor::zeros(&ctx, &[rows, 2 * h], DType::F16).unwrap();
+        let src = Tensor::zeros(&ctx, &[rows, h], DType::F16).unwrap();
+        let e = hf.narrow(1, 0, h).unwrap().copy_from(&src).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    }
+}
+
 /// 300 different matmuls recorded in one submission (more parameter blocks
 /// than the arena's first buffer holds, so it grows mid-recording): every
 /// result matches the reference, so no op read another's parameters.

@@ -1,8 +1,11 @@
-//! The strided copy (a gather): copies a view ([`Tensor::narrow`]) into a new
-//! contiguous tensor ([`Tensor::contiguous`]). It lives beside the tensor, not
-//! among the ops, so that making a view contiguous never calls up into an op.
-//! Kernel source: `tensor/strided.wgsl`, on 32-bit words for every dtype (two
-//! f16 elements per word).
+//! The strided copies: a gather copies a view ([`Tensor::narrow`]) into a new
+//! contiguous tensor ([`Tensor::contiguous`]); a scatter copies a tensor into
+//! a view ([`Tensor::copy_from`]: a gradient written into its columns of a
+//! fused projection's). They live beside the tensor, not among the ops, so
+//! that making a view contiguous never calls up into an op. Kernel source:
+//! `tensor/strided.wgsl`, on 32-bit words for every dtype (two f16 elements
+//! per word; the scatter takes 32-bit elements only, as a word of a view can
+//! hold an f16 element outside it).
 
 use super::{shape_str, Tensor};
 use crate::context::{Bind, Spec, Window};
@@ -33,13 +36,16 @@ crate::shader::defines! {
     /// Defines of `tensor/strided.wgsl`.
     pub(crate) enum GatherDefine {
         Half = "HALF",
+        Scatter = "SCATTER",
     }
 }
 
-/// One gather specialisation: 16-bit elements or 32-bit ones.
+/// One strided-copy specialisation: 16-bit elements or 32-bit ones, into a
+/// contiguous tensor or (32-bit only) into a view.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct GatherSpec {
     pub half: bool,
+    pub scatter: bool,
 }
 
 impl Spec for GatherSpec {
@@ -50,19 +56,34 @@ impl Spec for GatherSpec {
         "gather"
     }
     fn source(&self) -> Result<String> {
-        let defines: &[GatherDefine] = if self.half {
-            &[GatherDefine::Half]
-        } else {
-            &[]
-        };
-        shader::render(self, SRC, DType::U32, false, defines, &[])
+        let mut defines = Vec::new();
+        if self.half {
+            defines.push(GatherDefine::Half);
+        }
+        if self.scatter {
+            defines.push(GatherDefine::Scatter);
+        }
+        shader::render(self, SRC, DType::U32, false, &defines, &[])
     }
 }
 
 impl GatherSpec {
     #[cfg(test)]
     pub(crate) fn reachable() -> Vec<GatherSpec> {
-        vec![GatherSpec { half: false }, GatherSpec { half: true }]
+        vec![
+            GatherSpec {
+                half: false,
+                scatter: false,
+            },
+            GatherSpec {
+                half: true,
+                scatter: false,
+            },
+            GatherSpec {
+                half: false,
+                scatter: true,
+            },
+        ]
     }
 }
 
@@ -93,15 +114,19 @@ struct Layout {
     window: Window,
 }
 
-/// The checks a gather of the view `src` makes before it copies (the view's
-/// dims merge into 4, its span fits one storage window, the copy fits one
-/// binding), so that a planner can make them without copying; `what` names
-/// the view in errors.
+/// The checks a strided copy of the view `src` makes before it copies (the
+/// view's dims merge into 4, its span fits one storage window, the copy fits
+/// one binding), so that a planner can make them without copying; `what`
+/// names the view in errors.
 fn layout(src: &Tensor, strides: &[usize], what: &str) -> Result<Layout> {
+    layout_for(OP, src, strides, what)
+}
+
+fn layout_for(op: &'static str, src: &Tensor, strides: &[usize], what: &str) -> Result<Layout> {
     let (shape, strides) = collapse(src.shape(), strides);
     if shape.len() > 4 {
         return Err(Error::InvalidArgument {
-            op: OP,
+            op,
             detail: format!(
                 "{what} of shape {} whose strides do not merge into 4 dims",
                 shape_str(src.shape())
@@ -117,7 +142,7 @@ fn layout(src: &Tensor, strides: &[usize], what: &str) -> Result<Layout> {
         .sum::<u64>()
         + 1;
     let too_large = |size: u64| Error::TooLarge {
-        op: OP,
+        op,
         what: format!("{what} of shape {}", shape_str(src.shape())),
         size,
         limit: ctx.max_binding(),
@@ -174,7 +199,10 @@ pub(crate) fn gather_into(src: &Tensor, strides: &[usize], out: &Tensor) -> Resu
         p.strides[pad + i] = s as u32;
     }
     let half = src.dtype() == DType::F16;
-    let pipeline = ctx.pipeline(&GatherSpec { half })?;
+    let pipeline = ctx.pipeline(&GatherSpec {
+        half,
+        scatter: false,
+    })?;
     let words = if half { n.div_ceil(2) } else { n };
     ctx.scoped(OP, || {
         let ubuf = ctx.uniform(&p);
@@ -190,4 +218,114 @@ pub(crate) fn gather_into(src: &Tensor, strides: &[usize], out: &Tensor) -> Resu
         ctx.submit(enc);
         Ok(())
     })
+}
+
+impl Tensor {
+    /// Copies `src` (this tensor's shape and dtype) into this tensor on the
+    /// device, in queue order with the ops; this tensor may be a view
+    /// ([`Tensor::narrow`], [`Tensor::reshape`] of one), whose elements are
+    /// written in place and the rest of its buffer left as it was (e.g. the
+    /// gradients of q, k and v into their columns of a fused `[rows, 3 · e]`
+    /// projection's gradient). `src` may be a view too (gathered first).
+    ///
+    /// Errors: [`Error::Shape`] naming both shapes; [`Error::DType`] for
+    /// `src` of another dtype; [`Error::InvalidArgument`] for tensors of two
+    /// contexts or one buffer, an f16 strided view (its words hold elements
+    /// outside it), or a view whose strides do not merge into 4 dims;
+    /// [`Error::TooLarge`] for a copy past one storage binding.
+    pub fn copy_from(&self, src: &Tensor) -> Result<()> {
+        const OP: &str = "Tensor::copy_from";
+        // Not `same_context`: that one also asks for bindable tensors, and
+        // this one writes views it cannot bind.
+        if !std::sync::Arc::ptr_eq(&self.ctx.inner, &src.ctx.inner) {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                detail: format!(
+                    "self is on context {:?} and src on another, {:?}: a copy stays on one",
+                    self.ctx, src.ctx
+                ),
+            });
+        }
+        Tensor::disjoint(OP, &[("self", self)], &[("src", src)])?;
+        crate::error::expect_dtype(OP, "src", src.dtype(), &[self.dtype()])?;
+        if src.shape() != self.shape() {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!(
+                    "src {} copied into a tensor of shape {}",
+                    shape_str(src.shape()),
+                    shape_str(self.shape())
+                ),
+            });
+        }
+        if self.is_empty() {
+            return Ok(());
+        }
+        let src = src.contiguous()?;
+        if self.is_contiguous() {
+            // One buffer copy of whole words (an f16 run that starts or ends
+            // inside a word holding elements outside it is refused here).
+            let bytes = self.bytes();
+            self.check_write(OP, self.offset, bytes)?;
+            let ctx = &self.ctx;
+            return ctx.scoped(OP, || {
+                let mut enc = ctx.encoder();
+                let words = bytes.next_multiple_of(4);
+                enc.copy_buffer_to_buffer(
+                    &src.buffer,
+                    src.offset,
+                    &self.buffer,
+                    self.offset,
+                    words,
+                );
+                ctx.submit(enc);
+                Ok(())
+            });
+        }
+        if self.dtype() == DType::F16 {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                detail: format!(
+                    "writing into an f16 view of shape {} whose 32-bit words hold elements \
+                     outside it: copy into the tensor it views, or an f32 one",
+                    shape_str(self.shape())
+                ),
+            });
+        }
+        let Layout {
+            shape,
+            strides,
+            window: w,
+        } = layout_for(OP, self, &self.strides(), "the destination view")?;
+        let ctx = self.context();
+        let pad = 4 - shape.len();
+        let mut p = GatherParams {
+            n: self.len() as u32,
+            src_off: w.elem_offset,
+            ..Default::default()
+        };
+        p.shape = [1; 4];
+        for (i, (&n, &s)) in shape.iter().zip(&strides).enumerate() {
+            p.shape[pad + i] = n as u32;
+            p.strides[pad + i] = s as u32;
+        }
+        let pipeline = ctx.pipeline(&GatherSpec {
+            half: false,
+            scatter: true,
+        })?;
+        ctx.scoped(OP, || {
+            let ubuf = ctx.uniform(&p);
+            let mut enc = ctx.encoder();
+            let (gx, gy) = ctx.grid((self.len() as u32).div_ceil(256));
+            ctx.dispatch(
+                &mut enc,
+                &pipeline,
+                &ubuf,
+                &[(1, src.bind()), (2, Bind::window(self.buffer(), &w))],
+                (gx, gy, 1),
+            );
+            ctx.submit(enc);
+            Ok(())
+        })
+    }
 }

@@ -1,12 +1,14 @@
 // Strided copy: gathers a view (up to 4 dims, innermost last, element
 // strides) into a new contiguous tensor. Works on 32-bit words, so one
 // kernel serves every dtype; with HALF each output word packs two 16-bit
-// elements read from their halfwords.
+// elements read from their halfwords. With SCATTER (32-bit elements only)
+// it runs the other way: a contiguous tensor into a view, each element to
+// its place (`src` is then the contiguous tensor, `dst` the view's window).
 
 struct Params {
     /// Output elements.
     n: u32,
-    /// The view's first element, counted from the source binding's start.
+    /// The view's first element, counted from its binding's start.
     src_off: u32,
     _p0: u32,
     _p1: u32,
@@ -18,7 +20,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;
 
-// The source element of output element i.
+// Where contiguous element i lives in the view.
 fn source_of(i: u32) -> u32 {
     var r = i;
     var at = P.src_off;
@@ -53,6 +55,10 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>,
     if (w >= P.n) {
         return;
     }
+//#if SCATTER
+    dst[source_of(w)] = src[w];
+//#else
     dst[w] = src[source_of(w)];
+//#endif
 //#endif
 }
