@@ -585,3 +585,60 @@ fn backward_nan_row_stays_in_its_row() {
     check_elements(&read(&g.dk), &want.dk, (1e-6, 1e-5), "dk");
     check_elements(&read(&g.dv), &want.dv, (1e-6, 1e-5), "dv");
 }
+
+/// q, k and v as views of one fused `[b, s, 3 · h, d]` projection (what a
+/// GPT-2 block's c_attn gives): the backward gathers them as the forward
+/// does and gives the gradients of their contiguous copies, bit for bit,
+/// through `attention_backward` and `_into`.
+#[test]
+fn backward_on_views_of_a_fused_qkv() {
+    let ctx = ctx();
+    let (b, s, h, d) = (2, 7, 3, 5);
+    let mut r = rng("backward views");
+    let fused =
+        Tensor::from_slice(&ctx, &uniform(&mut r, b * s * 3 * h * d), &[b, s, 3 * h, d]).unwrap();
+    let [q, k, v] = [0, 1, 2].map(|p| fused.narrow(2, p * h, h).unwrap());
+    assert!(!q.is_contiguous());
+    let opts = bshd_causal();
+    let fwd = attention(&q, &k, &v, &opts).unwrap();
+    let d_out = Tensor::from_slice(&ctx, &uniform(&mut r, b * s * h * d), &[b, s, h, d]).unwrap();
+    let dense = [&q, &k, &v].map(|t| t.contiguous().unwrap());
+    let want = attention_backward(
+        &dense[0],
+        &dense[1],
+        &dense[2],
+        &fwd.out,
+        &d_out,
+        fwd.lse.as_ref(),
+        &opts,
+    )
+    .unwrap();
+    let got = attention_backward(&q, &k, &v, &fwd.out, &d_out, fwd.lse.as_ref(), &opts).unwrap();
+    let z = |_| Tensor::zeros(&ctx, &[b, s, h, d], DType::F32).unwrap();
+    let [dq, dk, dv] = [0, 1, 2].map(z);
+    for t in [&dq, &dk, &dv] {
+        t.poison().unwrap();
+    }
+    let into = GradientsInto {
+        dq: &dq,
+        dk: &dk,
+        dv: &dv,
+        dbias: None,
+    };
+    attention_backward_into(&q, &k, &v, &fwd.out, &d_out, fwd.lse.as_ref(), &opts, &into).unwrap();
+    for (name, w, g, i) in [
+        ("dq", &want.dq, &got.dq, &dq),
+        ("dk", &want.dk, &got.dk, &dk),
+        ("dv", &want.dv, &got.dv, &dv),
+    ] {
+        assert_eq!(read(g), read(w), "{name}");
+        assert_eq!(read(i), read(w), "{name} (into)");
+    }
+}
+
+fn bshd_causal() -> AttentionOptions<'static> {
+    AttentionOptions::default()
+        .layout(Layout::Bshd)
+        .causal(Causal::TopLeft)
+        .return_lse(true)
+}

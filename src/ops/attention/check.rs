@@ -150,7 +150,7 @@ fn operands(x: &Inputs) -> Result<()> {
 /// Fails unless every tensor lives on the first one's context (as
 /// [`Tensor::same_context`], which also asks each to be dense: q, k and v
 /// need not be).
-fn one_context(tensors: &[(&str, &Tensor)]) -> Result<()> {
+pub(crate) fn one_context(tensors: &[(&str, &Tensor)]) -> Result<()> {
     let Some((first, t0)) = tensors.first() else {
         return Ok(());
     };
