@@ -11,14 +11,18 @@
 //! [`Gpt2`] is a GPT-2-architecture causal language model under Hugging
 //! Face's GPT-2 tensor names (`config.json`, `model.safetensors`): loaded,
 //! saved, or drawn with GPT-2's seeded init, and its forward (token ids to
-//! logits) on the device.
+//! logits) on the device; [`Gpt2Trainer`] trains it (forward, backward
+//! and AdamW, one submission a step), and [`CharVocab`] is the tokenizer of
+//! a character model trained that way.
 
 mod bert;
+mod chars;
 mod files;
 mod gpt2;
 
 pub use bert::{Batch, BertConfig, EncoderDims, SentenceEncoder};
-pub use gpt2::{Gpt2, Gpt2Activations, Gpt2Config, NamedTensor};
+pub use chars::CharVocab;
+pub use gpt2::{Gpt2, Gpt2Activations, Gpt2Config, Gpt2Trainer, NamedTensor};
 
 use std::path::{Path, PathBuf};
 

@@ -28,6 +28,9 @@ pub(super) struct BlockActs {
     pub mid: Tensor,
     /// `ln_2` of `mid`.
     pub ln_2: Tensor,
+    /// `c_fc` before its activation, `[rows, n_inner]`, when kept (the
+    /// activation's backward reads it; else the activation is fused).
+    pub fc_pre: Option<Tensor>,
     /// `c_fc` with its activation, `[rows, n_inner]`.
     pub fc: Tensor,
     /// The feed-forward's `c_proj`.
@@ -35,17 +38,18 @@ pub(super) struct BlockActs {
 }
 
 impl BlockActs {
-    fn new(ctx: &Context, c: &Gpt2Config, batch: usize, seq: usize, lse: bool) -> Result<Self> {
+    fn new(ctx: &Context, c: &Gpt2Config, batch: usize, seq: usize, keep: bool) -> Result<Self> {
         let (rows, e) = (batch * seq, c.n_embd);
         let t = |shape: &[usize]| Tensor::zeros(ctx, shape, DType::F32);
         Ok(BlockActs {
             ln_1: t(&[rows, e])?,
             qkv: t(&[rows, 3 * e])?,
             attn: t(&[batch, seq, c.n_head, c.head_dim()])?,
-            lse: lse.then(|| t(&[batch, c.n_head, seq])).transpose()?,
+            lse: keep.then(|| t(&[batch, c.n_head, seq])).transpose()?,
             proj: t(&[rows, e])?,
             mid: t(&[rows, e])?,
             ln_2: t(&[rows, e])?,
+            fc_pre: keep.then(|| t(&[rows, c.inner()])).transpose()?,
             fc: t(&[rows, c.inner()])?,
             mlp: t(&[rows, e])?,
         })
@@ -59,10 +63,11 @@ impl BlockActs {
 /// writes and reads of them are commands of one submission, and submissions
 /// run in order.
 ///
-/// With `keep`, every block has its own tensors and the residual stream
-/// after each block and each block's attention log-sum-exp stay readable
-/// ([`hidden`](Self::hidden), [`lse`](Self::lse)); without, one set serves
-/// every block and only the logits are defined after a forward.
+/// With `keep`, every block has its own tensors, each block's feed-forward
+/// pre-activation is kept too (what a backward reads), and the residual
+/// stream after each block and each block's attention log-sum-exp stay
+/// readable ([`hidden`](Self::hidden), [`lse`](Self::lse)); without, one set
+/// serves every block and only the logits are defined after a forward.
 #[derive(Debug)]
 pub struct Gpt2Activations {
     pub(super) batch: usize,
@@ -160,6 +165,12 @@ impl Gpt2Activations {
     /// The tensors block `i` writes.
     pub(super) fn block(&self, i: usize) -> &BlockActs {
         &self.blocks[i % self.blocks.len()]
+    }
+
+    /// The logits as `[batch · seq, vocab]` rows.
+    pub(super) fn logit_rows(&self) -> Result<Tensor> {
+        let v = self.logits.shape()[2];
+        self.logits.reshape(&[self.batch * self.seq, v])
     }
 }
 

@@ -6,11 +6,17 @@
 
 use super::activations::{BlockActs, Gpt2Activations};
 use super::config::Gpt2Config;
+use super::grads::Scratch;
 use super::params::{Init, Param, Prefix};
 use crate::error::Result;
-use crate::ops::attention::{attention_into, AttentionOptions, Causal, Layout};
+use crate::ops::attention::{
+    attention_backward_into, attention_into, AttentionOptions, Causal, GradientsInto, Layout,
+};
 use crate::ops::embedding::{embedding_into, EmbeddingTables};
-use crate::ops::grad::add_into;
+use crate::ops::grad::{
+    accumulate, activation_into, add_into, embedding_backward_into, layer_norm_backward_into,
+    linear_backward_into, EmbeddingGrads, LinearGradsInto, NormGrads,
+};
 use crate::ops::matmul::{linear_into, Activation, MatmulOptions};
 use crate::ops::norm::layer_norm_into;
 use crate::{DType, Tensor};
@@ -47,6 +53,17 @@ impl LayerNorm {
     fn params(&self) -> [&Param; 2] {
         [&self.weight, &self.bias]
     }
+
+    /// The gradient `dy` of `forward(x)` back into `dx`, and into `g`
+    /// (γ's, β's).
+    fn backward(&self, x: &Tensor, dy: &Tensor, dx: &Tensor, g: &[Tensor]) -> Result<()> {
+        let grads = NormGrads {
+            dx,
+            dgamma: &g[0],
+            dbeta: &g[1],
+        };
+        layer_norm_backward_into(x, None, &self.weight.tensor, self.eps, dy, grads)
+    }
 }
 
 /// Hugging Face's `Conv1D`: `y = x · W + b` with `W [in, out]` in the file,
@@ -73,6 +90,24 @@ impl Conv1d {
 
     fn params(&self) -> [&Param; 2] {
         [&self.weight, &self.bias]
+    }
+
+    /// The gradient `dy` of `act(x · W + b)` (`pre`: the kept `x · W + b`)
+    /// back into `dx` (unless `None`) and into `g` (W's, b's).
+    fn backward(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        (act, pre): (Activation, Option<&Tensor>),
+        dx: Option<&Tensor>,
+        g: &[Tensor],
+    ) -> Result<()> {
+        let grads = LinearGradsInto {
+            dx,
+            dw: Some(&g[0]),
+            db: Some(&g[1]),
+        };
+        linear_backward_into(x, &self.weight.tensor, dy, act, pre, grads)
     }
 }
 
@@ -105,30 +140,73 @@ impl Attention {
         self.c_attn.forward(&a.ln_1, Activation::None, &a.qkv)?;
         let (b, s) = (a.attn.shape()[0], a.attn.shape()[1]);
         let (h, d) = (self.heads, self.head_dim);
-        // Each row of qkv is [q | k | v], each [heads, d]: as [b, s, 3h, d],
-        // q, k and v are views of h heads from 0, h and 2h (strided: the
-        // attention reads each through one gather copy).
-        let qkv = a.qkv.reshape(&[b, s, 3 * h, d])?;
-        let opts = AttentionOptions::default()
-            .layout(Layout::Bshd)
-            .causal(Causal::TopLeft)
-            .scale(self.scale);
-        attention_into(
-            &qkv.narrow(2, 0, h)?,
-            &qkv.narrow(2, h, h)?,
-            &qkv.narrow(2, 2 * h, h)?,
-            &opts,
-            &a.attn,
-            a.lse.as_ref(),
-        )?;
+        let [q, k, v] = self.heads_of(&a.qkv, (b, s))?;
+        attention_into(&q, &k, &v, &self.options(), &a.attn, a.lse.as_ref())?;
         let attn = a.attn.reshape(&[b * s, h * d])?;
         self.c_proj.forward(&attn, Activation::None, &a.proj)
+    }
+
+    /// q, k and v as `[b, s, heads, d]` views of `qkv [b · s, 3 · e]`: each
+    /// row is `[q | k | v]`, each `[heads, d]`, so as `[b, s, 3 · heads, d]`
+    /// they are the heads from 0, `heads` and `2 · heads` (strided: the
+    /// attention reads each through one gather copy).
+    fn heads_of(&self, qkv: &Tensor, (b, s): (usize, usize)) -> Result<[Tensor; 3]> {
+        let (h, d) = (self.heads, self.head_dim);
+        let qkv = qkv.reshape(&[b, s, 3 * h, d])?;
+        Ok([
+            qkv.narrow(2, 0, h)?,
+            qkv.narrow(2, h, h)?,
+            qkv.narrow(2, 2 * h, h)?,
+        ])
+    }
+
+    fn options(&self) -> AttentionOptions<'static> {
+        AttentionOptions::default()
+            .layout(Layout::Bshd)
+            .causal(Causal::TopLeft)
+            .scale(self.scale)
     }
 
     fn params(&self) -> [&Param; 4] {
         let [w, b] = self.c_attn.params();
         let [pw, pb] = self.c_proj.params();
         [w, b, pw, pb]
+    }
+
+    /// The gradient `dy` of the block's attention (its `c_proj`'s output)
+    /// back into `dln` (of `ln_1`'s output) and into `g` (in `params`'
+    /// order), through `s`.
+    fn backward(
+        &self,
+        a: &BlockActs,
+        dy: &Tensor,
+        dln: &Tensor,
+        s: &Scratch,
+        g: &[Tensor],
+    ) -> Result<()> {
+        let none = (Activation::None, None);
+        let [b, seq, h, d] = *a.attn.shape() else {
+            unreachable!("the attention output is [b, s, h, d]")
+        };
+        let attn = a.attn.reshape(&[b * seq, h * d])?;
+        let dattn = s.attn.reshape(&[b * seq, h * d])?;
+        self.c_proj
+            .backward(&attn, dy, none, Some(&dattn), &g[2..4])?;
+        let [q, k, v] = self.heads_of(&a.qkv, (b, seq))?;
+        let into = GradientsInto {
+            dq: &s.dq,
+            dk: &s.dk,
+            dv: &s.dv,
+            dbias: None,
+        };
+        let opts = self.options();
+        attention_backward_into(&q, &k, &v, &a.attn, &s.attn, a.lse.as_ref(), &opts, &into)?;
+        let dqkv = self.heads_of(&s.qkv, (b, seq))?;
+        for (part, grad) in dqkv.iter().zip([&s.dq, &s.dk, &s.dv]) {
+            part.copy_from(grad)?;
+        }
+        self.c_attn
+            .backward(&a.ln_1, &s.qkv, none, Some(dln), &g[0..2])
     }
 }
 
@@ -138,7 +216,8 @@ fn proj_std(c: &Gpt2Config) -> f64 {
     c.initializer_range / (2.0 * c.n_layer.max(1) as f64).sqrt()
 }
 
-/// The feed-forward: `c_fc` with the activation fused, `c_proj`.
+/// The feed-forward: `c_fc` with the activation (fused, unless the
+/// pre-activation is kept for a backward), `c_proj`.
 #[derive(Debug)]
 struct Mlp {
     c_fc: Conv1d,
@@ -156,9 +235,16 @@ impl Mlp {
         })
     }
 
-    /// `a.ln_2` through `c_fc` into `a.fc`, `c_proj` into `a.mlp`.
+    /// `a.ln_2` through `c_fc` into `a.fc` (and `a.fc_pre`), `c_proj` into
+    /// `a.mlp`.
     fn forward(&self, a: &BlockActs) -> Result<()> {
-        self.c_fc.forward(&a.ln_2, self.act, &a.fc)?;
+        match &a.fc_pre {
+            Some(pre) => {
+                self.c_fc.forward(&a.ln_2, Activation::None, pre)?;
+                activation_into(pre, self.act, &a.fc)?;
+            }
+            None => self.c_fc.forward(&a.ln_2, self.act, &a.fc)?,
+        }
         self.c_proj.forward(&a.fc, Activation::None, &a.mlp)
     }
 
@@ -166,6 +252,23 @@ impl Mlp {
         let [w, b] = self.c_fc.params();
         let [pw, pb] = self.c_proj.params();
         [w, b, pw, pb]
+    }
+
+    /// The gradient `dy` of the feed-forward's output back into `dln` (of
+    /// `ln_2`'s output) and into `g`, through `s`.
+    fn backward(
+        &self,
+        a: &BlockActs,
+        dy: &Tensor,
+        dln: &Tensor,
+        s: &Scratch,
+        g: &[Tensor],
+    ) -> Result<()> {
+        let none = (Activation::None, None);
+        self.c_proj
+            .backward(&a.fc, dy, none, Some(&s.fc), &g[2..4])?;
+        let act = (self.act, a.fc_pre.as_ref());
+        self.c_fc.backward(&a.ln_2, &s.fc, act, Some(dln), &g[0..2])
     }
 }
 
@@ -205,6 +308,31 @@ impl Block {
             .chain(self.ln_2.params())
             .chain(self.mlp.params())
     }
+
+    /// Parameters a block has (the length of `params`).
+    const PARAMS: usize = 12;
+
+    /// The gradient `dy` of the block's output back into `dx` (of its input
+    /// stream `x`) and into `g` (in `params`' order), through `s`.
+    fn backward(
+        &self,
+        x: &Tensor,
+        a: &BlockActs,
+        dy: &Tensor,
+        dx: &Tensor,
+        s: &Scratch,
+        g: &[Tensor],
+    ) -> Result<()> {
+        // out = mid + mlp(ln_2(mid)): mid's gradient is dy plus the
+        // feed-forward's share.
+        self.mlp.backward(a, dy, &s.ln, s, &g[8..12])?;
+        self.ln_2.backward(&a.mid, &s.ln, &s.mid, &g[6..8])?;
+        accumulate(&s.mid, dy)?;
+        // mid = x + attn(ln_1(x)): likewise for x.
+        self.attn.backward(a, &s.mid, &s.ln, s, &g[2..6])?;
+        self.ln_1.backward(x, &s.ln, dx, &g[0..2])?;
+        accumulate(dx, &s.mid)
+    }
 }
 
 /// The whole model: embeddings, the blocks, `ln_f`, and the LM head tied to
@@ -242,6 +370,48 @@ impl Transformer {
                 .collect::<Result<_>>()?,
             ln_f: LayerNorm::load(&w.pp("ln_f"), c)?,
         })
+    }
+
+    /// The gradient `s.logits` of the logits of the forward into `acts` (of
+    /// token `ids`, the host copy of the forward's) back into every
+    /// parameter's gradient `g` (in [`params`](Self::params)' order, device
+    /// layouts), through `s`.
+    pub fn backward(
+        &self,
+        ids: &[u32],
+        acts: &Gpt2Activations,
+        s: &Scratch,
+        g: &[Tensor],
+    ) -> Result<()> {
+        let (b, seq, layers) = (acts.batch, acts.seq, self.h.len());
+        let e = self.wte.tensor.shape()[1];
+        // The tied head: logits = ln_f · wteᵀ, its wte gradient written first.
+        let head = LinearGradsInto {
+            dx: Some(&s.ln_f),
+            dw: Some(&g[0]),
+            db: None,
+        };
+        let none = Activation::None;
+        linear_backward_into(&acts.ln_f, &self.wte.tensor, &s.logits, none, None, head)?;
+        let last = 2 + Block::PARAMS * layers;
+        self.ln_f.backward(
+            acts.stream(layers),
+            &s.ln_f,
+            &s.stream[layers % 2],
+            &g[last..],
+        )?;
+        for (i, block) in self.h.iter().enumerate().rev() {
+            let g = &g[2 + Block::PARAMS * i..][..Block::PARAMS];
+            let (dy, dx) = (&s.stream[(i + 1) % 2], &s.stream[i % 2]);
+            block.backward(acts.stream(i), acts.block(i), dy, dx, s, g)?;
+        }
+        let grads = EmbeddingGrads {
+            word: Some(&s.wte),
+            pos: Some(&g[1]),
+            types: None,
+        };
+        embedding_backward_into(ids, None, &s.stream[0].reshape(&[b, seq, e])?, grads)?;
+        accumulate(&g[0], &s.wte)
     }
 
     /// Every parameter, in load order.

@@ -21,11 +21,14 @@
 mod activations;
 mod blocks;
 mod config;
+mod grads;
 mod params;
+mod train;
 
 pub use activations::Gpt2Activations;
 pub use config::Gpt2Config;
 pub use params::NamedTensor;
+pub use train::Gpt2Trainer;
 
 use std::path::Path;
 

@@ -52,8 +52,16 @@ impl Param {
     ///
     /// Errors: readback errors.
     pub fn to_host(&self) -> Result<NamedTensor> {
-        let data = self.tensor.to_vec::<f32>()?;
-        let s = self.tensor.shape();
+        self.host_of(&self.tensor)
+    }
+
+    /// `t`, a tensor of this parameter's device shape (its gradient), read
+    /// back in the parameter's name and checkpoint layout.
+    ///
+    /// Errors: readback errors.
+    pub fn host_of(&self, t: &Tensor) -> Result<NamedTensor> {
+        let data = t.to_vec::<f32>()?;
+        let s = t.shape();
         let (shape, data) = match self.conv1d {
             true => (vec![s[1], s[0]], transpose(&data, s[0], s[1])),
             false => (s.to_vec(), data),

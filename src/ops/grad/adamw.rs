@@ -71,8 +71,12 @@ impl AdamWOptions {
         }
     }
 
-    /// PyTorch's checks of the hyperparameters.
-    fn check(&self) -> Result<()> {
+    /// PyTorch's checks of the hyperparameters (what [`adamw_step`] makes).
+    ///
+    /// Errors: [`Error::InvalidArgument`] naming the first one out of range:
+    /// lr, eps or weight decay negative, a β outside [0, 1), or any of them
+    /// not finite.
+    pub fn validate(&self) -> Result<()> {
         let (b1, b2) = self.betas;
         let bad = [
             ("lr", self.lr, self.lr >= 0.0),
@@ -134,7 +138,7 @@ pub fn adamw_step(
             detail: "step counts from 1 (the bias corrections divide by 1 − β^step)".into(),
         });
     }
-    opts.check()?;
+    opts.validate()?;
     fit_binding(OP, &all)?;
     if param.is_empty() {
         return Ok(());
