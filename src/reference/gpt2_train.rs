@@ -9,7 +9,7 @@
 //! checkpoint (`Conv1D` weights `[in, out]`, applied as `x · W + b`); the
 //! LM head is `wte` (tied), so `wte.weight`'s gradient is the head's plus
 //! the embedding's. Which parameters weight decay applies to is
-//! [`decays`].
+//! [`decays`]; their shapes are [`param_shapes`].
 
 use std::collections::HashMap;
 
@@ -22,18 +22,48 @@ use crate::reference::grad::activation_grad;
 /// checkpoint's layout.
 pub type Params = HashMap<String, Vec<f64>>;
 
-/// Whether AdamW's weight decay applies to parameter `name`: to the 2-D
-/// ones (`wte`, `wpe` and the `Conv1D` weights `attn.c_attn`,
+/// Whether AdamW's weight decay applies to a parameter of this shape: to
+/// the 2-D ones (`wte`, `wpe` and the `Conv1D` weights `attn.c_attn`,
 /// `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`), not to biases nor the layer
 /// norms' γ and β. nanoGPT's rule (`p.dim() >= 2`) and Hugging Face
 /// Trainer's (no decay for `bias` and `LayerNorm.weight`), which agree on
-/// GPT-2; written on the name so that a caller holding only names (the
-/// device model's parameters, a checkpoint's) applies the same rule. A
-/// `transformer.` prefix is allowed.
-pub fn decays(name: &str) -> bool {
-    let mut parts = name.rsplit('.');
-    let (leaf, module) = (parts.next(), parts.next());
-    leaf == Some("weight") && module.is_some_and(|m| !m.starts_with("ln_"))
+/// GPT-2. Mirrors the device model's rule (`models::Gpt2Trainer::decays`),
+/// which lives in the model layer because the models do not import the
+/// references.
+pub fn decays(shape: &[usize]) -> bool {
+    shape.len() == 2
+}
+
+/// The model's parameters for `c`, in Hugging Face's names (no
+/// `transformer.` prefix) and shapes (`Conv1D` weights `[in, out]`), in
+/// load order.
+pub fn param_shapes(c: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+    let (e, inner) = (c.n_embd, c.inner());
+    let mut out = vec![
+        ("wte.weight".to_string(), vec![c.vocab_size, e]),
+        ("wpe.weight".to_string(), vec![c.n_positions, e]),
+    ];
+    for i in 0..c.n_layer {
+        for (name, shape) in [
+            ("ln_1.weight", vec![e]),
+            ("ln_1.bias", vec![e]),
+            ("attn.c_attn.weight", vec![e, 3 * e]),
+            ("attn.c_attn.bias", vec![3 * e]),
+            ("attn.c_proj.weight", vec![e, e]),
+            ("attn.c_proj.bias", vec![e]),
+            ("ln_2.weight", vec![e]),
+            ("ln_2.bias", vec![e]),
+            ("mlp.c_fc.weight", vec![e, inner]),
+            ("mlp.c_fc.bias", vec![inner]),
+            ("mlp.c_proj.weight", vec![inner, e]),
+            ("mlp.c_proj.bias", vec![e]),
+        ] {
+            out.push((format!("h.{i}.{name}"), shape));
+        }
+    }
+    out.push(("ln_f.weight".to_string(), vec![e]));
+    out.push(("ln_f.bias".to_string(), vec![e]));
+    out
 }
 
 /// The checkpoint's f32 tensors as f64 parameters (exact).
@@ -375,13 +405,15 @@ fn adamw(
 
 /// Trains the model in f64: parameters initialised from a checkpoint's f32
 /// tensors, AdamW with its own f64 moments (zero at the start), weight
-/// decay on the parameters [`decays`] names only.
+/// decay only on the parameters [`decays`] applies to.
 #[derive(Debug, Clone)]
 pub struct Gpt2Trainer {
     config: Gpt2Config,
     params: Params,
     m: Params,
     v: Params,
+    /// The parameters [`decays`] applies to, by name.
+    decayed: HashMap<String, bool>,
     grads: Option<Params>,
     steps: u64,
 }
@@ -389,7 +421,25 @@ pub struct Gpt2Trainer {
 impl Gpt2Trainer {
     /// A trainer at step 0 from `weights` (HF names and layouts, e.g.
     /// [`Gpt2::tensors`](crate::models::Gpt2::tensors) by name) for `c`.
+    ///
+    /// Panics unless `weights` holds exactly the tensors of
+    /// [`param_shapes`], each of its length.
     pub fn new(weights: &Weights, c: &Gpt2Config) -> Self {
+        let shapes = param_shapes(c);
+        for (name, shape) in &shapes {
+            let n: usize = shape.iter().product();
+            let got = weights.get(name).map(Vec::len);
+            assert!(
+                got == Some(n),
+                "reference GPT-2 training: {name} {shape:?} wants {n} values, got {got:?}"
+            );
+        }
+        if let Some(extra) = weights
+            .keys()
+            .find(|k| !shapes.iter().any(|(n, _)| n == *k))
+        {
+            panic!("reference GPT-2 training: {extra} is not a parameter of the model");
+        }
         let params = to_f64(weights);
         let zeros: Params = params
             .iter()
@@ -400,6 +450,7 @@ impl Gpt2Trainer {
             params,
             m: zeros.clone(),
             v: zeros,
+            decayed: shapes.iter().map(|(n, s)| (n.clone(), decays(s))).collect(),
             grads: None,
             steps: 0,
         }
@@ -408,8 +459,8 @@ impl Gpt2Trainer {
     /// One training step on `ids` and `targets` (as [`loss_and_grads`]):
     /// returns the loss of the parameters before the update, then applies
     /// AdamW at step `steps() + 1` (the first is 1), weight decay
-    /// `opts.weight_decay` on the parameters [`decays`] names and 0 on the
-    /// others.
+    /// `opts.weight_decay` on the parameters [`decays`] applies to and 0 on
+    /// the others.
     ///
     /// Panics as [`loss_and_grads`].
     pub fn step(
@@ -423,7 +474,11 @@ impl Gpt2Trainer {
         let (loss, grads) = loss_and_grads(&self.params, &self.config, ids, targets, batch, seq);
         self.steps += 1;
         for (name, p) in self.params.iter_mut() {
-            let wd = if decays(name) { opts.weight_decay } else { 0.0 };
+            let wd = if self.decayed[name] {
+                opts.weight_decay
+            } else {
+                0.0
+            };
             let (m, v) = (self.m.get_mut(name), self.v.get_mut(name));
             let (m, v) = (m.expect("moments per param"), v.expect("moments per param"));
             adamw(p, m, v, &grads[name], self.steps, opts, wd);
