@@ -8,6 +8,8 @@ pub mod dot;
 pub mod embedding;
 #[cfg(feature = "models")]
 pub mod gpt2;
+#[cfg(feature = "models")]
+pub mod gpt2_train;
 pub mod grad;
 pub mod kmeans;
 pub mod matmul;
