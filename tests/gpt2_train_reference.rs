@@ -2,7 +2,7 @@
 //! models with random, non-degenerate weights: every parameter's gradient
 //! against central finite differences of its own loss, the loss against the
 //! cross-entropy of `reference::gpt2::forward`'s logits, and
-//! `Gpt2Trainer::step` against AdamW written out here (decay on the 2-D
+//! `TrainerRef::step` against AdamW written out here (decay on the 2-D
 //! parameters only). CPU only.
 //!
 //! The finite differences: a step `h = 1e-5 · max(1, |p|)` in f64 leaves a
@@ -23,7 +23,7 @@ use flashdot::models::Gpt2Config;
 use flashdot::ops::grad::{AdamWOptions, IGNORE_INDEX};
 use flashdot::reference::gpt2;
 use flashdot::reference::gpt2_train::{
-    decays, loss_and_grads, param_shapes, to_f64, Gpt2Trainer, Params,
+    decays, loss_and_grads, param_shapes, to_f64, Params, TrainerRef,
 };
 use rand::Rng;
 
@@ -271,7 +271,7 @@ fn trainer_steps_are_adamw_on_the_gradients() {
         let weights = m.weights(&mut r);
         let dims: HashMap<String, usize> =
             m.shapes.iter().map(|(n, s)| (n.clone(), s.len())).collect();
-        let mut trainer = Gpt2Trainer::new(&weights, &m.c);
+        let mut trainer = TrainerRef::new(&weights, &m.c);
         assert!(trainer.grads().is_none() && trainer.steps() == 0);
         let p0 = to_f64(&weights);
         let zeros: Params = p0

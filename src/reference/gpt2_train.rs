@@ -2,7 +2,7 @@
 //! in f64: the loss and the gradient of every parameter
 //! ([`loss_and_grads`]), written from the definition on the forward's
 //! intermediates ([`gpt2::trace`]), and an AdamW loop with its own f64
-//! moments ([`Gpt2Trainer`]). The ground truth a device training step is
+//! moments ([`TrainerRef`]). The ground truth a device training step is
 //! checked against.
 //!
 //! Parameters and gradients are named and laid out as in the Hugging Face
@@ -27,11 +27,10 @@ pub type Params = HashMap<String, Vec<f64>>;
 /// `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`), not to biases nor the layer
 /// norms' γ and β. nanoGPT's rule (`p.dim() >= 2`) and Hugging Face
 /// Trainer's (no decay for `bias` and `LayerNorm.weight`), which agree on
-/// GPT-2. Mirrors the device model's rule (`models::Gpt2Trainer::decays`),
-/// which lives in the model layer because the models do not import the
-/// references.
+/// GPT-2. The device trainer's rule ([`Gpt2Trainer::decays`](crate::models::Gpt2Trainer::decays)),
+/// used here so that the two cannot drift apart.
 pub fn decays(shape: &[usize]) -> bool {
-    shape.len() == 2
+    crate::models::Gpt2Trainer::decays(shape)
 }
 
 /// The model's parameters for `c`, in Hugging Face's names (no
@@ -407,7 +406,7 @@ fn adamw(
 /// tensors, AdamW with its own f64 moments (zero at the start), weight
 /// decay only on the parameters [`decays`] applies to.
 #[derive(Debug, Clone)]
-pub struct Gpt2Trainer {
+pub struct TrainerRef {
     config: Gpt2Config,
     params: Params,
     m: Params,
@@ -418,7 +417,7 @@ pub struct Gpt2Trainer {
     steps: u64,
 }
 
-impl Gpt2Trainer {
+impl TrainerRef {
     /// A trainer at step 0 from `weights` (HF names and layouts, e.g.
     /// [`Gpt2::tensors`](crate::models::Gpt2::tensors) by name) for `c`.
     ///
@@ -445,7 +444,7 @@ impl Gpt2Trainer {
             .iter()
             .map(|(k, v)| (k.clone(), vec![0.0; v.len()]))
             .collect();
-        Gpt2Trainer {
+        TrainerRef {
             config: c.clone(),
             params,
             m: zeros.clone(),
