@@ -22,7 +22,9 @@ mod gpt2;
 
 pub use bert::{Batch, BertConfig, EncoderDims, SentenceEncoder};
 pub use chars::CharVocab;
-pub use gpt2::{Gpt2, Gpt2Activations, Gpt2Config, Gpt2Trainer, NamedTensor};
+pub use gpt2::{
+    CacheLayout, Gpt2, Gpt2Activations, Gpt2Cache, Gpt2Config, Gpt2Trainer, NamedTensor,
+};
 
 use std::path::{Path, PathBuf};
 

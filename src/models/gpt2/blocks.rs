@@ -10,7 +10,8 @@ use super::grads::Scratch;
 use super::params::{Init, Param, Prefix};
 use crate::error::Result;
 use crate::ops::attention::{
-    attention_backward_into, attention_into, AttentionOptions, Causal, GradientsInto, Layout,
+    attention_backward_into, attention_into, kv_append, AttentionOptions, Causal, GradientsInto,
+    Layout, PagedKv,
 };
 use crate::ops::embedding::{embedding_into, EmbeddingTables};
 use crate::ops::grad::{
@@ -136,12 +137,27 @@ impl Attention {
 
     /// `a.ln_1` through `c_attn` into `a.qkv`, attention into `a.attn`
     /// (and `a.lse`), `c_proj` into `a.proj`.
-    fn forward(&self, a: &BlockActs) -> Result<()> {
+    /// With `kv` (decoding), k and v are appended to block `kv.1`'s cache
+    /// and the queries attend over it instead.
+    fn forward(&self, a: &BlockActs, kv: Option<(&Cached, usize)>) -> Result<()> {
         self.c_attn.forward(&a.ln_1, Activation::None, &a.qkv)?;
         let (b, s) = (a.attn.shape()[0], a.attn.shape()[1]);
         let (h, d) = (self.heads, self.head_dim);
         let [q, k, v] = self.heads_of(&a.qkv, (b, s))?;
-        attention_into(&q, &k, &v, &self.options(), &a.attn, a.lse.as_ref())?;
+        match kv {
+            None => attention_into(&q, &k, &v, &self.options(), &a.attn, a.lse.as_ref())?,
+            Some((c, layer)) => {
+                let (kc, vc) = &c.layers[layer];
+                let (k, v) = (k.contiguous()?, v.contiguous()?);
+                kv_append(kc, vc, &k, &v, c.lens, Layout::Bshd, c.paged)?;
+                // Each sequence's new queries are the last s of its kv_len
+                // keys (padding rows of shorter chunks come after its real
+                // ones, so no real query sees them).
+                let mut opts = self.options().causal(Causal::BottomRight).kv_len(c.kv_len);
+                opts.paged = c.paged;
+                attention_into(&q, kc, vc, &opts, &a.attn, None)?;
+            }
+        }
         let attn = a.attn.reshape(&[b * s, h * d])?;
         self.c_proj.forward(&attn, Activation::None, &a.proj)
     }
@@ -293,9 +309,15 @@ impl Block {
     }
 
     /// The stream `x` through the block into `out`, through `a`.
-    fn forward(&self, x: &Tensor, a: &BlockActs, out: &Tensor) -> Result<()> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        a: &BlockActs,
+        out: &Tensor,
+        kv: Option<(&Cached, usize)>,
+    ) -> Result<()> {
         self.ln_1.forward(x, &a.ln_1)?;
-        self.attn.forward(a)?;
+        self.attn.forward(a, kv)?;
         add_into(x, &a.proj, &a.mid)?;
         self.ln_2.forward(&a.mid, &a.ln_2)?;
         self.mlp.forward(a)?;
@@ -333,6 +355,20 @@ impl Block {
         self.ln_1.backward(x, &s.ln, dx, &g[0..2])?;
         accumulate(dx, &s.mid)
     }
+}
+
+/// One decoding call's view of a KV cache (checked by the cache): each
+/// block's K and V (contiguous `[batch, capacity, heads, d]` or page pools),
+/// each sequence's length before the call and after it (padding included),
+/// the block table, the new tokens' positions `[batch, s]` u32, and a zero
+/// `[n_positions, n_embd]` table.
+pub(super) struct Cached<'a> {
+    pub layers: &'a [(Tensor, Tensor)],
+    pub lens: &'a [u32],
+    pub kv_len: &'a [u32],
+    pub paged: Option<PagedKv<'a>>,
+    pub positions: &'a Tensor,
+    pub zeros: &'a Tensor,
 }
 
 /// The whole model: embeddings, the blocks, `ln_f`, and the LM head tied to
@@ -425,18 +461,38 @@ impl Transformer {
     /// Token `ids [batch, seq]` u32 through the model into `acts` (their
     /// shape and the model's checked by the caller): the embeddings into
     /// stream 0, block `i` from stream `i` into stream `i + 1`, `ln_f`, and
-    /// the logits `ln_f · wteᵀ`.
-    pub fn forward(&self, ids: &Tensor, acts: &Gpt2Activations) -> Result<()> {
+    /// the logits `ln_f · wteᵀ`. With `kv` (decoding: the checked call of
+    /// the cache), the tokens sit at its positions and every block attends
+    /// over its cache.
+    pub fn forward(&self, ids: &Tensor, acts: &Gpt2Activations, kv: Option<&Cached>) -> Result<()> {
         let (b, s) = (acts.batch, acts.seq);
         let e = self.wte.tensor.shape()[1];
-        let tables = EmbeddingTables {
-            word: &self.wte.tensor,
-            pos: &self.wpe.tensor,
-            types: &self.no_types,
-        };
-        embedding_into(ids, None, tables, &acts.stream(0).reshape(&[b, s, e])?)?;
+        let stream = acts.stream(0).reshape(&[b, s, e])?;
+        match kv {
+            None => {
+                let tables = EmbeddingTables {
+                    word: &self.wte.tensor,
+                    pos: &self.wpe.tensor,
+                    types: &self.no_types,
+                };
+                embedding_into(ids, None, tables, &stream)?;
+            }
+            Some(c) => {
+                // Each token's position is its sequence's length so far plus
+                // its index: the embedding op's type-id slot looks it up in
+                // wpe, its position slot in a zero table. The sum is the
+                // forward's bit for bit: (w + 0) + p = (w + p) + 0.
+                let tables = EmbeddingTables {
+                    word: &self.wte.tensor,
+                    pos: c.zeros,
+                    types: &self.wpe.tensor,
+                };
+                embedding_into(ids, Some(c.positions), tables, &stream)?;
+            }
+        }
         for (i, block) in self.h.iter().enumerate() {
-            block.forward(acts.stream(i), acts.block(i), acts.stream(i + 1))?;
+            let kv = kv.map(|c| (c, i));
+            block.forward(acts.stream(i), acts.block(i), acts.stream(i + 1), kv)?;
         }
         self.ln_f.forward(acts.stream(self.h.len()), &acts.ln_f)?;
         let opts = MatmulOptions::default();

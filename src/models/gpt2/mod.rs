@@ -21,12 +21,14 @@
 mod activations;
 mod blocks;
 mod config;
+mod decode;
 mod grads;
 mod params;
 mod train;
 
 pub use activations::Gpt2Activations;
 pub use config::Gpt2Config;
+pub use decode::{CacheLayout, Gpt2Cache};
 pub use params::NamedTensor;
 pub use train::Gpt2Trainer;
 
@@ -229,6 +231,6 @@ impl Gpt2 {
             return Ok(());
         }
         let ids = Tensor::from_slice(&self.ctx, ids, &[batch, seq])?;
-        self.ctx.record(|| self.model.forward(&ids, acts))
+        self.ctx.record(|| self.model.forward(&ids, acts, None))
     }
 }
