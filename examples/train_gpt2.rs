@@ -54,6 +54,9 @@ struct Args {
     /// Seed of the init and of the batches.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Steps of the f64 CPU reference to time, for scale (0: none).
+    #[arg(long, default_value_t = 2)]
+    cpu_steps: usize,
     /// Print the loss every this many steps.
     #[arg(long, default_value_t = 25)]
     log_every: usize,
@@ -111,7 +114,8 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     sizes.report();
     let config = Gpt2Config::new(vocab.len(), a.seq, a.embd, a.layers, a.heads);
     let model = Gpt2::random(&ctx, &config, a.seed)?;
-    let params: usize = model.tensors()?.iter().map(|t| t.data.len()).sum();
+    let init = model.tensors()?;
+    let params: usize = init.iter().map(|t| t.data.len()).sum();
     println!(
         "model: {} blocks, width {}, {} heads, context {}, vocabulary {} characters, {params} parameters",
         a.layers,
@@ -137,6 +141,22 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut trainer = Gpt2Trainer::new(model, batch, a.seq, opts)?;
     let mut rng = rand::rngs::SmallRng::seed_from_u64(a.seed);
+    let cpu_rate = (a.cpu_steps > 0).then(|| {
+        // The same model and batch sizes through the f64 training loop the
+        // tests check the device against (its own batches: timing only).
+        let weights = init
+            .iter()
+            .map(|t| (t.name.clone(), t.data.clone()))
+            .collect();
+        let mut cpu = flashdot::reference::gpt2_train::TrainerRef::new(&weights, &config);
+        let mut r = rand::rngs::SmallRng::seed_from_u64(a.seed ^ 1);
+        let t = Instant::now();
+        for _ in 0..a.cpu_steps {
+            let (ids, targets) = sample(train, batch, a.seq, &mut r);
+            cpu.step(&ids, &targets, batch, a.seq, &opts);
+        }
+        (batch * a.seq * a.cpu_steps) as f64 / t.elapsed().as_secs_f64()
+    });
 
     // The first step compiles every kernel: timed apart from the rest.
     let bar =
@@ -177,13 +197,21 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let warm = total.saturating_sub(first);
     let tokens_per_step = (batch * a.seq) as f64;
     if steps > 1 {
+        let rate = tokens_per_step * (steps - 1) as f64 / warm.as_secs_f64();
         println!(
-            "throughput: {:.0} tokens/s over steps 1..{steps} ({:.1} ms a step); the first step \
-             (kernel compiles) took {:.2} s",
-            tokens_per_step * (steps - 1) as f64 / warm.as_secs_f64(),
+            "throughput: {rate:.0} tokens/s over steps 1..{steps} ({:.1} ms a step); the first \
+             step (kernel compiles) took {:.2} s",
             warm.as_secs_f64() * 1e3 / (steps - 1) as f64,
             first.as_secs_f64()
         );
+        if let Some(cpu) = cpu_rate {
+            println!(
+                "for scale, the f64 CPU reference loop: {cpu:.0} tokens/s ({} steps; flashdot \
+                 {:.1}× it)",
+                a.cpu_steps,
+                rate / cpu
+            );
+        }
     }
     let tail = &curve[curve.len().saturating_sub(20)..];
     println!(
