@@ -54,8 +54,9 @@ struct Args {
     /// Seed of the init and of the batches.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Steps of the f64 CPU reference to time, for scale (0: none).
-    #[arg(long, default_value_t = 2)]
+    /// First steps checked against the f64 CPU reference loop (and timed on
+    /// it, for scale; 0: none).
+    #[arg(long, default_value_t = 3)]
     cpu_steps: usize,
     /// Print the loss every this many steps.
     #[arg(long, default_value_t = 25)]
@@ -141,22 +142,27 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut trainer = Gpt2Trainer::new(model, batch, a.seq, opts)?;
     let mut rng = rand::rngs::SmallRng::seed_from_u64(a.seed);
-    let cpu_rate = (a.cpu_steps > 0).then(|| {
-        // The same model and batch sizes through the f64 training loop the
-        // tests check the device against (its own batches: timing only).
-        let weights = init
-            .iter()
-            .map(|t| (t.name.clone(), t.data.clone()))
-            .collect();
-        let mut cpu = flashdot::reference::gpt2_train::TrainerRef::new(&weights, &config);
-        let mut r = rand::rngs::SmallRng::seed_from_u64(a.seed ^ 1);
-        let t = Instant::now();
-        for _ in 0..a.cpu_steps {
-            let (ids, targets) = sample(train, batch, a.seq, &mut r);
-            cpu.step(&ids, &targets, batch, a.seq, &opts);
-        }
-        (batch * a.seq * a.cpu_steps) as f64 / t.elapsed().as_secs_f64()
-    });
+    // The first steps' batches, drawn up front: the f64 CPU reference loop
+    // (what the tests check the device against) runs them too, to check the
+    // device's losses and, for scale, to time the CPU.
+    let first: Vec<_> = (0..a.cpu_steps.min(steps))
+        .map(|_| sample(train, batch, a.seq, &mut rng))
+        .collect();
+    let weights = init
+        .iter()
+        .map(|t| (t.name.clone(), t.data.clone()))
+        .collect();
+    let mut cpu = flashdot::reference::gpt2_train::TrainerRef::new(&weights, &config);
+    let mut cpu_loss = Vec::new();
+    let t = Instant::now();
+    for (ids, targets) in &first {
+        let o = AdamWOptions {
+            lr: schedule(a, cpu_loss.len(), steps),
+            ..opts
+        };
+        cpu_loss.push(cpu.step(ids, targets, batch, a.seq, &o));
+    }
+    let cpu_rate = (batch * a.seq * first.len()) as f64 / t.elapsed().as_secs_f64();
 
     // The first step compiles every kernel: timed apart from the rest.
     let bar =
@@ -168,14 +174,28 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut curve = Vec::new();
-    let (mut first, t0) = (Duration::ZERO, Instant::now());
+    let (mut first_step, mut checked, t0) = (Duration::ZERO, 0.0f64, Instant::now());
     for t in 0..steps {
         trainer.set_lr(schedule(a, t, steps))?;
-        let (ids, targets) = sample(train, batch, a.seq, &mut rng);
+        let (ids, targets) = match first.get(t) {
+            Some(b) => b.clone(),
+            None => sample(train, batch, a.seq, &mut rng),
+        };
         let t1 = Instant::now();
         let loss = trainer.step(&ids, &targets)?;
         if t == 0 {
-            first = t1.elapsed();
+            first_step = t1.elapsed();
+        }
+        if let Some(&want) = cpu_loss.get(t) {
+            // The tests' bound: the forward's 1e-5, plus as much a step.
+            let err = (loss as f64 - want).abs() / want.abs();
+            if err > 1e-5 * (1 + t) as f64 {
+                return Err(format!(
+                    "step {t}: loss {loss} against the f64 reference's {want} (relative {err:.1e})"
+                )
+                .into());
+            }
+            checked = checked.max(err);
         }
         if !loss.is_finite() {
             return Err(format!("the loss is {loss} at step {t}").into());
@@ -194,7 +214,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     bar.finish_and_clear();
     let total = t0.elapsed();
-    let warm = total.saturating_sub(first);
+    let warm = total.saturating_sub(first_step);
     let tokens_per_step = (batch * a.seq) as f64;
     if steps > 1 {
         let rate = tokens_per_step * (steps - 1) as f64 / warm.as_secs_f64();
@@ -202,14 +222,15 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "throughput: {rate:.0} tokens/s over steps 1..{steps} ({:.1} ms a step); the first \
              step (kernel compiles) took {:.2} s",
             warm.as_secs_f64() * 1e3 / (steps - 1) as f64,
-            first.as_secs_f64()
+            first_step.as_secs_f64()
         );
-        if let Some(cpu) = cpu_rate {
+        if !cpu_loss.is_empty() {
             println!(
-                "for scale, the f64 CPU reference loop: {cpu:.0} tokens/s ({} steps; flashdot \
-                 {:.1}× it)",
-                a.cpu_steps,
-                rate / cpu
+                "checked: the first {} losses equal the f64 CPU reference loop's (largest \
+                 relative difference {checked:.1e}); for scale, that loop ran {cpu_rate:.0} \
+                 tokens/s (flashdot {:.1}× it)",
+                cpu_loss.len(),
+                rate / cpu_rate
             );
         }
     }

@@ -55,6 +55,9 @@ ok search --n 1000 --dim 64 --batch 8 --index ivf --nlist 8 --nprobe 4 --niter 3
 ok embed "The weather is lovely today." "It's so sunny outside!"
 ok semantic_search --limit 64 "How do I open a file for reading?"
 ok wgpu_interop
+ok train_gpt2 --steps 20 --batch 4 --seq 32 --cpu-steps 1 --out "$tmp/gpt2"
+ok generate --model "$tmp/gpt2" --max-new 16 --chunk 4 "def " "The"
+ok generate --model "$tmp/gpt2" --max-new 8 --cache contiguous --temperature 0 "If the"
 ok compare --quick --out "$tmp/report"
 # The report's files: valid JSON with its run metadata, charts with titled axes.
 if ! python3 - "$tmp/report" <<'PY'
@@ -93,6 +96,12 @@ refused search --n 20000 --shards 0
 refused search --n 1000 --dim 64 --index ivf --nlist 8 --nprobe 9
 refused search --n 1000 --nprobe 4
 refused embed --model /nonexistent/model "a sentence"
+refused train_gpt2 --steps 1 --seq 0 --out "$tmp/gpt2-bad"
+refused train_gpt2 --steps 1 --heads 5 --out "$tmp/gpt2-bad"
+refused generate --model /nonexistent/model "def "
+refused generate --model "$tmp/gpt2" --max-new 64 "def "
+refused generate --model "$tmp/gpt2" "naïve ☃"
+refused generate --model "$tmp/gpt2" --top-p 0 "def "
 refused info --backend metal
 refused info --no-such-flag
 
