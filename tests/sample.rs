@@ -13,7 +13,7 @@
 //! cumulative masses are serial sums of a chunk (⌈vocab/256⌉ terms) then of
 //! the 256 chunk partials, ≤ (⌈vocab/256⌉ + 256)ε relative, and u·M adds ε.
 //! Numerator and denominator each carry them: margin =
-//! 2ε·(⌈vocab/256⌉ + 257 + Σ_j p_j (6 + 7|y_j|)) — 4e-5 to 6e-5 here, a
+//! 2ε·(⌈vocab/256⌉ + 257 + Σ_j p_j (6 + 7|y_j|)) — 3e-5 to 6e-5 here, a
 //! worst case; the report counts how many draws needed it.
 
 mod common;
@@ -102,15 +102,14 @@ fn poisoned_tokens(ctx: &Context, m: usize) -> Tensor {
     t
 }
 
-/// Draws `rows` of the `[n, vocab]` logits `lv` (uploaded as `dtype`) with
-/// `uniforms` and checks every token against the reference (fed the values
+/// Draws `rows` of the `[n, vocab]` logits `lv` (uploaded as `dtype`), each
+/// with its uniform, and checks every token against the reference (fed the values
 /// the device holds); the tokens and those values.
 fn run_case(
     lv: &[f32],
     n: usize,
     dtype: DType,
-    rows: &[u32],
-    uniforms: &[f32],
+    (rows, uniforms): (&[u32], &[f32]),
     opts: &SampleOptions,
     case: &str,
     tally: &mut Tally,
@@ -175,7 +174,8 @@ fn tokens_match_the_reference() {
                     let u = uniforms(&mut r, m);
                     let opts = SampleOptions { temperature, top_p };
                     let case = format!("vocab {vocab} {dtype} T {temperature} top_p {top_p}");
-                    let (got, held) = run_case(&lv, n, dtype, &rows, &u, &opts, &case, &mut tally);
+                    let (got, held) =
+                        run_case(&lv, n, dtype, (&rows, &u), &opts, &case, &mut tally);
                     if top_p == 0.01 {
                         top_p_small_is_the_argmax(&held, vocab, &rows, &got, &opts, &case);
                     }
@@ -255,8 +255,7 @@ fn ties_and_equal_logits() {
         &lv,
         3,
         DType::F32,
-        &[0, 1, 2],
-        &[0.5; 3],
+        (&[0, 1, 2], &[0.5; 3]),
         &greedy,
         "ties",
         &mut tally,
@@ -268,7 +267,15 @@ fn ties_and_equal_logits() {
             temperature: 1.0,
             top_p,
         };
-        let (got, _) = run_case(&lv, 3, DType::F32, &[2; 4], &u, &opts, "equal", &mut tally);
+        let (got, _) = run_case(
+            &lv,
+            3,
+            DType::F32,
+            (&[2; 4], &u),
+            &opts,
+            "equal",
+            &mut tally,
+        );
         // Uniform over all: u = 0.3 draws ⌊0.3 · 1009⌋.
         assert_eq!(got[..3], [0, 302, 1007], "equal logits, top_p {top_p}");
     }
@@ -284,9 +291,9 @@ fn infinite_logits() {
     let mut lv = uniform(&mut r, 3 * vocab);
     // Row 0: all but 12 tokens masked.
     let open: Vec<usize> = (0..12).map(|_| r.random_range(0..vocab)).collect();
-    for j in 0..vocab {
+    for (j, v) in lv[..vocab].iter_mut().enumerate() {
         if !open.contains(&j) {
-            lv[j] = f32::NEG_INFINITY;
+            *v = f32::NEG_INFINITY;
         }
     }
     // Row 1: all masked. Row 2: two +inf among finite logits.
@@ -305,7 +312,7 @@ fn infinite_logits() {
         for top_p in [1.0, 0.5] {
             let opts = SampleOptions { temperature, top_p };
             let case = format!("inf T {temperature} top_p {top_p}");
-            let (got, _) = run_case(&lv, 3, DType::F32, &rows, &u, &opts, &case, &mut tally);
+            let (got, _) = run_case(&lv, 3, DType::F32, (&rows, &u), &opts, &case, &mut tally);
             for (i, &t) in got.iter().enumerate() {
                 match rows[i] {
                     0 => assert!(open.contains(&(t as usize)), "{case}: masked token {t}"),
@@ -351,8 +358,7 @@ fn nan_logits_give_the_first_nan() {
                 &lv,
                 2,
                 DType::F32,
-                &[0, 1, 0, 1],
-                &u,
+                (&[0, 1, 0, 1], &u),
                 &opts,
                 &case,
                 &mut tally,
