@@ -15,7 +15,9 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 use crate::context::{DeviceProfile, Spec};
-use crate::ops::{attention, dot, embedding, grad, matmul, norm, pooling, search, similarity};
+use crate::ops::{
+    attention, dot, embedding, grad, matmul, norm, pooling, sample, search, similarity,
+};
 use crate::shader::Params;
 use crate::tensor::strided as gather;
 
@@ -109,6 +111,7 @@ fn all_kernels() -> Vec<Kernel> {
     v.extend(embedding::EmbeddingSpec::reachable().iter().map(kernel));
     v.extend(norm::NormSpec::reachable().iter().map(kernel));
     v.extend(pooling::PoolSpec::reachable().iter().map(kernel));
+    v.extend(sample::SampleSpec::reachable().iter().map(kernel));
     v.extend(matmul::reachable_specs().iter().map(kernel));
     v.extend(search::reachable_specs(&p).iter().map(kernel));
     v.extend(search::kmeans_specs().iter().map(kernel));
@@ -341,6 +344,9 @@ fn params_structs_mirror_their_wgsl() {
     mirrors::<embedding::EmbeddingParams>(embedding::EmbeddingSpec::reachable()[0].source());
     mirrors::<norm::NormParams>(norm::NormSpec::reachable()[0].source());
     mirrors::<pooling::PoolParams>(pooling::PoolSpec::reachable()[0].source());
+    for s in sample::SampleSpec::reachable() {
+        mirrors::<sample::SampleParams>(s.source());
+    }
     mirrors::<matmul::MatmulParams>(matmul::reachable_specs()[0].source());
     mirrors::<search::TopkParams>(search::reachable_specs(&profiles())[0].source());
     mirrors::<search::KMeansParams>(search::kmeans_specs()[0].source());

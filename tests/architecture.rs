@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
         "ops::norm",
         "ops::embedding",
         "ops::pooling",
+        "ops::sample",
         "ops::matmul",
         "ops::attention",
         "ops::search",

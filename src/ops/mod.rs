@@ -8,5 +8,6 @@ pub mod grad;
 pub mod matmul;
 pub mod norm;
 pub mod pooling;
+pub mod sample;
 pub mod search;
 pub mod similarity;

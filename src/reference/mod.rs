@@ -15,5 +15,6 @@ pub mod kmeans;
 pub mod matmul;
 pub mod norm;
 pub mod pooling;
+pub mod sample;
 pub mod search;
 pub mod similarity;
