@@ -32,9 +32,10 @@ struct Args {
     /// or tokenizer.json).
     #[arg(long, default_value = "models/gpt2-chars")]
     model: PathBuf,
-    /// New tokens per prompt.
-    #[arg(long, default_value_t = 120)]
-    max_new: usize,
+    /// New tokens per prompt (default: what the model's context leaves after
+    /// the longest prompt).
+    #[arg(long)]
+    max_new: Option<usize>,
     /// Sampling temperature (0: greedy).
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
@@ -94,14 +95,18 @@ impl Tokens {
     fn encode(&self, text: &str) -> Result<Vec<u32>, Box<dyn std::error::Error>> {
         Ok(match self {
             Tokens::Chars(v) => v.encode(text)?,
-            Tokens::Hf(t) => t.encode(text, false)?.get_ids().to_vec(),
+            Tokens::Hf(t) => t
+                .encode(text, false)
+                .map_err(|e| e.to_string())?
+                .get_ids()
+                .to_vec(),
         })
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String, Box<dyn std::error::Error>> {
         Ok(match self {
             Tokens::Chars(v) => v.decode(ids)?,
-            Tokens::Hf(t) => t.decode(ids, false)?,
+            Tokens::Hf(t) => t.decode(ids, false).map_err(|e| e.to_string())?,
         })
     }
 }
@@ -293,18 +298,24 @@ fn bench(model: &Gpt2, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    // The f64 reference has no cache: a forward over all tokens per new one.
+    // The f64 reference has no cache: a decode step is a forward over every
+    // token so far.
     let weights = model
         .tensors()?
         .into_iter()
         .map(|t| (t.name, t.data))
         .collect();
     let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
-    let t = Instant::now();
-    flashdot::reference::gpt2::forward(&weights, model.config(), &ids, 1, n);
+    let forward = |len: usize| {
+        let t = Instant::now();
+        flashdot::reference::gpt2::forward(&weights, model.config(), &ids[..len], 1, len);
+        t.elapsed().as_secs_f64()
+    };
+    let prefill = prompt_len as f64 / forward(prompt_len);
+    let decode = (new - 1) as f64 / (prompt_len + 1..prompt_len + new).map(forward).sum::<f64>();
     println!(
-        "for scale, the f64 CPU reference's forward over {n} tokens: {:.0} tokens/s",
-        n as f64 / t.elapsed().as_secs_f64()
+        "for scale, the f64 CPU reference (1 sequence, no cache): prefill {prefill:.0} tok/s, \
+         decode {decode:.0} tok/s"
     );
     Ok(())
 }
@@ -328,17 +339,16 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("prompt {i} has no tokens").into());
     }
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let capacity = longest + a.max_new.max(1) + a.chunk;
     let n = model.config().n_positions;
-    if longest + a.max_new > n {
+    let max_new = a.max_new.unwrap_or(n.saturating_sub(longest));
+    if longest + max_new > n || max_new == 0 {
         return Err(format!(
-            "the longest prompt ({longest} tokens) and {} new tokens pass the model's context of \
-             {n}",
-            a.max_new
+            "the longest prompt ({longest} tokens) and {max_new} new tokens do not fit the \
+             model's context of {n}"
         )
         .into());
     }
-    let capacity = capacity.min(n);
+    let capacity = (longest + max_new + a.chunk).min(n);
     let mut cache = model.cache(
         prompts.len(),
         capacity,
@@ -349,7 +359,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         &model,
         &mut cache,
         &prompts,
-        &Plan::of(a, a.max_new),
+        &Plan::of(a, max_new),
         &mut rng,
     )?;
     for (text, new) in texts.iter().zip(&r.tokens) {
@@ -360,10 +370,10 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "prefill: {total} prompt tokens in {:.1} ms (first calls compile kernels); decode: {} \
          steps of {} sequences in {:.1} ms ({:.0} tokens/s)",
         r.prefill.as_secs_f64() * 1e3,
-        a.max_new.saturating_sub(1),
+        max_new - 1,
         prompts.len(),
         r.decode.as_secs_f64() * 1e3,
-        (prompts.len() * a.max_new.saturating_sub(1)) as f64 / r.decode.as_secs_f64()
+        (prompts.len() * (max_new - 1)) as f64 / r.decode.as_secs_f64()
     );
     Ok(())
 }
