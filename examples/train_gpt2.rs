@@ -100,7 +100,10 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     // learned the text or memorised the batches it saw.
     let split = tokens.len() * 9 / 10;
     let (train, val) = tokens.split_at(split);
-    if val.len() <= a.seq || a.seq == 0 {
+    if a.seq == 0 {
+        return Err("--seq must be at least 1".into());
+    }
+    if val.len() <= a.seq {
         return Err(format!(
             "the corpus ({} characters) is too short for sequences of {}",
             tokens.len(),
