@@ -258,6 +258,11 @@ fn layout(c: Cache, a: &Args, batch: usize, capacity: usize) -> CacheLayout {
 
 fn bench(model: &Gpt2, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let n = model.config().n_positions;
+    if n < 4 {
+        return Err(
+            format!("--bench needs a context of at least 4 tokens, the model has {n}").into(),
+        );
+    }
     let (prompt_len, new) = (n / 2, n / 2);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(a.seed);
     let vocab = model.config().vocab_size as u32;
@@ -348,7 +353,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let capacity = (longest + max_new + a.chunk).min(n);
+    let capacity = longest + max_new;
     let mut cache = model.cache(
         prompts.len(),
         capacity,

@@ -5,7 +5,7 @@
 //! layout, and the character vocabulary `vocab.json`) for the `generate`
 //! example. The corpus comes with `bash scripts/fetch-model.sh`.
 //!
-//! `cargo run --release --example train_gpt2 -- --steps 1000 --out models/gpt2-chars`
+//! `cargo run --release --example train_gpt2 -- --steps 3000 --out models/gpt2-chars`
 
 #[path = "common/mod.rs"]
 mod common;
@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 #[derive(Parser)]
 #[command(about = "train a GPT-2-architecture character LM on flashdot")]
 struct Args {
-    /// Optimizer steps (default 1000 on a software adapter, 5000 on a GPU).
+    /// Optimizer steps (default 3000 on a software adapter, 5000 on a GPU).
     #[arg(long)]
     steps: Option<usize>,
     /// Where the checkpoint goes.
@@ -113,7 +113,10 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let ctx = common::open(a.backend)?;
     let mut sizes = common::Sizes::new(&ctx);
-    let steps = sizes.pick("--steps", a.steps, 5000, 1000);
+    let steps = sizes.pick("--steps", a.steps, 5000, 3000);
+    if steps == 0 {
+        return Err("--steps must be at least 1".into());
+    }
     let batch = sizes.pick("--batch", a.batch, 32, 8);
     sizes.report();
     let config = Gpt2Config::new(vocab.len(), a.seq, a.embd, a.layers, a.heads);

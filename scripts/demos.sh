@@ -97,6 +97,7 @@ refused search --n 1000 --dim 64 --index ivf --nlist 8 --nprobe 9
 refused search --n 1000 --nprobe 4
 refused embed --model /nonexistent/model "a sentence"
 refused train_gpt2 --steps 1 --seq 0 --out "$tmp/gpt2-bad"
+refused train_gpt2 --steps 0 --out "$tmp/gpt2-bad"
 refused train_gpt2 --steps 1 --heads 5 --out "$tmp/gpt2-bad"
 refused generate --model /nonexistent/model "def "
 refused generate --model "$tmp/gpt2" --max-new 64 "def "

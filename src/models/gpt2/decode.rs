@@ -100,8 +100,9 @@ impl Gpt2 {
     /// (at most `n_positions`).
     ///
     /// Errors: [`Error::InvalidArgument`] for `batch` or `capacity` 0, a
-    /// capacity past `n_positions`, or a page size of 0; [`Error::TooLarge`]
-    /// for a cache past one buffer; GPU errors.
+    /// capacity past `n_positions`, or a page size or page count of 0;
+    /// [`Error::TooLarge`] for a cache past one buffer (or a block table
+    /// past one binding); GPU errors.
     pub fn cache(&self, batch: usize, capacity: usize, layout: CacheLayout) -> Result<Gpt2Cache> {
         let c = &self.config;
         let bad = |detail: String| Error::InvalidArgument {
@@ -120,29 +121,53 @@ impl Gpt2 {
             )));
         }
         let (h, d) = (c.n_head, c.head_dim());
-        let (shape, pages) = match layout {
-            CacheLayout::Contiguous => ([batch, capacity, h, d], None),
+        let shape = match layout {
+            CacheLayout::Contiguous => [batch, capacity, h, d],
             CacheLayout::Paged { page_size, pages } => {
                 if page_size == 0 || pages == 0 {
                     return Err(bad(format!("{pages} pages of {page_size} rows")));
                 }
-                let max_pages = capacity.div_ceil(page_size);
-                let p = Pages {
-                    size: page_size,
-                    table: vec![0; batch * max_pages],
-                    held: vec![0; batch],
-                    max_pages,
-                    free: (0..pages as u32).rev().collect(),
-                };
-                ([pages, page_size, h, d], Some(p))
+                [pages, page_size, h, d]
             }
         };
+        // The tensors first: their sizes are checked (TooLarge) before any
+        // host table is sized from the arguments.
         let layers = (0..c.n_layer)
             .map(|_| {
                 let k = Tensor::zeros(&self.ctx, &shape, DType::F32)?;
                 Ok((k, Tensor::zeros(&self.ctx, &shape, DType::F32)?))
             })
             .collect::<Result<_>>()?;
+        let pages = match layout {
+            CacheLayout::Contiguous => None,
+            CacheLayout::Paged { page_size, pages } => {
+                let max_pages = capacity.div_ceil(page_size);
+                // The block table goes to the device with each call.
+                let limit = self.ctx.max_binding();
+                let bytes = batch
+                    .checked_mul(max_pages)
+                    .and_then(|n| n.checked_mul(4))
+                    .map_or(u64::MAX, |b| b as u64);
+                if bytes > limit {
+                    return Err(Error::TooLarge {
+                        op: "Gpt2::cache",
+                        what: format!("the block table of {batch} sequences × {max_pages} pages"),
+                        size: bytes,
+                        limit,
+                        kind: crate::error::Limit::StorageBinding,
+                    });
+                }
+                Some(Pages {
+                    size: page_size,
+                    table: vec![0; batch * max_pages],
+                    held: vec![0; batch],
+                    max_pages,
+                    // Page indices are u32: the pool tensor's size check
+                    // keeps `pages` far below 2³².
+                    free: (0..pages as u32).rev().collect(),
+                })
+            }
+        };
         Ok(Gpt2Cache {
             layers,
             lens: vec![0; batch],

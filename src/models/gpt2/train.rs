@@ -97,12 +97,15 @@ impl Gpt2Trainer {
     /// GPU errors.
     pub fn step(&mut self, ids: &[u32], targets: &[u32]) -> Result<f32> {
         let ctx = self.model.context().clone();
+        let before = self.steps;
         let loss = ctx.record(|| {
             let loss = self.forward_loss(ids, targets)?;
             self.backward(ids)?;
             self.update()?;
             Ok(loss)
-        })?;
+        });
+        // A failed recording submits nothing: the step did not happen.
+        let loss = loss.inspect_err(|_| self.steps = before)?;
         Ok(loss.to_vec::<f32>()?[0])
     }
 
@@ -136,7 +139,7 @@ impl Gpt2Trainer {
     /// `ids` these are) into every parameter's gradient.
     ///
     /// Errors: [`Error::Shape`] for `ids` not `batch · seq` long;
-    /// GPU errors.
+    /// [`Error::InvalidArgument`] for an id past the vocabulary; GPU errors.
     pub fn backward(&self, ids: &[u32]) -> Result<()> {
         let grads = &self.grads.0;
         self.model
@@ -149,7 +152,8 @@ impl Gpt2Trainer {
     ///
     /// Errors: GPU errors.
     pub fn update(&mut self) -> Result<()> {
-        self.steps += 1;
+        // Counted once every parameter's step is recorded.
+        let t = self.steps + 1;
         let params = self.model.model.params();
         let decayed = self.opts;
         let flat = AdamWOptions {
@@ -161,8 +165,9 @@ impl Gpt2Trainer {
                 true => &decayed,
                 false => &flat,
             };
-            adamw_step(&p.tensor, g, m, v, self.steps, opts)?;
+            adamw_step(&p.tensor, g, m, v, t, opts)?;
         }
+        self.steps = t;
         Ok(())
     }
 
