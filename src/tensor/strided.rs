@@ -174,6 +174,24 @@ impl Tensor {
     }
 }
 
+/// The kernel's parameters for `n` elements of a view of (merged) `shape`
+/// and `strides` read or written through window `w` (the layout checks
+/// keep every figure below one binding's elements, so within u32).
+fn params(n: usize, shape: &[usize], strides: &[usize], w: &Window) -> GatherParams {
+    let pad = 4 - shape.len();
+    let mut p = GatherParams {
+        n: n as u32,
+        src_off: w.elem_offset,
+        ..Default::default()
+    };
+    p.shape = [1; 4];
+    for (i, (&n, &s)) in shape.iter().zip(strides).enumerate() {
+        p.shape[pad + i] = n as u32;
+        p.strides[pad + i] = s as u32;
+    }
+    p
+}
+
 /// Copies the view `src` (shape, element strides, byte offset) into `out`, a
 /// new contiguous tensor of the same shape and dtype.
 pub(crate) fn gather_into(src: &Tensor, strides: &[usize], out: &Tensor) -> Result<()> {
@@ -187,17 +205,7 @@ pub(crate) fn gather_into(src: &Tensor, strides: &[usize], out: &Tensor) -> Resu
         window: w,
     } = layout(src, strides, "a view")?;
     let ctx = src.context();
-    let pad = 4 - shape.len();
-    let mut p = GatherParams {
-        n: n as u32,
-        src_off: w.elem_offset,
-        ..Default::default()
-    };
-    p.shape = [1; 4];
-    for (i, (&n, &s)) in shape.iter().zip(&strides).enumerate() {
-        p.shape[pad + i] = n as u32;
-        p.strides[pad + i] = s as u32;
-    }
+    let p = params(n, &shape, &strides, &w);
     let half = src.dtype() == DType::F16;
     let pipeline = ctx.pipeline(&GatherSpec {
         half,
@@ -298,17 +306,7 @@ impl Tensor {
             window: w,
         } = layout_for(OP, self, &self.strides(), "the destination view")?;
         let ctx = self.context();
-        let pad = 4 - shape.len();
-        let mut p = GatherParams {
-            n: self.len() as u32,
-            src_off: w.elem_offset,
-            ..Default::default()
-        };
-        p.shape = [1; 4];
-        for (i, (&n, &s)) in shape.iter().zip(&strides).enumerate() {
-            p.shape[pad + i] = n as u32;
-            p.strides[pad + i] = s as u32;
-        }
+        let p = params(self.len(), &shape, &strides, &w);
         let pipeline = ctx.pipeline(&GatherSpec {
             half: false,
             scatter: true,
