@@ -45,6 +45,12 @@ impl Tensor {
         for (name, t) in tensors {
             Tensor::require_dense(op, name, t)?;
         }
+        Tensor::one_context(op, tensors)
+    }
+
+    /// [`Tensor::same_context`] without the density check, for tensors a
+    /// call gathers or writes through a window (views).
+    pub(crate) fn one_context(op: &'static str, tensors: &[(&str, &Tensor)]) -> Result<()> {
         let Some((first, t0)) = tensors.first() else {
             return Ok(());
         };

@@ -245,15 +245,7 @@ impl Tensor {
         const OP: &str = "Tensor::copy_from";
         // Not `same_context`: that one also asks for bindable tensors, and
         // this one writes views it cannot bind.
-        if !std::sync::Arc::ptr_eq(&self.ctx.inner, &src.ctx.inner) {
-            return Err(Error::InvalidArgument {
-                op: OP,
-                detail: format!(
-                    "self is on context {:?} and src on another, {:?}: a copy stays on one",
-                    self.ctx, src.ctx
-                ),
-            });
-        }
+        Tensor::one_context(OP, &[("self", self), ("src", src)])?;
         Tensor::disjoint(OP, &[("self", self)], &[("src", src)])?;
         crate::error::expect_dtype(OP, "src", src.dtype(), &[self.dtype()])?;
         if src.shape() != self.shape() {
@@ -271,24 +263,9 @@ impl Tensor {
         }
         let src = src.contiguous()?;
         if self.is_contiguous() {
-            // One buffer copy of whole words (an f16 run that starts or ends
-            // inside a word holding elements outside it is refused here).
-            let bytes = self.bytes();
-            self.check_write(OP, self.offset, bytes)?;
-            let ctx = &self.ctx;
-            return ctx.scoped(OP, || {
-                let mut enc = ctx.encoder();
-                let words = bytes.next_multiple_of(4);
-                enc.copy_buffer_to_buffer(
-                    &src.buffer,
-                    src.offset,
-                    &self.buffer,
-                    self.offset,
-                    words,
-                );
-                ctx.submit(enc);
-                Ok(())
-            });
+            // One buffer copy (an f16 run that starts or ends inside a word
+            // holding elements outside it is refused by its check).
+            return self.copy_run(OP, self.offset, self.bytes(), &src);
         }
         if self.dtype() == DType::F16 {
             return Err(Error::InvalidArgument {

@@ -101,7 +101,20 @@ impl Tensor {
         Tensor::disjoint(OP, &[("self", self)], &[("src", src)])?;
         expect_dtype(OP, "src", src.dtype, &[self.dtype])?;
         let (start, bytes) = self.range_at(OP, at, src.len())?;
-        self.check_write(OP, start, bytes)?;
+        self.copy_run(OP, start, bytes, src)
+    }
+
+    /// Copies `bytes` bytes of the contiguous `src` (from its start) to byte
+    /// `start` of this tensor's buffer on the device, after the write check
+    /// ([`Tensor::check_write`]).
+    pub(super) fn copy_run(
+        &self,
+        op: &'static str,
+        start: u64,
+        bytes: u64,
+        src: &Tensor,
+    ) -> Result<()> {
+        self.check_write(op, start, bytes)?;
         if bytes == 0 {
             return Ok(());
         }
@@ -109,7 +122,7 @@ impl Tensor {
         // (checked): the whole word is copied, from `src`'s own padded bytes.
         let words = bytes.next_multiple_of(4);
         let ctx = &self.ctx;
-        ctx.scoped(OP, || {
+        ctx.scoped(op, || {
             let mut enc = ctx.encoder();
             enc.copy_buffer_to_buffer(&src.buffer, src.offset, &self.buffer, start, words);
             ctx.submit(enc);

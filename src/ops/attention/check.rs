@@ -151,23 +151,7 @@ fn operands(x: &Inputs) -> Result<()> {
 /// [`Tensor::same_context`], which also asks each to be dense: q, k and v
 /// need not be).
 pub(crate) fn one_context(tensors: &[(&str, &Tensor)]) -> Result<()> {
-    let Some((first, t0)) = tensors.first() else {
-        return Ok(());
-    };
-    for (name, t) in &tensors[1..] {
-        if !std::sync::Arc::ptr_eq(&t.context().inner, &t0.context().inner) {
-            return Err(Error::InvalidArgument {
-                op: OP,
-                detail: format!(
-                    "{first} is on context {:?} and {name} on another, {:?}: tensors of one \
-                     call must share a context",
-                    t0.context(),
-                    t.context()
-                ),
-            });
-        }
-    }
-    Ok(())
+    Tensor::one_context(OP, tensors)
 }
 
 /// A shape error of the call naming all three shapes, then `why`.
