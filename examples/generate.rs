@@ -157,13 +157,7 @@ fn check_first(model: &Gpt2, chunks: &[&[u32]], logits: &Tensor) -> flashdot::Re
         let want =
             flashdot::reference::gpt2::forward(&weights, model.config(), c, 1, c.len()).logits;
         let got = &got[b * s * v..][..c.len() * v];
-        let e: f64 = got
-            .iter()
-            .zip(&want)
-            .map(|(&g, w)| (g as f64 - w).powi(2))
-            .sum();
-        let n: f64 = want.iter().map(|w| w * w).sum();
-        worst = worst.max((e / n).sqrt());
+        worst = worst.max(flashdot::verify::compare(got, &want).rel_l2);
     }
     Ok(worst)
 }

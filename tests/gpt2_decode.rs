@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use common::*;
 use flashdot::models::{CacheLayout, Gpt2, Gpt2Cache, Gpt2Config};
 use flashdot::reference::gpt2 as reference;
-use flashdot::Error;
+use flashdot::{verify, Error};
 use rand::Rng;
 
 const VOCAB: usize = 29;
@@ -26,16 +26,6 @@ fn model() -> Gpt2 {
     let mut c = Gpt2Config::new(VOCAB, POSITIONS, 15, 2, 3);
     c.initializer_range = 0.3;
     Gpt2::random(&ctx(), &c, seed()).unwrap()
-}
-
-fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
-    let e: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, w)| (g as f64 - w).powi(2))
-        .sum();
-    let n: f64 = want.iter().map(|w| w * w).sum();
-    (e / n).sqrt()
 }
 
 /// Runs `calls` (new tokens per sequence, per call) through `extend` and
@@ -90,18 +80,18 @@ fn decode_matches_full_forward(case: &str, layout: CacheLayout, prompts: &[usize
             let got = &logits[b * s * VOCAB..][..new.len() * VOCAB];
             let f = reference::forward(&weights, m.config(), &seqs[b], 1, len);
             let want = &f.logits[before * VOCAB..len * VOCAB];
-            let e = rel_l2(got, want);
+            let r = verify::compare(got, want);
             let full = m
                 .forward(&seqs[b], 1, len)
                 .unwrap()
                 .to_vec::<f32>()
                 .unwrap();
             let full: Vec<f64> = full[before * VOCAB..].iter().map(|&x| x as f64).collect();
-            let e_full = rel_l2(got, &full);
+            let r_full = verify::compare(got, &full);
             assert!(
-                e <= 1e-5 && e_full <= 2e-5,
-                "{case} call {n} sequence {b} (tokens {before}..{len}): relative L2 {e:.2e} \
-                 against f64, {e_full:.2e} against the full forward"
+                r.passes(1e-5) && r_full.passes(2e-5),
+                "{case} call {n} sequence {b} (tokens {before}..{len}): against f64 {r}; \
+                 against the full forward {r_full}"
             );
         }
     }
