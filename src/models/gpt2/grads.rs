@@ -1,7 +1,8 @@
 //! What a backward through the model writes: the scratch gradients of the
 //! activations ([`Scratch`], one set reused by every block, since the
-//! backward runs block by block) and a gradient per parameter
-//! ([`ParamGrads`], in the parameters' load order and device layouts).
+//! backward runs block by block) and a tensor per parameter for its
+//! gradient and AdamW's moments ([`zeros_like`], in the parameters' load
+//! order and device layouts).
 
 use super::config::Gpt2Config;
 use crate::error::Result;
@@ -61,18 +62,15 @@ impl Scratch {
     }
 }
 
-/// A gradient per parameter, in the parameters' load order and of their
-/// device shapes (`Conv1D` weights `[out, in]`), f32; each part of the
-/// model takes its own run of them, in the order its `params` lists.
-#[derive(Debug)]
-pub(super) struct ParamGrads(pub Vec<Tensor>);
-
-impl ParamGrads {
-    /// Zeroed gradients of the shapes of `params`.
-    pub fn new<'a>(ctx: &Context, params: impl Iterator<Item = &'a Tensor>) -> Result<Self> {
-        params
-            .map(|p| Tensor::zeros(ctx, p.shape(), DType::F32))
-            .collect::<Result<_>>()
-            .map(ParamGrads)
-    }
+/// A zero f32 tensor of each of `params`' shapes, in their order: a
+/// parameter's gradient, or one of AdamW's moments (device layouts,
+/// `Conv1D` weights `[out, in]`); each part of the model takes its own run
+/// of them, in the order its `params` lists.
+pub(super) fn zeros_like<'a>(
+    ctx: &Context,
+    params: impl Iterator<Item = &'a Tensor>,
+) -> Result<Vec<Tensor>> {
+    params
+        .map(|p| Tensor::zeros(ctx, p.shape(), DType::F32))
+        .collect()
 }

@@ -3,11 +3,11 @@
 //! backward through every block ([`blocks`](super::blocks)' `backward`s),
 //! and an AdamW step of every parameter, recorded as one submission a step.
 
-use super::grads::{ParamGrads, Scratch};
+use super::grads::{zeros_like, Scratch};
 use super::{Gpt2, Gpt2Activations, NamedTensor};
 use crate::error::{Error, Result};
 use crate::ops::grad::{adamw_step, cross_entropy_into, AdamWOptions, CrossEntropyOptions};
-use crate::{DType, Tensor};
+use crate::Tensor;
 
 /// Trains a [`Gpt2`] on batches of `batch` token sequences of `seq` tokens
 /// (next-token prediction: the caller gives each position's target), with
@@ -32,9 +32,11 @@ pub struct Gpt2Trainer {
     model: Gpt2,
     acts: Gpt2Activations,
     scratch: Scratch,
-    grads: ParamGrads,
-    /// AdamW's moments, a pair per parameter in load order.
-    moments: Vec<(Tensor, Tensor)>,
+    /// A gradient per parameter, in load order.
+    grads: Vec<Tensor>,
+    /// AdamW's first and second moments, likewise.
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
     steps: u64,
     opts: AdamWOptions,
     loss: CrossEntropyOptions,
@@ -61,18 +63,15 @@ impl Gpt2Trainer {
         let acts = model.activations(batch, seq, true)?;
         let scratch = Scratch::new(&ctx, model.config(), batch, seq)?;
         let params = model.model.params();
-        let grads = ParamGrads::new(&ctx, params.iter().map(|p| &p.tensor))?;
-        let zeros = |t: &Tensor| Tensor::zeros(&ctx, t.shape(), DType::F32);
-        let moments = params
-            .iter()
-            .map(|p| Ok((zeros(&p.tensor)?, zeros(&p.tensor)?)))
-            .collect::<Result<_>>()?;
+        let zeros = || zeros_like(&ctx, params.iter().map(|p| &p.tensor));
+        let (grads, m, v) = (zeros()?, zeros()?, zeros()?);
         Ok(Gpt2Trainer {
             model,
             acts,
             scratch,
             grads,
-            moments,
+            m,
+            v,
             steps: 0,
             opts,
             loss: CrossEntropyOptions::default(),
@@ -141,10 +140,8 @@ impl Gpt2Trainer {
     /// Errors: [`Error::Shape`] for `ids` not `batch · seq` long;
     /// [`Error::InvalidArgument`] for an id past the vocabulary; GPU errors.
     pub fn backward(&self, ids: &[u32]) -> Result<()> {
-        let grads = &self.grads.0;
-        self.model
-            .model
-            .backward(ids, &self.acts, &self.scratch, grads)
+        let model = &self.model.model;
+        model.backward(ids, &self.acts, &self.scratch, &self.grads)
     }
 
     /// One AdamW step of every parameter with the gradients of the last
@@ -160,7 +157,8 @@ impl Gpt2Trainer {
             weight_decay: 0.0,
             ..self.opts
         };
-        for ((p, g), (m, v)) in params.iter().zip(&self.grads.0).zip(&self.moments) {
+        let moments = self.m.iter().zip(&self.v);
+        for ((p, g), (m, v)) in params.iter().zip(&self.grads).zip(moments) {
             let opts = match Self::decays(p.tensor.shape()) {
                 true => &decayed,
                 false => &flat,
@@ -179,7 +177,7 @@ impl Gpt2Trainer {
         let params = self.model.model.params();
         params
             .iter()
-            .zip(&self.grads.0)
+            .zip(&self.grads)
             .map(|(p, g)| p.host_of(g))
             .collect()
     }
